@@ -1,0 +1,53 @@
+"""``avformer`` command-line entry point: dispatches ``avformer <command> ...`` to ``avformer.cli.<module>.main``.
+
+Each command module exposes ``main(argv: list[str] | None = None) -> int`` so tests call it in-process.
+Modules are imported lazily, so ``avformer probe`` does not pay for importing the models.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+__all__ = ["COMMANDS", "main"]
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("avformer.cli.demo", "run the main job on the embedded synthetic data"),
+    "synth": ("avformer.cli.synth", "write the procedurally generated audio-visual dataset (MP4 + manifest)"),
+    "probe": ("avformer.cli.probe", "print streams, duration and usability of media files"),
+    "stats": ("avformer.cli.stats", "compute log-mel mean/std for a manifest (dataset normalisation)"),
+    "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`"),
+    "models": ("avformer.cli.models", "list registered models with their parameter counts"),
+    "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = ["usage: avformer <command> [args...]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`avformer <command> --help` describes a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in {"-V", "--version"}:
+        from avformer import __version__
+
+        print(f"avformer {__version__}")
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"avformer: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[cmd][0])
+    return int(module.main(rest))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
