@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from avformer.models import vit  # noqa: F401
 from avformer.models.base import EncoderOutput
 
 __all__ = ["EncoderOutput"]

@@ -1,0 +1,615 @@
+"""Plain (single-scale) ViT encoders: AST on log-mel spectrograms, VATT-style video and raw-waveform transformers.
+
+Papers:
+    AST: Gong, Chung, Glass, "AST: Audio Spectrogram Transformer", Interspeech 2021, https://arxiv.org/abs/2104.01778
+    VATT: Akbari et al., "VATT: Transformers for Multimodal Self-Supervised Learning from Raw Video, Audio and Text",
+        NeurIPS 2021, https://arxiv.org/abs/2104.11178
+    ViT / DeiT (the trunk): https://arxiv.org/abs/2010.11929, https://arxiv.org/abs/2012.12877
+Parity: ``AudioSpectrogramTransformer`` matches ``transformers``' ``ASTModel`` (``last_hidden_state``,
+``pooler_output``) and ``ASTForAudioClassification`` (logits) after ``convert_transformers_ast_state_dict``
+(tests/models/test_parity_transformers.py, random tiny configs, asserted max abs error ≤ 1e-4).
+
+All three share one trunk (pre-norm ``Block`` stack + final LayerNorm) and differ in tokenizer, position embedding,
+prefix tokens and pooling::
+
+    x ─ patch_embed ─▶ tokens (B, N, D) + pos(grid) ─▶ [prefix tokens ‖ tokens] ─▶ blocks ─▶ norm ─▶ split
+                                                   ▲ VATT DropToken (later) drops tokens here, after position
+                                                     embedding and before the blocks
+
+Differences from the references:
+    AST (vs transformers / the original AST code):
+        * Input is ``(B, 1, F, T)`` (mel bins first, one channel); transformers takes ``(B, T, F)``.
+        * ``EncoderOutput.tokens`` excludes the prefix tokens; ``forward_sequence`` returns the whole sequence in
+          transformers' order ``[cls, dist, patches]``, the patches in freq-major order (index ``f·T' + t``).
+        * ``pooled`` is ``(cls + dist) / 2`` (transformers' ``pooler_output``). The head (LayerNorm + Linear, as
+          ``ASTMLPHead``) exists only when ``num_classes > 0``; with ``num_classes=0`` ``forward`` returns ``pooled``.
+        * LayerNorm eps defaults to 1e-6 (original AST code / DeiT); transformers' config uses 1e-12.
+        * Inputs of another length work: the learned position table is resized to the new patch grid on the fly
+          (``pos_embed_resize="interpolate"``: 2-D bilinear over the (F', T') grid, align_corners=False; ``"crop"``:
+          keep the first positions along an axis that got shorter, interpolate one that got longer). transformers
+          rejects other lengths; the original AST code resizes once, when adapting ImageNet weights.
+          Interpolation rescales time (positions mean "fraction of the clip"); crop keeps 10 ms per frame fixed.
+        * ``pos_embed="separable"`` is an option of ours: a frequency table plus a time table (summed), no position
+          on prefix tokens. The default ``"joint"`` is transformers' layout (one table over prefix + F'·T' patches),
+          needed to load AST weights.
+    VideoViT / WaveformViT (vs the VATT paper; its TF code is not run here, so there is no parity test):
+        * VATT's [AGG] token is ``class_token`` (it gets no position embedding here); ``pool="cls"`` or ``"mean"``.
+        * Video position embedding is VATT's separable sum ``pos_t[t] + pos_h[h] + pos_w[w]``; waveform uses one
+          learned 1-D table. Both are interpolated (linear per axis) for other input sizes.
+        * No DropToken yet, no modality-agnostic weight sharing, no projection heads (those live outside encoders).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed, conv_output_size
+from avformer.layers.vit_block import Block
+from avformer.models.base import EncoderOutput
+from avformer.registry import register_model, split_overrides
+
+__all__ = [
+    "ASTConfig",
+    "AudioSpectrogramTransformer",
+    "VideoViT",
+    "VideoViTConfig",
+    "WaveformViT",
+    "WaveformViTConfig",
+    "convert_transformers_ast_state_dict",
+]
+
+_RUNTIME_KEYS = ("num_classes", "drop_path_rate", "fused", "grad_checkpointing")
+_POS_RESIZE = ("interpolate", "crop")
+
+
+# ---- configs ------------------------------------------------------------------------------------------------------
+def _check_trunk(cfg: Any) -> None:
+    """Validation shared by the three configs (fields embed_dim, depth, num_heads, mlp_ratio, norm_eps)."""
+    for name in ("embed_dim", "depth", "num_heads"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{type(cfg).__name__}.{name} must be a positive int, got {v!r}")
+    if cfg.embed_dim % cfg.num_heads != 0:
+        raise ValueError(f"embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
+    if cfg.mlp_ratio <= 0 or cfg.norm_eps <= 0:
+        raise ValueError(f"mlp_ratio and norm_eps must be > 0, got {cfg.mlp_ratio}, {cfg.norm_eps}")
+
+
+def _check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
+    v = getattr(cfg, name)
+    if v not in choices:
+        raise ValueError(f"{type(cfg).__name__}.{name} must be one of {choices}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class ASTConfig:
+    """AST architecture (defaults: AST-Base as published, AudioSet 10 s clips). Runtime knobs are constructor args."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    num_mel_bins: int = 128  # F of the default input (Kaldi fbank, 25 ms window)
+    num_frames: int = 1024  # T of the default input: 10.24 s at a 10 ms hop
+    patch_size: int = 16  # square patches
+    freq_stride: int = 10  # < patch_size: overlapping patches (AST: 10 on both axes)
+    time_stride: int = 10
+    class_token: bool = True
+    dist_token: bool = True  # DeiT distillation token; AST-Base starts from distilled DeiT and keeps it
+    pool: str = "prefix"  # "prefix": mean of the prefix tokens, (cls + dist) / 2 as in AST | "mean": of patches
+    pos_embed: str = "joint"  # "joint": one table over prefix + F'·T' (transformers layout) | "separable": F + T
+    pos_embed_resize: str = "interpolate"  # how the table meets another input length: "interpolate" | "crop"
+
+    def __post_init__(self) -> None:
+        _check_trunk(self)
+        _check_choice(self, "pool", ("prefix", "mean"))
+        _check_choice(self, "pos_embed", ("joint", "separable"))
+        _check_choice(self, "pos_embed_resize", _POS_RESIZE)
+        if min(self.patch_size, self.freq_stride, self.time_stride) < 1:
+            raise ValueError("patch_size, freq_stride and time_stride must be >= 1")
+        if self.num_mel_bins < self.patch_size or self.num_frames < self.patch_size:
+            raise ValueError(
+                f"input ({self.num_mel_bins} mel × {self.num_frames} frames) is smaller than one patch "
+                f"({self.patch_size})"
+            )
+        if self.dist_token and not self.class_token:
+            raise ValueError("dist_token=True needs class_token=True")
+        if self.pool == "prefix" and not self.class_token:
+            raise ValueError('pool="prefix" needs class_token=True; use pool="mean"')
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token) + int(self.dist_token)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(F', T') patch grid of the default input."""
+        return (
+            conv_output_size(self.num_mel_bins, self.patch_size, self.freq_stride),
+            conv_output_size(self.num_frames, self.patch_size, self.time_stride),
+        )
+
+    @property
+    def default_input(self) -> tuple[int, int, int]:
+        """One sample's shape: (1, F, T)."""
+        return (1, self.num_mel_bins, self.num_frames)
+
+
+@dataclass(frozen=True)
+class VideoViTConfig:
+    """Video ViT over tubelets with VATT's separable position embedding (defaults: VATT-Base video encoder)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    in_chans: int = 3
+    num_frames: int = 32  # VATT: 32 frames at 10 fps (3.2 s)
+    img_size: int = 224  # square frames
+    tubelet_size: tuple[int, int, int] = (4, 16, 16)  # (t, p, p); VATT 4×16×16, ViViT 2×16×16
+    class_token: bool = True  # VATT's [AGG] token
+    pool: str = "cls"  # "cls" | "mean" (of patch tokens)
+    pos_embed_resize: str = "interpolate"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tubelet_size", tuple(self.tubelet_size))  # YAML gives lists
+        _check_trunk(self)
+        _check_choice(self, "pool", ("cls", "mean"))
+        _check_choice(self, "pos_embed_resize", _POS_RESIZE)
+        if len(self.tubelet_size) != 3 or min(self.tubelet_size) < 1:
+            raise ValueError(f"tubelet_size must be 3 positive ints (t, p, p), got {self.tubelet_size}")
+        t, ph, pw = self.tubelet_size
+        if self.num_frames < t or self.img_size < max(ph, pw):
+            raise ValueError(
+                f"input {self.num_frames}×{self.img_size}² is smaller than one tubelet {self.tubelet_size}"
+            )
+        if self.pool == "cls" and not self.class_token:
+            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(t, h, w) tubelet grid of the default input."""
+        t, ph, pw = self.tubelet_size
+        return (self.num_frames // t, self.img_size // ph, self.img_size // pw)
+
+    @property
+    def default_input(self) -> tuple[int, int, int, int]:
+        """One sample's shape: (C, T, H, W)."""
+        return (self.in_chans, self.num_frames, self.img_size, self.img_size)
+
+
+@dataclass(frozen=True)
+class WaveformViTConfig:
+    """Transformer on raw-waveform patches (defaults: VATT-Base audio encoder)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    in_chans: int = 1
+    num_samples: int = 153_600  # VATT: 3.2 s at 48 kHz (9.6 s at our 16 kHz) -> 1200 patches
+    patch_size: int = 128  # samples per patch (VATT)
+    class_token: bool = True
+    pool: str = "cls"  # "cls" | "mean"
+    pos_embed_resize: str = "interpolate"
+
+    def __post_init__(self) -> None:
+        _check_trunk(self)
+        _check_choice(self, "pool", ("cls", "mean"))
+        _check_choice(self, "pos_embed_resize", _POS_RESIZE)
+        if self.patch_size < 1 or self.num_samples < self.patch_size:
+            raise ValueError(f"num_samples {self.num_samples} must be >= patch_size {self.patch_size} >= 1")
+        if self.pool == "cls" and not self.class_token:
+            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token)
+
+    @property
+    def grid(self) -> tuple[int]:
+        return (self.num_samples // self.patch_size,)
+
+    @property
+    def default_input(self) -> tuple[int, int]:
+        """One sample's shape: (C, S)."""
+        return (self.in_chans, self.num_samples)
+
+
+# ---- position-table resizing --------------------------------------------------------------------------------------
+def _resize_pos_table(table: torch.Tensor, old: tuple[int, ...], new: tuple[int, ...], mode: str) -> torch.Tensor:
+    """Resize a learned table over a token grid.
+
+    Args:
+        table: (1, prod(old), D), rows in row-major grid order.
+        old, new: grid sizes (1-3 axes).
+        mode: "interpolate" (linear/bilinear/trilinear, align_corners=False) or "crop" (first positions of an axis
+            that shrank; an axis that grew is still interpolated).
+
+    Returns:
+        (1, prod(new), D); ``table`` itself when ``old == new``.
+    """
+    if old == new:
+        return table
+    D = table.shape[-1]
+    x = table.reshape(1, *old, D).movedim(-1, 1)  # (1, D, *old)
+    if mode == "crop":
+        x = x[(slice(None), slice(None), *(slice(0, min(o, n)) for o, n in zip(old, new, strict=True)))]
+    if tuple(x.shape[2:]) != new:
+        interp = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(new)]
+        x = F.interpolate(x, size=new, mode=interp, align_corners=False)
+    return x.movedim(1, -1).reshape(1, -1, D)  # (1, prod(new), D)
+
+
+def _trunc_normal(t: torch.Tensor, std: float = 0.02) -> None:
+    nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
+
+
+# ---- shared trunk -------------------------------------------------------------------------------------------------
+class _ViTEncoder(nn.Module):
+    """Blocks + final norm + head and the shared encoder API; subclasses supply the tokenizer and positions.
+
+    A subclass implements ``_build_embedding(cfg)`` (sets ``patch_embed``, ``cls_token``, position tables) and
+    ``_patch_pos(grid) -> (1, N, D)``; it overrides ``_prefix(B) -> (B, P, D) | None`` when it has more prefix
+    tokens than ``cls_token`` or gives them positions, and ``_build_head`` when its head is more than a Linear.
+    Constructor arguments are documented on ``AudioSpectrogramTransformer``.
+    """
+
+    config_class: ClassVar[type]
+    input_kind: ClassVar[str]
+    _no_wd_names: ClassVar[tuple[str, ...]]
+    patch_embed: nn.Module
+    cls_token: nn.Parameter | None
+
+    def __init__(
+        self,
+        cfg: Any,
+        *,
+        num_classes: int = 0,
+        drop_path_rate: float = 0.0,
+        fused: bool = True,
+        grad_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise TypeError(f"{type(self).__name__} takes a {self.config_class.__name__}, got {type(cfg).__name__}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.num_features = self.embed_dim = cfg.embed_dim
+        self.num_prefix_tokens: int = cfg.num_prefix_tokens
+        self.default_input: tuple[int, ...] = cfg.default_input
+        self.grad_checkpointing = grad_checkpointing
+        self._build_embedding(cfg)
+        # stochastic depth grows linearly with depth (plain Python: works under `with torch.device("meta")`)
+        dpr = [drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+        self.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i], fused, cfg.norm_eps)
+            for i in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self._build_head(cfg)
+        self.init_weights()
+
+    @classmethod
+    def from_config(cls, cfg: Any, **overrides: Any) -> Self:
+        """Build from ``cfg`` with ``overrides``: config fields replace, runtime keys go to the constructor."""
+        cfg, runtime = split_overrides(cfg, overrides, _RUNTIME_KEYS)
+        return cls(cfg, **runtime)
+
+    # -- hooks for subclasses
+    def _build_embedding(self, cfg: Any) -> None:
+        raise NotImplementedError
+
+    def _build_head(self, cfg: Any) -> None:
+        self.head: nn.Module = nn.Linear(cfg.embed_dim, self.num_classes) if self.num_classes > 0 else nn.Identity()
+
+    def _patch_pos(self, grid: tuple[int, ...]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _prefix(self, batch: int) -> torch.Tensor | None:
+        return None if self.cls_token is None else self.cls_token.expand(batch, -1, -1)  # no position
+
+    def _pool(self, prefix: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool == "mean":
+            return tokens.mean(dim=1)
+        return prefix.mean(dim=1)  # cls (VATT), or (cls + dist) / 2 (AST)
+
+    # -- weights
+    def init_weights(self) -> None:
+        """Truncated normal (std 0.02) for linear/conv weights, position tables and prefix tokens; zero biases."""
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                    _trunc_normal(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            for name in self.no_weight_decay():
+                _trunc_normal(self.get_parameter(name))
+
+    def no_weight_decay(self) -> set[str]:
+        """Position tables and prefix tokens (biases and norms are the optimizer builder's concern)."""
+        params = dict(self.named_parameters())
+        return {n for n in self._no_wd_names if n in params}
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def set_fused(self, fused: bool) -> None:
+        """Switch every attention between SDPA (True) and the eager reference math (False)."""
+        for blk in self.blocks:
+            blk.attn.fused = fused
+
+    # -- forward
+    def forward_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The whole normed sequence ``[prefix tokens, patch tokens]`` (B, P + N, D) and the patch grid."""
+        tokens, grid = self.patch_embed(x)  # (B, N, D)
+        tokens = tokens + self._patch_pos(grid).to(tokens.dtype)
+        prefix = self._prefix(tokens.shape[0])
+        x = tokens if prefix is None else torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + N, D)
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return self.norm(x), grid
+
+    def forward_features(self, x: torch.Tensor) -> EncoderOutput:
+        seq, grid = self.forward_sequence(x)
+        P = self.num_prefix_tokens
+        prefix, tokens = seq[:, :P], seq[:, P:]
+        return EncoderOutput(tokens=tokens, pooled=self._pool(prefix, tokens), grid=grid)
+
+    def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
+        """Logits (B, num_classes), or ``pooled`` (B, D) itself when ``num_classes == 0``."""
+        return self.head(feats.pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+# ---- AST ----------------------------------------------------------------------------------------------------------
+class AudioSpectrogramTransformer(_ViTEncoder):
+    """AST on a log-mel spectrogram.
+
+    Args:
+        cfg: architecture.
+        num_classes: head outputs; 0 = no head (``forward`` returns ``pooled``).
+        drop_path_rate: stochastic depth of the last block (linear from 0).
+        fused: SDPA attention (True) or the eager reference path (False).
+        grad_checkpointing: recompute each block in backward (training only).
+
+    ``forward_features``: ``(B, 1, F, T)`` log-mel (mel bins first) -> tokens ``(B, F'·T', D)`` in freq-major order,
+    pooled ``(B, D)``, grid ``(F', T')`` with ``F' = (F - patch) // freq_stride + 1``,
+    ``T' = (T - patch) // time_stride + 1``.
+    """
+
+    config_class = ASTConfig
+    input_kind = "spectrogram"
+    _no_wd_names = ("pos_embed", "pos_embed_freq", "pos_embed_time", "cls_token", "dist_token")
+
+    def _build_embedding(self, cfg: ASTConfig) -> None:
+        D = cfg.embed_dim
+        self.patch_embed = PatchEmbed2d(1, D, cfg.patch_size, stride=(cfg.freq_stride, cfg.time_stride))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.dist_token else None
+        Fp, Tp = cfg.grid
+        if cfg.pos_embed == "joint":
+            self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_prefix_tokens + Fp * Tp, D))
+        else:
+            self.pos_embed_freq = nn.Parameter(torch.zeros(1, Fp, D))
+            self.pos_embed_time = nn.Parameter(torch.zeros(1, Tp, D))
+
+    def _build_head(self, cfg: ASTConfig) -> None:
+        # ASTMLPHead: LayerNorm + Linear over the pooled feature; absent without classes (strict ASTModel loading)
+        self.head_norm: nn.Module = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if self.num_classes else nn.Identity()
+        super()._build_head(cfg)
+
+    def _patch_pos(self, grid: tuple[int, ...]) -> torch.Tensor:
+        cfg, mode = self.cfg, self.cfg.pos_embed_resize
+        if cfg.pos_embed == "joint":
+            table = self.pos_embed[:, self.num_prefix_tokens :]  # (1, F'·T', D), freq-major
+            return _resize_pos_table(table, cfg.grid, grid, mode)
+        Fp, Tp = grid
+        pf = _resize_pos_table(self.pos_embed_freq, cfg.grid[:1], (Fp,), mode)  # (1, F', D)
+        pt = _resize_pos_table(self.pos_embed_time, cfg.grid[1:], (Tp,), mode)  # (1, T', D)
+        return (pf[:, :, None, :] + pt[:, None, :, :]).reshape(1, Fp * Tp, -1)  # (1, F'·T', D)
+
+    def _prefix(self, batch: int) -> torch.Tensor | None:
+        toks = [t for t in (self.cls_token, self.dist_token) if t is not None]
+        if not toks:
+            return None
+        prefix = torch.cat(toks, dim=1)  # (1, P, D)
+        if self.cfg.pos_embed == "joint":
+            prefix = prefix + self.pos_embed[:, : self.num_prefix_tokens]
+        return prefix.expand(batch, -1, -1)
+
+    def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
+        return self.head(self.head_norm(feats.pooled))
+
+
+# ---- video --------------------------------------------------------------------------------------------------------
+class VideoViT(_ViTEncoder):
+    """ViT over video tubelets with VATT's separable (t, h, w) position embedding.
+
+    ``forward_features``: ``(B, C, T, H, W)`` -> tokens ``(B, t·h·w, D)``, pooled ``(B, D)``,
+    grid ``(t, h, w) = (T // t0, H // p, W // p)``. Constructor args as ``AudioSpectrogramTransformer``.
+    """
+
+    config_class = VideoViTConfig
+    input_kind = "video"
+    _no_wd_names = ("pos_embed_t", "pos_embed_h", "pos_embed_w", "cls_token")
+
+    def _build_embedding(self, cfg: VideoViTConfig) -> None:
+        D = cfg.embed_dim
+        self.patch_embed = TubeletEmbed3d(cfg.in_chans, D, cfg.tubelet_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        t, h, w = cfg.grid
+        self.pos_embed_t = nn.Parameter(torch.zeros(1, t, D))
+        self.pos_embed_h = nn.Parameter(torch.zeros(1, h, D))
+        self.pos_embed_w = nn.Parameter(torch.zeros(1, w, D))
+
+    def _patch_pos(self, grid: tuple[int, ...]) -> torch.Tensor:
+        t, h, w = grid
+        (t0, h0, w0), mode = self.cfg.grid, self.cfg.pos_embed_resize
+        pt = _resize_pos_table(self.pos_embed_t, (t0,), (t,), mode)[0]  # (t, D)
+        ph = _resize_pos_table(self.pos_embed_h, (h0,), (h,), mode)[0]  # (h, D)
+        pw = _resize_pos_table(self.pos_embed_w, (w0,), (w,), mode)[0]  # (w, D)
+        pos = pt[:, None, None] + ph[None, :, None] + pw[None, None, :]  # (t, h, w, D)
+        return pos.reshape(1, t * h * w, -1)
+
+
+# ---- waveform -----------------------------------------------------------------------------------------------------
+class WaveformViT(_ViTEncoder):
+    """Transformer on raw-waveform patches (VATT's audio encoder).
+
+    ``forward_features``: ``(B, C, S)`` -> tokens ``(B, S', D)``, pooled ``(B, D)``, grid ``(S' = S // patch_size,)``
+    (trailing samples that do not fill a patch are dropped). Constructor args as ``AudioSpectrogramTransformer``.
+    """
+
+    config_class = WaveformViTConfig
+    input_kind = "waveform"
+    _no_wd_names = ("pos_embed", "cls_token")
+
+    def _build_embedding(self, cfg: WaveformViTConfig) -> None:
+        D = cfg.embed_dim
+        self.patch_embed = WaveformPatchEmbed(cfg.in_chans, D, cfg.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.grid[0], D))
+
+    def _patch_pos(self, grid: tuple[int, ...]) -> torch.Tensor:
+        return _resize_pos_table(self.pos_embed, self.cfg.grid, tuple(grid), self.cfg.pos_embed_resize)
+
+
+# ---- variants -----------------------------------------------------------------------------------------------------
+# AST sizes follow the AST repo's DeiT starting points (tiny224 / small224 / base384), all 12 layers, stride 10.
+@register_model("ast_tiny")
+def ast_tiny(**overrides: Any) -> AudioSpectrogramTransformer:
+    return AudioSpectrogramTransformer.from_config(ASTConfig(embed_dim=192, num_heads=3), **overrides)
+
+
+@register_model("ast_small")
+def ast_small(**overrides: Any) -> AudioSpectrogramTransformer:
+    return AudioSpectrogramTransformer.from_config(ASTConfig(embed_dim=384, num_heads=6), **overrides)
+
+
+@register_model("ast_base")
+def ast_base(**overrides: Any) -> AudioSpectrogramTransformer:
+    """Published AST-Base: 12 × 101 = 1212 patches of a 128 × 1024 input (+2 prefix tokens), 86.6 M params
+    with the 527-class AudioSet head."""
+    return AudioSpectrogramTransformer.from_config(ASTConfig(), **overrides)
+
+
+# VATT video encoders: 32 × 224² input, 4×16×16 tubelets -> 8 × 14 × 14 = 1568 tokens.
+@register_model("vit_video_tiny_t4p16")
+def vit_video_tiny_t4p16(**overrides: Any) -> VideoViT:
+    return VideoViT.from_config(VideoViTConfig(embed_dim=192, num_heads=3), **overrides)
+
+
+@register_model("vit_video_base_t4p16")
+def vit_video_base_t4p16(**overrides: Any) -> VideoViT:
+    """VATT-Base video: 12 layers, 768 wide, 12 heads."""
+    return VideoViT.from_config(VideoViTConfig(), **overrides)
+
+
+@register_model("vit_video_medium_t4p16")
+def vit_video_medium_t4p16(**overrides: Any) -> VideoViT:
+    """VATT-Medium video: 12 layers, 1024 wide, 16 heads."""
+    return VideoViT.from_config(VideoViTConfig(embed_dim=1024, num_heads=16), **overrides)
+
+
+@register_model("vit_video_large_t4p16")
+def vit_video_large_t4p16(**overrides: Any) -> VideoViT:
+    """VATT-Large video: 24 layers, 1024 wide, 16 heads."""
+    return VideoViT.from_config(VideoViTConfig(embed_dim=1024, depth=24, num_heads=16), **overrides)
+
+
+# VATT audio encoders: 128-sample patches of the raw waveform.
+@register_model("vit_wave_tiny_p128")
+def vit_wave_tiny_p128(**overrides: Any) -> WaveformViT:
+    return WaveformViT.from_config(WaveformViTConfig(embed_dim=192, num_heads=3), **overrides)
+
+
+@register_model("vit_wave_base_p128")
+def vit_wave_base_p128(**overrides: Any) -> WaveformViT:
+    """VATT-Base audio: 12 layers, 768 wide, 12 heads."""
+    return WaveformViT.from_config(WaveformViTConfig(), **overrides)
+
+
+# ---- weight conversion --------------------------------------------------------------------------------------------
+_LAYER = r"^(?:layers|encoder\.layer)\.(\d+)\."  # transformers >= 5 | transformers 4.x (and the hub checkpoints)
+_AST_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^embeddings\.cls_token$", "cls_token"),
+    (r"^embeddings\.distillation_token$", "dist_token"),
+    (r"^embeddings\.position_embeddings$", "pos_embed"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+    (_LAYER + r"layernorm_before\.", r"blocks.\1.norm1."),
+    (_LAYER + r"layernorm_after\.", r"blocks.\1.norm2."),
+    (_LAYER + r"attention\.(?:o_proj|output\.dense)\.", r"blocks.\1.attn.proj."),
+    (_LAYER + r"(?:mlp\.fc1|intermediate\.dense)\.", r"blocks.\1.mlp.fc1."),
+    (_LAYER + r"(?:mlp\.fc2|output\.dense)\.", r"blocks.\1.mlp.fc2."),
+    (r"^layernorm\.", "norm."),
+    (r"^classifier\.layernorm\.", "head_norm."),
+    (r"^classifier\.dense\.", "head."),
+)
+_AST_QKV = re.compile(_LAYER + r"attention\.(?:(q|k|v)_proj|attention\.(query|key|value))\.(weight|bias)$")
+
+
+def convert_transformers_ast_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a ``transformers`` ``ASTModel`` / ``ASTForAudioClassification`` state dict onto
+    ``AudioSpectrogramTransformer`` (``pos_embed="joint"``, ``class_token=dist_token=True``).
+
+    Accepts both transformers >= 5 names (``layers.i.attention.q_proj``) and 4.x / hub-checkpoint names
+    (``encoder.layer.i.attention.attention.query``); q, k, v are concatenated into ``qkv``. Build the model with the
+    same geometry (``embed_dim``/``depth``/``num_heads``/strides/``num_mel_bins``/``num_frames = max_length``),
+    ``num_classes = num_labels`` for the classifier (0 for a bare ``ASTModel``) and, for the closest match,
+    ``norm_eps = layer_norm_eps``; then ``load_state_dict(..., strict=True)``.
+
+    Raises:
+        KeyError: a key that has no counterpart here (nothing is dropped silently).
+    """
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in state_dict.items():
+        k = key.removeprefix("audio_spectrogram_transformer.")
+        if m := _AST_QKV.match(k):
+            layer, short, long, kind = m.groups()
+            which = short or {"query": "q", "key": "k", "value": "v"}[long]
+            qkv.setdefault((layer, kind), {})[which] = value
+            continue
+        for pattern, repl in _AST_RENAMES:
+            new, n = re.subn(pattern, repl, k)
+            if n:
+                out[new] = value
+                break
+        else:
+            raise KeyError(f"no avformer counterpart for transformers AST key {key!r}")
+    for (layer, kind), parts in qkv.items():
+        if set(parts) != {"q", "k", "v"}:
+            raise KeyError(f"layer {layer}: incomplete q/k/v {kind} ({sorted(parts)})")
+        out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    return out
