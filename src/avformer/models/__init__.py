@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from avformer.models import vit  # noqa: F401
+from avformer.models import (
+    multiscale,  # noqa: F401
+    vit,  # noqa: F401
+)
 from avformer.models.base import EncoderOutput
 
 __all__ = ["EncoderOutput"]
