@@ -1,0 +1,530 @@
+"""Video transforms: pure functions on ``(C, T, H, W)`` tensors, thin random wrappers, and temporal sampling.
+
+Conventions
+-----------
+- The decoder hands over frames as ``(T, H, W, 3)`` uint8 (numpy or torch). :func:`to_tensor` turns them into
+  ``(C, T, H, W)`` float32 in ``[0, 1]``, the layout video encoders (MViTv2, video ViT) take.
+- Every spatial op acts on the whole clip at once, so all frames of a clip get the same crop, flip and resize
+  (``F.interpolate`` sees the ``T`` frames as a batch of images).
+- Random ops take an explicit ``torch.Generator``; ``None`` falls back to torch's global RNG. The same generator
+  state always gives the same output.
+- Temporal sampling returns *time windows in seconds* (so the decoder reads only the window it needs) or
+  frame indices into an already decoded window.
+
+Recipes follow pytorchvideo / SlowFast / MViT: training uses a random resized crop and a horizontal flip;
+evaluation resizes the short side and takes a centre crop; test-time multi-clip uses evenly spaced windows.
+Differences from those references: the random resized crop takes one box for the whole clip (as pytorchvideo
+does) with a default area range of ``(0.25, 1.0)`` rather than ImageNet's ``(0.08, 1.0)``, because tiny clips
+(32-64 px) lose their object at 8 %; and clips shorter than requested repeat their last frame instead of
+being dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "KINETICS_MEAN",
+    "KINETICS_STD",
+    "NORMALIZATIONS",
+    "VideoTransform",
+    "VideoTransformConfig",
+    "center_crop",
+    "fps_frame_indices",
+    "horizontal_flip",
+    "normalize",
+    "pad_or_loop_frames",
+    "random_clip_window",
+    "random_horizontal_flip",
+    "random_resized_crop",
+    "random_resized_crop_params",
+    "resized_crop",
+    "short_side_resize",
+    "strided_frame_indices",
+    "to_tensor",
+    "uniform_clip_windows",
+    "uniform_frame_indices",
+]
+
+# Kinetics statistics used by pytorchvideo, SlowFast and MViT recipes.
+KINETICS_MEAN: tuple[float, float, float] = (0.45, 0.45, 0.45)
+KINETICS_STD: tuple[float, float, float] = (0.225, 0.225, 0.225)
+# ImageNet statistics (image-pretrained backbones: ViT, LAVISH adapters, ...).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "kinetics": (KINETICS_MEAN, KINETICS_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+Size = int | tuple[int, int]
+
+
+def _pair(size: Size) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else size
+    if h <= 0 or w <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def _rand(generator: torch.Generator | None) -> float:
+    """One uniform float in [0, 1) from ``generator`` (or the global RNG)."""
+    return float(torch.rand((), generator=generator))
+
+
+def _check_video(video: torch.Tensor) -> None:
+    if video.ndim != 4:
+        raise ValueError(f"expected a (C, T, H, W) video, got shape {tuple(video.shape)}")
+
+
+# ---- layout ------------------------------------------------------------------------------------------------
+
+
+def to_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Decoder frames to a float clip.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8, numpy or torch.
+
+    Returns:
+        ``(C, T, H, W)`` float32 in ``[0, 1]``, contiguous.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected (T, H, W, 3) frames, got shape {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 frames, got {x.dtype}")
+    # (T, H, W, C) -> (C, T, H, W): one pass that transposes and converts, then scale in place
+    out = torch.empty((x.shape[3], *x.shape[:3]), dtype=torch.float32, device=x.device)
+    out.copy_(x.permute(3, 0, 1, 2))
+    return out.div_(255.0)
+
+
+# ---- spatial ops (pure) ------------------------------------------------------------------------------------
+
+
+def _resize(video: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
+    """Bilinear resize of every frame of ``(C, T, H, W)`` to ``(C, T, *size)``."""
+    if tuple(video.shape[-2:]) == size:
+        return video
+    if not video.is_floating_point():
+        raise TypeError(f"resize needs a float video, got {video.dtype}; call to_tensor first")
+    # frames as a batch of images: (C, T, H, W) -> (T, C, H, W)
+    frames = video.transpose(0, 1)
+    out = F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return out.transpose(0, 1).contiguous()  # (C, T, h, w)
+
+
+def short_side_resize(video: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:
+    """Resize so the shorter spatial side equals ``size``, keeping the aspect ratio.
+
+    The long side becomes ``floor(long * size / short)`` (torchvision's rule). Bilinear, over all frames at once.
+
+    Args:
+        video: ``(C, T, H, W)`` float.
+        size: target length of the shorter side, in pixels.
+        antialias: low-pass filter when downscaling (matches PIL / torchvision ``antialias=True``).
+
+    Returns:
+        ``(C, T, H', W')`` float with ``min(H', W') == size``.
+    """
+    _check_video(video)
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    h, w = video.shape[-2:]
+    new_hw = (size, max(size, int(w * size / h))) if h <= w else (max(size, int(h * size / w)), size)
+    return _resize(video, new_hw, antialias)
+
+
+def center_crop(video: torch.Tensor, size: Size) -> torch.Tensor:
+    """Crop the central ``size`` region of every frame.
+
+    When ``H - h`` is odd the extra pixel goes below (top offset is ``(H - h) // 2``); likewise on the right.
+
+    Args:
+        video: ``(C, T, H, W)``, any dtype.
+        size: ``s`` or ``(h, w)``; must not exceed the frame.
+
+    Returns:
+        ``(C, T, h, w)`` view of ``video``.
+    """
+    _check_video(video)
+    h, w = _pair(size)
+    height, width = video.shape[-2:]
+    if h > height or w > width:
+        raise ValueError(f"crop {h}x{w} larger than frame {height}x{width}; resize first")
+    top, left = (height - h) // 2, (width - w) // 2
+    return video[..., top : top + h, left : left + w]
+
+
+def resized_crop(
+    video: torch.Tensor, top: int, left: int, height: int, width: int, size: Size, antialias: bool = True
+) -> torch.Tensor:
+    """Crop the box ``(top, left, height, width)`` from every frame and resize it to ``size``.
+
+    Args:
+        video: ``(C, T, H, W)`` float.
+        top, left, height, width: the box in pixels, inside the frame.
+        size: output ``s`` or ``(h, w)``.
+        antialias: low-pass filter when downscaling.
+
+    Returns:
+        ``(C, T, h, w)`` float.
+    """
+    _check_video(video)
+    box = video[..., top : top + height, left : left + width]
+    if tuple(box.shape[-2:]) != (height, width):
+        raise ValueError(f"box {(top, left, height, width)} outside frame {tuple(video.shape[-2:])}")
+    return _resize(box, _pair(size), antialias)
+
+
+def horizontal_flip(video: torch.Tensor) -> torch.Tensor:
+    """Mirror every frame left-right: ``torch.flip(video, dims=(-1,))``. ``(C, T, H, W) -> (C, T, H, W)``."""
+    _check_video(video)
+    return torch.flip(video, dims=(-1,))
+
+
+def normalize(
+    video: torch.Tensor,
+    mean: Sequence[float] = KINETICS_MEAN,
+    std: Sequence[float] = KINETICS_STD,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Per-channel ``(video - mean[c]) / std[c]``.
+
+    Defaults are the Kinetics statistics of pytorchvideo/MViT; pass ``*NORMALIZATIONS["imagenet"]`` for
+    ImageNet-pretrained backbones.
+
+    Args:
+        video: ``(C, T, H, W)`` float in ``[0, 1]``.
+        mean: ``C`` channel means.
+        std: ``C`` channel standard deviations (non-zero).
+        inplace: overwrite ``video`` instead of allocating.
+
+    Returns:
+        ``(C, T, H, W)`` float.
+    """
+    _check_video(video)
+    c = video.shape[0]
+    if len(mean) != c or len(std) != c:
+        raise ValueError(f"mean/std need {c} values, got {len(mean)} and {len(std)}")
+    if any(s == 0 for s in std):
+        raise ValueError(f"std must be non-zero, got {tuple(std)}")
+    m = torch.as_tensor(mean, dtype=video.dtype, device=video.device).view(c, 1, 1, 1)
+    s = torch.as_tensor(std, dtype=video.dtype, device=video.device).view(c, 1, 1, 1)
+    out = video if inplace else video.clone()
+    return out.sub_(m).div_(s)
+
+
+def pad_or_loop_frames(video: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Give a clip exactly ``num_frames`` frames.
+
+    Short clips are padded by **repeating their last frame** (a frozen ending, not a loop: looping would
+    put a jump cut in the clip and desynchronise it from its audio). Long clips keep their first
+    ``num_frames`` frames.
+
+    Args:
+        video: ``(C, T, H, W)`` with ``T >= 1``.
+        num_frames: wanted ``T``.
+
+    Returns:
+        ``(C, num_frames, H, W)``.
+    """
+    _check_video(video)
+    t = video.shape[1]
+    if t == 0:
+        raise ValueError("cannot pad a clip with no frames")
+    if num_frames <= 0:
+        raise ValueError(f"num_frames must be positive, got {num_frames}")
+    if t >= num_frames:
+        return video[:, :num_frames]
+    pad = video[:, -1:].expand(-1, num_frames - t, -1, -1)
+    return torch.cat([video, pad], dim=1)
+
+
+# ---- spatial ops (random) ----------------------------------------------------------------------------------
+
+
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    max_tries: int = 10,
+) -> tuple[int, int, int, int]:
+    """Sample an Inception-style crop box: area fraction uniform in ``scale``, aspect log-uniform in ``ratio``.
+
+    Up to ``max_tries`` boxes are drawn; if none fits, fall back to the largest centred box whose aspect
+    lies in ``ratio``.
+
+    Returns:
+        ``(top, left, h, w)`` in pixels.
+    """
+    if not (0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+    if not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {ratio}")
+    area = height * width
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(max_tries):
+        target = area * (scale[0] + (scale[1] - scale[0]) * _rand(generator))
+        aspect = math.exp(log_lo + (log_hi - log_lo) * _rand(generator))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(_rand(generator) * (height - h + 1))
+            left = int(_rand(generator) * (width - w + 1))
+            return top, left, h, w
+    # fallback: whole frame, trimmed to the allowed aspect range
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        h, w = height, width
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(
+    video: torch.Tensor,
+    size: Size,
+    scale: tuple[float, float] = (0.25, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    antialias: bool = True,
+) -> torch.Tensor:
+    """Random resized crop with one box for all frames of the clip.
+
+    Args:
+        video: ``(C, T, H, W)`` float.
+        size: output ``s`` or ``(h, w)``.
+        scale: range of the box area as a fraction of the frame area.
+        ratio: range of the box aspect ratio ``w / h`` (sampled log-uniformly).
+        generator: RNG; ``None`` uses torch's global RNG.
+        antialias: low-pass filter when downscaling.
+
+    Returns:
+        ``(C, T, h, w)`` float.
+    """
+    _check_video(video)
+    top, left, h, w = random_resized_crop_params(video.shape[-2], video.shape[-1], scale, ratio, generator)
+    return resized_crop(video, top, left, h, w, size, antialias)
+
+
+def random_horizontal_flip(
+    video: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Flip the whole clip left-right with probability ``p``. ``(C, T, H, W) -> (C, T, H, W)``."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    # always draw, so the generator advances the same way whatever p is
+    return horizontal_flip(video) if _rand(generator) < p else video
+
+
+# ---- temporal sampling -------------------------------------------------------------------------------------
+
+
+def random_clip_window(
+    duration: float, clip_seconds: float, generator: torch.Generator | None = None
+) -> tuple[float, float]:
+    """A training window: start uniform in ``[0, duration - clip_seconds]``.
+
+    Args:
+        duration: length of the file in seconds.
+        clip_seconds: wanted window length in seconds.
+        generator: RNG; ``None`` uses torch's global RNG.
+
+    Returns:
+        ``(start, end)`` in seconds, inside ``[0, duration]``. A file not longer than ``clip_seconds`` gives
+        ``(0, duration)``: the whole file (pad it afterwards with :func:`pad_or_loop_frames`).
+    """
+    if duration < 0 or clip_seconds <= 0:
+        raise ValueError(f"need duration >= 0 and clip_seconds > 0, got {duration}, {clip_seconds}")
+    if duration <= clip_seconds:
+        return 0.0, float(duration)
+    start = (duration - clip_seconds) * _rand(generator)
+    return start, start + clip_seconds
+
+
+def uniform_clip_windows(duration: float, clip_seconds: float, num_clips: int) -> list[tuple[float, float]]:
+    """Evenly spaced test-time windows (SlowFast/MViT multi-clip testing).
+
+    Starts are ``linspace(0, duration - clip_seconds, num_clips)``: the first window begins the file and the last
+    ends it, so together they cover it. One clip is centred.
+
+    Args:
+        duration: length of the file in seconds.
+        clip_seconds: window length in seconds.
+        num_clips: number of windows.
+
+    Returns:
+        ``num_clips`` windows ``(start, end)`` in seconds. A file not longer than ``clip_seconds`` gives
+        ``num_clips`` copies of ``(0, duration)``, so callers can always average ``num_clips`` predictions.
+    """
+    if duration < 0 or clip_seconds <= 0 or num_clips <= 0:
+        raise ValueError(
+            f"need duration >= 0, clip_seconds > 0, num_clips > 0; got {duration}, {clip_seconds}, {num_clips}"
+        )
+    if duration <= clip_seconds:
+        return [(0.0, float(duration))] * num_clips
+    slack = duration - clip_seconds
+    if num_clips == 1:
+        return [(slack / 2, slack / 2 + clip_seconds)]
+    starts = [slack * i / (num_clips - 1) for i in range(num_clips)]
+    return [(s, min(s + clip_seconds, float(duration))) for s in starts]
+
+
+def uniform_frame_indices(num_available: int, num_frames: int) -> list[int]:
+    """Pick ``num_frames`` evenly spread frames out of ``num_available`` (TSN-style segment centres).
+
+    Index ``i`` is ``floor((i + 0.5) * num_available / num_frames)``: the centre of the i-th of ``num_frames`` equal
+    segments. With fewer frames than wanted, frames repeat (the clip is stretched in time).
+
+    Returns:
+        ``num_frames`` non-decreasing indices in ``[0, num_available)``.
+    """
+    if num_available <= 0 or num_frames <= 0:
+        raise ValueError(f"need num_available > 0 and num_frames > 0, got {num_available}, {num_frames}")
+    step = num_available / num_frames
+    return [min(int((i + 0.5) * step), num_available - 1) for i in range(num_frames)]
+
+
+def strided_frame_indices(num_available: int, num_frames: int, stride: int, start: int = 0) -> list[int]:
+    """``num_frames`` indices ``start, start + stride, ...``; past the end the last frame repeats.
+
+    Returns:
+        ``num_frames`` indices in ``[0, num_available)``.
+    """
+    if num_available <= 0 or num_frames <= 0 or stride <= 0:
+        raise ValueError(
+            f"need positive num_available, num_frames, stride; got {num_available}, {num_frames}, {stride}"
+        )
+    if not 0 <= start < num_available:
+        raise ValueError(f"start {start} outside [0, {num_available})")
+    return [min(start + i * stride, num_available - 1) for i in range(num_frames)]
+
+
+def fps_frame_indices(num_available: int, num_frames: int, src_fps: float, dst_fps: float) -> list[int]:
+    """Resample frames decoded at ``src_fps`` to ``dst_fps``, from the start of the window.
+
+    Output frame ``i`` is the source frame shown at time ``(i + 0.5) / dst_fps``; frames past the end of the
+    window repeat the last one (the same rule as :func:`pad_or_loop_frames`).
+
+    Returns:
+        ``num_frames`` indices in ``[0, num_available)``.
+    """
+    if num_available <= 0 or num_frames <= 0 or src_fps <= 0 or dst_fps <= 0:
+        raise ValueError("num_available, num_frames, src_fps and dst_fps must be positive")
+    step = src_fps / dst_fps
+    return [min(int((i + 0.5) * step), num_available - 1) for i in range(num_frames)]
+
+
+# ---- composed transform ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VideoTransformConfig:
+    """Video preprocessing for one clip; the window length is ``clip_seconds = num_frames / fps``."""
+
+    num_frames: int = 16  # frames per clip fed to the model
+    fps: float = 8.0  # sampling rate of those frames (16 frames at 8 fps = 2 s)
+    size: int = 224  # output height = width
+    short_side: int = 256  # eval: resize the short side to this, then centre-crop `size`
+    train_scale: tuple[float, float] = (0.25, 1.0)  # random-resized-crop area range (ImageNet uses 0.08)
+    train_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # random-resized-crop aspect range
+    hflip: float = 0.5  # train flip probability
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+
+    def __post_init__(self) -> None:
+        if self.num_frames <= 0 or self.fps <= 0:
+            raise ValueError(f"num_frames and fps must be positive, got {self.num_frames}, {self.fps}")
+        if self.size <= 0 or self.short_side < self.size:
+            raise ValueError(f"need 0 < size <= short_side, got size={self.size}, short_side={self.short_side}")
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"hflip must be in [0, 1], got {self.hflip}")
+        if not (0 < self.train_scale[0] <= self.train_scale[1] <= 1):
+            raise ValueError(f"train_scale must satisfy 0 < lo <= hi <= 1, got {self.train_scale}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need 3 values")
+
+    @property
+    def clip_seconds(self) -> float:
+        """Length of the time window one clip covers."""
+        return self.num_frames / self.fps
+
+
+class VideoTransform:
+    """Decoded frames to a normalised model clip.
+
+    Train: random resized crop (one box per clip) + random horizontal flip. Eval: short-side resize + centre crop.
+    Both then normalise. Deterministic given the generator; eval draws no random numbers.
+
+    Work order keeps it cheap: pick frames and crop in uint8, convert to float once, resize the whole clip in one
+    ``F.interpolate`` call, normalise in place.
+    """
+
+    def __init__(self, cfg: VideoTransformConfig, train: bool) -> None:
+        self.cfg = cfg
+        self.train = train
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(train={self.train}, cfg={self.cfg})"
+
+    def select_frames(self, num_available: int, src_fps: float | None = None) -> list[int]:
+        """Indices of the ``cfg.num_frames`` frames to keep from a decoded window of ``num_available`` frames.
+
+        With ``src_fps``, frames are taken at ``cfg.fps`` from the window start. Without it, a window with enough
+        frames is spread uniformly over ``cfg.num_frames`` (:func:`uniform_frame_indices`), and a shorter one is
+        taken as a window cut short by the end of the file (the decoder delivers ``cfg.fps``), so it keeps its
+        timing and repeats its last frame, in step with audio that is padded at the end.
+        """
+        if src_fps is not None:
+            return fps_frame_indices(num_available, self.cfg.num_frames, src_fps, self.cfg.fps)
+        if num_available >= self.cfg.num_frames:
+            return uniform_frame_indices(num_available, self.cfg.num_frames)
+        return strided_frame_indices(num_available, self.cfg.num_frames, stride=1)
+
+    def __call__(
+        self,
+        frames: np.ndarray | torch.Tensor,
+        generator: torch.Generator | None = None,
+        src_fps: float | None = None,
+    ) -> torch.Tensor:
+        """Transform one decoded window.
+
+        Args:
+            frames: ``(T, H, W, 3)`` uint8, the decoded window (any ``T >= 1``).
+            generator: RNG for the train-time augmentations; ``None`` uses torch's global RNG.
+            src_fps: frame rate of ``frames`` when it is not ``cfg.fps``; see :meth:`select_frames`.
+
+        Returns:
+            ``(3, cfg.num_frames, cfg.size, cfg.size)`` float32, normalised.
+        """
+        cfg = self.cfg
+        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
+            raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {tuple(x.shape)}")
+        idx = self.select_frames(x.shape[0], src_fps)
+        if idx != list(range(x.shape[0])):
+            x = x[idx]  # (num_frames, H, W, 3) uint8
+        height, width = x.shape[1:3]
+        if self.train:
+            top, left, h, w = random_resized_crop_params(height, width, cfg.train_scale, cfg.train_ratio, generator)
+            video = to_tensor(x[:, top : top + h, left : left + w])  # crop in uint8, then float once
+            video = _resize(video, (cfg.size, cfg.size), antialias=True)
+            video = random_horizontal_flip(video, cfg.hflip, generator)
+        else:
+            video = short_side_resize(to_tensor(x), cfg.short_side)
+            video = center_crop(video, cfg.size).contiguous()
+        return normalize(video, cfg.mean, cfg.std, inplace=True)

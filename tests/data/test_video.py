@@ -1,0 +1,298 @@
+"""Video transforms: exact shapes, pixel-level checks on ramps, reproducibility under an explicit generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avformer.data.video import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    KINETICS_MEAN,
+    KINETICS_STD,
+    NORMALIZATIONS,
+    VideoTransform,
+    VideoTransformConfig,
+    center_crop,
+    fps_frame_indices,
+    horizontal_flip,
+    normalize,
+    pad_or_loop_frames,
+    random_clip_window,
+    random_horizontal_flip,
+    random_resized_crop,
+    random_resized_crop_params,
+    resized_crop,
+    short_side_resize,
+    strided_frame_indices,
+    to_tensor,
+    uniform_clip_windows,
+    uniform_frame_indices,
+)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _ramp(c: int = 3, t: int = 4, h: int = 8, w: int = 10) -> torch.Tensor:
+    """(C, T, H, W) where pixel (y, x) holds 100 * y + x, plus 1000 * channel and 10000 * frame."""
+    y = torch.arange(h).view(h, 1) * 100.0
+    x = torch.arange(w).view(1, w).float()
+    base = (y + x).expand(c, t, h, w)
+    return base + 1000.0 * torch.arange(c).view(c, 1, 1, 1) + 10000.0 * torch.arange(t).view(1, t, 1, 1)
+
+
+def _frames(t: int = 6, h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+# ---- layout --------------------------------------------------------------------------------------------------
+
+
+def test_to_tensor_layout_and_range() -> None:
+    frames = _frames(5, 6, 7)
+    video = to_tensor(frames)
+    assert video.shape == (3, 5, 6, 7)
+    assert video.dtype == torch.float32
+    assert video.is_contiguous()
+    assert video.min() >= 0.0 and video.max() <= 1.0
+    # channel c of frame t at (y, x) is frames[t, y, x, c] / 255
+    assert video[2, 4, 5, 6] == pytest.approx(frames[4, 5, 6, 2] / 255.0)
+    assert torch.equal(to_tensor(torch.from_numpy(frames)), video)
+
+
+def test_to_tensor_rejects_bad_input() -> None:
+    with pytest.raises(TypeError):
+        to_tensor(np.zeros((2, 4, 4, 3), dtype=np.float32))
+    with pytest.raises(ValueError):
+        to_tensor(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+# ---- spatial -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("hw", "expected"), [((48, 64), (32, 42)), ((64, 48), (42, 32)), ((40, 40), (32, 32))])
+def test_short_side_resize_shape(hw: tuple[int, int], expected: tuple[int, int]) -> None:
+    video = torch.rand(3, 2, *hw)
+    assert short_side_resize(video, 32).shape == (3, 2, *expected)
+
+
+def test_short_side_resize_keeps_constants_and_is_identity_at_size() -> None:
+    video = torch.full((3, 2, 30, 50), 0.25)
+    assert torch.allclose(short_side_resize(video, 17), torch.full((3, 2, 17, 28), 0.25))
+    video = torch.rand(3, 2, 20, 30)
+    assert torch.equal(short_side_resize(video, 20), video)
+
+
+def test_center_crop_picks_centre_pixels() -> None:
+    video = _ramp(h=8, w=10)
+    out = center_crop(video, 4)
+    assert out.shape == (3, 4, 4, 4)
+    # top = (8 - 4) // 2 = 2, left = (10 - 4) // 2 = 3
+    assert torch.equal(out, video[..., 2:6, 3:7])
+    assert out[0, 0, 0, 0] == 203.0
+    rect = center_crop(video, (3, 5))  # odd margins: top = 2, left = 2
+    assert torch.equal(rect, video[..., 2:5, 2:7])
+    with pytest.raises(ValueError):
+        center_crop(video, 9)
+
+
+def test_center_crop_checkerboard() -> None:
+    board = ((torch.arange(6).view(6, 1) + torch.arange(6).view(1, 6)) % 2).float().expand(1, 1, 6, 6)
+    out = center_crop(board, 2)
+    assert out[0, 0].tolist() == [[0.0, 1.0], [1.0, 0.0]]  # rows 2-3, cols 2-3 of the board
+
+
+def test_horizontal_flip_equals_torch_flip() -> None:
+    video = torch.rand(3, 4, 5, 6)
+    assert torch.equal(horizontal_flip(video), torch.flip(video, dims=(-1,)))
+    assert torch.equal(horizontal_flip(horizontal_flip(video)), video)
+
+
+def test_random_horizontal_flip() -> None:
+    video = torch.rand(3, 2, 4, 5)
+    assert torch.equal(random_horizontal_flip(video, 0.0, _gen(0)), video)
+    assert torch.equal(random_horizontal_flip(video, 1.0, _gen(0)), horizontal_flip(video))
+    draws = [bool(torch.equal(random_horizontal_flip(video, 0.5, _gen(s)), video)) for s in range(40)]
+    assert 5 < sum(draws) < 35  # both outcomes occur
+    assert draws == [bool(torch.equal(random_horizontal_flip(video, 0.5, _gen(s)), video)) for s in range(40)]
+
+
+def test_normalize_formula() -> None:
+    video = torch.rand(3, 2, 4, 4)
+    out = normalize(video, IMAGENET_MEAN, IMAGENET_STD)
+    for c in range(3):
+        assert torch.allclose(out[c], (video[c] - IMAGENET_MEAN[c]) / IMAGENET_STD[c])
+    default = normalize(video)
+    assert torch.allclose(default, (video - 0.45) / 0.225)
+    assert NORMALIZATIONS["kinetics"] == (KINETICS_MEAN, KINETICS_STD)
+    assert not torch.equal(video, default)  # not in place by default
+    copy = video.clone()
+    assert normalize(copy, inplace=True) is copy
+    with pytest.raises(ValueError):
+        normalize(video, (0.5, 0.5), (0.2, 0.2))
+
+
+def test_pad_or_loop_frames_repeats_last_frame() -> None:
+    video = _ramp(t=3)
+    out = pad_or_loop_frames(video, 5)
+    assert out.shape == (3, 5, 8, 10)
+    assert torch.equal(out[:, :3], video)
+    assert torch.equal(out[:, 3], video[:, 2]) and torch.equal(out[:, 4], video[:, 2])
+    assert torch.equal(pad_or_loop_frames(video, 2), video[:, :2])
+    assert torch.equal(pad_or_loop_frames(video, 3), video)
+    with pytest.raises(ValueError):
+        pad_or_loop_frames(video[:, :0], 4)
+
+
+def test_resized_crop_box() -> None:
+    video = _ramp(h=8, w=10)
+    out = resized_crop(video, 1, 2, 4, 5, (4, 5))  # same size: a plain crop
+    assert torch.equal(out, video[..., 1:5, 2:7])
+    assert resized_crop(video, 0, 0, 8, 10, 6).shape == (3, 4, 6, 6)
+    with pytest.raises(ValueError):
+        resized_crop(video, 6, 0, 4, 4, 4)
+
+
+def test_random_resized_crop_params_in_bounds() -> None:
+    g = _gen(0)
+    for _ in range(200):
+        top, left, h, w = random_resized_crop_params(48, 64, (0.25, 1.0), (3 / 4, 4 / 3), g)
+        assert top >= 0 and top + h <= 48 and left >= 0 and left + w <= 64
+        assert 0.2 <= h * w / (48 * 64) <= 1.0
+        assert 0.7 <= w / h <= 1.4
+    # impossible to satisfy (aspect 100:1 frame): falls back to a centred box in the allowed aspect range
+    top, left, h, w = random_resized_crop_params(4, 400, (0.9, 1.0), (3 / 4, 4 / 3), _gen(0))
+    assert (h, w) == (4, 5) and left == (400 - 5) // 2 and top == 0
+
+
+def test_random_resized_crop_reproducible_and_seed_dependent() -> None:
+    video = torch.rand(3, 4, 40, 50)
+    a = random_resized_crop(video, 16, generator=_gen(1))
+    b = random_resized_crop(video, 16, generator=_gen(1))
+    c = random_resized_crop(video, 16, generator=_gen(2))
+    assert a.shape == (3, 4, 16, 16)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    params = {random_resized_crop_params(40, 50, generator=_gen(s)) for s in range(10)}
+    assert len(params) > 5
+
+
+def test_random_resized_crop_same_box_for_all_frames() -> None:
+    # frames differ only by a constant offset; bilinear resize preserves it iff every frame gets the same box
+    base = torch.rand(3, 1, 40, 50)
+    video = base + torch.arange(5.0).view(1, 5, 1, 1)
+    for seed in range(5):
+        out = random_resized_crop(video, 12, generator=_gen(seed))
+        assert torch.allclose(out - out[:, :1], torch.arange(5.0).view(1, 5, 1, 1).expand_as(out), atol=1e-5)
+
+
+# ---- temporal ------------------------------------------------------------------------------------------------
+
+
+def test_random_clip_window() -> None:
+    for seed in range(20):
+        start, end = random_clip_window(10.0, 2.0, _gen(seed))
+        assert start >= 0.0 and end <= 10.0
+        assert end - start == pytest.approx(2.0)
+    assert random_clip_window(10.0, 2.0, _gen(3)) == random_clip_window(10.0, 2.0, _gen(3))
+    assert random_clip_window(10.0, 2.0, _gen(3)) != random_clip_window(10.0, 2.0, _gen(4))
+    assert random_clip_window(1.5, 2.0, _gen(0)) == (0.0, 1.5)  # short file: all of it
+    with pytest.raises(ValueError):
+        random_clip_window(1.0, 0.0)
+
+
+def test_uniform_clip_windows_evenly_spaced_and_covering() -> None:
+    windows = uniform_clip_windows(10.0, 2.0, 5)
+    assert len(windows) == 5
+    starts = [s for s, _ in windows]
+    assert starts[0] == 0.0 and windows[-1][1] == pytest.approx(10.0)
+    assert np.allclose(np.diff(starts), 2.0)  # (10 - 2) / 4
+    assert all(e - s == pytest.approx(2.0) and s >= 0 and e <= 10.0 for s, e in windows)
+    assert uniform_clip_windows(10.0, 2.0, 1) == [(4.0, 6.0)]  # one clip: centred
+    assert uniform_clip_windows(1.0, 2.0, 3) == [(0.0, 1.0)] * 3  # short file: whole file, N times
+
+
+def test_frame_index_helpers() -> None:
+    assert uniform_frame_indices(10, 5) == [1, 3, 5, 7, 9]
+    assert uniform_frame_indices(16, 16) == list(range(16))
+    assert uniform_frame_indices(3, 6) == [0, 0, 1, 1, 2, 2]
+    assert uniform_frame_indices(100, 1) == [50]
+    assert strided_frame_indices(10, 4, 2, 1) == [1, 3, 5, 7]
+    assert strided_frame_indices(6, 5, 2) == [0, 2, 4, 5, 5]  # past the end: last frame repeats
+    assert fps_frame_indices(32, 16, 16.0, 8.0) == list(range(1, 32, 2))
+    assert fps_frame_indices(5, 4, 25.0, 25.0) == [0, 1, 2, 3]
+    assert fps_frame_indices(3, 5, 8.0, 8.0) == [0, 1, 2, 2, 2]
+    with pytest.raises(ValueError):
+        strided_frame_indices(10, 4, 2, 10)
+    with pytest.raises(ValueError):
+        uniform_frame_indices(0, 4)
+
+
+# ---- composed ------------------------------------------------------------------------------------------------
+
+
+def _small_cfg(**kw: object) -> VideoTransformConfig:
+    return VideoTransformConfig(**{"num_frames": 4, "fps": 8.0, "size": 16, "short_side": 20, **kw})  # type: ignore[arg-type]
+
+
+def test_config_validation_and_clip_seconds() -> None:
+    assert VideoTransformConfig().clip_seconds == 2.0
+    with pytest.raises(ValueError):
+        VideoTransformConfig(size=224, short_side=200)
+    with pytest.raises(ValueError):
+        VideoTransformConfig(hflip=1.5)
+
+
+def test_eval_transform_matches_pure_pipeline() -> None:
+    cfg = _small_cfg()
+    frames = _frames(8, 24, 32)
+    out = VideoTransform(cfg, train=False)(frames)
+    assert out.shape == (3, 4, 16, 16) and out.dtype == torch.float32
+    idx = uniform_frame_indices(8, 4)
+    ref = normalize(center_crop(short_side_resize(to_tensor(frames[idx]), 20), 16))
+    assert torch.allclose(out, ref)
+    assert torch.equal(out, VideoTransform(cfg, train=False)(frames, _gen(5)))  # eval ignores the generator
+
+
+def test_train_transform_reproducible_and_seed_dependent() -> None:
+    tf = VideoTransform(_small_cfg(), train=True)
+    frames = _frames(8, 24, 32)
+    a, b, c = tf(frames, _gen(0)), tf(frames, _gen(0)), tf(frames, _gen(1))
+    assert a.shape == (3, 4, 16, 16)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert tf(torch.from_numpy(frames), None).shape == (3, 4, 16, 16)
+
+
+def test_train_transform_equals_crop_then_flip() -> None:
+    cfg = _small_cfg(hflip=1.0, train_scale=(0.5, 1.0))
+    frames = _frames(4, 24, 32)
+    out = VideoTransform(cfg, train=True)(frames, _gen(3))
+    g = _gen(3)
+    top, left, h, w = random_resized_crop_params(24, 32, cfg.train_scale, cfg.train_ratio, g)
+    ref = normalize(horizontal_flip(resized_crop(to_tensor(frames), top, left, h, w, 16)))
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_transform_pads_short_windows_with_src_fps() -> None:
+    cfg = _small_cfg(num_frames=6, fps=8.0)
+    frames = np.stack([np.full((24, 32, 3), 40 * i, dtype=np.uint8) for i in range(3)])  # 3 flat frames
+    out = VideoTransform(cfg, train=False)(frames, src_fps=8.0)
+    assert out.shape == (3, 6, 16, 16)
+    levels = [round(float(out[0, t].mean() * 0.225 + 0.45) * 255) for t in range(6)]
+    assert levels == [0, 40, 80, 80, 80, 80]
+    # without src_fps a short window is taken as cut short by the end of the file: same padding
+    out = VideoTransform(cfg, train=False)(frames)
+    assert [round(float(out[0, t].mean() * 0.225 + 0.45) * 255) for t in range(6)] == [0, 40, 80, 80, 80, 80]
+
+
+def test_transform_spreads_long_windows_uniformly() -> None:
+    cfg = _small_cfg(num_frames=3)
+    frames = np.stack([np.full((24, 32, 3), 20 * i, dtype=np.uint8) for i in range(9)])
+    out = VideoTransform(cfg, train=False)(frames)
+    assert [round(float(out[0, t].mean() * 0.225 + 0.45) * 255) for t in range(3)] == [20, 80, 140]  # 1, 4, 7
+    out = VideoTransform(cfg, train=False)(frames, src_fps=16.0)  # 16 -> 8 fps: every other frame
+    assert [round(float(out[0, t].mean() * 0.225 + 0.45) * 255) for t in range(3)] == [20, 60, 100]  # 1, 3, 5
