@@ -1,0 +1,222 @@
+"""``avformer bench data MANIFEST``: data-pipeline throughput, per stage, against a naive baseline.
+
+What is measured (all in one run, so ratios are meaningful on a shared, noisy machine):
+
+- **ours**: the real loading path (:class:`avformer.data.AVDataset` through a DataLoader): decode the sample's
+  window once for both streams, convert only the frames that are kept, straight to the target size, then the
+  video transform and the log-mel features. Reported for ``--workers 0`` (one process, comparable with the baseline)
+  and for ``--workers N``.
+- **naive baseline** (one process): what a first script does — decode *every* video frame to full-size RGB with
+  PyAV, open the file again and decode all the audio, then subsample the frames to the target fps, resize them,
+  mix and resample the audio, and compute the same features. It gets the same thread budget as ours (one decoder
+  thread, one swscale thread), so the ratio measures the work saved, not thread contention.
+- **stages** of our path, as differences between cumulative passes over the same files (each pass re-opens the
+  file): ``open`` (open + header), ``demux`` (read every packet), ``decode`` (decode every frame, no conversion),
+  ``convert+resample`` (our full ``decode_clip``: frame selection, RGB conversion and resize, audio resampling to
+  mono), ``features`` (video transform + audio features on the decoded clip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avformer.data.audio import AudioFeatureConfig, AudioFeatures
+from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
+from avformer.data.manifest import Manifest, read_manifest
+from avformer.data.media import decode_clip
+from avformer.data.video import VideoTransform, VideoTransformConfig
+
+__all__ = ["main", "naive_load"]
+
+
+def naive_load(path: str, cfg: DataConfig, video_tf: VideoTransform, audio_tf: AudioFeatures) -> dict[str, Any]:
+    """The baseline: decode everything at full size, then subsample, resize and featurise."""
+    out: dict[str, Any] = {}
+    with av.open(path) as container:
+        vstream = container.streams.video[0]
+        vstream.thread_count = 1  # same thread budget as ours: the comparison is about the work done, not threads
+        frames, times = [], []
+        for frame in container.decode(vstream):
+            frames.append(frame.to_ndarray(format="rgb24", threads=1))
+            times.append(float(frame.time or 0.0))
+    video = np.stack(frames)  # (T_all, H, W, 3) full size
+    t0 = times[0]
+    wanted = t0 + np.arange(cfg.video.num_frames) / cfg.video.fps
+    idx = np.clip(np.searchsorted(np.asarray(times), wanted, side="right") - 1, 0, len(times) - 1)
+    clip = torch.from_numpy(video[idx]).permute(0, 3, 1, 2).float()  # (T, 3, H, W)
+    h, w = clip.shape[-2:]
+    scale = cfg.video.short_side / min(h, w)
+    clip = F.interpolate(clip, size=(round(h * scale), round(w * scale)), mode="bilinear", antialias=True)
+    out["video"] = video_tf(clip.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    with av.open(path) as container:
+        astream = container.streams.audio[0]
+        astream.thread_count = 1
+        chunks = [frame.to_ndarray() for frame in container.decode(astream)]
+        rate = astream.rate
+    pcm = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)
+    if pcm.dtype.kind == "i":
+        pcm = pcm / float(np.iinfo(pcm.dtype).max)
+    mono = torch.from_numpy(pcm.astype(np.float32)).mean(0)
+    sr = cfg.audio.sample_rate
+    if rate != sr:
+        mono = F.interpolate(mono[None, None], scale_factor=sr / rate, mode="linear")[0, 0]
+    n = round(cfg.window_seconds * sr)
+    wav = torch.zeros(n)
+    wav[: min(n, len(mono))] = mono[:n]
+    out["audio"] = audio_tf(wav)
+    return out
+
+
+def _time_pass(fn: Callable[[str], object], paths: Sequence[str]) -> float:
+    t0 = time.perf_counter()
+    for p in paths:
+        fn(p)
+    return time.perf_counter() - t0
+
+
+def _open_only(path: str) -> None:
+    with av.open(path) as c:
+        _ = c.streams.video, c.streams.audio
+
+
+def _demux_only(path: str) -> None:
+    with av.open(path) as c:
+        for _ in c.demux():
+            pass
+
+
+def _decode_only(path: str) -> None:
+    with av.open(path) as c:
+        streams = [*c.streams.video[:1], *c.streams.audio[:1]]
+        for s in streams:
+            s.thread_count = 1
+        for packet in c.demux(*streams):
+            packet.decode()
+
+
+def _loader_rate(ds: AVDataset, workers: int, batch_size: int) -> tuple[float, LoadStats]:
+    loader = make_loader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
+    stats = LoadStats()
+    t0 = time.perf_counter()
+    for batch in loader:
+        stats.update(batch)
+    dt = time.perf_counter() - t0
+    return stats.loaded / dt, stats
+
+
+def bench_data(manifest: Manifest, cfg: DataConfig, workers: int, batch_size: int, repeats: int) -> dict[str, Any]:
+    paths = [r.path for r in manifest]
+    ds = AVDataset(manifest, cfg, train=False)
+    video_tf = VideoTransform(cfg.video, train=False)
+    audio_tf = AudioFeatures(cfg.audio)
+
+    def ours_decode(p: str) -> object:
+        return decode_clip(
+            p, 0.0, cfg.window_seconds, fps=cfg.video.fps, size=cfg.video.short_side, sample_rate=cfg.audio.sample_rate
+        )
+
+    def ours_full(p: str) -> object:
+        clip = ours_decode(p)
+        assert clip.video is not None and clip.audio is not None  # type: ignore[attr-defined]
+        n = round(cfg.window_seconds * cfg.audio.sample_rate)
+        wav = torch.zeros(n)
+        a = torch.from_numpy(clip.audio[:n])  # type: ignore[attr-defined]
+        wav[: len(a)] = a
+        return video_tf(clip.video), audio_tf(wav)  # type: ignore[attr-defined]
+
+    passes: dict[str, Callable[[str], object]] = {
+        "open": _open_only,
+        "demux": _demux_only,
+        "decode": _decode_only,
+        "convert+resample": ours_decode,
+        "features": ours_full,
+        "naive": lambda p: naive_load(p, cfg, video_tf, audio_tf),
+    }
+    # interleave repeats so drift on a shared machine hits every pass alike; keep the median
+    times: dict[str, list[float]] = {k: [] for k in passes}
+    for _ in range(repeats):
+        for name, fn in passes.items():
+            times[name].append(_time_pass(fn, paths))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    n = len(paths)
+    cumulative = ["open", "demux", "decode", "convert+resample", "features"]
+    stages_ms = {}
+    prev = 0.0
+    for k in cumulative:
+        stages_ms[k] = max(med[k] - prev, 0.0) / n * 1e3
+        prev = med[k]
+    loader0, _ = _loader_rate(ds, 0, batch_size)
+    loader_n, stats = _loader_rate(ds, workers, batch_size) if workers > 0 else (loader0, None)
+    return {
+        "clips": n,
+        "ours_clips_per_s": n / med["features"],
+        "naive_clips_per_s": n / med["naive"],
+        "speedup": med["naive"] / med["features"],
+        "stages_ms_per_clip": stages_ms,
+        "loader_clips_per_s": {"workers=0": loader0, f"workers={workers}": loader_n},
+        "loader_summary": stats.summary() if stats is not None else None,
+        "repeats": repeats,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="avformer bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("data", help="data-pipeline throughput against a naive baseline")
+    p.add_argument("manifest")
+    p.add_argument("--root", default=None, help="folder that relative paths start from (default: the manifest's)")
+    p.add_argument("--limit", type=int, default=200, help="clips to use (first N rows; 0 = all)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the loader figure")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each pass; the median is kept")
+    p.add_argument("--num-frames", type=int, default=8)
+    p.add_argument("--fps", type=float, default=8.0)
+    p.add_argument("--size", type=int, default=64, help="crop size (short side resize to the same)")
+    p.add_argument("--num-mel-bins", type=int, default=128)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    manifest = read_manifest(args.manifest, args.root)
+    if args.limit:
+        manifest = manifest.subset(range(min(args.limit, len(manifest))))
+    seconds = args.num_frames / args.fps
+    cfg = DataConfig(
+        clip_seconds=seconds,
+        video=replace(
+            VideoTransformConfig(), num_frames=args.num_frames, fps=args.fps, size=args.size, short_side=args.size
+        ),
+        audio=replace(AudioFeatureConfig(), num_mel_bins=args.num_mel_bins, num_frames=None),
+    )
+    res = bench_data(manifest, cfg, args.workers, args.batch_size, args.repeats)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(
+        f"bench data: {res['clips']} clips of {args.manifest}, {args.num_frames} frames @ {args.fps:g} fps, "
+        f"{args.size}px, {args.num_mel_bins} mel; median of {args.repeats} interleaved repeats, 1 thread"
+    )
+    print(f"  ours (1 process)      {res['ours_clips_per_s']:8.1f} clips/s")
+    print(f"  naive (1 process)     {res['naive_clips_per_s']:8.1f} clips/s")
+    print(f"  speed-up              {res['speedup']:8.2f}x")
+    for k, v in res["loader_clips_per_s"].items():
+        print(f"  DataLoader {k:<10} {v:8.1f} clips/s")
+    print("  stages (ms per clip): " + ", ".join(f"{k} {v:.2f}" for k, v in res["stages_ms_per_clip"].items()))
+    if res["loader_summary"]:
+        print(f"  {res['loader_summary']}")
+    return 0

@@ -1,0 +1,289 @@
+"""Manifest-driven audio-visual dataset, collation that survives bad files, and a DataLoader factory.
+
+A sample is a dict with fixed keys:
+
+==============  ==========================================================================================
+key             value
+==============  ==========================================================================================
+``video``       (C, T, H, W) float32, normalised (present when ``"video"`` is in ``modalities``)
+``audio``       (1, F, T) log-mel or (1, S) waveform (present when ``"audio"`` is in ``modalities``)
+``has_video``   bool tensor: False when the file has no usable video stream (``video`` is then zeros)
+``has_audio``   bool tensor: False when the file has no audio (``audio`` is then zeros: a placeholder that
+                models and losses must mask out via ``has_audio``, never treat as real silence)
+``label``       int64 class index (single-label) or (K,) float32 multi-hot (multi-label); -1 when unlabeled
+``id``          str, the row id
+``index``       int, position in the manifest
+``text``        str, only when the row has a caption
+==============  ==========================================================================================
+
+A row that cannot be loaded (missing file, undecodable media, neither stream usable) gives a *skip marker*
+instead of a sample; :func:`collate` drops markers and reports them in the batch (``batch["skipped"]``), and
+:class:`LoadStats` sums them across workers, so an epoch never dies for one bad file and nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from avformer.data.audio import AudioFeatureConfig, AudioFeatures
+from avformer.data.manifest import Manifest
+from avformer.data.media import Clip, MediaError, decode_clip, media_duration
+from avformer.data.video import VideoTransform, VideoTransformConfig, random_clip_window, uniform_clip_windows
+
+__all__ = ["AVDataset", "DataConfig", "LoadStats", "collate", "make_loader", "worker_init"]
+
+log = logging.getLogger(__name__)
+
+_SKIP = "__skipped__"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a manifest row becomes a sample.
+
+    Attributes:
+        modalities: which of ``video`` and ``audio`` to load.
+        clip_seconds: length of the window read from each file; None reads the whole row window / file.
+            The video clip is ``video.num_frames`` frames at ``video.fps``; audio covers the same window.
+        video: frame sampling and spatial transforms.
+        audio: audio features (log-mel / waveform).
+        num_test_clips: windows per file at evaluation (uniformly spaced); 1 = the centre window.
+        decode_timeout_s: a file that takes longer than this to decode is skipped (bounded time per file).
+    """
+
+    modalities: tuple[str, ...] = ("video", "audio")
+    clip_seconds: float | None = None
+    video: VideoTransformConfig = field(default_factory=VideoTransformConfig)
+    audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    num_test_clips: int = 1
+    decode_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        bad = set(self.modalities) - {"video", "audio"}
+        if bad or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of ('video', 'audio'), got {self.modalities}")
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
+            raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
+        if self.num_test_clips < 1:
+            raise ValueError(f"num_test_clips must be >= 1, got {self.num_test_clips}")
+
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of media one sample covers."""
+        if self.clip_seconds is not None:
+            return self.clip_seconds
+        return self.video.num_frames / self.video.fps
+
+
+class AVDataset(Dataset[dict[str, Any]]):
+    """Rows of a :class:`Manifest` decoded and transformed into samples (see the module docstring for keys).
+
+    Args:
+        manifest: the rows and class list.
+        cfg: data configuration.
+        train: random temporal window and augmentations (True) or deterministic centre windows (False).
+        seed: base seed; each sample's randomness comes from ``(seed, epoch, index)``, so runs are reproducible
+            whatever the number of workers. Call :meth:`set_epoch` at each epoch.
+    """
+
+    def __init__(self, manifest: Manifest, cfg: DataConfig, *, train: bool = False, seed: int = 0) -> None:
+        self.manifest = manifest
+        self.cfg = cfg
+        self.train = train
+        self.seed = seed
+        self.epoch = 0
+        self.video_transform = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
+        self.audio_features = AudioFeatures(cfg.audio) if "audio" in cfg.modalities else None
+        self.num_classes = len(manifest.classes)
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self, index: int) -> torch.Generator:
+        key = zlib.crc32(f"{self.seed}:{self.epoch}:{index}".encode())
+        return torch.Generator().manual_seed(key)
+
+    def _label(self, index: int) -> torch.Tensor:
+        row = self.manifest[index]
+        idx = self.manifest.label_indices(row)
+        if self.manifest.multilabel:
+            target = torch.zeros(self.num_classes, dtype=torch.float32)
+            target[idx] = 1.0
+            return target
+        return torch.tensor(idx[0] if idx else -1, dtype=torch.long)
+
+    def _windows(self, index: int, gen: torch.Generator) -> list[tuple[float, float | None]]:
+        """Time windows (seconds) to read for one row: one random window (train) or N uniform ones (eval)."""
+        row = self.manifest[index]
+        length = self.cfg.window_seconds
+        lo = row.start or 0.0
+        hi = row.end if row.end is not None else media_duration(row.path)
+        if hi is None:  # unknown duration: read from the row start
+            return [(lo, lo + length)]
+        span = max(hi - lo, 0.0)
+        if self.train:
+            s, e = random_clip_window(span, length, gen)
+            return [(lo + s, lo + e)]
+        return [(lo + s, lo + e) for s, e in uniform_clip_windows(span, length, self.cfg.num_test_clips)]
+
+    def _load_window(self, path: str, start: float, end: float | None, gen: torch.Generator) -> dict[str, Any]:
+        cfg = self.cfg
+        clip: Clip = decode_clip(
+            path,
+            start,
+            end,
+            fps=cfg.video.fps,
+            size=cfg.video.short_side if self.video_transform is not None else None,
+            sample_rate=cfg.audio.sample_rate,
+            video=self.video_transform is not None,
+            audio=self.audio_features is not None,
+            timeout_s=cfg.decode_timeout_s,
+        )
+        has_video = clip.has_video and clip.video is not None and len(clip.video) > 0
+        has_audio = clip.has_audio and clip.audio is not None and len(clip.audio) > 0
+        wanted_video = self.video_transform is not None
+        wanted_audio = self.audio_features is not None
+        if not ((wanted_video and has_video) or (wanted_audio and has_audio)):
+            raise MediaError(path, "none of the requested streams (" + ", ".join(cfg.modalities) + ") is present")
+        for w in clip.warnings:
+            log.warning("%s: %s", path, w)
+        out: dict[str, Any] = {}
+        if self.video_transform is not None:
+            if has_video:
+                assert clip.video is not None
+                out["video"] = self.video_transform(clip.video, generator=gen)
+            else:
+                size = cfg.video.size
+                out["video"] = torch.zeros(3, cfg.video.num_frames, size, size)
+            out["has_video"] = torch.tensor(has_video)
+        if self.audio_features is not None:
+            n = round(self.cfg.window_seconds * cfg.audio.sample_rate)
+            wav = np.zeros(n, dtype=np.float32)
+            if has_audio:
+                assert clip.audio is not None
+                a = clip.audio[:n]
+                wav[: len(a)] = a  # shorter audio than the window: zero-padded at the end (AST pads the same way)
+            out["audio"] = self.audio_features(torch.from_numpy(wav))
+            if not has_audio:
+                out["audio"] = torch.zeros_like(out["audio"])
+            out["has_audio"] = torch.tensor(has_audio)
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.manifest[index]
+        gen = self._generator(index)
+        try:
+            windows = self._windows(index, gen)
+            views = [self._load_window(row.path, s, e, gen) for s, e in windows]
+        except MediaError as e:
+            return {_SKIP: True, "id": row.id, "index": index, "reason": e.reason}
+        except (OSError, ValueError, RuntimeError) as e:  # anything else a broken file can raise: skip, never die
+            return {_SKIP: True, "id": row.id, "index": index, "reason": f"{type(e).__name__}: {e}"}
+        sample = views[0] if len(views) == 1 else {k: _stack_views([v[k] for v in views]) for k in views[0]}
+        sample["label"] = self._label(index)
+        sample["id"] = row.id
+        sample["index"] = index
+        if row.text is not None:
+            sample["text"] = row.text
+        return sample
+
+
+def _stack_views(values: list[Any]) -> Any:
+    """Several test windows of one file: stack on a new leading 'view' axis (flags: any view has the stream)."""
+    if values[0].dtype == torch.bool:
+        return torch.stack(values).any()
+    return torch.stack(values)
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into a batch, dropping skip markers.
+
+    Returns:
+        A dict with the sample keys stacked (``id`` and ``text`` as lists), plus ``skipped``: a list of
+        ``(id, reason)`` for the rows dropped from this batch. A batch may have zero samples (``batch_size == 0``)
+        when every row was bad; training loops must skip it.
+    """
+    good = [s for s in samples if _SKIP not in s]
+    batch: dict[str, Any] = {"skipped": [(s["id"], s["reason"]) for s in samples if _SKIP in s]}
+    batch["batch_size"] = len(good)
+    if not good:
+        return batch
+    for key in good[0]:
+        if key == "text":
+            continue
+        vals = [s[key] for s in good]
+        if isinstance(vals[0], torch.Tensor):
+            batch[key] = torch.stack(vals)
+        elif key == "index":
+            batch[key] = torch.tensor(vals)
+        else:
+            batch[key] = vals
+    if any("text" in s for s in good):  # captions are optional per row: align them with the batch
+        batch["text"] = [s.get("text") for s in good]
+    return batch
+
+
+@dataclass
+class LoadStats:
+    """Running count of loaded and skipped rows over an epoch (sums what each batch reports)."""
+
+    loaded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def update(self, batch: dict[str, Any]) -> None:
+        self.loaded += int(batch["batch_size"])
+        for row_id, reason in batch["skipped"]:
+            log.warning("skipped %s: %s", row_id, reason)
+            self.skipped.append((row_id, reason))
+
+    def summary(self) -> str:
+        total = self.loaded + len(self.skipped)
+        text = f"{self.loaded}/{total} clips loaded, {len(self.skipped)} skipped"
+        if self.skipped:
+            reasons = Counter(r.split(":")[0] for _, r in self.skipped)
+            text += " (" + ", ".join(f"{n}× {r}" for r, n in reasons.most_common(5)) + ")"
+        return text
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip)."""
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def make_loader(
+    dataset: AVDataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    seed: int = 0,
+    collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] = collate,
+) -> DataLoader[dict[str, Any]]:
+    """A DataLoader with the collate, worker set-up and seeding this dataset needs."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        drop_last=drop_last,
+        worker_init_fn=worker_init if num_workers > 0 else None,
+        persistent_workers=False,
+        generator=gen,
+    )
