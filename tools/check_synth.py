@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     vgen, vshape, aud, labels = [], [], [], []
     if args.dir is not None:
         with (args.dir / "manifest.csv").open() as f:
-            items = [(args.dir / r["path"], int(r["label"])) for r in csv.DictReader(f)][: args.n]
+            items = [(args.dir / r["path"], int(r["label_index"])) for r in csv.DictReader(f)][: args.n]
         for path, label in items:
             frames, audio, sr = _decode(path)
             vgen.append(video_generic_features(frames))

@@ -104,9 +104,9 @@ def test_write_dataset_files(datasets: dict[int, Path]) -> None:
     root = datasets[1]
     rows = _read_csv(root / "manifest.csv")
     assert len(rows) == CFG.num_clips
-    assert list(rows[0]) == ["path", "label", "label_name"]
-    assert [int(r["label"]) for r in rows] == [label_of(i) for i in range(CFG.num_clips)]
-    assert all(CLASS_NAMES[int(r["label"])] == r["label_name"] for r in rows)
+    assert list(rows[0]) == ["path", "label", "label_index"]
+    assert [int(r["label_index"]) for r in rows] == [label_of(i) for i in range(CFG.num_clips)]
+    assert all(CLASS_NAMES[int(r["label_index"])] == r["label"] for r in rows)
     assert sorted(p.name for p in (root / "clips").iterdir()) == sorted(Path(r["path"]).name for r in rows)
     train, val = _read_csv(root / "train.csv"), _read_csv(root / "val.csv")
     assert sorted(r["path"] for r in train + val) == sorted(r["path"] for r in rows)
@@ -142,3 +142,12 @@ def test_output_independent_of_workers(datasets: dict[int, Path]) -> None:
         a, _, _ = _decode(one / row["path"])
         b, _, _ = _decode(two / row["path"])
         assert np.abs(a.astype(np.float32) - b).mean() < 1.0  # identical content up to codec noise
+
+
+def test_manifest_reads_with_class_names_in_index_order(tmp_path: Path) -> None:
+    from avformer.data.manifest import read_manifest
+
+    write_dataset(tmp_path, CFG, workers=1)
+    m = read_manifest(tmp_path / "manifest.csv", classes=tmp_path / "classes.txt")
+    assert m.classes == list(CLASS_NAMES)
+    assert [m.label_indices(r)[0] for r in m] == [label_of(i) for i in range(CFG.num_clips)]

@@ -24,7 +24,7 @@ CPUs or FFmpeg builds (x264 picks SIMD code at run time), so compare decoded con
 Files written by :func:`write_dataset` (paths in CSVs are relative to ``outdir``, like the shared datasets)::
 
     outdir/clips/000000.mp4 ...   H.264 yuv420p (crf 18) + AAC mono 16 kHz
-    outdir/manifest.csv          path,label,label_name   (all clips)
+    outdir/manifest.csv          path,label,label_index   (all clips; label is the class name)
     outdir/train.csv, val.csv    same columns, 80/20 split stratified by class
     outdir/meta.csv              per-clip nuisance parameters (shape, sound, colours, size, SNR, onset, ...)
     outdir/classes.txt           one class name per line, line i = label i
@@ -414,8 +414,9 @@ Media: {cfg.num_frames} frames of {cfg.size}x{cfg.size} at {cfg.fps} fps, H.264 
 AAC mono {cfg.sample_rate} Hz. Clip i is generated from numpy.random.default_rng([seed, i]) alone.
 
 Files: manifest.csv (all clips), train.csv / val.csv (stratified split: {counts["train"]} / {counts["val"]}),
-meta.csv, classes.txt. CSV paths are relative to this folder. Columns: path,label,label_name, where label is
-the class index and label_name its name; classes.txt lists the names in index order (line i = label i).
+meta.csv, classes.txt. CSV paths are relative to this folder. Columns: path,label,label_index, where label is
+the class name and label_index its index; classes.txt lists the names in index order (line i = index i), so
+`read_manifest(path, classes="classes.txt")` keeps that order.
 
 Classes:
 {classes}
@@ -444,13 +445,13 @@ def write_dataset(outdir: str | Path, cfg: SynthConfig, workers: int | None = No
     workers = default_workers() if workers is None else workers
     results = sorted(_iter_written(cfg, out, workers), key=lambda r: r[0])
 
-    header = ["path", "label", "label_name"]
+    header = ["path", "label", "label_index"]
     rows: dict[str, list[list[Any]]] = {"train": [], "val": []}
     all_rows: list[list[Any]] = []
     meta_rows: list[list[Any]] = []
     meta_keys = sorted({k for _, _, m in results for k in m})
     for index, label, meta in results:
-        row = [_clip_relpath(index), label, CLASS_NAMES[label]]
+        row = [_clip_relpath(index), CLASS_NAMES[label], label]
         all_rows.append(row)
         rows[split_of(index, cfg.val_fraction)].append(row)
         meta_rows.append([_clip_relpath(index), label, *(meta.get(k, "") for k in meta_keys)])
