@@ -33,14 +33,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from avformer.data.audio import AudioFeatureConfig, AudioFeatures
 from avformer.data.manifest import Manifest
 from avformer.data.media import Clip, MediaError, decode_clip, media_duration
 from avformer.data.video import VideoTransform, VideoTransformConfig, random_clip_window, uniform_clip_windows
 
-__all__ = ["AVDataset", "DataConfig", "LoadStats", "collate", "make_loader", "worker_init"]
+__all__ = ["AVDataset", "DataConfig", "LoadStats", "collate", "make_loader", "set_epoch", "worker_init"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class AVDataset(Dataset[dict[str, Any]]):
         self.cfg = cfg
         self.train = train
         self.seed = seed
-        self.epoch = 0
+        # in shared memory, so set_epoch reaches persistent DataLoader workers (they hold copies of the dataset)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._durations: dict[int, float | None] = {}  # per process; persistent workers keep theirs across epochs
         self.video_transform = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
         self.audio_features = AudioFeatures(cfg.audio) if "audio" in cfg.modalities else None
         self.num_classes = len(manifest.classes)
@@ -109,8 +111,18 @@ class AVDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.manifest)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        """Select the epoch whose random windows and augmentations samples get (visible to running workers)."""
+        self._epoch.fill_(epoch)
+
+    def _duration(self, index: int) -> float | None:
+        if index not in self._durations:
+            self._durations[index] = media_duration(self.manifest[index].path)
+        return self._durations[index]
 
     def _generator(self, index: int) -> torch.Generator:
         key = zlib.crc32(f"{self.seed}:{self.epoch}:{index}".encode())
@@ -130,7 +142,7 @@ class AVDataset(Dataset[dict[str, Any]]):
         row = self.manifest[index]
         length = self.cfg.window_seconds
         lo = row.start or 0.0
-        hi = row.end if row.end is not None else media_duration(row.path)
+        hi = row.end if row.end is not None else self._duration(index)
         if hi is None:  # unknown duration: read from the row start
             return [(lo, lo + length)]
         span = max(hi - lo, 0.0)
@@ -272,18 +284,32 @@ def make_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
     collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] = collate,
 ) -> DataLoader[dict[str, Any]]:
-    """A DataLoader with the collate, worker set-up and seeding this dataset needs."""
-    gen = torch.Generator().manual_seed(seed)
+    """A DataLoader with the collate, worker set-up and seeding this dataset needs.
+
+    The order comes from a ``DistributedSampler`` (also with one process): a permutation drawn from
+    ``(seed, epoch)``, so an epoch's order is known in advance (exact resume) and each of ``num_replicas``
+    processes reads its own share. Workers are persistent; call :func:`set_epoch` before each epoch.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_fn,
         drop_last=drop_last,
         worker_init_fn=worker_init if num_workers > 0 else None,
-        persistent_workers=False,
-        generator=gen,
+        persistent_workers=num_workers > 0,
     )
+
+
+def set_epoch(loader: DataLoader[dict[str, Any]], epoch: int) -> None:
+    """Start epoch ``epoch``: a new sample order and new per-sample randomness, also in running workers."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    if isinstance(loader.dataset, AVDataset):
+        loader.dataset.set_epoch(epoch)
