@@ -1,0 +1,119 @@
+"""Collective helpers for losses that need the global batch (contrastive negatives across ranks).
+
+Every helper works without an initialised process group: then the world is one process, ``rank() == 0`` and the
+gathers return their input. Under ``torchrun`` (gloo on CPU, NCCL on GPU) they use ``torch.distributed``.
+
+``gather_with_grad`` is the piece contrastive losses need. Two backward rules exist and both are offered:
+
+* ``sync_grads=True`` (default): the exact adjoint of all-gather. Backward sums the incoming gradient over ranks
+  (all-reduce) and returns this rank's slice, like ``torch.distributed.nn.functional.all_gather``. A rank that
+  computes a loss for its *local anchors against global candidates* then receives, for its own samples, the
+  gradient of the *sum over ranks* of the local losses: the terms where its samples are candidates of another
+  rank's anchors included.
+* ``sync_grads=False``: all-gather without a backward collective, then the local slice is replaced by the local
+  tensor so that gradient flows into it (open_clip's ``gather_with_grad=False`` path). Gradients of other ranks'
+  anchors with respect to this rank's samples are lost. That is exact only when every rank computes the loss of
+  the *whole* global batch (open_clip ``local_loss=False``); with local anchors it gives a partial gradient
+  (``tests/train/test_distributed.py`` shows the difference on two real processes).
+
+All ranks must pass tensors of the same shape (a ``DistributedSampler`` gives every rank the same number of
+samples); ``torch.distributed.all_gather`` fails otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["gather_no_grad", "gather_with_grad", "is_dist", "is_main", "rank", "world_size"]
+
+
+def is_dist() -> bool:
+    """True when ``torch.distributed`` is available, initialised and spans more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    """Number of processes in the default group (1 without an initialised process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def rank() -> int:
+    """This process's rank in the default group (0 without an initialised process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the one that logs, writes checkpoints and plots."""
+    return rank() == 0
+
+
+def _all_gather_list(x: torch.Tensor) -> list[torch.Tensor]:
+    """All-gather ``x`` from every rank; returns ``world_size()`` tensors (no autograd)."""
+    x = x.detach().contiguous()
+    # gloo has no bool all_gather: move bools as uint8
+    send = x.to(torch.uint8) if x.dtype == torch.bool else x
+    parts = [torch.empty_like(send) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, send)
+    if x.dtype == torch.bool:
+        parts = [p.bool() for p in parts]
+    return parts
+
+
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks along dim 0, detached. Labels, masks and counts go through here.
+
+    Args:
+        x: (B, ...) any dtype (bool included); the same shape on every rank.
+
+    Returns:
+        (world_size * B, ...), rank ``r``'s rows at ``[r * B, (r + 1) * B)``; ``x.detach()`` in a single process.
+    """
+    if not is_dist():
+        return x.detach()
+    return torch.cat(_all_gather_list(x), dim=0)
+
+
+class _AllGatherSumGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward all-reduces (sums) the gradient and keeps this rank's slice."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank = dist.get_rank()
+        ctx.batch = x.shape[0]
+        return torch.cat(_all_gather_list(x), dim=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # Σ over ranks of d(loss_s)/d(gathered)
+        start = ctx.rank * ctx.batch
+        return grad[start : start + ctx.batch]
+
+
+def gather_with_grad(x: torch.Tensor, *, sync_grads: bool = True) -> torch.Tensor:
+    """Concatenate ``x`` from all ranks along dim 0, keeping autograd to the local part.
+
+    Args:
+        x: (B, ...) floating tensor, the same shape on every rank.
+        sync_grads: True: backward all-reduces the gradient of the gathered tensor (exact adjoint, one extra
+            collective per backward; every rank must run backward through it). False: no backward collective,
+            only this rank's own loss reaches ``x`` (see the module docstring for when that is exact).
+
+    Returns:
+        (world_size * B, ...) with rank ``r``'s rows at ``[r * B, (r + 1) * B)``; ``x`` itself in a single process.
+    """
+    if not is_dist():
+        return x
+    if sync_grads:
+        out: torch.Tensor = _AllGatherSumGrad.apply(x)  # type: ignore[no-untyped-call]  # torch leaves apply untyped
+        return out
+    parts: list[torch.Tensor] = list(_all_gather_list(x))
+    parts[dist.get_rank()] = x  # the local slice carries the local autograd graph
+    return torch.cat(parts, dim=0)
