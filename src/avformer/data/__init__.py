@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from avformer.data.audio import AudioFeatureConfig, AudioFeatures, SpecAugment, compute_stats
-from avformer.data.dataset import AVDataset, DataConfig, LoadStats, collate, make_loader
+from avformer.data.dataset import AVDataset, DataConfig, LoadStats, collate, make_loader, set_epoch
 from avformer.data.manifest import Manifest, ManifestError, ManifestRow, read_manifest, write_manifest
 from avformer.data.media import Clip, MediaError, ProbeInfo, StreamInfo, decode_clip, load_audio, media_duration, probe
 from avformer.data.synth import CLASS_NAMES, SynthConfig, render_clip, write_dataset
@@ -36,6 +36,7 @@ __all__ = [
     "probe",
     "read_manifest",
     "render_clip",
+    "set_epoch",
     "write_dataset",
     "write_manifest",
 ]
