@@ -62,10 +62,17 @@ class TokenPool(nn.Module):
         self.norm = norm
         self.num_prefix_tokens = num_prefix_tokens
 
-    def forward(self, x: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """x: (..., P + N, C) with ``N = prod(grid)`` -> (..., P + N', C) and the pooled grid."""
+    def forward(
+        self, x: torch.Tensor, grid: Sequence[int], num_prefix_tokens: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """x: (..., P + N, C) with ``N = prod(grid)`` -> (..., P + N', C) and the pooled grid.
+
+        ``num_prefix_tokens`` overrides the constructor's ``P`` for this call (fusion tokens, e.g. bottleneck tokens,
+        ride along as extra prefix tokens).
+        """
+        P = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
         lead, C = x.shape[:-2], x.shape[-1]
-        prefix, tokens = x[..., : self.num_prefix_tokens, :], x[..., self.num_prefix_tokens :, :]
+        prefix, tokens = x[..., :P, :], x[..., P:, :]
         tokens = tokens.reshape(-1, *grid, C).movedim(-1, 1)  # (B', C, *grid)
         tokens = self.pool(tokens)  # (B', C, *grid')
         new_grid = tuple(tokens.shape[2:])
@@ -165,29 +172,36 @@ class PoolingAttention(nn.Module):
             for table in self.rel_pos:
                 nn.init.trunc_normal_(table, std=0.02)
 
-    def forward(self, x: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """x: (B, P + N, D_in) with ``N = prod(grid)`` -> (B, P + N', D_out) and the query grid ``grid'``."""
+    def forward(
+        self, x: torch.Tensor, grid: Sequence[int], num_prefix_tokens: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """x: (B, P + N, D_in) with ``N = prod(grid)`` -> (B, P + N', D_out) and the query grid ``grid'``.
+
+        ``P`` is ``int(has_cls_token)`` unless ``num_prefix_tokens`` is given: every prefix token is treated like the
+        class token (not pooled, no relative position, no pooled residual). Fusion modules pass extra prefix tokens
+        this way (``avformer.fusion.bottleneck``).
+        """
         B, N, _ = x.shape
         grid = tuple(grid)
+        p = int(self.has_cls_token) if num_prefix_tokens is None else num_prefix_tokens
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, h, N, d)
 
         k_grid = grid
         if self.pool_k is not None and self.pool_v is not None:
-            k, k_grid = self.pool_k(k, grid)  # (B, h, P + Nk, d)
-            v, _ = self.pool_v(v, grid)
+            k, k_grid = self.pool_k(k, grid, p)  # (B, h, P + Nk, d)
+            v, _ = self.pool_v(v, grid, p)
         q_grid = grid
         if self.pool_q is not None:
-            q, q_grid = self.pool_q(q, grid)  # (B, h, P + Nq, d)
+            q, q_grid = self.pool_q(q, grid, p)  # (B, h, P + Nq, d)
 
         bias = None
         if self.rel_pos is not None:
-            p = int(self.has_cls_token)
             bias = decomposed_rel_pos_bias(q[:, :, p:], q_grid, k_grid, list(self.rel_pos))  # (B, h, Nq, Nk)
             if p:
-                bias = F.pad(bias, (p, 0, p, 0))  # class-token row and column get no relative position
+                bias = F.pad(bias, (p, 0, p, 0))  # prefix (class-token) rows and columns get no relative position
         out = attend(q, k, v, fused=self.fused, attn_bias=bias)  # (B, h, P + Nq, d)
-        if self.residual_pooling:  # the class token gets no pooled residual (MViTv2, torchvision)
-            out = out + (F.pad(q[:, :, 1:], (0, 0, 1, 0)) if self.has_cls_token else q)
+        if self.residual_pooling:  # prefix tokens get no pooled residual (class token: MViTv2, torchvision)
+            out = out + (F.pad(q[:, :, p:], (0, 0, p, 0)) if p else q)
         out = out.transpose(1, 2).reshape(B, -1, self.dim_out)  # (B, P + Nq, D_out)
         return self.proj(out), q_grid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from avformer.models import (
+    av_model,  # noqa: F401
     multiscale,  # noqa: F401
     vit,  # noqa: F401
 )

@@ -40,6 +40,9 @@ Differences from torchvision's ``MViT``:
       convolution-pooled queries always give the same grid, also for sizes the strides do not divide.
     * ``fused`` switches SDPA / eager attention (the relative-position term is an additive bias in both);
       ``grad_checkpointing`` recomputes each block in backward (``torch.utils.checkpoint``, non-reentrant).
+    * A staged forward for fusion (``embed``, ``forward_block``, ``finalize``, ``block_dims``): extra prefix tokens
+      (``num_prefix_tokens``, e.g. bottleneck tokens of ``avformer.fusion.bottleneck``) are treated like the class
+      token: never pooled, no relative position, no pooled residual.
 """
 
 from __future__ import annotations
@@ -290,6 +293,7 @@ class MultiScaleBlock(nn.Module):
         fused: bool = True,
     ) -> None:
         super().__init__()
+        self.dim, self.dim_out = dim, dim_out
         self.dim_mul_in_att = dim_mul_in_att
         attn_dim = dim_out if dim_mul_in_att else dim
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
@@ -317,14 +321,20 @@ class MultiScaleBlock(nn.Module):
             maxpool = _MAXPOOL[len(kernel)](kernel, stride=tuple(q_stride), padding=tuple(k // 2 for k in kernel))
             self.pool_skip = TokenPool(maxpool, None, int(has_cls_token))
 
-    def forward(self, x: torch.Tensor, grid: Sequence[int]) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """x: (B, P + N, dim) -> (B, P + N', dim_out) and the new grid."""
+    def forward(
+        self, x: torch.Tensor, grid: Sequence[int], num_prefix_tokens: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """x: (B, P + N, dim) -> (B, P + N', dim_out) and the new grid.
+
+        ``P`` is ``int(has_cls_token)`` unless ``num_prefix_tokens`` is given; all prefix tokens skip pooling like
+        the class token (fusion passes its bottleneck tokens this way).
+        """
         x_norm = self.norm1(x)
-        x_attn, new_grid = self.attn(x_norm, grid)
+        x_attn, new_grid = self.attn(x_norm, grid, num_prefix_tokens)
         if self.proj is not None and self.dim_mul_in_att:
             x = self.proj(x_norm)  # shortcut widened from the normed input: matches torchvision/SlowFast
         if self.pool_skip is not None:
-            x, _ = self.pool_skip(x, grid)
+            x, _ = self.pool_skip(x, grid, num_prefix_tokens)
         x = x + self.drop_path(x_attn)
         x_norm = self.norm2(x)
         if self.proj is not None and not self.dim_mul_in_att:
@@ -361,6 +371,7 @@ class MultiscaleTransformer(nn.Module):
         self.num_classes = num_classes
         self.grad_checkpointing = grad_checkpointing
         self.default_input: tuple[int, ...] = cfg.default_input
+        self.num_prefix_tokens = int(cfg.cls_token)
         self.patch_embed = ConvPatchEmbed(
             cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding
         )
@@ -438,6 +449,47 @@ class MultiscaleTransformer(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
+    # -- staged forward: ``forward_features`` is embed -> forward_block for every block -> finalize; fusion modules
+    # (``avformer.fusion.bottleneck``) call the stages themselves to put extra prefix tokens into chosen blocks.
+    def block_dims(self) -> list[tuple[int, int]]:
+        """``(input width, output width)`` of every block, in order."""
+        return [(blk.dim, blk.dim_out) for blk in self.blocks]
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Patch embedding and class token: ``(B, C, *size)`` -> ``(B, P + N, D)`` (``P = num_prefix_tokens``), grid."""
+        n_axes = len(self.cfg.input_size)
+        if x.ndim != 2 + n_axes or x.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"expected input (B, {self.cfg.in_chans}, <{n_axes} grid axes>), got {tuple(x.shape)}")
+        x, grid = self.patch_embed(x)  # (B, N, D), grid
+        if self.cls_token is not None:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + N, D)
+        return x, tuple(grid)
+
+    def forward_block(
+        self, index: int, x: torch.Tensor, grid: Sequence[int], *, num_prefix_tokens: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Run block ``index`` on ``(B, P + N, D)`` (with grad checkpointing when enabled).
+
+        ``num_prefix_tokens`` (default: this model's ``num_prefix_tokens``) counts the leading tokens that are not on
+        the grid; extra ones (fusion tokens) sit right after the class token and are never pooled.
+        """
+        blk = self.blocks[index]
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            x, grid = checkpoint(blk, x, grid, num_prefix_tokens, use_reentrant=False)
+        else:
+            x, grid = blk(x, grid, num_prefix_tokens)
+        return x, tuple(grid)
+
+    def finalize(self, x: torch.Tensor, grid: Sequence[int]) -> EncoderOutput:
+        """Final norm and pooling of ``(B, P + N, D)`` (only this model's own prefix tokens) -> ``EncoderOutput``."""
+        x = self.norm(x)
+        if self.cls_token is not None:
+            tokens, pooled = x[:, 1:], x[:, 0]
+        else:
+            tokens = x
+            pooled = tokens.mean(dim=1)
+        return EncoderOutput(tokens=tokens, pooled=pooled, grid=tuple(grid))
+
     def forward_features(self, x: torch.Tensor) -> EncoderOutput:
         """Encode a spectrogram or a clip.
 
@@ -449,24 +501,10 @@ class MultiscaleTransformer(nn.Module):
             ``EncoderOutput`` with tokens (B, N, D) after the final norm (no class token), pooled (B, D) (the class
             token, or the mean of the tokens) and the final grid (``prod(grid) == N``).
         """
-        n_axes = len(self.cfg.input_size)
-        if x.ndim != 2 + n_axes or x.shape[1] != self.cfg.in_chans:
-            raise ValueError(f"expected input (B, {self.cfg.in_chans}, <{n_axes} grid axes>), got {tuple(x.shape)}")
-        x, grid = self.patch_embed(x)  # (B, N, D), grid
-        if self.cls_token is not None:
-            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)  # (B, 1 + N, D)
-        for blk in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
-                x, grid = checkpoint(blk, x, grid, use_reentrant=False)
-            else:
-                x, grid = blk(x, grid)
-        x = self.norm(x)
-        if self.cls_token is not None:
-            tokens, pooled = x[:, 1:], x[:, 0]
-        else:
-            tokens = x
-            pooled = tokens.mean(dim=1)
-        return EncoderOutput(tokens=tokens, pooled=pooled, grid=tuple(grid))
+        x, grid = self.embed(x)
+        for i in range(len(self.blocks)):
+            x, grid = self.forward_block(i, x, grid)
+        return self.finalize(x, grid)
 
     def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
         """(B, D) pooled feature -> (B, num_classes) logits (or the pooled feature when ``num_classes == 0``)."""

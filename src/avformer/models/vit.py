@@ -364,25 +364,51 @@ class _ViTEncoder(nn.Module):
         for blk in self.blocks:
             blk.attn.fused = fused
 
-    # -- forward
-    def forward_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """The whole normed sequence ``[prefix tokens, patch tokens]`` (B, P + N, D) and the patch grid."""
+    # -- staged forward: embed -> forward_block for every block -> finalize (fusion modules interleave the stages)
+    def block_dims(self) -> list[tuple[int, int]]:
+        """``(input width, output width)`` of every block: ``(D, D)``."""
+        return [(self.embed_dim, self.embed_dim)] * len(self.blocks)
+
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Tokens with positions, prefix tokens first: ``(B, P + N, D)`` and the patch grid."""
         tokens, grid = self.patch_embed(x)  # (B, N, D)
         tokens = tokens + self._patch_pos(grid).to(tokens.dtype)
         prefix = self._prefix(tokens.shape[0])
         x = tokens if prefix is None else torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + N, D)
-        for blk in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+        return x, tuple(grid)
+
+    def forward_block(
+        self, index: int, x: torch.Tensor, grid: tuple[int, ...], *, num_prefix_tokens: int | None = None
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Run block ``index`` on ``(B, P + N, D)``; the grid is unchanged. Plain attention treats every token alike,
+        so extra prefix tokens (``num_prefix_tokens``, fusion tokens) need no special handling here."""
+        blk = self.blocks[index]
+        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            x = checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = blk(x)
+        return x, grid
+
+    def finalize(self, x: torch.Tensor, grid: tuple[int, ...]) -> EncoderOutput:
+        """Final norm, prefix/patch split and pooling of ``(B, P + N, D)`` (own prefix tokens only)."""
+        return self._split(self.norm(x), grid)
+
+    def _split(self, seq: torch.Tensor, grid: tuple[int, ...]) -> EncoderOutput:
+        P = self.num_prefix_tokens
+        prefix, tokens = seq[:, :P], seq[:, P:]
+        return EncoderOutput(tokens=tokens, pooled=self._pool(prefix, tokens), grid=grid)
+
+    # -- forward
+    def forward_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """The whole normed sequence ``[prefix tokens, patch tokens]`` (B, P + N, D) and the patch grid."""
+        x, grid = self.embed(x)
+        for i in range(len(self.blocks)):
+            x, grid = self.forward_block(i, x, grid)
         return self.norm(x), grid
 
     def forward_features(self, x: torch.Tensor) -> EncoderOutput:
         seq, grid = self.forward_sequence(x)
-        P = self.num_prefix_tokens
-        prefix, tokens = seq[:, :P], seq[:, P:]
-        return EncoderOutput(tokens=tokens, pooled=self._pool(prefix, tokens), grid=grid)
+        return self._split(seq, grid)
 
     def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
         """Logits (B, num_classes), or ``pooled`` (B, D) itself when ``num_classes == 0``."""

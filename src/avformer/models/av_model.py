@@ -1,0 +1,407 @@
+"""Audio-visual model: an audio encoder, a video encoder, a fusion module, a classifier and projection heads.
+
+Papers:
+    Zhu (2024), "Efficient Multiscale Multimodal Bottleneck Transformer for Audio-Video Classification" (MMT),
+    https://arxiv.org/abs/2401.04023: MAT (audio) + MViTv2 (video) + AVBottleneck fusion, trained with cross-entropy
+    plus AVC (supervised contrastive across audio and video) and IMC (within each modality).
+    Nagrani et al., "Attention Bottlenecks for Multimodal Fusion" (MBT), https://arxiv.org/abs/2107.00135.
+
+Composition (any registered encoders; the fusion decides whether and where they interact)::
+
+    audio (B, 1, F, T) ---- audio_encoder --.                      .--> audio_pooled --audio_proj--> audio_emb (B, E)
+                                            +-- fusion.encode -----+
+    video (B, 3, T, H, W) - video_encoder --'  late: independent   '--> video_pooled --video_proj--> video_emb (B, E)
+                                               bottleneck: through      |
+                                               n_b tokens, last blocks  '--> fusion.forward (head): logits (B, K),
+                                                                             audio_logits, video_logits
+
+Missing modalities are (B,) bool masks: ``has_audio=False`` for a sample means its audio input is ignored by the
+fused prediction (and, with bottleneck fusion, by its video tokens); ``has_audio=torch.zeros(B, dtype=bool)`` is
+video-only evaluation. The output type never changes: ``AVOutput``, whose ``audio_logits`` / ``video_logits`` are
+None only when the fusion head has no per-modality heads (late ``mean`` / ``concat``).
+
+What differs from MMT: losses (AVC, IMC, cross-entropy) live outside the model (``avformer.losses``); the model
+returns the unnormalised projections ``audio_emb`` / ``video_emb`` they need. The projection heads (Linear-GELU-Linear
+to ``proj_dim``, or one Linear) and the per-modality classifiers are our choices where the paper gives no details.
+The registered ``mmt_*`` sizes are ours too (``mmt_base`` is the paper's pairing, MAT-Base with MViTv2-B).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from avformer.fusion.bottleneck import BottleneckFusion, BottleneckFusionConfig
+from avformer.fusion.late import FusionLogits, LateFusion, LateFusionConfig, presence_mask
+from avformer.models.base import EncoderOutput
+from avformer.registry import create_model, register_model
+
+__all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput"]
+
+FusionConfig = LateFusionConfig | BottleneckFusionConfig
+_FUSION_CONFIGS: dict[str, type[LateFusionConfig] | type[BottleneckFusionConfig]] = {
+    "late": LateFusionConfig,
+    "bottleneck": BottleneckFusionConfig,
+}
+
+
+@dataclass
+class AVOutput:
+    """What ``AVModel.forward`` returns.
+
+    Attributes:
+        logits: (B, K) fused prediction from the present modalities.
+        audio_logits: (B, K) audio-only prediction, None for fusion heads without per-modality heads.
+        video_logits: (B, K) video-only prediction, likewise.
+        audio_emb: (B, E) audio projection for contrastive losses (AVC / IMC), not normalised.
+        video_emb: (B, E) video projection, not normalised.
+        audio_pooled: (B, D_a) audio encoder pooled feature (after fusion).
+        video_pooled: (B, D_v) video encoder pooled feature.
+        has_audio: (B,) bool mask used (all True when none was given).
+        has_video: (B,) bool mask used.
+
+    Per-modality outputs of a sample whose modality is absent are computed from whatever input was passed and carry
+    no meaning: mask them with ``has_audio`` / ``has_video``.
+    """
+
+    logits: torch.Tensor
+    audio_logits: torch.Tensor | None
+    video_logits: torch.Tensor | None
+    audio_emb: torch.Tensor
+    video_emb: torch.Tensor
+    audio_pooled: torch.Tensor
+    video_pooled: torch.Tensor
+    has_audio: torch.Tensor
+    has_video: torch.Tensor
+
+
+@dataclass
+class AVFeatures:
+    """Encoder outputs after fusion (``AVModel.forward_features``) with the resolved presence masks."""
+
+    audio: EncoderOutput
+    video: EncoderOutput
+    has_audio: torch.Tensor
+    has_video: torch.Tensor
+
+
+@dataclass(frozen=True)
+class AVModelConfig:
+    """An audio-visual model by names: encoders from the registry, a fusion kind with its settings, the heads.
+
+    Attributes:
+        audio_encoder: registered encoder name for the audio input (e.g. ``mat_tiny``, ``ast_base``).
+        video_encoder: registered encoder name for the video input (e.g. ``mvit_v2_s_16x4``).
+        audio_overrides: overrides for the audio encoder (config fields and runtime keys such as
+            ``drop_path_rate``; not ``num_classes``: the heads belong to the AV model).
+        video_overrides: the same for the video encoder.
+        fusion: ``"late"`` or ``"bottleneck"``.
+        fusion_config: the fusion's settings: a ``LateFusionConfig`` / ``BottleneckFusionConfig``, a mapping of
+            its fields (YAML), or None for its defaults. Normalised to the config instance.
+        num_classes: classifier outputs ``K`` (default: VGGSound's 309).
+        proj_dim: width ``E`` of the contrastive projections.
+        proj_mlp: Linear-GELU-Linear projection heads (hidden width = encoder width) if True, one Linear if False.
+    """
+
+    audio_encoder: str = "mat_tiny"
+    video_encoder: str = "mvit_v2_s_16x4"
+    audio_overrides: Mapping[str, Any] = field(default_factory=dict)
+    video_overrides: Mapping[str, Any] = field(default_factory=dict)
+    fusion: str = "bottleneck"
+    fusion_config: LateFusionConfig | BottleneckFusionConfig | Mapping[str, Any] | None = None
+    num_classes: int = 309
+    proj_dim: int = 128
+    proj_mlp: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fusion not in _FUSION_CONFIGS:
+            raise ValueError(f"fusion must be one of {sorted(_FUSION_CONFIGS)}, got {self.fusion!r}")
+        kind = _FUSION_CONFIGS[self.fusion]
+        fc = self.fusion_config
+        if fc is None:
+            fc = kind()
+        elif isinstance(fc, Mapping):
+            valid = {f.name for f in dataclasses.fields(kind)}
+            unknown = sorted(set(fc) - valid)
+            if unknown:
+                raise TypeError(f"unknown {kind.__name__} field(s) {unknown}; valid: {sorted(valid)}")
+            fc = kind(**fc)
+        elif not isinstance(fc, kind):
+            raise TypeError(f"fusion={self.fusion!r} takes a {kind.__name__}, got {type(fc).__name__}")
+        object.__setattr__(self, "fusion_config", fc)
+        for name in ("audio_overrides", "video_overrides"):
+            ov = getattr(self, name)
+            if "num_classes" in ov:
+                raise ValueError(f"{name} must not set num_classes: the AV model owns the heads (use num_classes)")
+            object.__setattr__(self, name, dict(ov))
+        if self.num_classes < 1 or self.proj_dim < 1:
+            raise ValueError(f"num_classes and proj_dim must be >= 1, got {self.num_classes}, {self.proj_dim}")
+
+
+def _projection(dim: int, proj_dim: int, mlp: bool) -> nn.Module:
+    if mlp:
+        return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, proj_dim))
+    return nn.Linear(dim, proj_dim)
+
+
+class AVModel(nn.Module):
+    """Two encoders, a fusion module (interaction + classifier) and per-modality projection heads.
+
+    Args:
+        audio_encoder: a headless encoder (``num_classes == 0``) of the audio input; for bottleneck fusion it must
+            follow ``avformer.fusion.bottleneck.STAGED_ENCODER_API`` (every multiscale and ViT encoder does).
+        video_encoder: the same for video.
+        fusion: a ``LateFusionConfig`` / ``BottleneckFusionConfig`` (the module is built to fit the encoders), or a
+            built fusion module (``encode`` + ``forward``, see ``avformer.fusion``) with ``num_classes``.
+        num_classes: classifier outputs ``K``.
+        proj_dim: width ``E`` of ``audio_emb`` / ``video_emb``.
+        proj_mlp: Linear-GELU-Linear projection heads (True) or one Linear (False).
+    """
+
+    input_kind = "audio+video"
+
+    def __init__(
+        self,
+        audio_encoder: nn.Module,
+        video_encoder: nn.Module,
+        fusion: FusionConfig | nn.Module,
+        num_classes: int,
+        *,
+        proj_dim: int = 128,
+        proj_mlp: bool = True,
+    ) -> None:
+        super().__init__()
+        for enc, role in ((audio_encoder, "audio"), (video_encoder, "video")):
+            if getattr(enc, "num_classes", 0):
+                raise ValueError(f"the {role} encoder has a classifier (num_classes > 0); build it with num_classes=0")
+        if num_classes < 1 or proj_dim < 1:
+            raise ValueError(f"num_classes and proj_dim must be >= 1, got {num_classes}, {proj_dim}")
+        self.audio_encoder = audio_encoder
+        self.video_encoder = video_encoder
+        da, dv = int(audio_encoder.num_features), int(video_encoder.num_features)
+        if isinstance(fusion, LateFusionConfig):
+            self.fusion: nn.Module = LateFusion(da, dv, num_classes, fusion)
+        elif isinstance(fusion, BottleneckFusionConfig):
+            self.fusion = BottleneckFusion.for_encoders(audio_encoder, video_encoder, num_classes, fusion)
+        elif isinstance(fusion, nn.Module) and hasattr(fusion, "encode"):
+            if getattr(fusion, "num_classes", None) != num_classes:
+                raise ValueError(
+                    f"fusion module has num_classes={getattr(fusion, 'num_classes', None)}, expected {num_classes}"
+                )
+            self.fusion = fusion
+        else:
+            raise TypeError(f"fusion must be a fusion config or module, got {type(fusion).__name__}")
+        self.num_classes = num_classes
+        self.num_features = proj_dim  # width of audio_emb / video_emb
+        self.audio_proj = _projection(da, proj_dim, proj_mlp)
+        self.video_proj = _projection(dv, proj_dim, proj_mlp)
+        self.cfg: AVModelConfig | None = None  # set by from_config
+        for proj in (self.audio_proj, self.video_proj):
+            for m in proj.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+
+    # -- construction
+    @classmethod
+    def from_config(cls, cfg: AVModelConfig) -> AVModel:
+        """Build the encoders by name (headless) and the fusion and heads from ``cfg``."""
+        audio = create_model(cfg.audio_encoder, **cfg.audio_overrides, num_classes=0)
+        video = create_model(cfg.video_encoder, **cfg.video_overrides, num_classes=0)
+        assert isinstance(cfg.fusion_config, (LateFusionConfig, BottleneckFusionConfig))  # normalised in the config
+        model = cls(audio, video, cfg.fusion_config, cfg.num_classes, proj_dim=cfg.proj_dim, proj_mlp=cfg.proj_mlp)
+        model.cfg = cfg
+        return model
+
+    @classmethod
+    def from_names(
+        cls,
+        audio_encoder: str,
+        video_encoder: str,
+        *,
+        fusion: str = "bottleneck",
+        fusion_config: FusionConfig | Mapping[str, Any] | None = None,
+        num_classes: int = AVModelConfig.num_classes,
+        proj_dim: int = AVModelConfig.proj_dim,
+        proj_mlp: bool = AVModelConfig.proj_mlp,
+        audio_overrides: Mapping[str, Any] | None = None,
+        video_overrides: Mapping[str, Any] | None = None,
+    ) -> AVModel:
+        """``from_config(AVModelConfig(...))`` with the encoders given by registered name."""
+        cfg = AVModelConfig(
+            audio_encoder=audio_encoder,
+            video_encoder=video_encoder,
+            audio_overrides=dict(audio_overrides or {}),
+            video_overrides=dict(video_overrides or {}),
+            fusion=fusion,
+            fusion_config=fusion_config,
+            num_classes=num_classes,
+            proj_dim=proj_dim,
+            proj_mlp=proj_mlp,
+        )
+        return cls.from_config(cfg)
+
+    # -- runtime switches
+    def no_weight_decay(self) -> set[str]:
+        """The encoders' (class tokens, position tables) and the fusion's (bottleneck tokens), with their prefixes."""
+        names: set[str] = set()
+        for prefix, module in (("audio_encoder", self.audio_encoder), ("video_encoder", self.video_encoder)):
+            names |= {f"{prefix}.{n}" for n in getattr(module, "no_weight_decay", set)()}
+        names |= {f"fusion.{n}" for n in getattr(self.fusion, "no_weight_decay", set)()}
+        return names
+
+    def set_fused(self, fused: bool) -> None:
+        """SDPA (True) or eager attention (False) in both encoders."""
+        for enc in (self.audio_encoder, self.video_encoder):
+            enc.set_fused(fused)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each encoder block in backward."""
+        for enc in (self.audio_encoder, self.video_encoder):
+            enc.set_grad_checkpointing(enable)
+
+    # -- forward
+    def forward_features(
+        self,
+        audio: torch.Tensor,
+        video: torch.Tensor,
+        has_audio: torch.Tensor | None = None,
+        has_video: torch.Tensor | None = None,
+    ) -> AVFeatures:
+        """Run the encoders through the fusion; see ``forward`` for the arguments."""
+        B = audio.shape[0]
+        has_a = presence_mask(has_audio, B, audio.device)
+        has_v = presence_mask(has_video, B, audio.device)
+        fa, fv = self.fusion.encode(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v)
+        return AVFeatures(fa, fv, has_a, has_v)
+
+    def forward_head(self, feats: AVFeatures) -> AVOutput:
+        """Classifier(s) and projections on the pooled features."""
+        out: FusionLogits = self.fusion(feats.audio.pooled, feats.video.pooled, feats.has_audio, feats.has_video)
+        return AVOutput(
+            logits=out.logits,
+            audio_logits=out.audio_logits,
+            video_logits=out.video_logits,
+            audio_emb=self.audio_proj(feats.audio.pooled),
+            video_emb=self.video_proj(feats.video.pooled),
+            audio_pooled=feats.audio.pooled,
+            video_pooled=feats.video.pooled,
+            has_audio=feats.has_audio,
+            has_video=feats.has_video,
+        )
+
+    def forward(
+        self,
+        audio: torch.Tensor,
+        video: torch.Tensor,
+        has_audio: torch.Tensor | None = None,
+        has_video: torch.Tensor | None = None,
+    ) -> AVOutput:
+        """Classify and embed a batch of clips.
+
+        Args:
+            audio: the audio encoder's input, e.g. (B, 1, F, T) log-mel. For samples without audio pass anything of
+                that shape (zeros) and mark them in ``has_audio``.
+            video: the video encoder's input, e.g. (B, 3, T, H, W).
+            has_audio: (B,) bool, False where the clip has no audio; None = all present. All False = video only.
+            has_video: (B,) bool, likewise for video. All False = audio only.
+        """
+        return self.forward_head(self.forward_features(audio, video, has_audio, has_video))
+
+
+# ---- variants ----------------------------------------------------------------------------------------------------
+#
+# mmt_tiny pairs mat_tiny (8 blocks, widths 32-256, 1.7M params) with a tiny MViTv2 on 8 frames x 64²: patch stride
+# (2, 4, 4) -> 4 x 16 x 16 tokens, 5 blocks (stages 1-1-2-1), widths 32-64-128-256, heads 1-2-4-8, kv_stride (1, 4, 4)
+# (kv grid 4 x 4 x 4, as MViTv2-S keeps 8 x 7 x 7 at 224²). Both end at 256 wide; the last 2 blocks of each are fused
+# (stage 3's last block at 128 and stage 4's widening block 128 -> 256), through 4 bottleneck tokens 256 wide.
+# mmt_small / mmt_base fuse the last 4 blocks (MBT's best L_f = 8 of 12 fuses 4 layers).
+
+_MVIT_TINY_8X64: dict[str, Any] = {
+    "input_size": (8, 64, 64),
+    "embed_dim": 32,
+    "num_heads": 1,
+    "stages": ((1, (1, 1, 1), 1, 1), (1, (1, 2, 2), 2, 2), (2, (1, 2, 2), 4, 4), (1, (1, 2, 2), 8, 8)),
+    "kv_stride": (1, 4, 4),
+}
+
+
+def _with_overrides(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVModelConfig:
+    """``base`` with ``overrides``; mappings given for ``audio_overrides`` / ``video_overrides`` / ``fusion_config``
+    update the variant's own key by key (a config instance replaces it). Unknown keys raise ``TypeError``."""
+    fields = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(
+            f"unknown override(s) {unknown} for AVModelConfig; valid config fields: {sorted(fields)}; encoder "
+            "architecture fields (embed_dim, depth, stages, ...) go into audio_overrides={...} / video_overrides={...}"
+        )
+    new = dict(overrides)
+    for key in ("audio_overrides", "video_overrides"):
+        if isinstance(new.get(key), Mapping):
+            new[key] = {**getattr(base, key), **new[key]}
+    fc = new.get("fusion_config")
+    if isinstance(fc, Mapping) and new.get("fusion", base.fusion) == base.fusion:
+        base_fc = base.fusion_config
+        assert isinstance(base_fc, (LateFusionConfig, BottleneckFusionConfig))  # normalised in __post_init__
+        new["fusion_config"] = {**dataclasses.asdict(base_fc), **fc}
+    return dataclasses.replace(base, **new)
+
+
+def _build(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVModel:
+    return AVModel.from_config(_with_overrides(base, overrides))
+
+
+@register_model("mmt_tiny")
+def mmt_tiny(**overrides: Any) -> AVModel:
+    """MMT-Tiny: mat_tiny + a 5-block MViTv2 on 8 x 64² frames, bottleneck over the last 2 blocks; CPU-trainable."""
+    base = AVModelConfig(
+        audio_encoder="mat_tiny",
+        video_encoder="mvit_v2_s_16x4",
+        video_overrides=dict(_MVIT_TINY_8X64),
+        fusion="bottleneck",
+        fusion_config=BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=2),
+    )
+    return _build(base, overrides)
+
+
+@register_model("mmt_small")
+def mmt_small(**overrides: Any) -> AVModel:
+    """MMT-Small: mat_small + MViTv2-S (16 x 224²), 4 bottleneck tokens over the last 4 blocks (768 wide)."""
+    base = AVModelConfig(
+        audio_encoder="mat_small",
+        video_encoder="mvit_v2_s_16x4",
+        fusion="bottleneck",
+        fusion_config=BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=4),
+    )
+    return _build(base, overrides)
+
+
+@register_model("mmt_base")
+def mmt_base(**overrides: Any) -> AVModel:
+    """MMT-Base: mat_base + MViTv2-B (32 x 224²), the paper's pairing; bottleneck over the last 4 blocks."""
+    base = AVModelConfig(
+        audio_encoder="mat_base",
+        video_encoder="mvit_v2_b_32x3",
+        fusion="bottleneck",
+        fusion_config=BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=4),
+    )
+    return _build(base, overrides)
+
+
+@register_model("av_late_tiny")
+def av_late_tiny(**overrides: Any) -> AVModel:
+    """Late-fusion baseline at mmt_tiny's size: the same encoders, no interaction, averaged per-modality logits."""
+    base = AVModelConfig(
+        audio_encoder="mat_tiny",
+        video_encoder="mvit_v2_s_16x4",
+        video_overrides=dict(_MVIT_TINY_8X64),
+        fusion="late",
+        fusion_config=LateFusionConfig(mode="logits"),
+    )
+    return _build(base, overrides)
