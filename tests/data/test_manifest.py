@@ -123,3 +123,39 @@ def test_av_digits_manifest() -> None:
     m = read_manifest(csv_path)
     assert len(m) == 2700 and m.classes == [str(i) for i in range(10)]
     assert Path(m[0].path).exists()
+
+
+def test_csv_bom_crlf_whitespace_and_quoted_commas(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8": BOM, CRLF line endings; hand-edited: spaces around cells, a blank line
+    content = '\ufeffpath , label, start\r\n a.mp4 ,"dog, barking", 1.5 \r\n\r\nb.mp4,cat,\r\n'
+    (tmp_path / "m.csv").write_bytes(content.encode("utf-8"))
+    m = read_manifest(tmp_path / "m.csv")
+    assert [r.path for r in m] == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+    assert m[0].labels == ("dog, barking",) and m[0].start == 1.5 and m[0].id == "a.mp4"
+    assert m.classes == ["cat", "dog, barking"]
+
+
+def test_jsonl_with_bom(tmp_path: Path) -> None:
+    (tmp_path / "m.jsonl").write_bytes('\ufeff{"path": "a.mp4", "label": "x"}\r\n'.encode())
+    assert read_manifest(tmp_path / "m.jsonl")[0].label == "x"
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("path,label\na.mp4,dog, barking\n", r"m.csv:2: 3 fields but the header has 2 \(quote"),
+        ("path,label,start\na.mp4,b,nan\n", "m.csv:2: bad start/end"),
+        ("path,label,start\na.mp4,b,-1\n", "bad start/end"),
+        ("file,modality,label\na.mp4,video,b\n", "rename column 'file' to 'path'"),
+    ],
+)
+def test_csv_rows_that_would_be_misread(tmp_path: Path, content: str, match: str) -> None:
+    (tmp_path / "m.csv").write_text(content)
+    with pytest.raises(ManifestError, match=match):
+        read_manifest(tmp_path / "m.csv")
+
+
+def test_non_utf8_manifest_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_bytes("path,label\ncafé.mp4,x\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match=r"m\.csv: not UTF-8"):
+        read_manifest(tmp_path / "m.csv")

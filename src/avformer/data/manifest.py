@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +101,10 @@ class Manifest:
 def _float_or_none(value: str | float | int | None) -> float | None:
     if value is None or value == "":
         return None
-    return float(value)
+    x = float(value)
+    if not (math.isfinite(x) and x >= 0):
+        raise ValueError(f"{value!r} is not a finite time >= 0")
+    return x
 
 
 def _natural_key(label: str) -> tuple[int, float | str]:
@@ -124,14 +128,23 @@ def _read_classes_file(path: Path) -> tuple[list[str], dict[str, str]]:
     Returns the display names in index order and a map from mid (AudioSet id) to display name.
     """
     if path.suffix == ".csv":
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
         if rows and {"index", "mid", "display_name"} <= set(rows[0]):
             rows.sort(key=lambda r: int(r["index"]))
             return [r["display_name"] for r in rows], {r["mid"]: r["display_name"] for r in rows}
         raise ManifestError(f"{path}: expected columns index,mid,display_name")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
     return names, {}
+
+
+_PATH_ALIASES = ("file", "filename", "file_name", "filepath", "file_path", "video", "video_path", "audio", "wav")
+
+
+def _path_column_hint(header: Sequence[str]) -> str:
+    """`` (rename column 'file' to 'path')`` when the header has a usual other name for the media column."""
+    alias = next((h for h in header if h.lower() in _PATH_ALIASES), None)
+    return f" (rename column {alias!r} to 'path')" if alias else ""
 
 
 def _split_labels(value: str) -> tuple[str, ...]:
@@ -169,16 +182,30 @@ def _row_from_record(rec: dict[str, object], root: Path, where: str) -> Manifest
 
 
 def _read_csv(path: Path, root: Path) -> list[ManifestRow]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or "path" not in reader.fieldnames:
-            raise ManifestError(f"{path}: a CSV manifest needs a header with a 'path' column, got {reader.fieldnames}")
-        return [_row_from_record(rec, root, f"{path}:{i + 2}") for i, rec in enumerate(reader)]
+    with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if "path" not in header:
+            raise ManifestError(
+                f"{path}: a CSV manifest needs a header with a 'path' column, got {header}{_path_column_hint(header)}"
+            )
+        rows = []
+        for cells in reader:
+            where = f"{path}:{reader.line_num}"
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            if len(cells) > len(header):
+                raise ManifestError(
+                    f"{where}: {len(cells)} fields but the header has {len(header)} (quote values that contain commas)"
+                )
+            rec = {h: c.strip() for h, c in zip(header, cells, strict=False)}
+            rows.append(_row_from_record(rec, root, where))
+        return rows
 
 
 def _read_jsonl(path: Path, root: Path) -> list[ManifestRow]:
     rows = []
-    with path.open() as f:
+    with path.open(encoding="utf-8-sig") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -199,7 +226,7 @@ def _first_existing(root: Path, candidates: Sequence[str]) -> str:
 
 def _read_vggsound(path: Path, root: Path, split: str | None, pattern: str | None, cut: bool) -> list[ManifestRow]:
     rows = []
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         for i, rec in enumerate(csv.reader(f), 1):
             if not rec or rec[0].startswith("#") or (i == 1 and rec[0] in {"ytid", "youtube_id", "# YouTube ID"}):
                 continue
@@ -241,7 +268,7 @@ def _read_vggsound(path: Path, root: Path, split: str | None, pattern: str | Non
 
 def _read_kinetics(path: Path, root: Path, split: str | None) -> list[ManifestRow]:
     rows = []
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         need = {"label", "youtube_id", "time_start", "time_end"}
         if reader.fieldnames is None or not need <= set(reader.fieldnames):
@@ -262,7 +289,7 @@ def _read_kinetics(path: Path, root: Path, split: str | None) -> list[ManifestRo
 
 def _read_ast_json(path: Path, root: Path, classes_path: Path | None) -> tuple[list[ManifestRow], list[str]]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: invalid JSON ({e.msg})") from e
     items = data.get("data") if isinstance(data, dict) else None
@@ -290,7 +317,7 @@ def _detect_format(path: Path) -> str:
         return "jsonl"
     if path.suffix == ".json":
         return "ast-json"
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:
         first = next(csv.reader(f), [])
     header = [h.strip() for h in first]
     if "path" in header:
@@ -300,8 +327,8 @@ def _detect_format(path: Path) -> str:
     if len(header) >= 3 and (header[0] in {"ytid", "# YouTube ID"} or header[1].strip().isdigit()):
         return "vggsound"
     raise ManifestError(
-        f"{path}: cannot tell the manifest format from the header {header}: an avformer CSV needs a 'path' column;"
-        " or pass fmt= (csv, jsonl, vggsound, kinetics, ast-json)"
+        f"{path}: cannot tell the manifest format from the header {header}: an avformer CSV needs a 'path'"
+        f" column{_path_column_hint(header)}; other formats: jsonl, vggsound, kinetics, ast-json"
     )
 
 
@@ -336,6 +363,22 @@ def read_manifest(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"manifest not found: {path}")
+    try:
+        return _read_manifest(path, root, fmt, split, classes, vggsound_pattern, vggsound_cut, drop_missing)
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def _read_manifest(
+    path: Path,
+    root: str | Path | None,
+    fmt: str,
+    split: str | None,
+    classes: str | Path | Sequence[str] | None,
+    vggsound_pattern: str | None,
+    vggsound_cut: bool,
+    drop_missing: bool,
+) -> Manifest:
     root_dir = Path(root) if root is not None else path.parent
     fmt = _detect_format(path) if fmt == "auto" else fmt
     class_list: list[str] = []
@@ -375,7 +418,7 @@ def write_manifest(path: str | Path, rows: Sequence[ManifestRow], root: str | Pa
     base = Path(root) if root is not None else path.parent
     multi = any(len(r.labels) > 1 for r in rows)
     cols = ["path", "labels" if multi else "label", "start", "end", "text", "id"]
-    with path.open("w", newline="") as f:
+    with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(cols)
         for r in rows:
