@@ -140,3 +140,19 @@ def test_set_epoch_reaches_persistent_workers(manifest: Manifest) -> None:
     r1 = next(iter(ref))
     assert e1["id"] == r1["id"]
     assert torch.equal(e1["video"], r1["video"])  # workers saw epoch 1: same crops as a fresh process at epoch 1
+
+
+def test_audio_dither_is_seeded_and_train_only(manifest: Manifest) -> None:
+    cfg = DataConfig(
+        clip_seconds=1.0,
+        modalities=("audio",),
+        audio=AudioFeatureConfig(num_mel_bins=32, num_frames=100, dither=1e-3),
+    )
+    plain = AVDataset(manifest, DataConfig(clip_seconds=1.0, modalities=("audio",), audio=CFG.audio))
+    ev = AVDataset(manifest, cfg, train=False)
+    assert torch.equal(ev[0]["audio"], plain[0]["audio"])  # no dither at evaluation
+    a, b = AVDataset(manifest, cfg, train=True, seed=3), AVDataset(manifest, cfg, train=True, seed=3)
+    torch.manual_seed(0)
+    x = a[0]["audio"]
+    torch.manual_seed(1)  # the global RNG must not matter: the dither comes from the per-sample generator
+    assert torch.equal(x, b[0]["audio"])

@@ -105,7 +105,8 @@ class AVDataset(Dataset[dict[str, Any]]):
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._durations: dict[int, float | None] = {}  # per process; persistent workers keep theirs across epochs
         self.video_transform = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
-        self.audio_features = AudioFeatures(cfg.audio) if "audio" in cfg.modalities else None
+        # train/eval mode: dither (cfg.audio.dither) is a train-time augmentation only
+        self.audio_features = AudioFeatures(cfg.audio).train(train) if "audio" in cfg.modalities else None
         self.num_classes = len(manifest.classes)
 
     def __len__(self) -> int:
@@ -188,7 +189,7 @@ class AVDataset(Dataset[dict[str, Any]]):
                 assert clip.audio is not None
                 a = clip.audio[:n]
                 wav[: len(a)] = a  # shorter audio than the window: zero-padded at the end (AST pads the same way)
-            out["audio"] = self.audio_features(torch.from_numpy(wav))
+            out["audio"] = self.audio_features(torch.from_numpy(wav), generator=gen)
             if not has_audio:
                 out["audio"] = torch.zeros_like(out["audio"])
             out["has_audio"] = torch.tensor(has_audio)
