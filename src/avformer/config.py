@@ -1,0 +1,409 @@
+"""Experiment configuration: frozen, typed dataclasses loaded from YAML, with ``key=value`` overrides.
+
+One dataclass per concern, composed into :class:`ExperimentConfig`; YAML files follow the same nesting::
+
+    inherit: ../base.yaml          # optional: deep-merged under this file (paths relative to this file)
+    name: mmt_vggsound
+    model: {name: mmt_base, overrides: {num_classes: 309}}
+    data: {modalities: [video, audio], video: {size: 224}}
+    optim: {lr: 1.0e-4, weight_decay: 0.05, warmup_epochs: 2}
+    train: {epochs: 30, batch_size: 16, precision: bf16}
+
+Loading is strict: an unknown key is an error naming its full path and the valid keys there; values are checked
+against the field annotations (nested dataclasses, ``X | None``, tuples from YAML lists; ints are accepted for
+floats, and so are numeric strings such as ``1e-4``, which YAML 1.1 reads as a string). Each dataclass
+validates its own values in ``__post_init__``. ``load(dump(cfg)) == cfg`` for every config.
+
+This is the only module that reads YAML. Convert once at the CLI boundary; below it, code takes dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from avformer.data.dataset import DataConfig
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "LossConfig",
+    "ModelSpec",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "dump",
+    "from_dict",
+    "load",
+    "loads",
+    "structure",
+    "to_dict",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file, dict or override that does not match the dataclasses (the message names the key path)."""
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup then cosine decay, stepped once per optimizer step."""
+
+    lr: float = 1e-4  # peak learning rate (reached at the end of warmup)
+    weight_decay: float = 0.05  # not applied to norms, biases and the model's no_weight_decay() names
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_epochs: float = 0.0  # may be fractional
+    warmup_steps: int | None = None  # optimizer steps; when set, wins over warmup_epochs
+    min_lr: float = 0.0  # cosine floor
+    grad_clip: float = 0.0  # max global grad norm; 0 = no clipping
+    accum_steps: int = 1  # micro-batches per optimizer step
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(all(0 <= b < 1 for b in self.betas), f"betas must be in [0, 1), got {self.betas}")
+        _check(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        _check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        _check(self.warmup_steps is None or self.warmup_steps >= 0, f"warmup_steps must be >= 0: {self.warmup_steps}")
+        _check(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        _check(self.accum_steps >= 1, f"accum_steps must be >= 1, got {self.accum_steps}")
+
+
+_PRECISIONS = ("fp32", "bf16")
+_BEST_MODES = ("max", "min")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: length, batch, precision, EMA, evaluation, checkpoints and logging."""
+
+    epochs: int = 10
+    batch_size: int = 8  # per process, per micro-batch
+    steps_per_epoch: int | None = None  # cap on optimizer steps per epoch; None = the whole loader
+    seed: int = 0
+    precision: str = "fp32"  # 'fp32' | 'bf16' (autocast; on CPU too)
+    ema_decay: float = 0.0  # EMA of the weights, evaluated instead of the raw weights; 0 = off
+    eval_every: int = 1  # epochs; the last epoch is always evaluated
+    workers: int = 0  # DataLoader worker processes
+    out_dir: str = "runs/default"
+    resume: str | None = "auto"  # 'auto' = out_dir/last.pt when present; a path; None = start fresh
+    log_every: int = 50  # optimizer steps between train_log.csv rows and console lines
+    checkpoint_every: int = 0  # optimizer steps between mid-epoch last.pt saves; 0 = end of epoch only
+    best_metric: str = "top1"  # validation metric that selects best.pt
+    best_mode: str = "max"  # 'max' (accuracy, mAP) | 'min' (loss)
+    device: str = "auto"  # 'auto' (cuda when available) | 'cpu' | 'cuda' | 'cuda:1' ...
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower; exact GPU repeats)
+    tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1 or None")
+        _check(self.precision in _PRECISIONS, f"precision must be one of {_PRECISIONS}, got {self.precision!r}")
+        _check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
+        _check(self.eval_every >= 1, f"eval_every must be >= 1, got {self.eval_every}")
+        _check(self.workers >= 0, f"workers must be >= 0, got {self.workers}")
+        _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        _check(self.best_mode in _BEST_MODES, f"best_mode must be one of {_BEST_MODES}, got {self.best_mode!r}")
+        _check(self.resume != "", "resume must be 'auto', a checkpoint path or null")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model variant plus keyword overrides for ``create_model(name, **overrides)``.
+
+    Override values are checked by the model family's factory, not here; YAML lists become tuples.
+    """
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "model name must be a non-empty registry key")
+        _check(all(isinstance(k, str) for k in self.overrides), "model override keys must be strings")
+        object.__setattr__(self, "overrides", _tuplify(self.overrides))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Objective weights and settings (the Task combines the terms)."""
+
+    ce_weight: float = 1.0  # cross-entropy / BCE on the fused logits
+    avc_weight: float = 0.0  # audio-video supervised contrastive
+    imc_weight: float = 0.0  # intra-modal supervised contrastive
+    temperature: float = 0.07  # contrastive softmax temperature
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # 0 = no mixup
+
+    def __post_init__(self) -> None:
+        for name in ("ce_weight", "avc_weight", "imc_weight", "mixup_alpha"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one run needs; written resolved to ``<out_dir>/config.yaml``."""
+
+    name: str  # run name (also the default out_dir leaf for CLIs)
+    model: ModelSpec
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train_manifest: str | None = None
+    val_manifest: str | None = None
+    root: str | None = None  # media root that relative manifest paths resolve against
+
+
+def _tuplify(value: Any) -> Any:
+    """Lists -> tuples, recursively (dicts are kept), so free-form values compare equal after a YAML round trip."""
+    if isinstance(value, list | tuple):
+        return tuple(_tuplify(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _tuplify(v) for k, v in value.items()}
+    return value
+
+
+# ---- dict <-> dataclass -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+def _field_paths(cls: type, leaf: str, prefix: str = "") -> list[str]:
+    """Every path under ``cls`` whose last key is ``leaf`` (for 'did you mean' hints)."""
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = _hints(cls)[f.name]
+        if f.name == leaf:
+            out.append(_join(prefix, f.name))
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            out += _field_paths(tp, leaf, _join(prefix, f.name))
+    return out
+
+
+def _structure_dataclass(cls: type, value: Any, path: str, root: type) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping of {cls.__name__} fields, got {value!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            msg = f"unknown key {_join(path, key)!r}; valid keys under {path or 'the top level'!r}: {sorted(fields)}"
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            elsewhere = [p for p in _field_paths(root, str(key)) if p != _join(path, key)]
+            if close:
+                msg += f"; did you mean {_join(path, close[0])!r}?"
+            elif elsewhere:
+                msg += f"; {key!r} exists at {', '.join(map(repr, elsewhere))}"
+            raise ConfigError(msg)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _structure(value[name], _hints(cls)[name], _join(path, name), root)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {_join(path, name)!r} ({cls.__name__} has no default for it)")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # the dataclass's own __post_init__ validation
+        raise ConfigError(f"{path or cls.__name__}: {e}") from e
+
+
+def _structure(value: Any, tp: Any, path: str, root: type) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if tp is Any:
+        return value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _structure_dataclass(tp, value, path, root)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for alt in args:
+            if alt is not type(None):
+                try:
+                    return _structure(value, alt, path, root)
+                except ConfigError:
+                    continue
+        raise bad
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{path}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise bad
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_structure(v, args[0], f"{path}[{i}]", root) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {len(args)} values ({_type_name(tp)}), got {list(value)!r}")
+        return tuple(_structure(v, a, f"{path}[{i}]", root) for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise bad
+        return [_structure(v, args[0], f"{path}[{i}]", root) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise bad
+        return {
+            _structure(k, args[0], path, root): _structure(v, args[1], _join(path, k), root) for k, v in value.items()
+        }
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        raise bad
+    if tp is int and isinstance(value, bool):
+        raise bad
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise bad
+
+
+def structure(cls: type[T], data: Any) -> T:
+    """Build dataclass ``cls`` from plain data (dicts, lists, scalars), strictly. Raises :class:`ConfigError`."""
+    out: T = _structure_dataclass(cls, data, "", cls)
+    return out
+
+
+def from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a nested dict (strict; see the module docstring)."""
+    return structure(ExperimentConfig, data)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config dataclass (tuples become lists), ready for YAML or a checkpoint."""
+    out = _plain(cfg)
+    if not isinstance(out, dict):
+        raise TypeError(f"to_dict needs a dataclass instance, got {type(cfg).__name__}")
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj
+
+
+# ---- YAML, inheritance, overrides ---------------------------------------------------------------------------
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in ``top`` replaces the value in ``base``."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        raise ConfigError(f"{path}: inheritance cycle: {' -> '.join(map(str, (*chain, path)))}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'inherit' must be a relative or absolute path string, got {parent!r}")
+    return _merge(_read_yaml(path.parent / parent, (*chain, path)), data)
+
+
+def load(path: str | Path) -> ExperimentConfig:
+    """Read a YAML experiment file (following ``inherit:``) into a validated :class:`ExperimentConfig`."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        return from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def loads(text: str) -> ExperimentConfig:
+    """Like :func:`load`, from YAML text (no ``inherit:``)."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"the top level must be a mapping, got {type(data).__name__}")
+    return from_dict(data)
+
+
+def dump(cfg: Any) -> str:
+    """YAML text of a config dataclass, in field order; ``loads(dump(cfg)) == cfg``."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply ``"dotted.key=value"`` overrides in order; values are parsed with ``yaml.safe_load``.
+
+    A mapping value merges into the existing one (``data.video={size: 64}`` keeps the other video fields).
+    Free-form mappings (``model.overrides.depth=2``) accept new keys; everywhere else an unknown key is an error.
+    """
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=3e-4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        data = to_dict(cfg)
+        node: dict[str, Any] = data
+        parts = key.strip().split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
+            node = child
+        last = parts[-1]
+        node[last] = (
+            _merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict) else value
+        )
+        try:
+            cfg = from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"override {item!r}: {e}") from e
+    return cfg

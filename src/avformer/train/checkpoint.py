@@ -1,0 +1,137 @@
+"""Crash-safe checkpoint files.
+
+:func:`save_checkpoint` never leaves a half-written file at ``path``: it writes a temporary file in the same
+folder, flushes and fsyncs it, then ``os.replace``-s it over ``path`` (atomic on POSIX and Windows) and fsyncs
+the folder. If anything fails on the way (disk full, a kill signal turned into an exception, a pickling error),
+the temporary file is removed and the previous checkpoint at ``path`` is untouched. A process killed with
+SIGKILL mid-write can leave a stray ``.<name>.*.tmp`` behind (never the checkpoint itself);
+:func:`remove_stale_temps` clears those.
+
+:func:`load_checkpoint` reads with ``weights_only=True`` by default (no arbitrary code runs on load), so the
+state must hold tensors, numbers, strings and containers of them; the trainer stores RNG states in that form.
+A truncated or corrupt file raises :class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["CheckpointError", "load_checkpoint", "remove_stale_temps", "save_checkpoint", "versions"]
+
+_TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read the process umask (mkstemp creates 0600 files; checkpoints get the usual mode)
+os.umask(_UMASK)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that is missing, truncated, corrupt or not a checkpoint."""
+
+
+def versions() -> dict[str, str]:
+    """Library versions stored in each checkpoint for reproducibility."""
+    from avformer import __version__
+
+    return {
+        "avformer": __version__,
+        "torch": str(torch.__version__),  # a TorchVersion object, which weights_only loading refuses
+        "numpy": str(np.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
+    """Atomically write ``state`` (``torch.save`` format) to ``path``.
+
+    Returns:
+        The final path. On any error the temporary file is removed, ``path`` keeps its previous content, and
+        the exception propagates.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files a killed :func:`save_checkpoint` left in ``folder``; returns what was removed.
+
+    Only call this when no other process is saving into ``folder``.
+    """
+    removed = []
+    for p in Path(folder).glob(f".*{_TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            removed.append(p)
+    return removed
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, weights_only: bool = True
+) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the file.
+        map_location: where tensors go (``"cpu"`` by default, so a GPU checkpoint loads anywhere).
+        weights_only: torch's safe unpickler (tensors and plain containers only). Pass False only for
+            checkpoints you trust that hold other objects.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, or does not hold a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as e:  # torch raises RuntimeError / UnpicklingError / EOFError / ... for damaged files
+        if weights_only and "Weights only load failed" in str(e):
+            detail = next((ln.strip() for ln in str(e).splitlines() if "WeightsUnpickler error" in ln), "")
+            raise CheckpointError(
+                f"{path}: the checkpoint holds objects that weights_only loading refuses ({detail}); pass "
+                "weights_only=False only if you trust the file"
+            ) from e
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); the file is truncated, corrupt or not a "
+            "torch checkpoint"
+        ) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")
+    return state

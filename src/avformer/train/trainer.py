@@ -1,0 +1,605 @@
+"""A model-agnostic training loop with crash-safe checkpoints and exact resume.
+
+:func:`fit` trains any :class:`~avformer.train.task.Task`: it calls ``task.training_step(batch)`` for the loss and
+knows nothing else about models. Per optimizer step it runs ``accum_steps`` micro-batches, each weighted by its
+share of the step's clips (uneven and partly skipped batches give the exact mean over the clips), clips the
+global grad norm, steps AdamW and the warmup+cosine schedule, and updates the EMA.
+
+Reproducibility and resume
+--------------------------
+- Seeds: ``train.seed`` seeds python, numpy and torch at the start. The loader is re-seeded at each epoch from
+  ``(seed, epoch)`` (its ``generator``, ``sampler.set_epoch`` and ``dataset.set_epoch`` when present), so an
+  epoch's data order does not depend on what ran before it.
+- ``last.pt`` is written atomically at every epoch end, every ``train.checkpoint_every`` optimizer steps and on
+  SIGTERM/SIGINT (a flag checked between steps; the run then returns cleanly). ``best.pt`` holds the state of
+  the epoch with the best ``train.best_metric``.
+- A checkpoint holds the model, optimizer, schedule, EMA, counters, best metric, running epoch sums and the RNG
+  states (at the checkpoint and at the start of its epoch). Resuming replays the epoch start (RNG, loader
+  seeding), fast-forwards the loader over the batches already trained (they are loaded and dropped), then
+  restores the RNG of the checkpoint. On CPU with the same library versions a run killed at any point and
+  resumed from its last checkpoint ends with bit-identical weights and metrics (tests/train/test_trainer.py).
+- Limits of that guarantee: DataLoader worker processes keep their own RNG, which is not checkpointed, so with
+  ``workers > 0`` the dataset must draw its randomness from ``(seed, epoch, index)`` as ``AVDataset`` does; on GPU
+  bit-exactness also needs ``train.deterministic``. A mid-epoch resume re-reads (and drops) the batches already
+  trained in that epoch, which costs their loading time.
+
+Differences from a framework trainer: no callbacks zoo, one ``on_epoch_end`` hook; distributed training only to the
+extent that files are written by rank 0 (gradient sync is the wrapper's job).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from rich.console import Console
+from torch import Tensor, nn
+
+from avformer.config import ExperimentConfig, dump, to_dict
+from avformer.data.dataset import LoadStats
+from avformer.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
+from avformer.train.ema import ModelEma
+from avformer.train.logging import RunLogger
+from avformer.train.optim import WarmupCosine, build_optimizer
+from avformer.train.task import Batch, Task
+
+__all__ = ["TrainState", "Trainer", "evaluate", "fit", "seed_everything", "set_loader_epoch"]
+
+CHECKPOINT_FORMAT = 1
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global RNG and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", None)  # DDP
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+
+
+def _autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ---- RNG state in a weights_only-loadable form ---------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+    version, internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def set_loader_epoch(loader: Any, seed: int, epoch: int) -> None:
+    """Make ``loader``'s order and augmentations for ``epoch`` a function of ``(seed, epoch)`` only.
+
+    Re-seeds the loader's ``generator`` (shuffling and worker seeds) and calls ``set_epoch`` on the dataset, the
+    sampler and the batch sampler when they have it (``AVDataset``, ``DistributedSampler``).
+    """
+    gen = getattr(loader, "generator", None)
+    if isinstance(gen, torch.Generator):
+        gen.manual_seed(zlib.crc32(f"{seed}:{epoch}".encode()))
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    seen: set[int] = set()
+    for obj in (
+        getattr(loader, "dataset", None),
+        getattr(loader, "sampler", None),
+        batch_sampler,
+        getattr(batch_sampler, "sampler", None),
+    ):
+        fn = getattr(obj, "set_epoch", None)
+        if callable(fn) and id(obj) not in seen:
+            seen.add(id(obj))
+            fn(epoch)
+
+
+def _iter_keeping_rng(loader: Any) -> Iterator[Batch]:
+    """``iter(loader)`` without advancing the global torch RNG.
+
+    A DataLoader draws its workers' base seed from the global RNG when it creates an iterator: every epoch, or
+    only once with persistent workers, so a resumed run would draw at a point where the uninterrupted one did
+    not. Restoring the state makes the main process's random stream (dropout, ...) independent of that.
+    """
+    state = torch.get_rng_state()
+    it = iter(loader)
+    torch.set_rng_state(state)
+    return it
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    task: Task, loader: Iterable[Batch], *, device: torch.device, precision: str = "fp32"
+) -> tuple[dict[str, float], LoadStats]:
+    """Run ``validation_step`` over ``loader``, concatenate its outputs and return ``validation_end``'s metrics.
+
+    Floating-point outputs are gathered on the CPU as float32 (bf16 logits would round the metrics).
+    """
+    model = task.model
+    was_training = model.training
+    model.eval()
+    stats = LoadStats()
+    gathered: dict[str, list[Tensor]] = {}
+    try:
+        for batch in loader:
+            stats.update(batch)
+            if batch["batch_size"] == 0:
+                continue
+            with _autocast(device, precision):
+                out = task.validation_step(_to_device(batch, device))
+            for k, v in out.items():
+                v = v.detach().cpu()
+                gathered.setdefault(k, []).append(v.float() if v.is_floating_point() else v)
+    finally:
+        model.train(was_training)
+    if not gathered:
+        return {}, stats
+    metrics = task.validation_end({k: torch.cat(v) for k, v in gathered.items()})
+    return {k: float(v) for k, v in metrics.items()}, stats
+
+
+# ---- training -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Counters and running sums; all of it goes into the checkpoint."""
+
+    epoch: int = 0  # epoch in progress, 0-based (== epochs when training is done)
+    batches_done: int = 0  # loader batches consumed in `epoch` (0 at an epoch boundary)
+    step: int = 0  # optimizer steps so far
+    best_value: float | None = None
+    best_epoch: int | None = None  # 1-based, as in metrics.csv
+    loss_sum: float = 0.0  # sum over this epoch's clips of the loss
+    clips: int = 0  # clips trained on this epoch
+    metric_sums: dict[str, float] = field(default_factory=dict)  # clip-weighted sums of training_step scalars
+    loaded: int = 0  # LoadStats of this epoch
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    last_lr: float = 0.0  # lr of the last optimizer step
+    last_row: dict[str, Any] = field(default_factory=dict)  # the last metrics.csv row
+
+    def start_epoch(self) -> None:
+        self.batches_done, self.loss_sum, self.clips = 0, 0.0, 0
+        self.metric_sums, self.loaded, self.skipped = {}, 0, []
+
+
+class Trainer:
+    """State of one run; :meth:`fit` is the loop. Most callers use the :func:`fit` function.
+
+    Args:
+        task: model + objectives.
+        cfg: the experiment (``optim`` and ``train`` are read here; the whole config is saved).
+        out_dir: run directory (default ``cfg.train.out_dir``).
+        console: where progress and summaries print (default stdout).
+        on_epoch_end: called with each epoch's metrics row after its checkpoint is written.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        cfg: ExperimentConfig,
+        out_dir: str | Path | None = None,
+        *,
+        console: Console | None = None,
+        on_epoch_end: EpochHook | None = None,
+    ) -> None:
+        self.task = task
+        self.cfg = cfg
+        self.tcfg = cfg.train
+        self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
+        self.main = _is_main()
+        self.device = _device(cfg.train.device)
+        self.on_epoch_end = on_epoch_end
+        self.console = console
+        self.state = TrainState()
+        self.stop_signal: int | None = None
+        self.epoch_start_rng: dict[str, Any] = {}  # RNG at the start of the epoch in progress
+        self.resume_rng: dict[str, Any] = {}  # RNG of the checkpoint resumed from, until it is restored
+        self.stats = LoadStats()  # rows loaded / skipped this epoch
+        self.epoch_clips_per_s = 0.0
+        task.model.to(self.device)
+        self.optimizer = build_optimizer(task.model, cfg.optim)
+        self.ema = ModelEma(task.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        self.scheduler: WarmupCosine | None = None
+        self.logger: RunLogger | None = None
+        self._warned_best = False
+
+    # -- checkpoint state --------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.scheduler is not None
+        self.state.loaded, self.state.skipped = self.stats.loaded, list(self.stats.skipped)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": _unwrap(self.task.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "trainer": asdict(self.state),
+            "rng": _rng_state(),
+            "epoch_start_rng": self.epoch_start_rng,
+            "config": to_dict(self.cfg),
+            "versions": versions(),
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        """Restore everything but the RNG (the loop restores it at the right moment, see the module docstring)."""
+        assert self.scheduler is not None
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {ckpt.get('format')!r} (expected {CHECKPOINT_FORMAT})")
+        _unwrap(self.task.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            if ckpt["ema"] is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+            else:  # EMA switched on for a resumed run: start the average from the restored weights
+                self.ema = ModelEma(self.task.model, self.tcfg.ema_decay)
+        t = dict(ckpt["trainer"])
+        t["skipped"] = [tuple(s) for s in t["skipped"]]
+        self.state = TrainState(**t)
+        self.stats = LoadStats(self.state.loaded, list(self.state.skipped))
+        self.epoch_start_rng = ckpt["epoch_start_rng"]
+
+    def save(self, name: str = "last.pt") -> None:
+        if self.main:
+            save_checkpoint(self.out_dir / name, self.state_dict())
+
+    def _resume_path(self) -> Path | None:
+        resume = self.tcfg.resume
+        if resume is None:
+            return None
+        if resume == "auto":
+            path = self.out_dir / "last.pt"
+            return path if path.is_file() else None
+        path = Path(resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"train.resume: no checkpoint at {path}")
+        return path
+
+    def _report_config_changes(self, saved: dict[str, Any]) -> None:
+        assert self.logger is not None
+        now = to_dict(self.cfg)
+        changed = [
+            f"{sec}.{k}: {saved.get(sec, {}).get(k)!r} -> {v!r}"
+            for sec, fields in now.items()
+            if isinstance(fields, dict)
+            for k, v in fields.items()
+            if sec != "train" or k not in ("resume", "out_dir")
+            if saved.get(sec, {}).get(k) != v
+        ]
+        if changed:
+            self.logger.info("resuming with config changes: " + "; ".join(changed))
+
+    # -- signals -----------------------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts without waiting for the step to end
+        self.stop_signal = signum
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+        return previous
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+
+    def _batches_per_epoch(self, loader: Any) -> int:
+        cap = self.tcfg.steps_per_epoch
+        accum = self.cfg.optim.accum_steps
+        try:
+            n = len(loader)
+        except TypeError:
+            if cap is None:
+                raise ValueError("the train loader has no length: set train.steps_per_epoch") from None
+            return cap * accum
+        return n if cap is None else min(n, cap * accum)
+
+    def _train_epoch(self, loader: Any, n_batches: int) -> bool:
+        """Train one epoch (or its rest, after a mid-epoch resume). Returns True when a stop signal came."""
+        assert self.scheduler is not None and self.logger is not None
+        st, tcfg, model = self.state, self.tcfg, self.task.model
+        accum, clip = self.cfg.optim.accum_steps, self.cfg.optim.grad_clip
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        model.train()
+        it = _iter_keeping_rng(loader)
+        for _ in range(st.batches_done):  # mid-epoch resume: replay the order, drop what was trained
+            next(it)
+        if st.batches_done:
+            _set_rng_state(self.resume_rng)
+        t0 = window_t0 = time.perf_counter()
+        epoch_clips, window_clips, window_loss = 0, 0, 0.0
+        steps_total = math.ceil(n_batches / accum)
+        description = f"epoch {st.epoch + 1}/{tcfg.epochs}"
+        with self.logger.progress(description, steps_total, math.ceil(st.batches_done / accum)) as bar:
+            while st.batches_done < n_batches:
+                group: list[Batch] = []
+                exhausted = False
+                while len(group) < accum and st.batches_done < n_batches:
+                    batch = next(it, None)
+                    if batch is None:
+                        exhausted = True
+                        break
+                    st.batches_done += 1
+                    self.stats.update(batch)
+                    if batch["batch_size"] > 0:
+                        group.append(batch)
+                clips = sum(int(b["batch_size"]) for b in group)
+                if clips > 0:
+                    loss, grad_norm = self._step(group, clips, params, clip)
+                    epoch_clips += clips
+                    window_clips += clips
+                    window_loss += loss * clips
+                    speed = epoch_clips / max(time.perf_counter() - t0, 1e-9)
+                    done = math.ceil(st.batches_done / accum)
+                    bar.update(done, loss=loss, clips_per_s=speed, lr=self.state.last_lr)
+                    if st.step % tcfg.log_every == 0:
+                        now = time.perf_counter()
+                        row = {
+                            "step": st.step,
+                            "epoch": round(st.epoch + st.batches_done / n_batches, 4),
+                            "loss": window_loss / window_clips,
+                            "lr": self.state.last_lr,
+                            "clips_per_s": window_clips / max(now - window_t0, 1e-9),
+                        }
+                        if grad_norm is not None:
+                            row["grad_norm"] = grad_norm
+                        self.logger.log_step(row)
+                        window_clips, window_loss, window_t0 = 0, 0.0, now
+                    if tcfg.checkpoint_every and st.step % tcfg.checkpoint_every == 0 and st.batches_done < n_batches:
+                        self.save()
+                if self.stop_signal is not None:
+                    return True
+                if exhausted:
+                    break
+        self.epoch_clips_per_s = epoch_clips / max(time.perf_counter() - t0, 1e-9)
+        return False
+
+    def _step(
+        self, group: list[Batch], clips: int, params: list[nn.Parameter], clip: float
+    ) -> tuple[float, float | None]:
+        """One optimizer step over a group of micro-batches; returns (mean loss over its clips, grad norm)."""
+        assert self.scheduler is not None
+        st = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for batch in group:
+            n = int(batch["batch_size"])
+            with _autocast(self.device, self.tcfg.precision):
+                loss, metrics = self.task.training_step(_to_device(batch, self.device))
+            (loss * (n / clips)).backward()  # weight = this batch's share of the step's clips
+            loss_sum += float(loss.detach()) * n
+            for k, v in metrics.items():
+                st.metric_sums[k] = st.metric_sums.get(k, 0.0) + float(v) * n
+        mean_loss = loss_sum / clips
+        if not math.isfinite(mean_loss):
+            raise FloatingPointError(f"loss is {mean_loss} at step {st.step} (epoch {st.epoch + 1}); stopping")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if clip > 0 else None
+        self.state.last_lr = float(self.optimizer.param_groups[0]["lr"])
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.task.model)
+        st.step += 1
+        st.loss_sum += loss_sum
+        st.clips += clips
+        return mean_loss, grad_norm
+
+    def _validate(self, val_loader: Any) -> dict[str, float]:
+        assert self.logger is not None
+        swap = self.ema.swap(self.task.model) if self.ema is not None else nullcontext()
+        with swap:
+            metrics, stats = evaluate(self.task, val_loader, device=self.device, precision=self.tcfg.precision)
+        if stats.skipped:
+            self.logger.info(f"validation: {stats.summary()}")
+        return metrics
+
+    def _update_best(self, metrics: dict[str, float], epoch: int) -> bool:
+        assert self.logger is not None
+        name, st = self.tcfg.best_metric, self.state
+        if name not in metrics:
+            if not self._warned_best:
+                self.logger.info(f"train.best_metric {name!r} is not among the validation metrics {sorted(metrics)}")
+                self._warned_best = True
+            return False
+        value = metrics[name]
+        better = st.best_value is None or (
+            value > st.best_value if self.tcfg.best_mode == "max" else value < st.best_value
+        )
+        if better:
+            st.best_value, st.best_epoch = value, epoch
+        return better
+
+    def fit(self, train_loader: Any, val_loader: Any | None = None) -> dict[str, Any]:
+        """Train for ``cfg.train.epochs`` epochs (resuming if asked) and return the final summary.
+
+        Returns:
+            The last ``metrics.csv`` row plus ``best_metric``, ``best_value``, ``best_epoch`` and ``stopped``
+            (the signal name when a signal ended the run early, else None).
+        """
+        tcfg, ocfg = self.tcfg, self.cfg.optim
+        if self.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.out_dir)
+            (self.out_dir / "config.yaml").write_text(dump(self.cfg))
+        self.logger = RunLogger(self.out_dir, enabled=self.main, tensorboard=tcfg.tensorboard, console=self.console)
+        if tcfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        seed_everything(tcfg.seed)
+
+        n_batches = self._batches_per_epoch(train_loader)
+        steps_per_epoch = math.ceil(n_batches / ocfg.accum_steps)
+        warmup = ocfg.warmup_steps if ocfg.warmup_steps is not None else round(ocfg.warmup_epochs * steps_per_epoch)
+        self.scheduler = WarmupCosine(
+            self.optimizer,
+            base_lr=ocfg.lr,
+            min_lr=ocfg.min_lr,
+            warmup_steps=warmup,
+            total_steps=tcfg.epochs * steps_per_epoch,
+        )
+
+        path = self._resume_path()
+        if path is not None:
+            ckpt = load_checkpoint(path, map_location=self.device)
+            self.load_state_dict(ckpt)
+            self.resume_rng = ckpt["rng"]
+            self._report_config_changes(ckpt["config"])
+            where = f"step {self.state.step}, epoch {self.state.epoch + 1} batch {self.state.batches_done}"
+            self.logger.info(f"resumed from {path} ({where})")
+        self.logger.truncate(epoch=self.state.epoch, step=self.state.step)
+
+        previous = self._install_signals()
+        try:
+            summary = self._loop(train_loader, val_loader, n_batches)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.logger.close()
+        return summary
+
+    def _loop(self, train_loader: Any, val_loader: Any | None, n_batches: int) -> dict[str, Any]:
+        assert self.scheduler is not None and self.logger is not None
+        st, tcfg = self.state, self.tcfg
+        self.logger.info(
+            f"training {tcfg.epochs} epochs × {n_batches} batches on {self.device} ({tcfg.precision}); "
+            f"out_dir {self.out_dir}"
+        )
+        while st.epoch < tcfg.epochs:
+            if st.batches_done == 0:
+                if self.resume_rng:  # resumed at an epoch boundary
+                    _set_rng_state(self.resume_rng)
+                    self.resume_rng = {}
+                self.epoch_start_rng = _rng_state()
+                st.start_epoch()
+                self.stats = LoadStats()
+            else:  # resumed mid-epoch: replay the epoch start; the checkpoint's RNG comes after the fast-forward
+                _set_rng_state(self.epoch_start_rng)
+            set_loader_epoch(train_loader, tcfg.seed, st.epoch)
+            stopped = self._train_epoch(train_loader, n_batches)
+            self.resume_rng = {}
+            if stopped:
+                return self._stop()
+
+            epoch = st.epoch + 1  # completed epochs, 1-based in logs
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "step": st.step,
+                "train_loss": st.loss_sum / max(st.clips, 1),
+                "lr": self.state.last_lr,
+                "clips_per_s": self.epoch_clips_per_s,
+            }
+            row |= {f"train_{k}": v / max(st.clips, 1) for k, v in st.metric_sums.items()}
+            if self.stats.skipped:
+                self.logger.info(f"epoch {epoch}: {self.stats.summary()}")
+            improved = False
+            if val_loader is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
+                metrics = self._validate(val_loader)
+                row |= {f"val_{k}": v for k, v in metrics.items()}
+                improved = self._update_best(metrics, epoch)
+            st.epoch, st.batches_done = epoch, 0
+            st.last_row = row
+            self.epoch_start_rng = _rng_state()  # a checkpoint at a boundary starts the next epoch from here
+            self.save("last.pt")
+            if improved:
+                self.save("best.pt")
+            self.logger.log_epoch(row)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(row)
+            if self.stop_signal is not None:
+                return self._stop()
+        return self._summary(stopped=None)
+
+    def _stop(self) -> dict[str, Any]:
+        assert self.logger is not None and self.stop_signal is not None
+        name = signal.Signals(self.stop_signal).name
+        self.save("last.pt")
+        self.logger.info(f"{name}: saved {self.out_dir / 'last.pt'} at step {self.state.step}; stopping")
+        return self._summary(stopped=name)
+
+    def _summary(self, stopped: str | None) -> dict[str, Any]:
+        st = self.state
+        return {
+            **st.last_row,
+            "step": st.step,
+            "best_metric": self.tcfg.best_metric,
+            "best_value": st.best_value,
+            "best_epoch": st.best_epoch,
+            "stopped": stopped,
+        }
+
+
+def fit(
+    task: Task,
+    train_loader: Any,
+    val_loader: Any | None,
+    cfg: ExperimentConfig,
+    out_dir: str | Path | None = None,
+    *,
+    console: Console | None = None,
+    on_epoch_end: EpochHook | None = None,
+) -> dict[str, Any]:
+    """Train ``task`` on ``train_loader``, evaluating on ``val_loader``; see :class:`Trainer` and the module docs.
+
+    Writes ``config.yaml``, ``last.pt``, ``best.pt``, ``metrics.csv``, ``train_log.csv`` (and ``tb/``) into
+    ``out_dir`` (default ``cfg.train.out_dir``). Returns the final metrics row with the best metric and
+    ``stopped`` (a signal name when SIGTERM/SIGINT ended the run after saving ``last.pt``).
+    """
+    trainer = Trainer(task, cfg, out_dir, console=console, on_epoch_end=on_epoch_end)
+    return trainer.fit(train_loader, val_loader)

@@ -1,0 +1,308 @@
+"""The training loop on a toy Task: learning, run files, exact resume after a crash / SIGKILL / SIGTERM, accumulation,
+EMA, bf16, skipped rows and logging."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from avformer.config import load
+from avformer.data.dataset import make_loader
+from avformer.train.checkpoint import load_checkpoint
+from avformer.train.ema import ModelEma
+from avformer.train.logging import CsvLog, RunLogger
+from avformer.train.trainer import evaluate, set_loader_epoch
+from tests.train._toy import Blobs, ToyTask, make_cfg, run, train_loader, weights
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMING = {"clips_per_s"}  # the only fields allowed to differ between two runs
+
+Reference = tuple[dict[str, Tensor], dict[str, Any], list[dict[str, str]], Path]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [{k: v for k, v in r.items() if k not in TIMING} for r in csv.DictReader(f)]
+
+
+def _strip(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if k not in TIMING}
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Reference]:
+    """Uninterrupted 4-epoch runs (one per loader kind, made on first use) that resumed runs must reproduce."""
+    cache: dict[str, Reference] = {}
+
+    def get(kind: str) -> Reference:
+        if kind not in cache:
+            out = tmp_path_factory.mktemp(f"reference_{kind}")
+            task, summary = run(make_cfg(out), loader=kind)
+            cache[kind] = weights(task), summary, _rows(out / "metrics.csv"), out
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture
+def reference(references: Callable[[str], Reference]) -> Reference:
+    return references("make_loader")
+
+
+def _assert_same_run(task: ToyTask, summary: dict[str, Any], out: Path, ref: Reference) -> None:
+    ref_w, ref_summary, ref_rows, _ = ref
+    w = weights(task)
+    assert w.keys() == ref_w.keys()
+    for k in w:
+        assert torch.equal(w[k], ref_w[k]), f"{k} differs after resume"
+    assert _strip(summary) == _strip(ref_summary)
+    assert _rows(out / "metrics.csv") == ref_rows  # no duplicated or missing epoch rows either
+
+
+def test_loss_falls_and_run_files_are_written(reference: Reference) -> None:
+    _, summary, rows, out = reference
+    losses = [float(r["train_loss"]) for r in rows]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert losses[-1] < 0.3 * losses[0]
+    assert losses[1] < losses[0]
+    assert summary["val_top1"] > 0.9 and summary["step"] == 48 and summary["stopped"] is None
+    assert {"last.pt", "best.pt", "config.yaml", "metrics.csv", "train_log.csv"} <= {p.name for p in out.iterdir()}
+    assert load(out / "config.yaml") == make_cfg(out)
+    log_rows = _rows(out / "train_log.csv")
+    assert [int(r["step"]) for r in log_rows] == list(range(2, 49, 2))  # every log_every=2 steps
+    best = load_checkpoint(out / "best.pt")
+    last = load_checkpoint(out / "last.pt")
+    assert best["trainer"]["epoch"] == summary["best_epoch"] and last["trainer"]["epoch"] == 4
+    assert last["versions"]["torch"] == torch.__version__ and last["config"]["name"] == "toy"
+
+
+LOADERS = ["make_loader", "plain", "generator", "workers"]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_resume_after_crash_at_epoch_end_is_exact(
+    tmp_path: Path, references: Callable[[str], Reference], loader: str
+) -> None:
+    def crash(row: dict[str, Any]) -> None:
+        if row["epoch"] == 2:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(make_cfg(tmp_path), on_epoch_end=crash, loader=loader)
+    task, summary = run(make_cfg(tmp_path), loader=loader)  # resume='auto' picks up last.pt
+    assert task.calls == 2 * 12  # only epochs 3 and 4 were trained
+    _assert_same_run(task, summary, tmp_path, references(loader))
+
+
+class _SigtermAt(ToyTask):
+    """Sends itself SIGTERM during training step ``at`` (the trainer finishes that step, saves and returns)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def training_step(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        out = super().training_step(batch)
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_sigterm_mid_epoch_saves_and_resume_is_exact(
+    tmp_path: Path, references: Callable[[str], Reference], loader: str
+) -> None:
+    torch.manual_seed(0)
+    task, summary = run(make_cfg(tmp_path), task=_SigtermAt(17), loader=loader)
+    assert summary["stopped"] == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored after fit
+    state = load_checkpoint(tmp_path / "last.pt")["trainer"]
+    assert (state["epoch"], state["batches_done"], state["step"]) == (1, 5, 17)
+    task, summary = run(make_cfg(tmp_path), loader=loader)
+    assert task.calls == 48 - 17
+    _assert_same_run(task, summary, tmp_path, references(loader))
+
+
+def _child(out: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "tests.train._toy", str(out), "--slow", "0.03", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"child exited early ({proc.returncode}): {proc.stderr.read() if proc.stderr else ''}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"timed out waiting for {path}")
+        time.sleep(0.02)
+
+
+def test_sigkill_then_resume_is_exact(tmp_path: Path, reference: Reference) -> None:
+    """A real process killed with SIGKILL mid-epoch 2 (between step checkpoints) resumes to the same result."""
+    proc = _child(tmp_path, "--checkpoint-every", "5")
+    _wait_for(tmp_path / "epoch1.done", proc)
+    time.sleep(0.2)  # ~6 steps into epoch 2 (0.03 s per step)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(tmp_path / "last.pt")["trainer"]
+    assert 12 <= state["step"] < 48
+    task, summary = run(make_cfg(tmp_path, checkpoint_every=5))
+    assert task.calls == 48 - state["step"]
+    _assert_same_run(task, summary, tmp_path, reference)
+
+
+def test_sigterm_subprocess_saves_and_exits_cleanly(tmp_path: Path, reference: Reference) -> None:
+    proc = _child(tmp_path)
+    _wait_for(tmp_path / "epoch1.done", proc)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["stopped"] == "SIGTERM"
+    assert "SIGTERM: saved" in stdout
+    state = load_checkpoint(tmp_path / "last.pt")["trainer"]
+    assert 12 <= state["step"] < 48
+    task, summary = run(make_cfg(tmp_path))
+    _assert_same_run(task, summary, tmp_path, reference)
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path: Path, reference: Reference) -> None:
+    shutil.copytree(reference[3], tmp_path, dirs_exist_ok=True)
+    task, summary = run(make_cfg(tmp_path))
+    assert task.calls == 0
+    _assert_same_run(task, summary, tmp_path, reference)  # weights come from last.pt, metrics from its last row
+
+
+@pytest.mark.parametrize("loader", ["make_loader", "generator"])
+def test_set_loader_epoch_makes_the_order_a_function_of_the_epoch(loader: str) -> None:
+    dl = train_loader(loader, batch_size=8, seed=3)
+
+    def order(epoch: int) -> list[int]:
+        set_loader_epoch(dl, 3, epoch)
+        return torch.cat([b["index"] for b in dl]).tolist()
+
+    first, second = order(0), order(1)
+    assert sorted(first) == list(range(96)) and first != second
+    assert order(0) == first  # the same epoch gives the same order, whatever ran before
+    assert int(dl.dataset.epoch) == 0 and order(1) == second and int(dl.dataset.epoch) == 1
+
+
+def test_grad_accumulation_matches_the_full_batch(tmp_path: Path) -> None:
+    def train(name: str, batch_size: int, accum: int) -> dict[str, Tensor]:
+        torch.manual_seed(0)
+        cfg = make_cfg(tmp_path / name, epochs=2, batch_size=batch_size, optim_accum_steps=accum)
+        task, summary = run(cfg, task=ToyTask(dropout=0.0), dataset=Blobs(noise=0.0))
+        assert summary["step"] == 24
+        return weights(task)
+
+    full, accumulated = train("full", 8, 1), train("accum", 4, 2)
+    for k in full:
+        torch.testing.assert_close(accumulated[k], full[k], atol=1e-5, rtol=1e-5)
+
+
+def test_skipped_rows_and_empty_batches(tmp_path: Path) -> None:
+    buf = io.StringIO()
+    bad = (*range(8), 20, 33)  # the whole first batch (no shuffle) and two more rows fail to load
+    _, summary = run(
+        make_cfg(tmp_path, epochs=1),
+        dataset=Blobs(bad=bad),
+        shuffle=False,
+        console=Console(file=buf, width=200),
+    )
+    assert summary["step"] == 11  # the empty batch is not a step
+    assert math.isfinite(summary["train_loss"])
+    assert "86/96 clips loaded, 10 skipped (10× MediaError)" in buf.getvalue()
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    _, summary = run(make_cfg(tmp_path, epochs=2, precision="bf16"))
+    rows = _rows(tmp_path / "metrics.csv")
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert summary["val_top1"] > 0.8
+
+
+def test_ema_weights_are_evaluated(tmp_path: Path) -> None:
+    task, summary = run(make_cfg(tmp_path, epochs=1, ema_decay=0.9))
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    shadow = ckpt["ema"]["shadow"]
+    assert ckpt["ema"]["updates"] == 12
+    assert not torch.equal(shadow["0.weight"], ckpt["model"]["0.weight"])
+    ema_task = ToyTask()
+    ema_task.model.load_state_dict(shadow)
+    metrics, _ = evaluate(
+        ema_task, make_loader(Blobs(48, noise=0.0), batch_size=16, shuffle=False), device=torch.device("cpu")
+    )  # type: ignore[arg-type]
+    assert metrics["loss"] == summary["val_loss"]
+    assert torch.equal(task.model.state_dict()["0.weight"], ckpt["model"]["0.weight"])  # raw weights restored
+
+
+def test_ema_update_formula_and_swap() -> None:
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = ModelEma(model, decay=0.9)
+    w0 = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model(torch.randn(4, 3))  # BatchNorm: running stats move, num_batches_tracked 0 -> 1
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["0.weight"], 0.9 * w0 + 0.1 * (w0 + 1.0))
+    assert ema.shadow["1.num_batches_tracked"].item() == 1  # integer buffers are copied
+    trained = model[0].weight.detach().clone()
+    with ema.swap(model):
+        assert torch.equal(model[0].weight, ema.shadow["0.weight"])
+    assert torch.equal(model[0].weight, trained)
+    other = ModelEma(model, decay=0.9)
+    other.load_state_dict(ema.state_dict())
+    assert torch.equal(other.shadow["0.weight"], ema.shadow["0.weight"]) and other.updates == 1
+
+
+def test_nonfinite_loss_stops_with_a_clear_error(tmp_path: Path) -> None:
+    class NanTask(ToyTask):
+        def training_step(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+            loss, m = super().training_step(batch)
+            return loss * float("nan"), m
+
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0"):
+        run(make_cfg(tmp_path, epochs=1), task=NanTask())
+
+
+def test_csv_log_widens_and_truncates(tmp_path: Path) -> None:
+    log = CsvLog(tmp_path / "m.csv")
+    log.write({"epoch": 1, "loss": 0.5})
+    log.write({"epoch": 2, "loss": 0.25, "val_top1": 0.75})  # a new column rewrites the header
+    log.write({"epoch": 3, "loss": 0.125})
+    again = CsvLog(tmp_path / "m.csv")
+    assert again.fields == ["epoch", "loss", "val_top1"]
+    assert [r["val_top1"] for r in again.rows] == ["", "0.75", ""]
+    again.truncate("epoch", 2)
+    assert [r["epoch"] for r in CsvLog(tmp_path / "m.csv").rows] == ["1", "2"]
+    again.truncate("epoch", 0)
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_missing_tensorboard_is_one_info_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    buf = io.StringIO()
+    logger = RunLogger(tmp_path, tensorboard=True, console=Console(file=buf))
+    assert logger.tb is None
+    assert buf.getvalue().count("\n") == 1 and "tensorboard is not installed" in buf.getvalue()
