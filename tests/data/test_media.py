@@ -267,6 +267,18 @@ def test_garbage_and_missing(synth: dict[str, Path], tmp_path: Path) -> None:
         media_duration(synth["garbage"])
 
 
+def test_text_file_is_not_a_video(tmp_path: Path) -> None:
+    # FFmpeg's tty demuxer (picked by the .txt extension) would decode this as a 1-s ANSI-art video
+    txt = tmp_path / "labels.txt"
+    txt.write_text("".join(f"{i} class number {i}\n" for i in range(400)))
+    with pytest.raises(MediaError, match="text file"):
+        decode_clip(txt)
+    with pytest.raises(MediaError, match="text file"):
+        media_duration(txt)
+    info = probe(txt)
+    assert info.status == "error" and not info.usable and "text file" in info.reason
+
+
 def test_media_error_pickles() -> None:
     e = pickle.loads(pickle.dumps(MediaError("/a/b.mp4", "cannot open:\n  bad")))
     assert isinstance(e, MediaError) and e.path == "/a/b.mp4" and e.reason == "cannot open: bad"

@@ -35,6 +35,8 @@ Decisions taken where the spec was silent (all are tested in ``tests/data/test_m
   a seek to ``start - 5 s``, then from the beginning of the file.
 - **One pass.** Audio and video are demuxed and decoded in one ``container.demux(video, audio)`` loop; decoding
   stops as soon as every requested stream covers the window.
+- **Text files.** FFmpeg's ``tty`` demuxer renders any ``.txt``/``.nfo`` file as ANSI-art video; such a file is
+  rejected at open (``MediaError``; ``probe`` status ``error``), so a label file in a media folder is not a clip.
 - **Errors.** The first exception in a stream ends that stream: what decoded is kept and a warning
   ``"video: decode error after 28 frames: InvalidDataError: ..."`` is added (a *partial* clip). A demux error ends
   all streams the same way. If the requested streams yield nothing at all, :class:`MediaError` is raised. Streams
@@ -91,6 +93,8 @@ _VIDEO_LEAD_S = 0.5  # grid points at most this long before the video's first fr
 _AUDIO_SLACK_S = 0.02  # decode this much audio past the window edges (resampler filter support)
 _AUDIO_SKIP_S = 5.0  # audio ending this long before the window is not resampled (else: one segment, exact anchor)
 _AUDIO_GAP_S = 0.01  # a pts jump larger than this (s) between audio frames is a gap (filled with silence)
+# demuxers that turn any text file into video (chosen by extension: .txt, .nfo, ...); never a media file here
+_TEXT_DEMUXERS = frozenset({"tty"})
 
 Status = Literal["ok", "ok-video-only", "ok-audio-only", "partial", "error"]
 
@@ -242,9 +246,13 @@ def _open(path: str) -> Any:
     if os.path.isdir(path):
         raise MediaError(path, "is a directory")
     try:
-        return av.open(path, mode="r", metadata_errors="replace")
+        container = av.open(path, mode="r", metadata_errors="replace")
     except Exception as e:  # FFmpeg errors, OSError, odd metadata: all mean "cannot open"
         raise MediaError(path, f"cannot open: {_describe_exc(e)}") from e
+    if _container_name(container) in _TEXT_DEMUXERS:
+        container.close()
+        raise MediaError(path, "a text file, not media (FFmpeg would render its text as a video)")
+    return container
 
 
 def _container_start(container: Any) -> float:
