@@ -491,6 +491,19 @@ def test_seek_matches_decode_from_start() -> None:
     assert np.corrcoef(seg, tail[2000:30000])[0, 1] > 0.98
 
 
+def test_seek_inside_an_mpeg_ps_audio_frame_keeps_audio() -> None:
+    """A seek in MPEG-PS lands inside an MP2 frame whose rest fails to decode: the audio must not be dropped."""
+    path = _robust_file("lipnet-grid__evaluation__samples__GRID__bbaf2n.mpg")
+    ref = decode_clip(path, video=False).audio
+    assert ref is not None
+    for start in (0.8, 1.0, 1.5):
+        win = decode_clip(path, start, start + 1.0, fps=4, size=32)
+        assert win.has_audio and win.has_video and not win.warnings, (start, win.warnings)
+        assert win.audio is not None and len(win.audio) == 16000
+        k = round(start * 16000)
+        assert np.corrcoef(win.audio[200:-200], ref[k + 200 : k + 16000 - 200])[0, 1] > 0.9
+
+
 def test_audio_pts_gap_is_silence() -> None:
     """fire2.mp4's audio jumps by 155 ms after its first frame: the gap stays silent, later audio stays aligned."""
     path = _robust_file("moviepy__fire2.mp4")

@@ -37,11 +37,13 @@ Decisions taken where the spec was silent (all are tested in ``tests/data/test_m
   stops as soon as every requested stream covers the window.
 - **Text files.** FFmpeg's ``tty`` demuxer renders any ``.txt``/``.nfo`` file as ANSI-art video; such a file is
   rejected at open (``MediaError``; ``probe`` status ``error``), so a label file in a media folder is not a clip.
-- **Errors.** The first exception in a stream ends that stream: what decoded is kept and a warning
-  ``"video: decode error after 28 frames: InvalidDataError: ..."`` is added (a *partial* clip). A demux error ends
-  all streams the same way. If the requested streams yield nothing at all, :class:`MediaError` is raised. Streams
-  that are absent are flags (``has_audio=False``); a file with no decodable audio or video stream at all raises.
-  Argument errors (``end <= start``, nothing requested) raise ``ValueError``.
+- **Errors.** The first exception in a stream ends that stream: what decoded is kept and a warning ``"video: decode
+  error after 28 frames: InvalidDataError: ..."`` is added (a *partial* clip). A demux error ends all streams the
+  same way. Exception: after a seek, up to 8 packets that fail before a stream's first frame are skipped (a seek can
+  land inside an audio frame in MPEG-PS/TS, whose rest cannot decode). If the requested streams yield nothing at
+  all, :class:`MediaError` is raised. Streams that are absent are flags (``has_audio=False``); a file with no
+  decodable audio or video stream at all raises. Argument errors (``end <= start``, nothing requested) raise
+  ``ValueError``.
 - **Streams.** The default-disposition stream of each kind, else the first; never a stream without a decoder or a
   cover picture (``attached_pic``, e.g. MP3 cover art); a video track that the header says is empty (0 frames,
   no frame rate) ranks after the others.
@@ -62,7 +64,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,6 +95,7 @@ _VIDEO_LEAD_S = 0.5  # grid points at most this long before the video's first fr
 _AUDIO_SLACK_S = 0.02  # decode this much audio past the window edges (resampler filter support)
 _AUDIO_SKIP_S = 5.0  # audio ending this long before the window is not resampled (else: one segment, exact anchor)
 _AUDIO_GAP_S = 0.01  # a pts jump larger than this (s) between audio frames is a gap (filled with silence)
+_SEEK_LEAD_ERRORS = 8  # after a seek, skip up to this many undecodable packets before a stream's first frame
 # demuxers that turn any text file into video (chosen by extension: .txt, .nfo, ...); never a media file here
 _TEXT_DEMUXERS = frozenset({"tty"})
 
@@ -647,6 +650,7 @@ def decode_clip(
     timeout_s: float | None = 60.0,
     threads: int = 1,
     rotate: bool = True,
+    window: Callable[[float | None], tuple[float, float | None]] | None = None,
 ) -> Clip:
     """Decode the window ``[start, end)`` (seconds) of a media file.
 
@@ -665,6 +669,9 @@ def decode_clip(
         timeout_s: wall-clock budget for the whole call; None = unbounded.
         threads: FFmpeg decoder and swscale threads (0 = FFmpeg's automatic choice).
         rotate: apply the display matrix (rotation/reflection) to the frames.
+        window: choose the window from the file's header duration (None when unknown) once the file is open:
+            ``window(duration) -> (start, end)`` replaces ``start``/``end``. Saves opening the file twice when
+            the window depends on the length (random training clips, centred test clips).
 
     Returns:
         A :class:`Clip`: ``video`` (T, H, W, 3) uint8, ``video_timestamps`` (T,) float64, ``audio`` (S,) float32.
@@ -674,15 +681,23 @@ def decode_clip(
             nothing in the window, or the time limit was hit.
         ValueError: invalid arguments.
     """
-    _check_args(start, end, fps, sample_rate)
+    if window is None:
+        _check_args(start, end, fps, sample_rate)
     if not (video or audio):
         raise ValueError("nothing to decode: video=False and audio=False")
     p = os.fspath(path)
     deadline = time.monotonic() + timeout_s if timeout_s is not None else math.inf
-    req = _Request(start, end, fps, size, max_side, sample_rate, video, audio, rotate, threads, timeout_s, deadline)
+    req: _Request | None = None
     for margin in _SEEK_MARGINS_S:
         container = _open(p)
         try:
+            if req is None:
+                if window is not None:
+                    start, end = window(_container_duration(container))
+                    _check_args(start, end, fps, sample_rate)
+                req = _Request(
+                    start, end, fps, size, max_side, sample_rate, video, audio, rotate, threads, timeout_s, deadline
+                )
             return _decode(container, p, req, margin)
         except _SeekMiss:
             continue
@@ -722,6 +737,7 @@ def _decode(container: Any, path: str, req: _Request, seek_margin: float | None)
             _set_threads(stream, req.threads)
             sinks[stream.index] = (kind, sink)
     active = set(sinks)
+    lead_errors = dict.fromkeys(sinks, 0)  # decode errors before a stream's first frame after a seek
 
     demux = container.demux(*[s for s in (vs, aus) if s is not None])
     while active:
@@ -748,6 +764,9 @@ def _decode(container: Any, path: str, req: _Request, seek_margin: float | None)
         except _SeekMiss:
             raise
         except Exception as e:  # the first error ends this stream; what decoded is kept
+            if seeked and sink.decoded == 0 and lead_errors[idx] < _SEEK_LEAD_ERRORS:
+                lead_errors[idx] += 1  # a seek can land inside a frame (MPEG-PS/TS audio): its rest cannot decode
+                continue
             warnings.append(f"{kind}: decode error after {sink.decoded} frames: {_describe_exc(e)}")
             active.discard(idx)
 
@@ -814,6 +833,18 @@ def load_audio(
     return clip.audio, sample_rate
 
 
+def _container_duration(container: Any) -> float | None:
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    c0 = _container_start(container)
+    ends = [
+        _stream_t0(s, c0) + s.duration * float(s.time_base)
+        for s in container.streams
+        if s.type in ("video", "audio") and s.duration
+    ]
+    return max(ends) if ends else None
+
+
 def media_duration(path: str | os.PathLike[str]) -> float | None:
     """Duration in seconds from the headers (container, else the longest stream); None when unknown.
 
@@ -822,18 +853,9 @@ def media_duration(path: str | os.PathLike[str]) -> float | None:
     Raises:
         MediaError: the file cannot be opened.
     """
-    p = os.fspath(path)
-    container = _open(p)
+    container = _open(os.fspath(path))
     try:
-        if container.duration is not None and container.duration > 0:
-            return container.duration / av.time_base
-        c0 = _container_start(container)
-        ends = [
-            _stream_t0(s, c0) + s.duration * float(s.time_base)
-            for s in container.streams
-            if s.type in ("video", "audio") and s.duration
-        ]
-        return max(ends) if ends else None
+        return _container_duration(container)
     finally:
         container.close()
 
