@@ -12,6 +12,7 @@ from avformer.data.dataset import AVDataset, DataConfig, LoadStats, collate, mak
 from avformer.data.manifest import Manifest, ManifestRow, read_manifest
 from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
+from tests._paths import shared_path
 
 CFG = DataConfig(
     clip_seconds=1.0,
@@ -156,3 +157,16 @@ def test_audio_dither_is_seeded_and_train_only(manifest: Manifest) -> None:
     x = a[0]["audio"]
     torch.manual_seed(1)  # the global RNG must not matter: the dither comes from the per-sample generator
     assert torch.equal(x, b[0]["audio"])
+
+
+def test_multi_clip_eval_of_file_without_duration(manifest: Manifest) -> None:
+    # a file whose header has no duration (a live-recorded WebM) must give as many views as any other file,
+    # else the batch cannot be stacked and the epoch dies
+    no_duration = shared_path("media", "robust", "moviepy__no_duration.webm")
+    rows = [ManifestRow(str(no_duration), (manifest.classes[0],), id="nodur"), manifest[0]]
+    cfg = DataConfig(clip_seconds=1.0, video=CFG.video, audio=CFG.audio, num_test_clips=3)
+    ds = AVDataset(Manifest(rows, list(manifest.classes)), cfg)
+    unknown, known = ds[0], ds[1]
+    assert unknown["video"].shape == known["video"].shape == (3, 3, 4, 32, 32)
+    assert unknown["audio"].shape == known["audio"].shape
+    assert collate([unknown, known])["batch_size"] == 2

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from avformer.data.audio import AudioFeatureConfig, AudioFeatures
 from avformer.data.manifest import Manifest
-from avformer.data.media import Clip, MediaError, decode_clip, media_duration
+from avformer.data.media import Clip, MediaError, decode_clip
 from avformer.data.video import VideoTransform, VideoTransformConfig, random_clip_window, uniform_clip_windows
 
 __all__ = ["AVDataset", "DataConfig", "LoadStats", "collate", "make_loader", "set_epoch", "worker_init"]
@@ -120,11 +120,6 @@ class AVDataset(Dataset[dict[str, Any]]):
         """Select the epoch whose random windows and augmentations samples get (visible to running workers)."""
         self._epoch.fill_(epoch)
 
-    def _duration(self, index: int) -> float | None:
-        if index not in self._durations:
-            self._durations[index] = media_duration(self.manifest[index].path)
-        return self._durations[index]
-
     def _generator(self, index: int) -> torch.Generator:
         key = zlib.crc32(f"{self.seed}:{self.epoch}:{index}".encode())
         return torch.Generator().manual_seed(key)
@@ -138,26 +133,37 @@ class AVDataset(Dataset[dict[str, Any]]):
             return target
         return torch.tensor(idx[0] if idx else -1, dtype=torch.long)
 
-    def _windows(self, index: int, gen: torch.Generator) -> list[tuple[float, float | None]]:
-        """Time windows (seconds) to read for one row: one random window (train) or N uniform ones (eval)."""
+    def _windows(self, index: int, duration: float | None, gen: torch.Generator) -> list[tuple[float, float | None]]:
+        """Time windows (seconds) to read for one row: one random window (train) or N uniform ones (eval).
+
+        ``duration`` is the file's header duration (only needed when the row has no ``end``).
+        """
         row = self.manifest[index]
         length = self.cfg.window_seconds
         lo = row.start or 0.0
-        hi = row.end if row.end is not None else self._duration(index)
-        if hi is None:  # unknown duration: read from the row start
-            return [(lo, lo + length)]
+        hi = row.end if row.end is not None else duration
+        if hi is None:  # unknown duration: read from the row start (every test view, so views stack alike)
+            return [(lo, lo + length)] * (1 if self.train else self.cfg.num_test_clips)
         span = max(hi - lo, 0.0)
         if self.train:
             s, e = random_clip_window(span, length, gen)
             return [(lo + s, lo + e)]
         return [(lo + s, lo + e) for s, e in uniform_clip_windows(span, length, self.cfg.num_test_clips)]
 
-    def _load_window(self, path: str, start: float, end: float | None, gen: torch.Generator) -> dict[str, Any]:
+    def _load_window(
+        self,
+        path: str,
+        gen: torch.Generator,
+        start: float = 0.0,
+        end: float | None = None,
+        window: Callable[[float | None], tuple[float, float | None]] | None = None,
+    ) -> dict[str, Any]:
         cfg = self.cfg
         clip: Clip = decode_clip(
             path,
             start,
             end,
+            window=window,
             fps=cfg.video.fps,
             size=cfg.video.short_side if self.video_transform is not None else None,
             sample_rate=cfg.audio.sample_rate,
@@ -199,8 +205,19 @@ class AVDataset(Dataset[dict[str, Any]]):
         row = self.manifest[index]
         gen = self._generator(index)
         try:
-            windows = self._windows(index, gen)
-            views = [self._load_window(row.path, s, e, gen) for s, e in windows]
+            if row.end is not None or index in self._durations:
+                windows = self._windows(index, self._durations.get(index), gen)
+                views = [self._load_window(row.path, gen, s, e) for s, e in windows]
+            else:  # the windows depend on the file's length: choose them once it is open (one open, not two)
+                windows = []
+
+                def choose(duration: float | None) -> tuple[float, float | None]:
+                    self._durations[index] = duration
+                    windows.extend(self._windows(index, duration, gen))
+                    return windows[0]
+
+                views = [self._load_window(row.path, gen, window=choose)]
+                views += [self._load_window(row.path, gen, s, e) for s, e in windows[1:]]
         except MediaError as e:
             return {_SKIP: True, "id": row.id, "index": index, "reason": e.reason}
         except (OSError, ValueError, RuntimeError) as e:  # anything else a broken file can raise: skip, never die
