@@ -25,7 +25,7 @@ def test_synth_cli_writes_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_synth_cli_rejects_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path), "--n", "4", "--size", "33"]) == 2
-    assert "size" in capsys.readouterr().out
+    assert "size" in capsys.readouterr().err
     assert not (tmp_path / "manifest.csv").exists()
 
 
@@ -36,3 +36,11 @@ def test_synth_via_dispatcher(tmp_path: Path) -> None:
         avformer_main(["synth", str(tmp_path), "--n", "2", "--seconds", "0.5", "--size", "32", "--workers", "1"]) == 0
     )
     assert (tmp_path / "clips" / "000001.mp4").is_file()
+
+
+def test_synth_cli_unwritable_outdir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    assert main([str(not_a_dir), "--n", "2", "--seconds", "0.5", "--size", "32", "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"avformer synth: cannot write to {not_a_dir}") and err.count("\n") == 1

@@ -6,6 +6,7 @@ See :mod:`avformer.data.synth` for what the clips contain and why both modalitie
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from avformer.data.synth import CLASS_NAMES, SynthConfig, default_workers, write_dataset
@@ -51,11 +52,15 @@ def main(argv: list[str] | None = None) -> int:
             crf=args.crf,
         )
     except ValueError as e:
-        print(f"avformer synth: {e}")
+        print(f"avformer synth: {e}", file=sys.stderr)
         return 2
     workers = default_workers() if args.workers is None else max(1, args.workers)
     start = time.perf_counter()
-    manifest = write_dataset(args.outdir, cfg, workers=workers)
+    try:
+        manifest = write_dataset(args.outdir, cfg, workers=workers)
+    except OSError as e:  # not a folder, no permission, disk full: one line, not a traceback
+        print(f"avformer synth: cannot write to {args.outdir}: {e.strerror or e}", file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - start
     out = manifest.parent
     with (out / "train.csv").open() as f:
