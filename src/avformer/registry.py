@@ -9,6 +9,7 @@ raise ``TypeError`` naming the valid ones, so a typo never passes silently.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -58,14 +59,13 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     """
     _ensure_loaded()
     if name not in _REGISTRY:
-        close = [n for n in _REGISTRY if name.split("_")[0] in n][:10]
-        raise KeyError(f"unknown model {name!r}; close matches: {close or sorted(_REGISTRY)[:10]}")
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.6)
+        hint = f"close matches: {', '.join(close)}" if close else "`avformer models` lists them all"
+        raise KeyError(f"unknown model {name!r}; {hint}")
     return _REGISTRY[name](**overrides)
 
 
-def split_overrides(
-    cfg: Any, overrides: dict[str, Any], runtime_keys: Iterable[str]
-) -> tuple[Any, dict[str, Any]]:
+def split_overrides(cfg: Any, overrides: dict[str, Any], runtime_keys: Iterable[str]) -> tuple[Any, dict[str, Any]]:
     """Split ``overrides`` into a replaced config dataclass and the runtime keyword arguments.
 
     Args:

@@ -84,6 +84,10 @@ def test_unknown_override_raises_type_error_listing_fields(name: str) -> None:
 def test_unknown_name() -> None:
     with pytest.raises(KeyError, match="unknown model"):
         create_model("ast_gigantic")
+    with pytest.raises(KeyError, match="close matches: ast_tiny"):
+        create_model("ast_tinny")
+    with pytest.raises(KeyError, match="avformer models"):  # no invented "close matches" for a far-off name
+        create_model("nosuchmodel")
 
 
 @pytest.mark.parametrize("name", NAMES)

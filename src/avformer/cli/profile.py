@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         result = _profile_one(args.model, overrides, shape, args)
         other = _profile_one(args.compare, {}, shape, args) if args.compare else None
     except (KeyError, TypeError, ValueError) as e:
-        print(f"avformer profile: {e}", file=sys.stderr)
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) would add quotes
+        print(f"avformer profile: {msg}", file=sys.stderr)
         return 2
     ratios = _ratios(result, other) if other else None
     if args.json:
