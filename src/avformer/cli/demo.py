@@ -113,9 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="avformer demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--n", type=int, default=240, help="number of synthetic clips")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=int, default=240, help="number of synthetic clips (default: %(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="DataLoader worker processes (default: min(2, CPUs))",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="dataset, sampling and augmentation seed (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     out = Path(args.out)
