@@ -148,6 +148,7 @@ class LossConfig:
     """Objective weights and settings (the Task combines the terms)."""
 
     ce_weight: float = 1.0  # cross-entropy / BCE on the fused logits
+    modality_ce_weight: float = 0.0  # CE / BCE on each per-modality head (audio-only, video-only logits), summed
     avc_weight: float = 0.0  # audio-video supervised contrastive
     imc_weight: float = 0.0  # intra-modal supervised contrastive
     temperature: float = 0.07  # contrastive softmax temperature
@@ -155,7 +156,7 @@ class LossConfig:
     mixup_alpha: float = 0.0  # 0 = no mixup
 
     def __post_init__(self) -> None:
-        for name in ("ce_weight", "avc_weight", "imc_weight", "mixup_alpha"):
+        for name in ("ce_weight", "modality_ce_weight", "avc_weight", "imc_weight", "mixup_alpha"):
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
@@ -174,6 +175,7 @@ class ExperimentConfig:
     train_manifest: str | None = None
     val_manifest: str | None = None
     root: str | None = None  # media root that relative manifest paths resolve against
+    classes: str | None = None  # class order, one name a line (e.g. synth's classes.txt); None = sorted train labels
 
 
 def _tuplify(value: Any) -> Any:

@@ -14,6 +14,9 @@ __all__ = ["COMMANDS", "main"]
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("avformer.cli.demo", "run the main job on the embedded synthetic data"),
+    "train": ("avformer.cli.train", "train a classifier from an experiment config (YAML + key=value overrides)"),
+    "eval": ("avformer.cli.eval", "evaluate a trained run or checkpoint on a manifest"),
+    "predict": ("avformer.cli.predict", "predict the classes of video or audio files with a trained run"),
     "synth": ("avformer.cli.synth", "write the procedurally generated audio-visual dataset (MP4 + manifest)"),
     "probe": ("avformer.cli.probe", "print streams, duration and usability of media files"),
     "stats": ("avformer.cli.stats", "compute log-mel mean/std for a manifest (dataset normalisation)"),

@@ -35,16 +35,52 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from avformer.data.audio import AudioFeatureConfig, AudioFeatures
+from avformer.data.audio import AudioFeatureConfig, AudioFeatures, spec_augment
 from avformer.data.manifest import Manifest
 from avformer.data.media import Clip, MediaError, decode_clip
 from avformer.data.video import VideoTransform, VideoTransformConfig, random_clip_window, uniform_clip_windows
 
-__all__ = ["AVDataset", "DataConfig", "LoadStats", "collate", "make_loader", "set_epoch", "worker_init"]
+__all__ = [
+    "AVDataset",
+    "DataConfig",
+    "LoadStats",
+    "SpecAugmentConfig",
+    "collate",
+    "make_loader",
+    "set_epoch",
+    "worker_init",
+]
 
 log = logging.getLogger(__name__)
 
 _SKIP = "__skipped__"
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """SpecAugment (Park et al. 2019) on training spectrograms; the defaults (widths 0) switch it off.
+
+    Applied per sample by a training :class:`AVDataset`, after :class:`~avformer.data.audio.AudioFeatures` (so on the
+    normalised spectrogram, where ``mask_value = 0`` is the dataset mean), with the sample's own generator: the masks
+    are a function of ``(seed, epoch, index)`` whatever the number of workers. Never applied at evaluation, to
+    waveforms, or to clips without audio. AST's AudioSet recipe masks up to 48 mel bins and 192 frames (of 1024).
+    """
+
+    freq_mask_param: int = 0  # maximum width of a frequency band, in mel bins; 0 = no frequency masking
+    time_mask_param: int = 0  # maximum width of a time band, in frames; 0 = no time masking
+    num_freq_masks: int = 1
+    num_time_masks: int = 1
+    mask_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.freq_mask_param, self.time_mask_param, self.num_freq_masks, self.num_time_masks) < 0:
+            raise ValueError("spec_augment mask widths and counts must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return (self.freq_mask_param > 0 and self.num_freq_masks > 0) or (
+            self.time_mask_param > 0 and self.num_time_masks > 0
+        )
 
 
 @dataclass(frozen=True)
@@ -57,6 +93,7 @@ class DataConfig:
             The video clip is ``video.num_frames`` frames at ``video.fps``; audio covers the same window.
         video: frame sampling and spatial transforms.
         audio: audio features (log-mel / waveform).
+        spec_augment: frequency / time masking of training spectrograms (off by default).
         num_test_clips: windows per file at evaluation (uniformly spaced); 1 = the centre window.
         decode_timeout_s: a file that takes longer than this to decode is skipped (bounded time per file).
     """
@@ -65,6 +102,7 @@ class DataConfig:
     clip_seconds: float | None = None
     video: VideoTransformConfig = field(default_factory=VideoTransformConfig)
     audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     num_test_clips: int = 1
     decode_timeout_s: float = 60.0
 
@@ -198,6 +236,17 @@ class AVDataset(Dataset[dict[str, Any]]):
             out["audio"] = self.audio_features(torch.from_numpy(wav), generator=gen)
             if not has_audio:
                 out["audio"] = torch.zeros_like(out["audio"])
+            elif self.train and cfg.spec_augment.enabled and cfg.audio.kind != "waveform":
+                sa = cfg.spec_augment
+                out["audio"] = spec_augment(
+                    out["audio"],
+                    freq_mask_param=sa.freq_mask_param,
+                    time_mask_param=sa.time_mask_param,
+                    num_freq_masks=sa.num_freq_masks,
+                    num_time_masks=sa.num_time_masks,
+                    mask_value=sa.mask_value,
+                    generator=gen,
+                )
             out["has_audio"] = torch.tensor(has_audio)
         return out
 

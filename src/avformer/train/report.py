@@ -1,0 +1,148 @@
+"""Run reports: PNG plots and a short ``report.md`` written into a run folder after training.
+
+:func:`write_run_report` reads what the trainer left in the folder (``metrics.csv``, ``train_log.csv``) plus the
+validation outputs of the final evaluation (``logits`` (N, K), ``label``, and for audio-visual models
+``audio_logits`` / ``video_logits`` from masking the other modality) and writes:
+
+- ``training_curves.png``: losses, learning rate and validation metrics over training;
+- ``confusion_matrix.png`` and ``per_class_accuracy.png`` (single-label data);
+- ``modality_comparison.png``: fused / audio-only / video-only top-1 (or mAP) of an audio-visual model;
+- ``report.md``: the numbers, the plots and the command that reproduces the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avformer.config import ExperimentConfig
+from avformer.eval.metrics import confusion_matrix, per_class_accuracy
+
+__all__ = ["modality_scores", "read_csv_rows", "write_run_report"]
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV log, or [] when the file does not exist."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def modality_scores(outputs: Mapping[str, torch.Tensor], multilabel: bool = False) -> dict[str, float]:
+    """Headline metric (top-1, or mAP for multi-label) of ``fused`` and, when present, ``audio`` / ``video``."""
+    from avformer.eval.metrics import mean_average_precision
+
+    label = outputs["label"]
+    out: dict[str, float] = {}
+    for name, key in (("fused", "logits"), ("audio", "audio_logits"), ("video", "video_logits")):
+        if key not in outputs:
+            continue
+        logits = outputs[key].float()
+        if multilabel:
+            out[name] = mean_average_precision(logits, label > 0).value
+        else:
+            keep = label >= 0
+            out[name] = float((logits[keep].argmax(-1) == label[keep]).float().mean()) if keep.any() else math.nan
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else "n/a"
+    return str(v)
+
+
+def write_run_report(
+    run_dir: str | Path,
+    *,
+    cfg: ExperimentConfig,
+    classes: Sequence[str],
+    summary: Mapping[str, Any],
+    outputs: Mapping[str, torch.Tensor] | None,
+    multilabel: bool = False,
+    num_params: int | None = None,
+    train_seconds: float | None = None,
+    command: str | None = None,
+) -> Path:
+    """Plots and ``report.md`` for a finished run; returns the report's path.
+
+    Args:
+        run_dir: the run folder (holds ``metrics.csv`` / ``train_log.csv``).
+        cfg: the run's config.
+        classes: class names in logit order.
+        summary: the trainer's final summary (last metrics row + best metric).
+        outputs: the final validation outputs (None: no validation set; only the curves are drawn).
+        multilabel: multi-label data (no confusion matrix; mAP instead of top-1).
+        num_params: model parameters, for the report.
+        train_seconds: wall time of training.
+        command: the command line that made the run.
+    """
+    from avformer.eval import plots  # matplotlib only when a report is written
+
+    run = Path(run_dir)
+    figures: list[tuple[str, str]] = []
+    rows: list[dict[str, Any]] = [*read_csv_rows(run / "train_log.csv"), *read_csv_rows(run / "metrics.csv")]
+    if rows:
+        plots.plot_training_curves(rows, run / "training_curves.png")
+        figures.append(("training curves", "training_curves.png"))
+
+    scores: dict[str, float] = {}
+    if outputs is not None and outputs["label"].numel():
+        scores = modality_scores(outputs, multilabel)
+        label = outputs["label"]
+        if not multilabel:
+            keep = label >= 0
+            logits, target = outputs["logits"][keep], label[keep]
+            cm = confusion_matrix(logits, target, len(classes))
+            plots.plot_confusion_matrix(cm, list(classes), run / "confusion_matrix.png")
+            acc = per_class_accuracy(logits, target, len(classes))
+            plots.plot_per_class_accuracy(acc, list(classes), run / "per_class_accuracy.png")
+            figures += [("confusion matrix", "confusion_matrix.png"), ("per-class accuracy", "per_class_accuracy.png")]
+        if len(scores) > 1:
+            metric = "mAP" if multilabel else "top-1"
+            plots.plot_modality_comparison(
+                scores, run / "modality_comparison.png", metric=metric, title=f"val {metric}: fused vs one modality"
+            )
+            figures.append(("modality comparison", "modality_comparison.png"))
+
+    lines = [f"# {cfg.name}", ""]
+    lines += [
+        f"- model: `{cfg.model.name}`" + (f" ({num_params / 1e6:.2f} M parameters)" if num_params else ""),
+        f"- data: train `{cfg.train_manifest}`, val `{cfg.val_manifest}`, {len(classes)} classes",
+        f"- epochs: {summary.get('epoch', '?')} of {cfg.train.epochs}, {summary.get('step', '?')} optimizer steps",
+    ]
+    if train_seconds is not None:
+        lines.append(f"- training time: {train_seconds / 60:.1f} min")
+    if command:
+        lines.append(f"- command: `{command}`")
+    lines.append("")
+    if scores:
+        metric = "mAP" if multilabel else "top-1"
+        lines += [f"## Validation ({metric}, final model)", "", "| view | " + metric + " |", "|---|---|"]
+        lines += [f"| {name}{'' if name == 'fused' else '-only'} | {_fmt(v)} |" for name, v in scores.items()]
+        if len(scores) > 1:
+            lines += [
+                "",
+                "Audio-only and video-only come from the same model with the other modality masked out.",
+            ]
+        lines.append("")
+    val = {k.removeprefix("val_"): v for k, v in summary.items() if k.startswith("val_")}
+    if val:
+        lines += ["## Final metrics row", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in val.items()]
+        lines += ["", f"Best `{summary.get('best_metric')}`: {_fmt(summary.get('best_value'))} "]
+        lines[-1] += f"(epoch {summary.get('best_epoch')}, saved as `best.pt`)."
+        lines.append("")
+    if figures:
+        lines += ["## Plots", ""]
+        lines += [f"![{title}]({name})" for title, name in figures]
+        lines.append("")
+    path = run / "report.md"
+    path.write_text("\n".join(lines))
+    return path

@@ -1,0 +1,243 @@
+"""Classification tasks: what a batch means to a classifier and which objectives train it.
+
+:class:`AVClassificationTask` trains an :class:`~avformer.models.av_model.AVModel` (MMT and relatives) with the MMT
+objective (Zhu 2024, https://arxiv.org/abs/2401.04023)::
+
+    loss = ce_weight          · CE(fused logits, y)                   (BCE for multi-label data)
+         + modality_ce_weight · [CE(audio logits, y) + CE(video logits, y)]   (our option; 0 = off, as MMT)
+         + avc_weight         · AVC(audio_emb, video_emb, y)          (supervised contrastive across modalities)
+         + imc_weight         · IMC(audio_emb, video_emb, y)          (supervised contrastive within each modality)
+
+:class:`ClassificationTask` trains one encoder (audio-only or video-only, read from the model's ``input_kind``)
+with CE / BCE. Both validate through :func:`avformer.eval.inference.predict_batch`, so training, ``avformer eval``
+and ``avformer predict`` score a model the same way (multi-view batches pooled there).
+
+Batch contract (the dicts of :func:`avformer.data.collate`): ``audio`` (B, 1, F, T) or (B, 1, S), ``video``
+(B, 3, T, H, W), ``has_audio`` / ``has_video`` (B,) bool, ``label`` (B,) int64 (-1 = unlabeled) or (B, K) float
+multi-hot. Keys that a model does not read may be absent.
+
+Choices (where MMT is silent or our data differs):
+    * Missing modalities: a clip without audio (``has_audio`` False) is masked out of the fused prediction by the
+      model, out of the audio CE, and is neither anchor nor candidate in AVC / IMC; its zero-filled spectrogram is
+      never treated as silence. Unlabeled rows (label -1) are masked out of every term.
+    * Mixup (``mixup_alpha > 0``): one λ and one permutation for audio and video, drawn from torch's global RNG
+      (the trainer checkpoints it, so resume stays exact). A mixed clip keeps a modality only if both of its sources
+      had it. Contrastive terms take the label of the dominant source (λ ≥ 0.5), as hard labels are what SupCon needs.
+    * Multi-label data: contrastive positives are only the clip's own pair (instance discrimination, the sample
+      index as label), since "same class" is ill-defined for label sets.
+    * SpecAugment is applied per sample by the training dataset (``DataConfig.spec_augment``), not here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from avformer.config import ExperimentConfig, LossConfig
+from avformer.eval.inference import input_modality, predict_batch
+from avformer.eval.metrics import ClassificationMetrics
+from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
+from avformer.models.av_model import AVModel
+from avformer.train.task import Batch
+
+__all__ = ["AVClassificationTask", "ClassificationTask", "make_task"]
+
+
+def _labeled(label: Tensor, multilabel: bool) -> Tensor:
+    """(B,) bool: rows with a usable target (single-label: ``label >= 0``; multi-label: every row)."""
+    if multilabel:
+        return torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
+    return label >= 0
+
+
+def _present(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
+    mask = batch.get(key)
+    if mask is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return mask.to(device=device, dtype=torch.bool)
+
+
+class _ClassifierBase:
+    """Shared target handling, mixup and metrics of the two tasks."""
+
+    model: nn.Module
+
+    def __init__(self, loss: LossConfig, num_classes: int, multilabel: bool) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.loss_cfg = loss
+        self.num_classes = num_classes
+        self.multilabel = multilabel
+        self.last_outputs: dict[str, Tensor] | None = None  # the latest validation outputs (for reports)
+
+    # -- targets ---------------------------------------------------------------------------------------------------
+    def _targets(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """(target, labeled mask). Single-label targets of unlabeled rows become class 0 (they are masked)."""
+        label = batch["label"]
+        keep = _labeled(label, self.multilabel)
+        if not self.multilabel:
+            label = torch.where(keep, label, torch.zeros_like(label))
+        return label, keep
+
+    def _classification_loss(self, logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        if self.multilabel:
+            return binary_cross_entropy(logits, target.float(), mask=mask)
+        return cross_entropy(logits, target, label_smoothing=self.loss_cfg.label_smoothing, mask=mask)
+
+    def _mix(
+        self, inputs: dict[str, Tensor], target: Tensor, keep: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, float]:
+        """Mixup when enabled: (inputs, soft or hard target, kept rows, source permutation, λ)."""
+        index = torch.arange(target.shape[0], device=target.device)
+        if self.loss_cfg.mixup_alpha <= 0:
+            return inputs, target, keep, index, 1.0
+        mixed = mixup(inputs, target, alpha=self.loss_cfg.mixup_alpha, num_classes=self.num_classes)
+        return mixed.inputs, mixed.targets, keep & keep[mixed.index], mixed.index, mixed.lam
+
+    # -- validation ------------------------------------------------------------------------------------------------
+    def validation_step(self, batch: Batch) -> dict[str, Tensor]:
+        scores = predict_batch(self.model, batch, multilabel=self.multilabel)
+        out = {"logits": scores["fused"], "label": batch["label"]}
+        if isinstance(self.model, AVModel):
+            out |= {f"{name}_logits": scores[name] for name in ("audio", "video") if name in scores}
+        return out
+
+    def _metrics(self, logits: Tensor, label: Tensor) -> dict[str, float]:
+        keep = _labeled(label, self.multilabel)
+        logits, label = logits[keep], label[keep]
+        if self.multilabel:
+            acc = ClassificationMetrics(self.num_classes, multi_label=True)
+            acc.update(logits, label)
+            m = acc.compute()
+            return {"mAP": m["mAP"], "AUC": m["AUC"], "d_prime": m["d_prime"]}
+        k5 = min(5, self.num_classes)
+        acc = ClassificationMetrics(self.num_classes, ks=(1, k5) if k5 > 1 else (1,))
+        acc.update(logits, label)
+        m = acc.compute()
+        return {"top1": m["top1"], "top5": m.get(f"top{k5}", m["top1"]), "mean_class_acc": m["mean_class_acc"]}
+
+    def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
+        """Fused metrics (``top1``, ``top5``, ``mean_class_acc``, ``loss``; multi-label: ``mAP``, ``AUC``,
+        ``d_prime``, ``loss``) and, for AV models, the audio-only / video-only headline (``audio_top1``,
+        ``video_top1``; multi-label ``audio_mAP``, ``video_mAP``) from masking the other modality."""
+        self.last_outputs = outputs
+        label = outputs["label"]
+        metrics = self._metrics(outputs["logits"], label)
+        keep = _labeled(label, self.multilabel)
+        target, _ = self._targets({"label": label})
+        metrics["loss"] = float(self._classification_loss(outputs["logits"], target, keep))
+        headline = "mAP" if self.multilabel else "top1"
+        for name in ("audio", "video"):
+            key = f"{name}_logits"
+            if key in outputs:
+                metrics[f"{name}_{headline}"] = self._metrics(outputs[key], label)[headline]
+        return metrics
+
+
+class AVClassificationTask(_ClassifierBase):
+    """An :class:`AVModel` trained with CE (+ per-modality CE) + AVC + IMC; see the module docstring.
+
+    Args:
+        model: the audio-visual model.
+        loss: objective weights and settings.
+        num_classes: ``K``.
+        multilabel: BCE and mAP instead of CE and accuracy.
+    """
+
+    def __init__(self, model: AVModel, loss: LossConfig, *, num_classes: int, multilabel: bool = False) -> None:
+        if not isinstance(model, AVModel):
+            raise TypeError(f"AVClassificationTask needs an AVModel, got {type(model).__name__}")
+        super().__init__(loss, num_classes, multilabel)
+        self.model = model
+        self.avc = AVCLoss(loss.temperature)
+        self.imc = IMCLoss(loss.temperature)
+
+    def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.loss_cfg
+        audio, video = batch["audio"], batch["video"]
+        n, device = audio.shape[0], audio.device
+        has_a = _present(batch, "has_audio", n, device)
+        has_v = _present(batch, "has_video", n, device)
+        target, keep = self._targets(batch)
+        inputs, target, keep, index, lam = self._mix({"audio": audio, "video": video}, target, keep)
+        if lam < 1.0:  # a mixed clip has a stream only if both of its sources had it
+            has_a, has_v = has_a & has_a[index], has_v & has_v[index]
+        out = self.model(inputs["audio"], inputs["video"], has_a, has_v)
+
+        terms: dict[str, Tensor] = {}
+        if cfg.ce_weight > 0:
+            terms["ce"] = cfg.ce_weight * self._classification_loss(out.logits, target, keep & (has_a | has_v))
+        if cfg.modality_ce_weight > 0:
+            if out.audio_logits is None or out.video_logits is None:
+                raise ValueError("loss.modality_ce_weight > 0 needs a fusion head with per-modality logits ('logits')")
+            w = cfg.modality_ce_weight
+            terms["ce_audio"] = w * self._classification_loss(out.audio_logits, target, keep & has_a)
+            terms["ce_video"] = w * self._classification_loss(out.video_logits, target, keep & has_v)
+        if cfg.avc_weight > 0 or cfg.imc_weight > 0:
+            if self.multilabel:  # instance discrimination: the clip's own pair is its only positive
+                con_labels = torch.arange(n, device=device)
+            else:
+                con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
+            a_mask, v_mask = keep & has_a, keep & has_v
+            if cfg.avc_weight > 0:
+                avc = self.avc(out.audio_emb, out.video_emb, con_labels, audio_mask=a_mask, video_mask=v_mask)
+                terms["avc"] = cfg.avc_weight * avc
+            if cfg.imc_weight > 0:
+                imc = self.imc(out.audio_emb, out.video_emb, con_labels, audio_mask=a_mask, video_mask=v_mask)
+                terms["imc"] = cfg.imc_weight * imc
+        if not terms:
+            raise ValueError("every loss weight is 0: set loss.ce_weight (or avc / imc) > 0")
+        loss = torch.stack(list(terms.values())).sum()
+        logs = {k: float(v.detach()) for k, v in terms.items()}
+        if lam == 1.0 and not self.multilabel:
+            hit = (out.logits.detach().argmax(-1) == target) & keep
+            logs["top1"] = float(hit.sum()) / max(int(keep.sum()), 1)
+        return loss, logs
+
+
+class ClassificationTask(_ClassifierBase):
+    """One encoder (audio-only or video-only) trained with CE / BCE.
+
+    The batch key it reads follows the model: :func:`avformer.eval.inference.input_modality` (``input_kind``
+    ``spectrogram`` / ``waveform`` -> ``audio``, ``video`` -> ``video``). Clips without that stream are masked out.
+    """
+
+    def __init__(self, model: nn.Module, loss: LossConfig, *, num_classes: int, multilabel: bool = False) -> None:
+        super().__init__(loss, num_classes, multilabel)
+        modality = input_modality(model)
+        if modality == "av":
+            raise TypeError("ClassificationTask takes a single encoder; use AVClassificationTask for an AVModel")
+        if loss.avc_weight > 0 or loss.imc_weight > 0 or loss.modality_ce_weight > 0:
+            raise ValueError(
+                f"loss.avc_weight / imc_weight / modality_ce_weight need an audio-visual model; {type(model).__name__}"
+                f" reads only {modality}: set them to 0"
+            )
+        if loss.ce_weight <= 0:
+            raise ValueError("loss.ce_weight must be > 0 for a single-encoder classifier")
+        self.model = model
+        self.modality = modality
+
+    def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        x = batch[self.modality]
+        present = _present(batch, f"has_{self.modality}", x.shape[0], x.device)
+        target, keep = self._targets(batch)
+        inputs, target, keep, index, lam = self._mix({"x": x}, target, keep)
+        if lam < 1.0:
+            present = present & present[index]
+        logits = self.model(inputs["x"])
+        keep = keep & present
+        loss = self.loss_cfg.ce_weight * self._classification_loss(logits, target, keep)
+        logs = {"ce": float(loss.detach())}
+        if lam == 1.0 and not self.multilabel:
+            hit = (logits.detach().argmax(-1) == target) & keep
+            logs["top1"] = float(hit.sum()) / max(int(keep.sum()), 1)
+        return loss, logs
+
+
+def make_task(
+    cfg: ExperimentConfig, model: nn.Module, num_classes: int, multilabel: bool = False
+) -> AVClassificationTask | ClassificationTask:
+    """The classification task that fits ``model``: AV for an :class:`AVModel`, single-encoder otherwise."""
+    if isinstance(model, AVModel):
+        return AVClassificationTask(model, cfg.loss, num_classes=num_classes, multilabel=multilabel)
+    return ClassificationTask(model, cfg.loss, num_classes=num_classes, multilabel=multilabel)
