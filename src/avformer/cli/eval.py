@@ -1,0 +1,151 @@
+"""``avformer eval RUN_OR_CKPT --data MANIFEST``: score a trained run on a labelled manifest.
+
+The data transforms are rebuilt from the run's ``config.yaml`` in eval mode (short-side resize + centre crop, no
+augmentation); ``--clips N`` reads N uniformly spaced windows per file and averages their probabilities
+(multi-clip testing). Spatial multi-crop testing is not offered yet. Labels are mapped through the run's
+``classes.txt``; a label the model does not know is an error that names it. Files that cannot be loaded are
+skipped, counted and listed in ``eval.json``.
+
+For audio-visual models the table shows the fused prediction and the audio-only and video-only predictions of the
+same model (the other modality masked out) side by side; the audio-only column counts only samples that have
+audio, the video-only column only samples with video. Single-label data: top-1, top-5, mean per-class accuracy;
+multi-label data (several labels on a row, or an AudioSet JSON manifest; ``--multilabel`` forces it): mAP, AUC, d'.
+
+Writes ``eval.json``, ``predictions.csv``, ``confusion_matrix.png``, ``per_class_accuracy.png`` (``per_class_ap.png``
+for multi-label) and ``modality_comparison.png`` (AV models) into ``--out`` (default
+``<run folder>/eval_<manifest stem>/``). ``--json`` prints ``eval.json`` instead of the table.
+
+Exit status: 0 on success; 1 when no file of the manifest could be loaded; 2 for a bad run, manifest or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from avformer.data.manifest import Manifest, ManifestError, read_manifest
+from avformer.eval.report import EvalResult, evaluate, format_table, write_report
+from avformer.train.checkpoint import CheckpointError
+from avformer.train.run import CLASSES_FILE, LoadedRun, load_run
+
+__all__ = ["main", "resolve_device"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="avformer eval",
+        description="Evaluate a trained run on a labelled manifest: metrics table, eval.json and plots.",
+    )
+    p.add_argument("run", metavar="RUN_OR_CKPT", help="run folder (best.pt, else last.pt) or a checkpoint file")
+    p.add_argument("--data", required=True, metavar="MANIFEST", help="labelled manifest (csv, jsonl, vggsound, ...)")
+    p.add_argument("--root", metavar="DIR", help="folder that relative manifest paths start from (default: its own)")
+    p.add_argument("--format", default="auto", help="manifest format (default: auto)")
+    p.add_argument("--clips", type=int, metavar="N", help="test windows per file (default: the run's num_test_clips)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="B", help="samples per forward pass (default 8)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default 0)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: <run>/eval_<manifest stem>)")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights even when the checkpoint has EMA ones")
+    p.add_argument("--multilabel", action="store_true", help="multi-label metrics even if no row has two labels")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--json", action="store_true", help="print eval.json instead of the table")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"avformer eval: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _read(args: argparse.Namespace, run: LoadedRun) -> Manifest:
+    """The manifest with the run's class order; a label outside the run's classes is an error that names it."""
+    manifest = read_manifest(args.data, args.root, fmt=args.format)
+    known = set(run.classes)
+    unknown = sorted({lab for r in manifest for lab in r.labels if lab not in known})
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        classes_file = run.checkpoint.parent / CLASSES_FILE
+        raise ManifestError(
+            f"{args.data}: {len(unknown)} label(s) the model does not know: {shown}; "
+            f"its {len(run.classes)} classes are listed in {classes_file}"
+        )
+    return Manifest(list(manifest.rows), list(run.classes), manifest.multilabel, manifest.source)
+
+
+def _summary(result: EvalResult, out: Path) -> str:
+    lines = [format_table(result), ""]
+    loaded = f"{result.num_loaded}/{result.num_rows} files evaluated"
+    if result.skipped:
+        loaded += f", {len(result.skipped)} skipped:"
+        lines.append(loaded)
+        for row_id, reason in result.skipped[:10]:
+            lines.append(f"  {row_id}: {reason}")
+        if len(result.skipped) > 10:
+            lines.append(f"  ... and {len(result.skipped) - 10} more (see eval.json)")
+    else:
+        lines.append(loaded + ", none skipped")
+    lines.append(f"report: {out}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.clips is not None and args.clips < 1:
+        return _fail(f"--clips must be >= 1, got {args.clips}")
+    if args.batch_size < 1 or args.workers < 0:
+        return _fail("--batch-size must be >= 1 and --workers >= 0")
+    try:
+        run = load_run(args.run, prefer=args.checkpoint, use_ema=not args.no_ema)
+    except (FileNotFoundError, CheckpointError, ValueError, TypeError, KeyError, RuntimeError) as e:
+        return _fail(f"cannot load the run {args.run}: {e}")
+    try:
+        manifest = _read(args, run)
+    except (FileNotFoundError, ManifestError) as e:
+        return _fail(str(e))
+    if len(manifest) == 0:
+        return _fail(f"{args.data}: no rows")
+    data = run.cfg.data if args.clips is None else replace(run.cfg.data, num_test_clips=args.clips)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out = Path(args.out) if args.out else run_dir / f"eval_{Path(args.data).stem}"
+    if not args.json:
+        print(
+            f"evaluating {run.cfg.model.name} ({run.checkpoint}, epoch {run.epoch}) on {len(manifest)} files of "
+            f"{args.data}: {data.num_test_clips} clip(s) of {data.window_seconds:g} s per file",
+            flush=True,
+        )
+    try:
+        result = evaluate(
+            run,
+            manifest,
+            data,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=resolve_device(args.device),
+            multilabel=True if args.multilabel else None,
+            progress=not args.json,
+        )
+    except ValueError as e:
+        return _fail(str(e))
+    result.info["run"] = str(run_dir)
+    write_report(result, out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(_summary(result, out))
+    return 0 if result.num_loaded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
