@@ -49,12 +49,13 @@ def make_run(
     classes: Sequence[str] = CLASS_NAMES,
     ema: bool = False,
     num_test_clips: int = 1,
+    video: VideoTransformConfig = VIDEO,
     seed: int = 0,
 ) -> Path:
     """Write a run folder for an untrained model: ``kind`` is ``av`` (late fusion), ``mmt`` or ``audio`` (MAT)."""
     spec = _SPECS[kind]
     modalities = ("audio",) if kind == "audio" else ("video", "audio")
-    data = DataConfig(modalities=modalities, video=VIDEO, audio=AUDIO, num_test_clips=num_test_clips)
+    data = DataConfig(modalities=modalities, video=video, audio=AUDIO, num_test_clips=num_test_clips)
     cfg = ExperimentConfig(name=f"tiny_{kind}", model=spec, data=data)
     torch.manual_seed(seed)
     model = build_model(spec, len(classes))

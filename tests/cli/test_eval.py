@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from avformer.cli.eval import main
 from avformer.data.synth import CLASS_NAMES
-from tests.cli._tiny_run import make_run, make_synth, write_video_only
+from tests.cli._tiny_run import VIDEO, make_run, make_synth, write_video_only
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +118,20 @@ def test_multi_clip(av_run: Path, synth: Path, tmp_path: Path, capsys: pytest.Ca
     p1 = [float(r["fused_prob"]) for r in _predictions(one)]
     p3 = [float(r["fused_prob"]) for r in _predictions(three)]
     assert p1 != p3
+
+
+def test_multi_crop(synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the run resizes the 32-px synthetic frames to 40 px and crops 32: left / centre / right crops differ
+    run = make_run(tmp_path / "run", "av", video=replace(VIDEO, short_side=40))
+    base, crops = tmp_path / "base", tmp_path / "crops"
+    assert main([str(run), "--data", str(synth), "--out", str(base), "--clips", "2"]) == 0
+    assert main([str(run), "--data", str(synth), "--out", str(crops), "--clips", "2", "--crops", "3"]) == 0
+    assert "2 clip(s) of 1 s x 3 crops per file" in capsys.readouterr().out
+    report = json.loads((crops / "eval.json").read_text())
+    assert report["num_test_crops"] == 3 and report["metrics"]["fused"]["num_samples"] == 12
+    p1 = [float(r["fused_prob"]) for r in _predictions(base)]
+    p3 = [float(r["fused_prob"]) for r in _predictions(crops)]
+    assert p1 != pytest.approx(p3, abs=1e-6)
 
 
 def test_checkpoint_file_and_single_modality_model(

@@ -57,6 +57,20 @@ def test_multi_clip_eval_stacks_views(manifest: Manifest) -> None:
     assert s["video"].shape == (3, 3, 4, 32, 32) and s["audio"].shape == (3, 1, 32, 100)
 
 
+def test_multi_crop_eval_views_are_clip_major(manifest: Manifest) -> None:
+    cfg = DataConfig(**{**CFG.__dict__, "num_test_clips": 2, "num_test_crops": 3})
+    s = AVDataset(manifest, cfg, train=False)[0]
+    assert s["video"].shape == (6, 3, 4, 32, 32) and s["audio"].shape == (6, 1, 32, 100)
+    assert torch.equal(s["audio"][0], s["audio"][2]) and not torch.equal(s["audio"][0], s["audio"][3])
+    clips = AVDataset(manifest, DataConfig(**{**CFG.__dict__, "num_test_clips": 2}), train=False)[0]
+    torch.testing.assert_close(s["video"][1], clips["video"][0])  # the middle crop is the centre crop
+    torch.testing.assert_close(s["video"][4], clips["video"][1])
+    audio_only = DataConfig(**{**CFG.__dict__, "modalities": ("audio",), "num_test_crops": 3})
+    assert AVDataset(manifest, audio_only, train=False)[0]["audio"].shape == (1, 32, 100)  # no video, no crops
+    with pytest.raises(ValueError):
+        DataConfig(num_test_crops=0)
+
+
 def test_bad_rows_are_skipped_and_counted(manifest: Manifest, synth_dir: Path, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"\x00not a video" * 100)

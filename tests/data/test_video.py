@@ -25,6 +25,7 @@ from avformer.data.video import (
     random_resized_crop_params,
     resized_crop,
     short_side_resize,
+    spatial_crops,
     strided_frame_indices,
     to_tensor,
     uniform_clip_windows,
@@ -296,3 +297,41 @@ def test_transform_spreads_long_windows_uniformly() -> None:
     assert [round(float(out[0, t].mean() * 0.225 + 0.45) * 255) for t in range(3)] == [20, 80, 140]  # 1, 4, 7
     out = VideoTransform(cfg, train=False)(frames, src_fps=16.0)  # 16 -> 8 fps: every other frame
     assert [round(float(out[0, t].mean() * 0.225 + 0.45) * 255) for t in range(3)] == [20, 60, 100]  # 1, 3, 5
+
+
+# ---- multi-crop testing ------------------------------------------------------------------------------------
+
+
+def test_spatial_crops_positions() -> None:
+    video = _ramp(h=8, w=10)  # pixel (y, x) = 100 y + x
+    (one,) = spatial_crops(video, 6, 1)
+    assert torch.equal(one, center_crop(video, 6))
+    left, centre, right = spatial_crops(video, 6, 3)  # landscape: along the width, centred in height
+    assert [float(c[0, 0, 0, 0]) for c in (left, centre, right)] == [100.0, 102.0, 104.0]
+    assert right.shape == (3, 4, 6, 6) and float(right[0, 0, -1, -1]) == 100.0 * 6 + 9  # touches the right edge
+    top, _, bottom = spatial_crops(_ramp(h=10, w=8), 6, 3)  # portrait: along the height
+    assert float(top[0, 0, 0, 0]) == 1.0 and float(bottom[0, 0, 0, 0]) == 401.0
+    same = spatial_crops(_ramp(h=6, w=6), 6, 3)  # the crop fills the frame: all crops coincide
+    assert all(torch.equal(c, same[0]) for c in same)
+    with pytest.raises(ValueError):
+        spatial_crops(video, 9, 3)
+    with pytest.raises(ValueError):
+        spatial_crops(video, 6, 0)
+
+
+def test_test_views_one_crop_is_the_eval_transform() -> None:
+    cfg = _small_cfg()
+    frames = _frames(6, 24, 32)
+    t = VideoTransform(cfg, train=False)
+    (view,) = t.test_views(frames, 1)
+    assert torch.equal(view, t(frames))
+    views = t.test_views(frames, 3)
+    assert len(views) == 3 and all(v.shape == (3, 4, 16, 16) for v in views)
+    assert torch.equal(views[1], view)  # the middle of three crops is the centre crop
+    assert not torch.equal(views[0], views[2])
+    fill = VideoTransform(_small_cfg(short_side=16), train=False)
+    square = fill.test_views(_frames(6, 20, 20), 3)  # crops that coincide are separate tensors, normalised once
+    assert torch.equal(square[0], square[2]) and square[0].data_ptr() != square[2].data_ptr()
+    assert torch.equal(square[0], fill(_frames(6, 20, 20)))
+    with pytest.raises(RuntimeError):
+        VideoTransform(cfg, train=True).test_views(frames, 3)

@@ -1,8 +1,9 @@
 """``avformer eval RUN_OR_CKPT --data MANIFEST``: score a trained run on a labelled manifest.
 
 The data transforms are rebuilt from the run's ``config.yaml`` in eval mode (short-side resize + centre crop, no
-augmentation); ``--clips N`` reads N uniformly spaced windows per file and averages their probabilities
-(multi-clip testing). Spatial multi-crop testing is not offered yet. Labels are mapped through the run's
+augmentation); ``--clips N`` reads N uniformly spaced windows per file and ``--crops M`` takes M spatial crops of
+each window (3 = left / centre / right along the long side), and the N × M views' probabilities are averaged
+(multi-clip × multi-crop testing, as SlowFast / MViT evaluate). Labels are mapped through the run's
 ``classes.txt``; a label the model does not know is an error that names it. Files that cannot be loaded are
 skipped, counted and listed in ``eval.json``.
 
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", metavar="DIR", help="folder that relative manifest paths start from (default: its own)")
     p.add_argument("--format", default="auto", help="manifest format (default: auto)")
     p.add_argument("--clips", type=int, metavar="N", help="test windows per file (default: the run's num_test_clips)")
+    p.add_argument(
+        "--crops", type=int, metavar="M", help="spatial crops per window, 1 or 3 usually (default: the run's, 1)"
+    )
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="samples per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default 0)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <run>/eval_<manifest stem>)")
@@ -102,8 +106,10 @@ def _summary(result: EvalResult, out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.clips is not None and args.clips < 1:
-        return _fail(f"--clips must be >= 1, got {args.clips}")
+    for name in ("clips", "crops"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            return _fail(f"--{name} must be >= 1, got {value}")
     if args.batch_size < 1 or args.workers < 0:
         return _fail("--batch-size must be >= 1 and --workers >= 0")
     try:
@@ -116,13 +122,19 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(e))
     if len(manifest) == 0:
         return _fail(f"{args.data}: no rows")
-    data = run.cfg.data if args.clips is None else replace(run.cfg.data, num_test_clips=args.clips)
+    data = run.cfg.data
+    if args.clips is not None:
+        data = replace(data, num_test_clips=args.clips)
+    if args.crops is not None:
+        data = replace(data, num_test_crops=args.crops)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = Path(args.out) if args.out else run_dir / f"eval_{Path(args.data).stem}"
     if not args.json:
         print(
             f"evaluating {run.cfg.model.name} ({run.checkpoint}, epoch {run.epoch}) on {len(manifest)} files of "
-            f"{args.data}: {data.num_test_clips} clip(s) of {data.window_seconds:g} s per file",
+            f"{args.data}: {data.num_test_clips} clip(s) of {data.window_seconds:g} s"
+            + (f" x {data.num_test_crops} crops" if data.num_test_crops > 1 and "video" in data.modalities else "")
+            + " per file",
             flush=True,
         )
     try:

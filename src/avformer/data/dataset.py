@@ -95,6 +95,10 @@ class DataConfig:
         audio: audio features (log-mel / waveform).
         spec_augment: frequency / time masking of training spectrograms (off by default).
         num_test_clips: windows per file at evaluation (uniformly spaced); 1 = the centre window.
+        num_test_crops: spatial crops per window at evaluation, spread along the long side of the frame (3 = left /
+            centre / right, see :func:`avformer.data.video.spatial_crops`); 1 = the centre crop. With video, a test
+            sample has ``num_test_clips * num_test_crops`` views (clip-major; the crops of a window share its
+            audio), stacked on a leading view axis when there are several.
         decode_timeout_s: a file that takes longer than this to decode is skipped (bounded time per file).
     """
 
@@ -104,6 +108,7 @@ class DataConfig:
     audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     num_test_clips: int = 1
+    num_test_crops: int = 1
     decode_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -114,6 +119,8 @@ class DataConfig:
             raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
         if self.num_test_clips < 1:
             raise ValueError(f"num_test_clips must be >= 1, got {self.num_test_clips}")
+        if self.num_test_crops < 1:
+            raise ValueError(f"num_test_crops must be >= 1, got {self.num_test_crops}")
 
     @property
     def window_seconds(self) -> float:
@@ -195,7 +202,8 @@ class AVDataset(Dataset[dict[str, Any]]):
         start: float = 0.0,
         end: float | None = None,
         window: Callable[[float | None], tuple[float, float | None]] | None = None,
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
+        """The views of one window: one, or ``num_test_crops`` spatial crops (evaluation with video)."""
         cfg = self.cfg
         clip: Clip = decode_clip(
             path,
@@ -218,13 +226,18 @@ class AVDataset(Dataset[dict[str, Any]]):
         for w in clip.warnings:
             log.warning("%s: %s", path, w)
         out: dict[str, Any] = {}
+        crops = 1 if self.train else cfg.num_test_crops
+        videos: list[torch.Tensor] = []
         if self.video_transform is not None:
-            if has_video:
+            if has_video and crops > 1:
                 assert clip.video is not None
-                out["video"] = self.video_transform(clip.video, generator=gen)
-            else:
+                videos = self.video_transform.test_views(clip.video, crops)
+            elif has_video:
+                assert clip.video is not None
+                videos = [self.video_transform(clip.video, generator=gen)]
+            else:  # the same number of views with or without video, so samples stack into one batch
                 size = cfg.video.size
-                out["video"] = torch.zeros(3, cfg.video.num_frames, size, size)
+                videos = [torch.zeros(3, cfg.video.num_frames, size, size)] * crops
             out["has_video"] = torch.tensor(has_video)
         if self.audio_features is not None:
             n = round(self.cfg.window_seconds * cfg.audio.sample_rate)
@@ -248,7 +261,7 @@ class AVDataset(Dataset[dict[str, Any]]):
                     generator=gen,
                 )
             out["has_audio"] = torch.tensor(has_audio)
-        return out
+        return [{**out, "video": v} for v in videos] if videos else [out]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.manifest[index]
@@ -256,7 +269,7 @@ class AVDataset(Dataset[dict[str, Any]]):
         try:
             if row.end is not None or index in self._durations:
                 windows = self._windows(index, self._durations.get(index), gen)
-                views = [self._load_window(row.path, gen, s, e) for s, e in windows]
+                views = [v for s, e in windows for v in self._load_window(row.path, gen, s, e)]
             else:  # the windows depend on the file's length: choose them once it is open (one open, not two)
                 windows = []
 
@@ -265,8 +278,8 @@ class AVDataset(Dataset[dict[str, Any]]):
                     windows.extend(self._windows(index, duration, gen))
                     return windows[0]
 
-                views = [self._load_window(row.path, gen, window=choose)]
-                views += [self._load_window(row.path, gen, s, e) for s, e in windows[1:]]
+                views = self._load_window(row.path, gen, window=choose)
+                views += [v for s, e in windows[1:] for v in self._load_window(row.path, gen, s, e)]
         except MediaError as e:
             return {_SKIP: True, "id": row.id, "index": index, "reason": e.reason}
         except (OSError, ValueError, RuntimeError) as e:  # anything else a broken file can raise: skip, never die
@@ -281,7 +294,7 @@ class AVDataset(Dataset[dict[str, Any]]):
 
 
 def _stack_views(values: list[Any]) -> Any:
-    """Several test windows of one file: stack on a new leading 'view' axis (flags: any view has the stream)."""
+    """Several test views of one file: stack on a new leading 'view' axis (flags: any view has the stream)."""
     if values[0].dtype == torch.bool:
         return torch.stack(values).any()
     return torch.stack(values)

@@ -12,7 +12,9 @@ Conventions
   frame indices into an already decoded window.
 
 Recipes follow pytorchvideo / SlowFast / MViT: training uses a random resized crop and a horizontal flip;
-evaluation resizes the short side and takes a centre crop; test-time multi-clip uses evenly spaced windows.
+evaluation resizes the short side and takes a centre crop; test-time multi-clip uses evenly spaced windows and
+multi-crop (:func:`spatial_crops`, :meth:`VideoTransform.test_views`) takes crops spread along the long side
+(SlowFast's 3-crop testing: left / centre / right, or top / centre / bottom for portrait video).
 Differences from those references: the random resized crop takes one box for the whole clip (as pytorchvideo
 does) with a default area range of ``(0.25, 1.0)`` rather than ImageNet's ``(0.08, 1.0)``, because tiny clips
 (32-64 px) lose their object at 8 %; and clips shorter than requested repeat their last frame instead of
@@ -48,6 +50,7 @@ __all__ = [
     "random_resized_crop_params",
     "resized_crop",
     "short_side_resize",
+    "spatial_crops",
     "strided_frame_indices",
     "to_tensor",
     "uniform_clip_windows",
@@ -163,6 +166,41 @@ def center_crop(video: torch.Tensor, size: Size) -> torch.Tensor:
         raise ValueError(f"crop {h}x{w} larger than frame {height}x{width}; resize first")
     top, left = (height - h) // 2, (width - w) // 2
     return video[..., top : top + h, left : left + w]
+
+
+def spatial_crops(video: torch.Tensor, size: Size, num_crops: int) -> list[torch.Tensor]:
+    """``num_crops`` crops of ``size`` spread evenly along the long side, centred on the short side.
+
+    One crop is the centre crop. Three crops on a landscape frame are left / centre / right (top / centre / bottom
+    on a portrait one, left / centre / right on a square one), the first and last touching the frame edges, as in
+    SlowFast / MViT multi-crop testing. On an axis the crop fills exactly, the crops coincide.
+
+    Args:
+        video: ``(C, T, H, W)``, any dtype.
+        size: ``s`` or ``(h, w)``; must not exceed the frame.
+        num_crops: number of crops (>= 1).
+
+    Returns:
+        ``num_crops`` views ``(C, T, h, w)`` of ``video``.
+    """
+    _check_video(video)
+    if num_crops < 1:
+        raise ValueError(f"num_crops must be >= 1, got {num_crops}")
+    if num_crops == 1:
+        return [center_crop(video, size)]
+    h, w = _pair(size)
+    height, width = video.shape[-2:]
+    if h > height or w > width:
+        raise ValueError(f"crop {h}x{w} larger than frame {height}x{width}; resize first")
+    crops = []
+    for i in range(num_crops):
+        frac = i / (num_crops - 1)
+        if height > width:  # portrait: spread along the height
+            top, left = round((height - h) * frac), (width - w) // 2
+        else:
+            top, left = (height - h) // 2, round((width - w) * frac)
+        crops.append(video[..., top : top + h, left : left + w])
+    return crops
 
 
 def resized_crop(
@@ -528,3 +566,32 @@ class VideoTransform:
             video = short_side_resize(to_tensor(x), cfg.short_side)
             video = center_crop(video, cfg.size).contiguous()
         return normalize(video, cfg.mean, cfg.std, inplace=True)
+
+    def test_views(
+        self, frames: np.ndarray | torch.Tensor, num_crops: int = 1, src_fps: float | None = None
+    ) -> list[torch.Tensor]:
+        """Evaluation views of one decoded window: short-side resize once, then ``num_crops`` spatial crops.
+
+        ``num_crops=1`` gives ``[self(frames)]`` exactly (the centre crop); see :func:`spatial_crops` for the
+        positions of several.
+
+        Args:
+            frames: ``(T, H, W, 3)`` uint8, the decoded window.
+            num_crops: crops per window.
+            src_fps: as in :meth:`__call__`.
+
+        Returns:
+            ``num_crops`` tensors ``(3, cfg.num_frames, cfg.size, cfg.size)`` float32, normalised.
+        """
+        if self.train:
+            raise RuntimeError("test_views is for evaluation; build the transform with train=False")
+        cfg = self.cfg
+        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
+            raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {tuple(x.shape)}")
+        idx = self.select_frames(x.shape[0], src_fps)
+        if idx != list(range(x.shape[0])):
+            x = x[idx]
+        video = short_side_resize(to_tensor(x), cfg.short_side)
+        # not in place: crops that fill the frame share its memory
+        return [normalize(c, cfg.mean, cfg.std).contiguous() for c in spatial_crops(video, cfg.size, num_crops)]

@@ -1,11 +1,11 @@
 """Evaluation of a trained run on a manifest, and the report it writes (``avformer eval``, ``avformer predict --png``).
 
 :func:`evaluate` runs a :class:`~avformer.train.run.LoadedRun` over every row of a manifest (the run's data config in
-eval mode, ``num_test_clips`` uniform windows per file) and scores each **view of the data**: ``fused`` plus, for
-audio-visual models, ``audio`` (video masked out) and ``video`` (audio masked out), side by side
-(:func:`avformer.eval.inference.predict_batch`). The audio-only column counts only the samples that have audio, the
-video-only column only those with video (a masked-out modality would otherwise score the model's prior); the
-sample counts say so. Files that cannot be loaded are skipped and counted, never fatal.
+eval mode, ``num_test_clips`` uniform windows per file, ``num_test_crops`` spatial crops of each) and scores each
+**view of the data**: ``fused`` plus, for audio-visual models, ``audio`` (video masked out) and ``video`` (audio
+masked out), side by side (:func:`avformer.eval.inference.predict_batch`). The audio-only column counts only the
+samples that have audio, the video-only column only those with video (a masked-out modality would otherwise score
+the model's prior); the sample counts say so. Files that cannot be loaded are skipped and counted, never fatal.
 
 :func:`write_report` writes ``eval.json`` (every number, the skipped files with their reasons, per-class values),
 ``predictions.csv`` (one row per sample) and PNGs: ``confusion_matrix.png`` and ``per_class_accuracy.png`` of the
@@ -138,7 +138,7 @@ def evaluate(
         run: the model and its classes (``manifest.classes`` must equal ``run.classes``: build the manifest with
             ``classes=run.classes``).
         manifest: the rows to evaluate; each must have a label.
-        data: the data config (usually ``run.cfg.data`` with ``num_test_clips`` set).
+        data: the data config (usually ``run.cfg.data`` with ``num_test_clips`` / ``num_test_crops`` set).
         batch_size: samples per forward pass.
         workers: DataLoader worker processes.
         device: where the model runs.
@@ -233,6 +233,7 @@ def evaluate(
         "model": run.cfg.model.name,
         "manifest": manifest.source,
         "num_test_clips": data.num_test_clips,
+        "num_test_crops": data.num_test_crops if "video" in data.modalities else 1,
         "window_seconds": data.window_seconds,
         "seconds": round(time.perf_counter() - t0, 2),
     }
