@@ -29,3 +29,8 @@ def test_bench_data_reports_stages_and_speedup(tmp_path: Path, capsys: pytest.Ca
     assert set(res["stages_ms_per_clip"]) == {"open", "demux", "decode", "convert+resample", "features"}
     assert res["ours_clips_per_s"] > 0 and res["naive_clips_per_s"] > 0
     assert res["loader_summary"] is None or "0 skipped" in res["loader_summary"]
+
+
+def test_bench_missing_manifest_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["data", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
