@@ -191,3 +191,14 @@ def test_real_files_labeled_and_robust(av_run: Path, capsys: pytest.CaptureFixtu
     assert by_name["androidx-media__mp4__8k24fps_300ms.mp4"]["ok"]
     for bad in ("androidx-media__mp4__sample_ac4.mp4", "androidx-media__vp9__invalid-bitstream.webm", "index.csv"):
         assert not by_name[bad]["ok"]
+
+
+def test_bottleneck_model_with_missing_streams(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = make_run(tmp_path / "mmt_run", "mmt")
+    assert main([str(run), str(files["good"]), str(files["silent"]), str(files["wav"]), "--json"]) == 0
+    good, silent, wav = _json_lines(capsys.readouterr().out)
+    assert good["ok"] and good["notes"] == []
+    assert silent["ok"] and silent["notes"] == ["no audio track — predicting from video only"]
+    assert wav["ok"] and wav["notes"] == ["no video track — predicting from audio only"]
