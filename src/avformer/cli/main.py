@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("avformer.cli.predict", "predict the classes of video or audio files with a trained run"),
     "synth": ("avformer.cli.synth", "write the procedurally generated audio-visual dataset (MP4 + manifest)"),
     "probe": ("avformer.cli.probe", "print streams, duration and usability of media files"),
+    "prepare": ("avformer.cli.prepare", "decode a manifest once into tar shards of frames + audio for fast training"),
     "stats": ("avformer.cli.stats", "compute log-mel mean/std for a manifest (dataset normalisation)"),
     "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`"),
     "models": ("avformer.cli.models", "list registered models with their parameter counts"),
