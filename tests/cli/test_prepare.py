@@ -83,3 +83,14 @@ def test_bad_arguments(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFix
     assert main(_args(data_dir, tmp_path, "--fps", "0")) == 2
     with pytest.raises(SystemExit):
         main(_args(data_dir, tmp_path, "--shard-size", "4", "--shard-mb", "1"))
+
+
+def test_no_compress_reads_back_the_same_frames(data_dir: Path, tmp_path: Path) -> None:
+    assert main(_args(data_dir, tmp_path / "gz")) == 0
+    assert main(_args(data_dir, tmp_path / "raw", "--no-compress")) == 0
+    gz, raw = load_index(tmp_path / "gz"), load_index(tmp_path / "raw")
+    assert "gzip" not in raw.decode["video_encoding"] and "gzip" in gz.decode["video_encoding"]
+    (_, k1, m1), (_, k2, m2) = next(iter_shard(gz.shards[0].url)), next(iter_shard(raw.shards[0].url))
+    assert "video.npy" in m2 and "video.npy.gz" not in m2
+    a, b = read_sample(k1, m1), read_sample(k2, m2)
+    assert a.video is not None and b.video is not None and np.array_equal(a.video, b.video)
