@@ -130,6 +130,86 @@ class DataConfig:
         return self.video.num_frames / self.video.fps
 
 
+class WindowTransform:
+    """A decoded window (frames and waveform) -> model-ready views: the one place inputs are built.
+
+    Used by :class:`AVDataset` (files), :class:`avformer.data.shards.ShardDataset` (pre-decoded shards) and
+    ``avformer predict``, so all three feed a model identically.
+
+    Args:
+        cfg: data configuration.
+        train: training augmentations (random resized crop, flip, dither, SpecAugment) or evaluation views.
+    """
+
+    def __init__(self, cfg: DataConfig, train: bool) -> None:
+        self.cfg = cfg
+        self.train = train
+        self.video = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
+        # train/eval mode: dither (cfg.audio.dither) is a train-time augmentation only
+        self.audio = AudioFeatures(cfg.audio).train(train) if "audio" in cfg.modalities else None
+
+    def __call__(
+        self, path: str, frames: np.ndarray | None, wav: np.ndarray | None, gen: torch.Generator | None
+    ) -> list[dict[str, Any]]:
+        """Views of one window: one, or ``num_test_crops`` spatial crops (evaluation with video).
+
+        Args:
+            path: the source, for error messages.
+            frames: (T, H, W, 3) uint8 decoded frames, or None / empty when the window has no video.
+            wav: (S,) float32 mono waveform at ``cfg.audio.sample_rate``, or None / empty without audio.
+            gen: the sample's random generator.
+
+        Returns:
+            Dicts with ``video``/``has_video`` and ``audio``/``has_audio`` for the configured modalities. An absent
+            stream gives zeros of the right shape and a False flag.
+
+        Raises:
+            MediaError: none of the configured modalities is present in the window.
+        """
+        cfg = self.cfg
+        has_video = frames is not None and len(frames) > 0
+        has_audio = wav is not None and len(wav) > 0
+        if not ((self.video is not None and has_video) or (self.audio is not None and has_audio)):
+            raise MediaError(path, "none of the requested streams (" + ", ".join(cfg.modalities) + ") is present")
+        out: dict[str, Any] = {}
+        crops = 1 if self.train else cfg.num_test_crops
+        videos: list[torch.Tensor] = []
+        if self.video is not None:
+            if has_video and crops > 1:
+                assert frames is not None
+                videos = self.video.test_views(frames, crops)
+            elif has_video:
+                assert frames is not None
+                videos = [self.video(frames, generator=gen)]
+            else:  # the same number of views with or without video, so samples stack into one batch
+                size = cfg.video.size
+                videos = [torch.zeros(3, cfg.video.num_frames, size, size)] * crops
+            out["has_video"] = torch.tensor(has_video)
+        if self.audio is not None:
+            n = round(cfg.window_seconds * cfg.audio.sample_rate)
+            buf = np.zeros(n, dtype=np.float32)
+            if has_audio:
+                assert wav is not None
+                a = wav[:n]
+                buf[: len(a)] = a  # shorter audio than the window: zero-padded at the end (AST pads the same way)
+            out["audio"] = self.audio(torch.from_numpy(buf), generator=gen)
+            if not has_audio:
+                out["audio"] = torch.zeros_like(out["audio"])
+            elif self.train and cfg.spec_augment.enabled and cfg.audio.kind != "waveform":
+                sa = cfg.spec_augment
+                out["audio"] = spec_augment(
+                    out["audio"],
+                    freq_mask_param=sa.freq_mask_param,
+                    time_mask_param=sa.time_mask_param,
+                    num_freq_masks=sa.num_freq_masks,
+                    num_time_masks=sa.num_time_masks,
+                    mask_value=sa.mask_value,
+                    generator=gen,
+                )
+            out["has_audio"] = torch.tensor(has_audio)
+        return [{**out, "video": v} for v in videos] if videos else [out]
+
+
 class AVDataset(Dataset[dict[str, Any]]):
     """Rows of a :class:`Manifest` decoded and transformed into samples (see the module docstring for keys).
 
@@ -149,9 +229,7 @@ class AVDataset(Dataset[dict[str, Any]]):
         # in shared memory, so set_epoch reaches persistent DataLoader workers (they hold copies of the dataset)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._durations: dict[int, float | None] = {}  # per process; persistent workers keep theirs across epochs
-        self.video_transform = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
-        # train/eval mode: dither (cfg.audio.dither) is a train-time augmentation only
-        self.audio_features = AudioFeatures(cfg.audio).train(train) if "audio" in cfg.modalities else None
+        self.transform = WindowTransform(cfg, train)
         self.num_classes = len(manifest.classes)
 
     def __len__(self) -> int:
@@ -211,57 +289,15 @@ class AVDataset(Dataset[dict[str, Any]]):
             end,
             window=window,
             fps=cfg.video.fps,
-            size=cfg.video.short_side if self.video_transform is not None else None,
+            size=cfg.video.short_side if self.transform.video is not None else None,
             sample_rate=cfg.audio.sample_rate,
-            video=self.video_transform is not None,
-            audio=self.audio_features is not None,
+            video=self.transform.video is not None,
+            audio=self.transform.audio is not None,
             timeout_s=cfg.decode_timeout_s,
         )
-        has_video = clip.has_video and clip.video is not None and len(clip.video) > 0
-        has_audio = clip.has_audio and clip.audio is not None and len(clip.audio) > 0
-        wanted_video = self.video_transform is not None
-        wanted_audio = self.audio_features is not None
-        if not ((wanted_video and has_video) or (wanted_audio and has_audio)):
-            raise MediaError(path, "none of the requested streams (" + ", ".join(cfg.modalities) + ") is present")
         for w in clip.warnings:
             log.warning("%s: %s", path, w)
-        out: dict[str, Any] = {}
-        crops = 1 if self.train else cfg.num_test_crops
-        videos: list[torch.Tensor] = []
-        if self.video_transform is not None:
-            if has_video and crops > 1:
-                assert clip.video is not None
-                videos = self.video_transform.test_views(clip.video, crops)
-            elif has_video:
-                assert clip.video is not None
-                videos = [self.video_transform(clip.video, generator=gen)]
-            else:  # the same number of views with or without video, so samples stack into one batch
-                size = cfg.video.size
-                videos = [torch.zeros(3, cfg.video.num_frames, size, size)] * crops
-            out["has_video"] = torch.tensor(has_video)
-        if self.audio_features is not None:
-            n = round(self.cfg.window_seconds * cfg.audio.sample_rate)
-            wav = np.zeros(n, dtype=np.float32)
-            if has_audio:
-                assert clip.audio is not None
-                a = clip.audio[:n]
-                wav[: len(a)] = a  # shorter audio than the window: zero-padded at the end (AST pads the same way)
-            out["audio"] = self.audio_features(torch.from_numpy(wav), generator=gen)
-            if not has_audio:
-                out["audio"] = torch.zeros_like(out["audio"])
-            elif self.train and cfg.spec_augment.enabled and cfg.audio.kind != "waveform":
-                sa = cfg.spec_augment
-                out["audio"] = spec_augment(
-                    out["audio"],
-                    freq_mask_param=sa.freq_mask_param,
-                    time_mask_param=sa.time_mask_param,
-                    num_freq_masks=sa.num_freq_masks,
-                    num_time_masks=sa.num_time_masks,
-                    mask_value=sa.mask_value,
-                    generator=gen,
-                )
-            out["has_audio"] = torch.tensor(has_audio)
-        return [{**out, "video": v} for v in videos] if videos else [out]
+        return self.transform(path, clip.video if clip.has_video else None, clip.audio if clip.has_audio else None, gen)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.manifest[index]

@@ -126,11 +126,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avformer.data.audio import AudioFeatures, spec_augment
-from avformer.data.dataset import _SKIP, DataConfig, _stack_views, collate, worker_init
+from avformer.data.dataset import _SKIP, DataConfig, WindowTransform, _stack_views, collate, worker_init
 from avformer.data.manifest import Manifest, ManifestRow
 from avformer.data.media import MediaError, decode_clip
-from avformer.data.video import VideoTransform, random_clip_window, uniform_clip_windows
+from avformer.data.video import random_clip_window, uniform_clip_windows
 
 __all__ = [
     "FORMAT",
@@ -953,8 +952,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         # fast-forward: (epoch, batches, placeholders, num_workers expected or 0); epoch -1 = none
         self._ff = torch.tensor([-1, 0, 0, 0], dtype=torch.int64).share_memory_()
         self._workers_seen = torch.zeros((), dtype=torch.int64).share_memory_()  # written by the iterating process
-        self.video_transform = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
-        self.audio_features = AudioFeatures(cfg.audio).train(train) if "audio" in cfg.modalities else None
+        self.transform = WindowTransform(cfg, train)
 
     def _check_settings(self) -> None:
         d, cfg, where = self.index.decode, self.cfg, self.index.source or "shards"
@@ -1163,7 +1161,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     def _sample(self, key: str, members: dict[str, bytes], epoch: int) -> dict[str, Any]:
         try:
             stored = read_sample(
-                key, members, video=self.video_transform is not None, audio=self.audio_features is not None
+                key, members, video=self.transform.video is not None, audio=self.transform.audio is not None
             )
             index = int(stored.meta["index"])
         except (KeyError, ValueError, OSError, EOFError, zlib.error) as e:
@@ -1196,7 +1194,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     def _window_views(
         self, stored: StoredSample, start: float, end: float, gen: torch.Generator
     ) -> list[dict[str, Any]]:
-        # mirrors AVDataset._load_window on arrays instead of a decode (tests compare the two)
+        # the same WindowTransform as AVDataset, on stored arrays instead of a decode (tests compare the two)
         cfg, meta = self.cfg, stored.meta
         frames = None
         if stored.video is not None:
@@ -1205,50 +1203,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         if stored.audio is not None:
             a0 = round(start * int(meta["sample_rate"]))
             wav = stored.audio[a0 : a0 + max(round((end - start) * int(meta["sample_rate"])), 0)]
-        has_video = frames is not None and len(frames) > 0
-        has_audio = wav is not None and len(wav) > 0
-        wanted_video, wanted_audio = self.video_transform is not None, self.audio_features is not None
-        if not ((wanted_video and has_video) or (wanted_audio and has_audio)):
-            raise MediaError(
-                meta["path"], "none of the requested streams (" + ", ".join(cfg.modalities) + ") is present"
-            )
-        out: dict[str, Any] = {}
-        crops = 1 if self.train else cfg.num_test_crops
-        videos: list[torch.Tensor] = []
-        if self.video_transform is not None:
-            if has_video and crops > 1:
-                assert frames is not None
-                videos = self.video_transform.test_views(frames, crops)
-            elif has_video:
-                assert frames is not None
-                videos = [self.video_transform(frames, generator=gen)]
-            else:
-                size = cfg.video.size
-                videos = [torch.zeros(3, cfg.video.num_frames, size, size)] * crops
-            out["has_video"] = torch.tensor(has_video)
-        if self.audio_features is not None:
-            n = round(cfg.window_seconds * cfg.audio.sample_rate)
-            buf = np.zeros(n, dtype=np.float32)
-            if has_audio:
-                assert wav is not None
-                a = wav[:n]
-                buf[: len(a)] = a
-            out["audio"] = self.audio_features(torch.from_numpy(buf), generator=gen)
-            if not has_audio:
-                out["audio"] = torch.zeros_like(out["audio"])
-            elif self.train and cfg.spec_augment.enabled and cfg.audio.kind != "waveform":
-                sa = cfg.spec_augment
-                out["audio"] = spec_augment(
-                    out["audio"],
-                    freq_mask_param=sa.freq_mask_param,
-                    time_mask_param=sa.time_mask_param,
-                    num_freq_masks=sa.num_freq_masks,
-                    num_time_masks=sa.num_time_masks,
-                    mask_value=sa.mask_value,
-                    generator=gen,
-                )
-            out["has_audio"] = torch.tensor(has_audio)
-        return [{**out, "video": v} for v in videos] if videos else [out]
+        return self.transform(meta["path"], frames, wav, gen)
 
 
 def make_shard_loader(
