@@ -1,0 +1,182 @@
+"""Classification tasks: loss terms follow their weights, missing modalities are masked, grads are finite."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from avformer.config import ExperimentConfig, LossConfig, ModelSpec
+from avformer.models.av_model import AVModel
+from avformer.registry import create_model
+from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
+
+K = 5
+B = 6
+AUDIO = (16, 32)  # mel bins x frames
+VIDEO = (2, 16, 16)  # frames x height x width
+
+
+def _av_model(**overrides: Any) -> AVModel:
+    torch.manual_seed(0)
+    model = create_model(
+        "mmt_tiny",
+        num_classes=K,
+        audio_overrides={"input_size": AUDIO},
+        video_overrides={"input_size": VIDEO},
+        proj_dim=16,
+        **overrides,
+    )
+    assert isinstance(model, AVModel)
+    return model
+
+
+def _batch(multilabel: bool = False) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(1)
+    label = torch.tensor([0, 1, 2, 0, 1, 3])
+    if multilabel:
+        label = torch.nn.functional.one_hot(label, K).float()
+        label[0, 4] = 1.0
+    return {
+        "audio": torch.randn(B, 1, *AUDIO, generator=g),
+        "video": torch.randn(B, 3, *VIDEO, generator=g),
+        "has_audio": torch.ones(B, dtype=torch.bool),
+        "has_video": torch.ones(B, dtype=torch.bool),
+        "label": label,
+        "batch_size": B,
+    }
+
+
+def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize(
+    ("weights", "terms"),
+    [
+        ({}, {"ce"}),
+        ({"avc_weight": 0.5}, {"ce", "avc"}),
+        ({"avc_weight": 0.5, "imc_weight": 0.2}, {"ce", "avc", "imc"}),
+        ({"modality_ce_weight": 0.5}, {"ce", "ce_audio", "ce_video"}),
+        ({"ce_weight": 0.0, "avc_weight": 1.0}, {"avc"}),
+    ],
+)
+def test_loss_terms_follow_their_weights(weights: dict[str, float], terms: set[str]) -> None:
+    task = AVClassificationTask(_av_model(), LossConfig(**weights), num_classes=K)
+    loss, logs = task.training_step(_batch())
+    assert set(logs) - {"top1"} == terms
+    assert math.isclose(float(loss.detach()), sum(logs[t] for t in terms), rel_tol=1e-5)
+    assert 0.0 <= logs["top1"] <= 1.0
+
+
+def test_every_parameter_gets_a_finite_grad() -> None:
+    model = _av_model()
+    task = AVClassificationTask(
+        model, LossConfig(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5), num_classes=K
+    )
+    loss, _ = task.training_step(_batch())
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_missing_audio_is_masked_out_of_every_term() -> None:
+    """Whatever sits in the audio slot of a clip without audio changes neither the loss nor the gradients."""
+    cfg = LossConfig(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5)
+    results = []
+    for fill in (0.0, 7.0):
+        model = _av_model()
+        task = AVClassificationTask(model, cfg, num_classes=K)
+        batch = _batch()
+        batch["has_audio"][[1, 4]] = False
+        batch["audio"][[1, 4]] = fill  # zeros (the dataset's placeholder) or junk
+        loss, logs = task.training_step(batch)
+        loss.backward()
+        results.append((float(loss), logs, _grads(model)))
+    (loss0, logs0, g0), (loss1, logs1, g1) = results
+    assert loss0 == pytest.approx(loss1, rel=1e-5)
+    assert logs0 == pytest.approx(logs1, rel=1e-5)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        torch.testing.assert_close(g0[name], g1[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_unlabeled_rows_and_clips_with_neither_stream_do_not_count() -> None:
+    task = AVClassificationTask(_av_model(), LossConfig(avc_weight=0.5, imc_weight=0.5), num_classes=K)
+    batch = _batch()
+    batch["label"][2] = -1
+    batch["has_audio"][5] = batch["has_video"][5] = False
+    loss, _ = task.training_step(batch)
+    assert torch.isfinite(loss)
+    ref = _batch()
+    keep = [0, 1, 3, 4]
+    sub = {k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in ref.items()}
+    loss_sub, _ = AVClassificationTask(_av_model(), task.loss_cfg, num_classes=K).training_step(sub)
+    assert float(loss) == pytest.approx(float(loss_sub), rel=1e-4)
+
+
+def test_mixup_trains_with_soft_targets() -> None:
+    torch.manual_seed(3)
+    task = AVClassificationTask(_av_model(), LossConfig(mixup_alpha=0.4, avc_weight=0.1), num_classes=K)
+    loss, logs = task.training_step(_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert "top1" not in logs  # no hard targets to score against
+
+
+def test_validation_reports_fused_and_each_modality() -> None:
+    task = AVClassificationTask(_av_model(), LossConfig(), num_classes=K)
+    task.model.eval()
+    outputs = task.validation_step(_batch())
+    assert set(outputs) == {"logits", "audio_logits", "video_logits", "label"}
+    metrics = task.validation_end(outputs)
+    assert set(metrics) == {"top1", "top5", "mean_class_acc", "loss", "audio_top1", "video_top1"}
+    assert task.last_outputs is outputs
+
+
+def test_multilabel_uses_bce_and_map() -> None:
+    task = AVClassificationTask(_av_model(), LossConfig(avc_weight=0.5, imc_weight=0.5), num_classes=K, multilabel=True)
+    loss, logs = task.training_step(_batch(multilabel=True))
+    loss.backward()
+    assert torch.isfinite(loss) and set(logs) == {"ce", "avc", "imc"}
+    task.model.eval()
+    metrics = task.validation_end(task.validation_step(_batch(multilabel=True)))
+    assert {"mAP", "AUC", "d_prime", "loss", "audio_mAP", "video_mAP"} <= set(metrics)
+
+
+@pytest.mark.parametrize(("name", "key", "size"), [("mat_tiny", "audio", AUDIO), ("mvit_v2_s_16x4", "video", VIDEO)])
+def test_single_encoder_task_reads_its_modality(name: str, key: str, size: tuple[int, ...]) -> None:
+    overrides: dict[str, Any] = {"input_size": size}
+    if key == "video":
+        overrides |= {"embed_dim": 16, "stages": ((1, (1, 1, 1), 1, 1), (1, (1, 2, 2), 2, 2)), "kv_stride": (1, 2, 2)}
+    model = create_model(name, num_classes=K, **overrides)
+    cfg = ExperimentConfig(name="t", model=ModelSpec(name), loss=LossConfig(label_smoothing=0.1))
+    task = make_task(cfg, model, K)
+    assert isinstance(task, ClassificationTask) and task.modality == key
+    batch = _batch()
+    del batch["video" if key == "audio" else "audio"]
+    batch[f"has_{key}"][0] = False
+    loss, logs = task.training_step(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and set(logs) == {"ce", "top1"}
+    model.eval()
+    metrics = task.validation_end(task.validation_step(batch))
+    assert set(metrics) == {"top1", "top5", "mean_class_acc", "loss"}
+
+
+def test_single_encoder_rejects_cross_modal_losses() -> None:
+    model = create_model("mat_tiny", num_classes=K, input_size=AUDIO)
+    with pytest.raises(ValueError, match="avc_weight"):
+        ClassificationTask(model, LossConfig(avc_weight=0.1), num_classes=K)
+    cfg = ExperimentConfig(name="t", model=ModelSpec("mmt_tiny"))
+    assert isinstance(make_task(cfg, _av_model(), K), AVClassificationTask)
+
+
+def test_modality_ce_needs_per_modality_heads() -> None:
+    model = _av_model(fusion="late", fusion_config={"mode": "concat"})
+    task = AVClassificationTask(model, LossConfig(modality_ce_weight=0.5), num_classes=K)
+    with pytest.raises(ValueError, match="per-modality logits"):
+        task.training_step(_batch())
