@@ -93,6 +93,12 @@ def load_data(cfg: ExperimentConfig) -> TrainData:
     if not train.classes:
         raise UsageError(f"train_manifest {cfg.train_manifest}: no labels (a classifier needs a label column)")
     val = _manifest(cfg.val_manifest, "val_manifest", cfg.root, train.classes) if cfg.val_manifest else None
+    if val is not None and val.multilabel != train.multilabel:
+        if val.multilabel:
+            raise UsageError(
+                f"val_manifest {cfg.val_manifest} has rows with several labels, but train_manifest has one per row"
+            )
+        val = replace(val, multilabel=True)  # multi-label data whose val rows happen to carry one label each
     tcfg = cfg.train
     train_ds = AVDataset(train, cfg.data, train=True, seed=tcfg.seed)
     train_loader = make_loader(
