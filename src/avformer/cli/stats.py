@@ -120,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"mean: {total.mean:.7g}")
     print(f"std: {total.std:.7g}")
-    print("# for the experiment config:")
-    print(f"audio: {{mean: {total.mean:.7g}, std: {total.std:.7g}}}")
+    stats = f"{{mean: {total.mean:.7g}, std: {total.std:.7g}}}"
+    print(f"# for the experiment config, under data: (with num_mel_bins: {cfg.num_mel_bins}, kind: {cfg.kind}),")
+    print(f"# or as an override of avformer train: 'data.audio={stats}'")
+    print(f"audio: {stats}")
     return 0
 
 
