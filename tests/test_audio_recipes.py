@@ -1,4 +1,4 @@
-"""Every YAML under configs/ loads strictly and builds its model; the audio recipes keep their promises."""
+"""The audio recipes keep their promises (tests/test_configs.py loads every YAML and builds its model)."""
 
 from __future__ import annotations
 
@@ -8,38 +8,10 @@ import pytest
 import torch
 import yaml
 
-from avformer.config import ConfigError, from_dict, load, to_dict
+from avformer.config import from_dict, load, to_dict
 from avformer.train.run import build_model
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-ALL = sorted(CONFIGS.rglob("*.yaml"))
-EXPERIMENT = CONFIGS / "experiment"
-
-
-def _inherited() -> set[Path]:
-    """Files that some other config inherits (bases may leave out `model`)."""
-    out = set()
-    for path in ALL:
-        parent = (yaml.safe_load(path.read_text()) or {}).get("inherit")
-        if isinstance(parent, str):
-            out.add((path.parent / parent).resolve())
-    return out
-
-
-@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_config_loads_and_builds_its_model(path: Path) -> None:
-    try:
-        cfg = load(path)
-    except ConfigError as e:
-        if "missing key 'model'" not in str(e) or path.resolve() not in _inherited():
-            raise
-        # a base without a model: every key it does set must still be valid
-        data = yaml.safe_load(path.read_text())
-        from_dict({**data, "model": {"name": "mat_tiny"}})
-        return
-    with torch.device("meta"):
-        model = build_model(cfg.model, num_classes=7)
-    assert sum(p.numel() for p in model.parameters()) > 0
+EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiment"
 
 
 def _without(d: dict, *keys: str) -> dict:
