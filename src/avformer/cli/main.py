@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`"),
     "models": ("avformer.cli.models", "list registered models with their parameter counts"),
     "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
+    "compare": ("avformer.cli.compare", "train configs x seeds and write a table: accuracy, params, FLOPs, memory"),
 }
 
 
