@@ -36,7 +36,7 @@ from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.train.report import write_run_report
 from avformer.train.run import build_model, write_classes
 from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
-from avformer.train.trainer import evaluate, fit
+from avformer.train.trainer import evaluate, fit, seed_everything
 
 __all__ = ["TrainResult", "UsageError", "load_data", "main", "run_training"]
 
@@ -143,6 +143,7 @@ def run_training(
     if str(out) != cfg.train.out_dir:
         cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
     data = load_data(cfg)
+    seed_everything(cfg.train.seed)  # the initial weights depend on train.seed alone, in any process
     model, task = build(cfg, len(data.classes), data.multilabel)
     write_classes(out, data.classes)  # before training: a killed run can still be loaded by eval / predict
     t0 = time.perf_counter()
