@@ -12,12 +12,21 @@ from avformer.data.synth import SynthConfig, write_dataset
 
 
 def test_demo_runs_and_writes_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert demo.main(["--out", str(tmp_path), "--n", "18", "--workers", "0"]) == 0
+    """The quick demo: synth, three short trainings, the side-by-side table and the report (numbers mean nothing)."""
+    assert demo.main(["--out", str(tmp_path), "--quick", "--workers", "0"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["probe"] == {"usable": 18, "files": 18, "ok": 18}
-    assert summary["load"]["summary"].startswith("18/18 clips loaded, 0 skipped")
-    assert summary["models"]["mat_tiny"]["tokens"][0] == 16
-    assert "[4/4] models" in capsys.readouterr().out
+    assert set(summary["results"]) == {"fused", "audio", "video"}
+    fused = summary["results"]["fused"]
+    assert {"top1", "audio_only_top1", "video_only_top1", "params", "seconds"} <= set(fused)
+    assert summary["results"]["audio"]["params"] < fused["params"]
+    for name in ("fused", "audio", "video"):
+        assert (tmp_path / name / "best.pt").is_file()
+        assert (tmp_path / name / "report.md").is_file()
+    assert (tmp_path / "comparison.png").stat().st_size > 1000
+    report = (tmp_path / "report.md").read_text()
+    assert "| MMT-Tiny (audio + video) |" in report and "fused/report.md" in report
+    out = capsys.readouterr().out
+    assert "[5/5] results" in out and "video-only (MViTv2-tiny)" in out
 
 
 def test_bench_data_reports_stages_and_speedup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
