@@ -39,11 +39,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: (B, N, D); ``attn_bias``: optional additive bias broadcastable to (B, h, N, N) (e.g. a key-padding
+        mask with a large negative value on padded keys)."""
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, h, N, d)
         q, k, v = qkv.unbind(0)
-        x = attend(q, k, v, fused=self.fused)  # (B, h, N, d)
+        x = attend(q, k, v, fused=self.fused, attn_bias=attn_bias)  # (B, h, N, d)
         x = x.transpose(1, 2).reshape(B, N, D)
         return self.proj(x)
 
@@ -82,7 +84,7 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, round(dim * mlp_ratio))
         self.drop_path2 = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: (B, N, D) -> (B, N, D)."""
-        x = x + self.drop_path1(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: (B, N, D) -> (B, N, D); ``attn_bias`` as in :class:`Attention` (None: every token attends all)."""
+        x = x + self.drop_path1(self.attn(self.norm1(x), attn_bias))
         return x + self.drop_path2(self.mlp(self.norm2(x)))

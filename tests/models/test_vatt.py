@@ -1,0 +1,143 @@
+"""VATT: shapes worked out by hand, DropToken (training only, exact counts), weight sharing, text padding, grads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avformer.models.vatt import HashedWordTokenizer, VisionAudioTextTransformer, drop_tokens, split_segments
+from avformer.registry import create_model
+
+# 8 frames × 32² video with 4×16×16 tubelets -> (2, 2, 2) = 8 tokens; 1024 samples / 128 -> 8 audio tokens
+TINY = {
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "num_frames": 8,
+    "img_size": 32,
+    "num_samples": 1024,
+    "vocab_size": 101,
+    "text_word_dim": 8,
+    "va_dim": 16,
+    "vt_dim": 8,
+}
+
+
+def _model(name: str = "vatt_tiny", **kw: object) -> VisionAudioTextTransformer:
+    torch.manual_seed(0)
+    m = create_model(name, **{**TINY, **kw})
+    assert isinstance(m, VisionAudioTextTransformer)
+    return m
+
+
+def _inputs(b: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(b, 3, 8, 32, 32), torch.randn(b, 1, 1024)
+
+
+def test_tokenizer_segments_and_padding() -> None:
+    assert split_segments("bin blue at f two now") == ["bin blue at f two now"]
+    assert split_segments("a cat\nthe dog | sits") == ["a cat", "the dog", "sits"]
+    assert split_segments(None) == [] and split_segments(" \n ") == []
+    tok = HashedWordTokenizer(101, 4)
+    assert tok.encode("Bin BLUE") == tok.encode("bin blue")
+    assert all(1 <= i < 101 for i in tok.encode("one two three four five"))
+    assert len(tok.encode("one two three four five")) == 4  # cut at max_tokens
+    ids, mask = tok(["a b c", None, "x\ny z"])
+    assert ids.shape == (3, 2, 3)
+    assert mask.tolist() == [[True, False], [False, False], [True, True]]
+    assert (ids[1] == 0).all() and (ids[2, 0, 1:] == 0).all()
+    ids, mask = tok([None, None])  # no text at all: one padded segment of one token
+    assert ids.shape == (2, 1, 1) and not mask.any()
+
+
+@pytest.mark.parametrize("name", ["vatt_tiny", "vatt_ma_tiny"])
+def test_output_shapes(name: str) -> None:
+    m = _model(name).eval()
+    video, audio = _inputs()
+    ids, _ = m.tokenizer(["a b", "c", None])
+    feats = m.forward_features(video, audio, ids)
+    assert feats.video is not None and feats.audio is not None and feats.text is not None
+    assert feats.video.tokens.shape == (3, 8, 32) and feats.video.grid == (2, 2, 2)
+    assert feats.audio.tokens.shape == (3, 8, 32) and feats.audio.grid == (8,)
+    assert feats.text.pooled.shape == (3, 1, 32)
+    out = m.forward_head(feats)
+    assert out.video_va.shape == (3, 16) and out.audio_va.shape == (3, 16)
+    assert out.video_vt.shape == (3, 8) and out.text_vt.shape == (3, 1, 8)
+    assert out.video_pooled.shape == (3, 32) and m.num_features == 32
+    only_audio = m(audio=audio)
+    assert only_audio.video_va is None and only_audio.text_vt is None
+    assert torch.allclose(only_audio.audio_va, out.audio_va, atol=1e-5)
+
+
+def test_spectrogram_audio_option() -> None:
+    m = _model(audio_input="spectrogram", spec_size=(16, 20), spec_patch=(8, 10)).eval()
+    feats = m.forward_features(audio=torch.randn(2, 1, 16, 20))
+    assert feats.audio is not None and feats.audio.grid == (2, 2) and feats.audio.tokens.shape == (2, 4, 32)
+
+
+def test_drop_tokens_counts_and_order() -> None:
+    x = torch.arange(10.0)[None, :, None].expand(4, 10, 3)
+    y = drop_tokens(x, 0.5)
+    assert y.shape == (4, 5, 3)
+    assert (y[:, 1:, 0] > y[:, :-1, 0]).all()  # kept in order, no repeats
+    assert drop_tokens(x, 0.0) is x
+    assert drop_tokens(x, 0.95).shape == (4, 1, 3)  # at least one token
+
+
+def test_drop_token_only_in_training() -> None:
+    m = _model(drop_token_rate=0.5)
+    video, audio = _inputs()
+    m.train()
+    feats = m.forward_features(video, audio)
+    assert feats.video.tokens.shape[1] == 4 and feats.audio.tokens.shape[1] == 4  # floor(8 · 0.5)
+    ids, _ = m.tokenizer(["one two three four"] * 3)
+    assert m.forward_features(text_ids=ids).text.tokens.shape[1] == 4  # text is never dropped
+    m.eval()
+    a, b = m.forward_features(video, audio), m.forward_features(video, audio)
+    assert a.video.tokens.shape[1] == 8 and a.audio.tokens.shape[1] == 8
+    assert torch.equal(a.video.pooled, b.video.pooled)
+
+
+def test_agnostic_shares_the_trunk() -> None:
+    ma, ms = _model("vatt_ma_tiny"), _model("vatt_tiny")
+    assert ma.trunk_of("video") is ma.trunk_of("audio") is ma.trunk_of("text")
+    assert ms.trunk_of("video") is not ms.trunk_of("audio")
+    trunk = sum(p.numel() for p in ma.trunk.parameters())
+    n_ma, n_ms = (sum(p.numel() for p in m.parameters()) for m in (ma, ms))
+    assert n_ms - n_ma == 2 * trunk  # two trunks fewer, everything else identical
+    assert ma.tokenizers["video"] is not ma.tokenizers["audio"]
+
+
+def test_text_padding_does_not_change_the_embedding() -> None:
+    m = _model().eval()
+    tok = m.tokenizer
+    short, _ = tok(["red cat"])
+    padded = torch.cat([short, torch.zeros(1, 1, 3, dtype=torch.long)], dim=2)  # extra padding words
+    a = m(text_ids=short).text_vt
+    b = m(text_ids=padded).text_vt
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_every_parameter_gets_a_finite_grad() -> None:
+    m = _model("vatt_ma_tiny", drop_token_rate=0.5).train()
+    video, audio = _inputs()
+    ids, _ = m.tokenizer(["a b", "c d e", "f"])
+    out = m(video, audio, ids)
+    loss = out.video_va.sum() + out.audio_va.sum() + out.video_vt.sum() + out.text_vt.sum()
+    loss = loss + out.logit_scale_va + out.logit_scale_vt
+    loss.backward()
+    for name, p in m.named_parameters():
+        if name.endswith("word_embed.weight"):
+            continue  # rows of unused words get zero grad, but the tensor has one
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="shared_backbone"):
+        create_model("vatt_ma_tiny", audio_trunk=(32, 1, 2))
+    with pytest.raises(ValueError, match="audio_input"):
+        create_model("vatt_tiny", audio_input="mel")
+    with pytest.raises(TypeError, match="valid config fields"):
+        create_model("vatt_tiny", not_a_field=1)
+    m = create_model("vatt_tiny", **{**TINY, "audio_trunk": [16, 1, 2]})  # YAML list -> tuple
+    assert m.head_audio_va.in_features == 16
