@@ -154,9 +154,16 @@ class LossConfig:
     temperature: float = 0.07  # contrastive softmax temperature
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # 0 = no mixup
+    # self-supervised pretraining (VATT, `avformer pretrain`; ce_weight and the supervised terms are not used there)
+    nce_weight: float = 1.0  # video-audio NCE
+    mil_nce_weight: float = 1.0  # video-text MIL-NCE (clips without text are masked out)
+    learnable_temperature: bool = False  # learn log(1/T) per space (CLIP style, capped at 100), starting at T
+    max_text_segments: int = 4  # text segments (MIL-NCE positives) kept per clip
 
     def __post_init__(self) -> None:
-        for name in ("ce_weight", "modality_ce_weight", "avc_weight", "imc_weight", "mixup_alpha"):
+        _check(self.max_text_segments >= 1, f"max_text_segments must be >= 1, got {self.max_text_segments}")
+        for name in ("ce_weight", "modality_ce_weight", "avc_weight", "imc_weight", "mixup_alpha", "nce_weight",
+                     "mil_nce_weight"):  # fmt: skip
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
