@@ -1,0 +1,198 @@
+"""VATT self-supervised pretraining task: NCE between video and audio, MIL-NCE between video and text.
+
+Paper: Akbari et al. 2021 (VATT), https://arxiv.org/abs/2104.11178; losses in ``avformer.losses.contrastive``::
+
+    loss = nce_weight     · NCE(z_v,va, z_a,va)                    symmetric InfoNCE, the clip's own pair positive
+         + mil_nce_weight · MIL-NCE(z_v,vt, z_t,vt segments)       every text segment of the clip is a positive
+
+Batch contract (:func:`avformer.data.collate`): ``video`` (B, 3, T, H, W), ``audio`` (B, 1, S) or (B, 1, F, T),
+``has_video`` / ``has_audio`` (B,) bool, optional ``text`` (list of str | None), ``label`` only at validation.
+Labels are never read by :meth:`training_step`.
+
+Choices:
+    * A clip without audio (or video) is neither anchor nor candidate in NCE; a clip without text is not an anchor
+      of MIL-NCE (its video is still a candidate of nothing: the default, non-symmetric MIL-NCE scores videos
+      against texts only). A batch without any text gives an exact, attached zero MIL-NCE term.
+    * Temperature: fixed ``loss.temperature``, or learned per space (``loss.learnable_temperature``) as the model's
+      ``logit_scale_va`` / ``logit_scale_vt`` (log of 1/T, initialised from ``loss.temperature``, capped at 100).
+    * Negatives are gathered across processes (``gather=True``; a no-op in one process).
+    * Validation: the val set's embeddings; ``validation_end`` reports audio→video and video→audio R@1/5/10,
+      median rank, class-relevance mAP (when the val rows have labels: ``a2v_mAP``) and, with text, text→video.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from avformer.config import ExperimentConfig, LossConfig, from_dict
+from avformer.eval.retrieval import class_relevance_map, paired_retrieval_metrics, similarity_matrix
+from avformer.losses import info_nce, mil_nce
+from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.registry import create_model
+from avformer.train.checkpoint import load_checkpoint
+from avformer.train.task import Batch
+
+__all__ = ["VATTPretrainTask", "load_vatt_run", "retrieval_report"]
+
+_MAX_LOGIT_SCALE = 100.0
+
+
+def _present(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
+    mask = batch.get(key)
+    if mask is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return mask.to(device=device, dtype=torch.bool)
+
+
+def retrieval_report(
+    video: Tensor,
+    audio: Tensor,
+    labels: Tensor | None = None,
+    *,
+    has_video: Tensor | None = None,
+    has_audio: Tensor | None = None,
+) -> dict[str, float]:
+    """Zero-shot audio↔video retrieval metrics of paired embeddings (rows = clips).
+
+    Returns ``a2v_R@1/5/10``, ``a2v_median_rank``, ``v2a_...`` and, when ``labels`` (B,) has classes (>= 0),
+    ``a2v_mAP`` / ``v2a_mAP`` (class-relevance mAP: every clip of the query's class is relevant). Clips missing
+    either stream are left out.
+    """
+    keep = torch.ones(video.shape[0], dtype=torch.bool)
+    for m in (has_video, has_audio):
+        if m is not None:
+            keep &= m.bool().cpu()
+    v, a = video.cpu()[keep], audio.cpu()[keep]
+    if v.shape[0] == 0:
+        return {}
+    sim = similarity_matrix(a, v)  # (Q audio, G video)
+    lab = labels.cpu()[keep] if labels is not None and labels.ndim == 1 else None
+    labeled = lab >= 0 if lab is not None else None
+    out: dict[str, float] = {}
+    for name, s in (("a2v", sim), ("v2a", sim.T)):
+        m = paired_retrieval_metrics(s)
+        out |= {f"{name}_{k}": v_ for k, v_ in m.items() if k != "mean_rank"}
+        if lab is not None and labeled is not None and labeled.any():
+            sl = s[labeled][:, labeled]
+            out[f"{name}_mAP"] = class_relevance_map(sl, lab[labeled], lab[labeled])
+    return out
+
+
+class VATTPretrainTask:
+    """A :class:`VisionAudioTextTransformer` trained with NCE (video-audio) + MIL-NCE (video-text).
+
+    Args:
+        model: the VATT model (its ``logit_scale_*`` are re-initialised from ``loss.temperature`` here).
+        loss: ``nce_weight``, ``mil_nce_weight``, ``temperature``, ``learnable_temperature``, ``max_text_segments``.
+    """
+
+    def __init__(self, model: VisionAudioTextTransformer, loss: LossConfig) -> None:
+        if not isinstance(model, VisionAudioTextTransformer):
+            raise TypeError(f"VATTPretrainTask needs a VATT model, got {type(model).__name__}")
+        if loss.nce_weight <= 0 and loss.mil_nce_weight <= 0:
+            raise ValueError("loss.nce_weight and loss.mil_nce_weight are both 0: nothing to train")
+        self.model = model
+        self.loss_cfg = loss
+        with torch.no_grad():  # before any resume: a checkpoint's values replace these
+            model.logit_scale_va.fill_(math.log(1.0 / loss.temperature))
+            model.logit_scale_vt.fill_(math.log(1.0 / loss.temperature))
+        model.logit_scale_va.requires_grad_(loss.learnable_temperature)
+        model.logit_scale_vt.requires_grad_(loss.learnable_temperature)
+        self.last_outputs: dict[str, Tensor] | None = None
+
+    def _temperature(self, logit_scale: Tensor) -> Tensor | float:
+        if not self.loss_cfg.learnable_temperature:
+            return self.loss_cfg.temperature
+        return 1.0 / logit_scale.exp().clamp(max=_MAX_LOGIT_SCALE)
+
+    def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.loss_cfg
+        video, audio = batch["video"], batch["audio"]
+        n, device = video.shape[0], video.device
+        has_v = _present(batch, "has_video", n, device)
+        has_a = _present(batch, "has_audio", n, device)
+        text_ids = seg_mask = None
+        if cfg.mil_nce_weight > 0:
+            texts = batch.get("text") or [None] * n
+            text_ids, seg_mask = self.model.tokenizer(texts, max_segments=cfg.max_text_segments, device=device)
+        out = self.model(video, audio if cfg.nce_weight > 0 else None, text_ids)
+        terms: dict[str, Tensor] = {}
+        if cfg.nce_weight > 0:
+            assert out.video_va is not None and out.audio_va is not None
+            t_va = self._temperature(out.logit_scale_va)
+            nce = info_nce(out.video_va, out.audio_va, t_va, a_mask=has_v, b_mask=has_a, gather=True)
+            terms["nce"] = cfg.nce_weight * nce
+        if cfg.mil_nce_weight > 0:
+            assert out.video_vt is not None and out.text_vt is not None and seg_mask is not None
+            t_vt = self._temperature(out.logit_scale_vt)
+            mil = mil_nce(out.video_vt, out.text_vt, t_vt, text_mask=seg_mask, video_mask=has_v, gather=True)
+            terms["mil_nce"] = cfg.mil_nce_weight * mil
+        loss = torch.stack(list(terms.values())).sum()
+        logs = {k: float(v.detach()) for k, v in terms.items()}
+        if seg_mask is not None:
+            logs["text_clips"] = float(seg_mask.any(dim=1).float().mean())
+        if cfg.learnable_temperature:
+            logs["temperature_va"] = float(1.0 / out.logit_scale_va.detach().exp().clamp(max=_MAX_LOGIT_SCALE))
+        return loss, logs
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> dict[str, Tensor]:
+        video, audio = batch["video"], batch["audio"]
+        n, device = video.shape[0], video.device
+        if video.ndim == 6:  # (B, V, C, T, H, W): multi-view test batches are not supported here
+            raise ValueError("VATT validation takes one view per clip (data.num_test_clips = num_test_crops = 1)")
+        out = self.model(video, audio)
+        assert out.video_va is not None and out.audio_va is not None
+        res = {
+            "video_va": out.video_va.float(),
+            "audio_va": out.audio_va.float(),
+            "has_video": _present(batch, "has_video", n, device),
+            "has_audio": _present(batch, "has_audio", n, device),
+        }
+        label = batch.get("label")
+        if isinstance(label, Tensor) and label.ndim == 1:
+            res["label"] = label
+        return res
+
+    def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
+        self.last_outputs = outputs
+        return retrieval_report(
+            outputs["video_va"],
+            outputs["audio_va"],
+            outputs.get("label"),
+            has_video=outputs["has_video"],
+            has_audio=outputs["has_audio"],
+        )
+
+
+def load_vatt_run(
+    path: str | Path, *, prefer: str = "best", use_ema: bool = True
+) -> tuple[ExperimentConfig, VisionAudioTextTransformer, Path]:
+    """A pretrained VATT from a run folder of ``avformer pretrain`` (``best.pt``, else ``last.pt``) or a checkpoint.
+
+    Returns:
+        ``(config, model in eval mode on the CPU, checkpoint path)``.
+
+    Raises:
+        FileNotFoundError: no checkpoint there. TypeError: the checkpoint is not a VATT model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        order = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
+        found = next((path / n for n in order if (path / n).is_file()), None)
+        if found is None:
+            raise FileNotFoundError(f"{path}: no best.pt or last.pt (is this a run folder of `avformer pretrain`?)")
+        path = found
+    ckpt = load_checkpoint(path)
+    cfg = from_dict(ckpt["config"])
+    model = create_model(cfg.model.name, **dict(cfg.model.overrides))
+    if not isinstance(model, VisionAudioTextTransformer):
+        raise TypeError(f"{path}: model {cfg.model.name!r} is not a VATT model")
+    ema = ckpt.get("ema")
+    model.load_state_dict(ema["shadow"] if use_ema and ema else ckpt["model"])
+    model.eval()
+    return cfg, model, path
