@@ -160,3 +160,21 @@ def test_embed_and_retrieve(pretrained: tuple[Path, Path], tmp_path: Path, capsy
 def test_retrieve_needs_a_query(pretrained: tuple[Path, Path]) -> None:
     with pytest.raises(SystemExit):
         retrieve.main(["somewhere"])
+
+
+def test_vatt_bench_writes_the_table(tmp_path: Path) -> None:
+    from avformer.cli import vatt_bench
+
+    data = _captioned_set(tmp_path / "data")
+    cfg = _config(tmp_path, data)
+    ma = tmp_path / "ma.yaml"
+    ma.write_text(f"inherit: {cfg.name}\nname: tiny_vatt_ma\nmodel: {{name: vatt_ma_tiny}}\n")
+    out = tmp_path / "bench"
+    args = ["--configs", str(cfg), str(ma), "--droptoken-ablation", "--out", str(out), "--bench-steps", "2"]
+    assert vatt_bench.main([*args, "--set", "train.epochs=1"]) == 0
+    table = (out / "table.md").read_text()
+    assert "tiny_vatt (DropToken 0)" in table and "tiny_vatt_ma" in table and "ratio" in table
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["rows"]) == 3 and res["droptoken"]["ratio"] > 0
+    assert res["rows"][1]["params"] < res["rows"][0]["params"]  # one shared trunk instead of three
+    assert vatt_bench.main(["--configs", str(cfg), "--out", str(out), "--table-only"]) == 0

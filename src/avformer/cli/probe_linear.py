@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from avformer.data.manifest import ManifestError, read_manifest
-from avformer.eval.vatt import Embeddings, extract_embeddings, fit_linear_probe
+from avformer.eval.vatt import Embeddings, extract_embeddings, fit_linear_probe, retrieval_metrics
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.registry import create_model
 from avformer.train.checkpoint import CheckpointError
@@ -42,7 +42,8 @@ def probe(
     batch_size: int = 64,
     workers: int = 0,
 ) -> dict[str, Any]:
-    """Probe results: ``{"pretrained": {modality: metrics}, "random_init": {...}, "params": int}``."""
+    """Probe results: ``{"pretrained": {modality: metrics, "retrieval": val retrieval metrics}, "random_init":
+    {modality: metrics}, "params": int, "checkpoint": str}``."""
     cfg, model, ckpt = load_vatt_run(run)
     train = read_manifest(train_manifest, cfg.root)
     if not train.classes:
@@ -65,7 +66,9 @@ def probe(
             split: extract_embeddings(m, man, cfg.data, batch_size=batch_size, workers=workers)
             for split, man in (("train", train), ("val", val))
         }
-        res = {}
+        res: dict[str, Any] = {}
+        if name == "pretrained":  # zero-shot retrieval on val comes free with its embeddings
+            res["retrieval"] = retrieval_metrics(emb["val"])
         for mod in modalities:
             feats = {s: getattr(e, f"{mod}_pooled") for s, e in emb.items()}
             res[mod] = fit_linear_probe(

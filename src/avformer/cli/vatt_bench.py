@@ -1,0 +1,185 @@
+"""``avformer vatt-bench``: pretrain VATT variants on one budget, then probe, retrieve and time DropToken; one table.
+
+    avformer vatt-bench --configs configs/experiment/av_digits_vatt_tiny.yaml \\
+        configs/experiment/av_digits_vatt_ma_tiny.yaml --droptoken-ablation --out runs/vatt_bench
+
+For every config (same data, epochs and batch: the same budget), in this process and one after the other:
+``avformer pretrain`` into ``OUT/<name>/`` (resumed if already there), then the linear probe of
+``avformer probe-linear`` on frozen video and audio features next to a randomly initialised encoder, and zero-shot
+audio→video retrieval on val (class-relevance mAP, R@1). ``--droptoken-ablation`` adds the first config again with
+``drop_token_rate=0`` (its effect on the probe). Then the DropToken step-time benchmark: training steps (forward,
+backward, AdamW) of the first config's model on random inputs of the recipe's batch shape, rate 0.5 against 0.0,
+alternating, median of ``--bench-steps`` each; the ratio is the headline. Writes ``OUT/results.json`` and
+``OUT/table.md`` (the README table); ``--table-only`` rewrites the table from ``results.json``. ``--set k=v``
+overrides apply to every config (e.g. ``train.epochs=1`` for a quick look).
+
+Exit status: 0 done; 2 a bad config or argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from avformer.cli.pretrain import UsageError, build_vatt, run_pretraining
+from avformer.cli.probe_linear import probe
+from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load
+from avformer.data.manifest import ManifestError
+from avformer.losses import info_nce
+from avformer.models.vatt import VisionAudioTextTransformer
+
+__all__ = ["droptoken_benchmark", "main", "render_table"]
+
+
+def _step_time(model: VisionAudioTextTransformer, video: torch.Tensor, audio: torch.Tensor, steps: int) -> list[float]:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        out = model(video, audio)
+        assert out.video_va is not None and out.audio_va is not None
+        loss = info_nce(out.video_va, out.audio_va, 0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def droptoken_benchmark(cfg: ExperimentConfig, *, steps: int = 10, rate: float = 0.5) -> dict[str, float]:
+    """Median training-step seconds of ``cfg``'s model at DropToken ``rate`` and at 0 (alternating rounds of 2)."""
+    overrides = dict(cfg.model.overrides)
+    models = {}
+    for r in (0.0, rate):
+        torch.manual_seed(0)
+        models[r] = build_vatt(replace(cfg, model=ModelSpec(cfg.model.name, {**overrides, "drop_token_rate": r})))
+    vc = models[0.0].cfg
+    B = cfg.train.batch_size
+    video = torch.randn(B, vc.in_chans, vc.num_frames, vc.img_size, vc.img_size)
+    audio = torch.randn(B, *vc.audio_input_shape)
+    for m in models.values():  # warm-up
+        _step_time(m, video, audio, 1)
+    times: dict[float, list[float]] = {0.0: [], rate: []}
+    for _ in range(max(1, steps // 2)):
+        for r, m in models.items():
+            times[r] += _step_time(m, video, audio, 2)
+    base, dropped = statistics.median(times[0.0]), statistics.median(times[rate])
+    return {
+        "rate": rate,
+        "batch_size": float(B),
+        "step_s_rate0": base,
+        "step_s_dropped": dropped,
+        "ratio": dropped / base,
+        "threads": float(torch.get_num_threads()),
+    }
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def render_table(results: dict[str, Any]) -> str:
+    """Markdown of ``results.json``: one row per variant, then the DropToken timing line."""
+    lines = [
+        "| model | params | pretrain (min) | probe video: pretrained / random init | "
+        "probe audio: pretrained / random init | a→v mAP | a→v R@1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in results.get("rows", []):
+        pr, rnd = row["probe"]["pretrained"], row["probe"].get("random_init", {})
+        ret = pr.get("retrieval", {})
+        cells = [
+            row["label"],
+            f"{row['params'] / 1e6:.2f} M",
+            f"{row['pretrain_s'] / 60:.1f}",
+            f"{_fmt(pr['video']['top1'])} / {_fmt(rnd.get('video', {}).get('top1'))}",
+            f"{_fmt(pr['audio']['top1'])} / {_fmt(rnd.get('audio', {}).get('top1'))}",
+            _fmt(ret.get("a2v_mAP")),
+            _fmt(ret.get("a2v_R@1")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    dt = results.get("droptoken")
+    if dt:
+        lines += [
+            "",
+            f"DropToken step time ({dt['config']}, batch {int(dt['batch_size'])}, {int(dt['threads'])} threads, "
+            f"forward + backward + AdamW, median): rate {dt['rate']:g} {dt['step_s_dropped']:.3f} s vs "
+            f"rate 0 {dt['step_s_rate0']:.3f} s, ratio **{dt['ratio']:.2f}**.",
+        ]
+    meta = results.get("meta", {})
+    if meta:
+        lines += ["", f"Machine: {meta.get('cpus')} CPUs, load average at the end {meta.get('load')}."]
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="avformer vatt-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--configs", nargs="+", required=True, help="pretraining recipes (the first also gets timed)")
+    p.add_argument("--out", default="runs/vatt_bench", help="output folder (one run folder per config inside)")
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="override for all")
+    p.add_argument("--droptoken-ablation", action="store_true", help="also the first config with drop_token_rate=0")
+    p.add_argument("--bench-steps", type=int, default=10, help="timed steps per DropToken rate (0 = skip)")
+    p.add_argument("--probe-train", help="labeled manifest for the probe (default: the config's train_manifest)")
+    p.add_argument("--probe-val", help="labeled manifest for probe and retrieval (default: its val_manifest)")
+    p.add_argument("--table-only", action="store_true", help="rewrite table.md from results.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    results_path = out / "results.json"
+    if args.table_only:
+        if not results_path.is_file():
+            print(f"avformer vatt-bench: error: {results_path} does not exist", file=sys.stderr)
+            return 2
+        (out / "table.md").write_text(render_table(json.loads(results_path.read_text())))
+        print((out / "table.md").read_text(), end="")
+        return 0
+    try:
+        cfgs = [apply_overrides(load(c), args.set_) for c in args.configs]
+        jobs: list[tuple[str, ExperimentConfig]] = [(c.name, c) for c in cfgs]
+        if args.droptoken_ablation:
+            first = cfgs[0]
+            spec = ModelSpec(first.model.name, {**dict(first.model.overrides), "drop_token_rate": 0.0})
+            jobs.append((f"{first.name} (DropToken 0)", replace(first, name=f"{first.name}_dt0", model=spec)))
+        results: dict[str, Any] = {"rows": []}
+        console = Console()
+        for label, cfg in jobs:
+            run_dir = out / cfg.name
+            console.print(f"[bold]{label}[/bold]: pretraining into {run_dir}")
+            pre = run_pretraining(cfg, out_dir=run_dir, console=console)
+            train_m = args.probe_train or cfg.train_manifest
+            val_m = args.probe_val or cfg.val_manifest
+            if train_m is None or val_m is None:
+                raise UsageError("the probe needs labeled train and val manifests (--probe-train / --probe-val)")
+            res = probe(run_dir, train_m, val_m, batch_size=cfg.train.batch_size, workers=cfg.train.workers)
+            results["rows"].append(
+                {"label": label, "config": cfg.name, "params": pre.num_params, "pretrain_s": pre.seconds, "probe": res}
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(results, indent=2))
+        if args.bench_steps > 0:
+            console.print(f"DropToken step-time benchmark on {cfgs[0].name}")
+            results["droptoken"] = {"config": cfgs[0].name, **droptoken_benchmark(cfgs[0], steps=args.bench_steps)}
+        results["meta"] = {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)}
+    except (UsageError, ConfigError, ManifestError, FileNotFoundError) as e:
+        print(f"avformer vatt-bench: error: {e}", file=sys.stderr)
+        return 2
+    results_path.write_text(json.dumps(results, indent=2))
+    (out / "table.md").write_text(render_table(results))
+    print((out / "table.md").read_text(), end="")
+    return 0
