@@ -89,6 +89,7 @@ class OptimConfig:
 
 _PRECISIONS = ("fp32", "bf16")
 _BEST_MODES = ("max", "min")
+_STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class TrainConfig:
     """The training loop: length, batch, precision, EMA, evaluation, checkpoints and logging."""
 
     epochs: int = 10
-    batch_size: int = 8  # per process, per micro-batch
+    batch_size: int = 8  # per process, per micro-batch: global batch = batch_size x processes x optim.accum_steps
     steps_per_epoch: int | None = None  # cap on optimizer steps per epoch; None = the whole loader
     seed: int = 0
     precision: str = "fp32"  # 'fp32' | 'bf16' (autocast; on CPU too)
@@ -112,8 +113,12 @@ class TrainConfig:
     device: str = "auto"  # 'auto' (cuda when available) | 'cpu' | 'cuda' | 'cuda:1' ...
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; exact GPU repeats)
     tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
+    strategy: str = "ddp"  # under torchrun: 'ddp' (replicated weights) | 'fsdp' (FSDP2 fully_shard, sharded weights)
+    shuffle_buffer: int = 1000  # samples in each worker's shuffle buffer when training from shards
 
     def __post_init__(self) -> None:
+        _check(self.strategy in _STRATEGIES, f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
+        _check(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1 or None")
@@ -183,6 +188,9 @@ class ExperimentConfig:
     val_manifest: str | None = None
     root: str | None = None  # media root that relative manifest paths resolve against
     classes: str | None = None  # class order, one name a line (e.g. synth's classes.txt); None = sorted train labels
+    # shards written by `avformer prepare` (a folder, its index.json, or a URL of one); used instead of the manifests
+    train_shards: str | None = None
+    val_shards: str | None = None
 
 
 def _tuplify(value: Any) -> Any:

@@ -148,3 +148,28 @@ def test_sigkill_then_resume_gives_the_same_final_metrics(synth: Path, tmp_path:
 def test_sigkill_then_resume_longer_run(synth: Path, tmp_path: Path) -> None:
     """The same with more epochs, so the kill lands earlier relative to the run."""
     _check_kill_and_resume(synth, tmp_path, epochs=6)
+
+
+def test_train_from_shards_through_the_config(synth: Path, tmp_path: Path) -> None:
+    """``train_shards`` / ``val_shards`` in the config instead of the manifests: a full run with the same classes
+    and every validation clip scored."""
+    from avformer.data.manifest import read_manifest
+    from avformer.data.shards import PrepareConfig, write_shards
+
+    prep = PrepareConfig(fps=4.0, size=32, sample_rate=16000, shard_size=6, audio_dtype="float32")
+    for split in ("train", "val"):
+        m = read_manifest(synth / f"{split}.csv", classes=synth / "classes.txt")
+        write_shards(m, tmp_path / f"{split}_shards", prep, workers=1)
+    sets = ["train.epochs=2", f"classes={synth / 'classes.txt'}", "train.batch_size=6", "train.shuffle_buffer=4"]
+    sets += [f"train_shards={tmp_path / 'train_shards'}", f"val_shards={tmp_path / 'val_shards'}"]
+    args = ["--config", str(SMOKE), "--out", str(tmp_path / "shards")] + [a for s in sets for a in ("--set", s)]
+    assert train.main(args) == 0
+    rows = _rows(tmp_path / "shards" / "metrics.csv")
+    assert len(rows) == 2 and {"val_top1", "val_audio_top1"} <= set(rows[-1])
+    assert read_classes(tmp_path / "shards") == (synth / "classes.txt").read_text().splitlines()
+    outputs = load_run(tmp_path / "shards")
+    assert outputs.epoch == 2 or outputs.epoch == 1
+    log = _rows(tmp_path / "shards" / "train_log.csv")
+    assert len(log) == 2 * 3  # 18 clips / 6 per batch, 2 epochs
+    cfg_text = (tmp_path / "shards" / "config.yaml").read_text()
+    assert "train_shards:" in cfg_text and "train_shards: null" not in cfg_text

@@ -184,3 +184,13 @@ def test_multi_clip_eval_of_file_without_duration(manifest: Manifest) -> None:
     assert unknown["video"].shape == known["video"].shape == (3, 3, 4, 32, 32)
     assert unknown["audio"].shape == known["audio"].shape
     assert collate([unknown, known])["batch_size"] == 2
+
+
+def test_eval_sampler_splits_without_padding() -> None:
+    from avformer.data.dataset import EvalSampler
+
+    shares = [list(EvalSampler(7, 3, r)) for r in range(3)]
+    assert sorted(i for s in shares for i in s) == list(range(7))  # each index once, none repeated
+    assert [len(EvalSampler(7, 3, r)) for r in range(3)] == [3, 2, 2]
+    with pytest.raises(ValueError):
+        EvalSampler(7, 2, 2)

@@ -12,6 +12,17 @@ Running the same command again resumes from ``last.pt`` (``train.resume: auto``)
 ends with the same weights and metrics as one that never stopped. Relative paths in the config (manifests,
 ``classes``, ``root``) are relative to the working directory.
 
+Shards: with ``train_shards: DIR`` (a folder written by ``avformer prepare``, its ``index.json``, or a URL of one) the
+training set is streamed from the shards instead of decoding the manifest's files (``train_manifest`` is then not
+needed); ``val_shards`` likewise for validation, else ``val_manifest``. The classes come from ``classes`` or the
+shard index. A mid-epoch resume skips the trained batches without reading them.
+
+Several processes: ``torchrun --nproc_per_node N -m avformer train --config ...`` (or ``--nnodes M --node_rank i
+--rdzv_endpoint HOST:PORT`` for several machines) starts one training process per GPU (or per CPU slot with gloo);
+this command sets up the process group (NCCL on GPU, gloo on CPU) from torchrun's environment.
+``train.batch_size`` is per process: the global batch is ``batch_size × processes × optim.accum_steps``. Only rank
+0 writes the run folder; see :mod:`avformer.train.trainer` for what is synchronised.
+
 Exit status: 0 done; 2 a bad config, override or manifest (one line on stderr); 128 + N when signal N (SIGTERM,
 SIGINT) stopped training after saving ``last.pt``.
 """
@@ -19,6 +30,7 @@ SIGINT) stopped training after saving ``last.pt``.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -27,12 +39,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from rich.console import Console
 from torch import nn
 
 from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
+from avformer.data.shards import ShardDataset, make_shard_loader
 from avformer.train.report import write_run_report
 from avformer.train.run import build_model, write_classes
 from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
@@ -41,17 +56,32 @@ from avformer.train.trainer import evaluate, fit, seed_everything
 __all__ = ["TrainResult", "UsageError", "load_data", "main", "run_training"]
 
 
+def init_distributed(device: str = "auto") -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
+
+    NCCL when CUDA is available and ``device`` is not ``cpu`` (each process then uses GPU ``LOCAL_RANK``), else
+    gloo. Returns True when this call created the group (the caller destroys it), False when there is nothing to do.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return True
+
+
 class UsageError(Exception):
     """A problem with the user's config, overrides or files: reported as one line, exit status 2."""
 
 
 @dataclass
 class TrainData:
-    """Manifests, classes and loaders of one experiment."""
+    """Manifests (None for shards), classes and loaders of one experiment."""
 
     classes: list[str]
     multilabel: bool
-    train: Manifest
+    train: Manifest | None
     val: Manifest | None
     train_loader: Any
     val_loader: Any | None
@@ -81,12 +111,60 @@ def _manifest(path: str | None, what: str, root: str | None, classes: Any) -> Ma
         raise UsageError(f"{what}: {e}") from e
 
 
+def _shards(cfg: ExperimentConfig, source: str, what: str, train: bool, classes: list[str] | None) -> ShardDataset:
+    tcfg = cfg.train
+    try:
+        return ShardDataset(
+            source,
+            cfg.data,
+            train=train,
+            seed=tcfg.seed,
+            batch_size=tcfg.batch_size,
+            shuffle_buffer=tcfg.shuffle_buffer,
+            classes=classes,
+        )
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{what}: {e}") from e
+
+
+def _read_classes(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UsageError(f"classes: no such file: {path}")
+    return [c for c in Path(path).read_text().splitlines() if c.strip()]
+
+
 def load_data(cfg: ExperimentConfig) -> TrainData:
-    """Read the manifests (classes from ``cfg.classes`` or the train labels) and build the loaders.
+    """Read the manifests or shard indexes (classes from ``cfg.classes``, else the train labels / shard index) and
+    build the loaders; under an initialised process group each rank gets its share (see the module docstring).
 
     Raises:
-        UsageError: a missing manifest or class file, or an unreadable manifest.
+        UsageError: a missing manifest, shard index or class file, or an unreadable manifest.
     """
+    tcfg = cfg.train
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
+    if cfg.train_shards is not None:
+        train_ds = _shards(cfg, cfg.train_shards, "train_shards", True, _read_classes(cfg.classes))
+        if not train_ds.classes:
+            raise UsageError(f"train_shards {cfg.train_shards}: no class list (set classes: FILE)")
+        classes, multilabel = list(train_ds.classes), train_ds.multilabel
+        train_loader: Any = make_shard_loader(train_ds, num_workers=tcfg.workers)
+        val_loader: Any = None
+        val = None
+        if cfg.val_shards is not None:
+            val_loader = make_shard_loader(
+                _shards(cfg, cfg.val_shards, "val_shards", False, classes), num_workers=tcfg.workers
+            )
+        elif cfg.val_manifest:
+            val = _manifest(cfg.val_manifest, "val_manifest", cfg.root, classes)
+            val = replace(val, multilabel=multilabel)
+            val_ds = AVDataset(val, cfg.data, train=False, seed=tcfg.seed)
+            val_loader = make_loader(
+                val_ds, batch_size=tcfg.batch_size, shuffle=False, num_workers=tcfg.workers,
+                num_replicas=world, rank=rank, pad=False,
+            )  # fmt: skip
+        return TrainData(classes, multilabel, None, val, train_loader, val_loader)
     if cfg.classes is not None and not Path(cfg.classes).is_file():
         raise UsageError(f"classes: no such file: {cfg.classes}")
     train = _manifest(cfg.train_manifest, "train_manifest", cfg.root, cfg.classes)
@@ -99,20 +177,29 @@ def load_data(cfg: ExperimentConfig) -> TrainData:
                 f"val_manifest {cfg.val_manifest} has rows with several labels, but train_manifest has one per row"
             )
         val = replace(val, multilabel=True)  # multi-label data whose val rows happen to carry one label each
-    tcfg = cfg.train
     train_ds = AVDataset(train, cfg.data, train=True, seed=tcfg.seed)
     train_loader = make_loader(
         train_ds,
         batch_size=tcfg.batch_size,
         shuffle=True,
         num_workers=tcfg.workers,
-        drop_last=len(train_ds) >= 2 * tcfg.batch_size,  # no ragged last step, unless the set is tiny
+        drop_last=len(train_ds) >= 2 * tcfg.batch_size * world,  # no ragged last step, unless the set is tiny
         seed=tcfg.seed,
+        num_replicas=world,
+        rank=rank,
     )
     val_loader = None
     if val is not None:
         val_ds = AVDataset(val, cfg.data, train=False, seed=tcfg.seed)
-        val_loader = make_loader(val_ds, batch_size=tcfg.batch_size, shuffle=False, num_workers=tcfg.workers)
+        val_loader = make_loader(
+            val_ds,
+            batch_size=tcfg.batch_size,
+            shuffle=False,
+            num_workers=tcfg.workers,
+            num_replicas=world,
+            rank=rank,
+            pad=False,
+        )
     return TrainData(list(train.classes), train.multilabel, train, val, train_loader, val_loader)
 
 
@@ -145,7 +232,9 @@ def run_training(
     data = load_data(cfg)
     seed_everything(cfg.train.seed)  # the initial weights depend on train.seed alone, in any process
     model, task = build(cfg, len(data.classes), data.multilabel)
-    write_classes(out, data.classes)  # before training: a killed run can still be loaded by eval / predict
+    main_rank = not dist.is_initialized() or dist.get_rank() == 0
+    if main_rank:
+        write_classes(out, data.classes)  # before training: a killed run can still be loaded by eval / predict
     t0 = time.perf_counter()
     summary = fit(task, data.train_loader, data.val_loader, cfg, out, console=console)
     seconds = time.perf_counter() - t0
@@ -158,7 +247,7 @@ def run_training(
             evaluate(task, data.val_loader, device=next(model.parameters()).device, precision=cfg.train.precision)
             outputs = task.last_outputs
     path = None
-    if report and summary.get("stopped") is None:
+    if report and main_rank and summary.get("stopped") is None:
         path = write_run_report(
             out,
             cfg=cfg,
@@ -210,10 +299,21 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--config: no such file: {args.config}")
         cfg = apply_overrides(load(args.config), overrides)
         command = shlex.join(["avformer", "train", *(sys.argv[2:] if argv is None else argv)])
-        result = run_training(cfg, out_dir=args.out, console=Console(), command=command)
     except (UsageError, ConfigError) as e:
         print(f"avformer train: error: {e}", file=sys.stderr)
         return 2
+    owns_group = init_distributed(cfg.train.device)
+    quiet = dist.is_initialized() and dist.get_rank() != 0  # rank 0 alone prints the summary
+    try:
+        result = run_training(cfg, out_dir=args.out, console=Console(quiet=quiet), command=command)
+    except (UsageError, ConfigError) as e:
+        print(f"avformer train: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+    if quiet:
+        return 0 if result.summary.get("stopped") is None else 128 + int(signal.Signals[result.summary["stopped"]])
     stopped = result.summary.get("stopped")
     if stopped is not None:
         print(f"stopped by {stopped} after saving {result.out_dir / 'last.pt'}; run the same command to resume")

@@ -27,13 +27,13 @@ import logging
 import os
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from avformer.data.audio import AudioFeatureConfig, AudioFeatures, spec_augment
 from avformer.data.manifest import Manifest
@@ -43,6 +43,7 @@ from avformer.data.video import VideoTransform, VideoTransformConfig, random_cli
 __all__ = [
     "AVDataset",
     "DataConfig",
+    "EvalSampler",
     "LoadStats",
     "SpecAugmentConfig",
     "collate",
@@ -392,6 +393,26 @@ def worker_init(worker_id: int) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
+class EvalSampler(Sampler[int]):
+    """Rank ``r`` of ``R`` reads indices ``r, r + R, r + 2R, ...``: every index on exactly one rank, no padding.
+
+    ``DistributedSampler`` pads the last ranks with repeated indices so that all ranks get the same count; that
+    is right for training and wrong for evaluation (repeated clips would count twice in the metrics). Here the
+    share sizes differ by at most one; :func:`avformer.train.trainer.evaluate` gathers the outputs of all ranks.
+    """
+
+    def __init__(self, size: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.size, self.num_replicas, self.rank = size, num_replicas, rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.num_replicas))
+
+
 def make_loader(
     dataset: AVDataset,
     *,
@@ -402,15 +423,24 @@ def make_loader(
     seed: int = 0,
     num_replicas: int = 1,
     rank: int = 0,
+    pad: bool = True,
     collate_fn: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] = collate,
 ) -> DataLoader[dict[str, Any]]:
     """A DataLoader with the collate, worker set-up and seeding this dataset needs.
 
     The order comes from a ``DistributedSampler`` (also with one process): a permutation drawn from
     ``(seed, epoch)``, so an epoch's order is known in advance (exact resume) and each of ``num_replicas``
-    processes reads its own share. Workers are persistent; call :func:`set_epoch` before each epoch.
+    processes reads its own share (padded with repeats to equal shares). ``pad=False`` (evaluation, no shuffle):
+    an :class:`EvalSampler` instead, each index on exactly one rank. Workers are persistent; call
+    :func:`set_epoch` before each epoch.
     """
-    sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+    sampler: Sampler[int]
+    if pad:
+        sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+    else:
+        if shuffle:
+            raise ValueError("pad=False is for evaluation: it does not shuffle")
+        sampler = EvalSampler(len(dataset), num_replicas, rank)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -22,12 +22,24 @@ samples); ``torch.distributed.all_gather`` fails otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["gather_no_grad", "gather_with_grad", "is_dist", "is_main", "rank", "world_size"]
+__all__ = [
+    "all_reduce_min",
+    "all_reduce_sum",
+    "barrier",
+    "gather_no_grad",
+    "gather_objects",
+    "gather_with_grad",
+    "is_dist",
+    "is_main",
+    "rank",
+    "world_size",
+]
 
 
 def is_dist() -> bool:
@@ -52,6 +64,39 @@ def rank() -> int:
 def is_main() -> bool:
     """True on rank 0 (and in a single process): the one that logs, writes checkpoints and plots."""
     return rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in one process)."""
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_sum(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
+    """Element-wise sum over ranks of a few numbers (float64; ``device`` must suit the backend: cuda for NCCL)."""
+    if not is_dist():
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [float(v) for v in t.tolist()]
+
+
+def all_reduce_min(value: int, device: torch.device | str = "cpu") -> int:
+    """The smallest ``value`` over ranks (``value`` itself in one process)."""
+    if not is_dist():
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` in one process). For small things: eval outputs."""
+    if not is_dist():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _all_gather_list(x: torch.Tensor) -> list[torch.Tensor]:

@@ -26,6 +26,9 @@ Choices (where MMT is silent or our data differs):
     * Multi-label data: contrastive positives are only the clip's own pair (instance discrimination, the sample
       index as label), since "same class" is ill-defined for label sets.
     * SpecAugment is applied per sample by the training dataset (``DataConfig.spec_augment``), not here.
+    * Distributed training: AVC / IMC use candidates gathered from every rank with gradients
+      (``gather=True``; see :mod:`avformer.losses.contrastive`), so N processes with batch B train like one process
+      with batch N·B. Ranks must then hold the same number of clips per micro-batch (all_gather needs equal shapes).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from avformer.eval.inference import input_modality, predict_batch
 from avformer.eval.metrics import ClassificationMetrics
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
 from avformer.models.av_model import AVModel
+from avformer.train.distributed import rank
 from avformer.train.task import Batch
 
 __all__ = ["AVClassificationTask", "ClassificationTask", "make_task"]
@@ -149,8 +153,9 @@ class AVClassificationTask(_ClassifierBase):
             raise TypeError(f"AVClassificationTask needs an AVModel, got {type(model).__name__}")
         super().__init__(loss, num_classes, multilabel)
         self.model = model
-        self.avc = AVCLoss(loss.temperature)
-        self.imc = IMCLoss(loss.temperature)
+        # gather: under torchrun the candidates come from every rank (a no-op in one process)
+        self.avc = AVCLoss(loss.temperature, gather=True)
+        self.imc = IMCLoss(loss.temperature, gather=True)
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         cfg = self.loss_cfg
@@ -175,7 +180,7 @@ class AVClassificationTask(_ClassifierBase):
             terms["ce_video"] = w * self._classification_loss(out.video_logits, target, keep & has_v)
         if cfg.avc_weight > 0 or cfg.imc_weight > 0:
             if self.multilabel:  # instance discrimination: the clip's own pair is its only positive
-                con_labels = torch.arange(n, device=device)
+                con_labels = torch.arange(n, device=device) + rank() * n  # unique across ranks when gathered
             else:
                 con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
             a_mask, v_mask = keep & has_a, keep & has_v

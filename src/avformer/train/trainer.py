@@ -23,8 +23,29 @@ Reproducibility and resume
   bit-exactness also needs ``train.deterministic``. A mid-epoch resume re-reads (and drops) the batches already
   trained in that epoch, which costs their loading time.
 
-Differences from a framework trainer: no callbacks zoo, one ``on_epoch_end`` hook; distributed training only to the
-extent that files are written by rank 0 (gradient sync is the wrapper's job).
+Distributed (``torchrun``)
+--------------------------
+Under an initialised process group of more than one process (``torchrun --nproc_per_node N``; gloo on CPU, NCCL on
+GPU) the trainer wraps the model itself: ``train.strategy: ddp`` (DistributedDataParallel, the default) or ``fsdp``
+(FSDP2 ``fully_shard``: every element of every ``nn.ModuleList`` of the model, i.e. its blocks, becomes one shard
+unit, then the root). ``train.batch_size`` is **per process**: the global batch of one optimizer step is
+``batch_size × world_size × accum_steps``. Each micro-batch's loss is weighted by its share of the *global* step's
+clips (one all-reduce of the clip count per step), so the gradient is the exact mean over the global batch even
+when ranks hold different numbers of clips; with the contrastive losses' ``gather`` (the tasks set it) a run on
+N processes follows the loss curve of one process with an N times larger batch (tests/train/test_ddp.py).
+The logged loss and metrics are global means (all-reduced); the number of batches per epoch is the smallest over
+ranks (so no rank waits on a collective that others never reach); a stop signal seen by any rank stops all of
+them at the same step. Rank 0 alone writes files (checkpoints, logs, plots); every rank reads the checkpoint on
+resume. Evaluation: each rank scores its share of the validation set (no padding: no clip counted twice or
+dropped), the outputs are gathered on every rank and put back in dataset order (``batch["index"]``), so the
+metrics equal a single-process evaluation. Under FSDP, whose forward is a collective, ranks with fewer
+validation batches repeat their last one (outputs discarded) until all are done; EMA is not supported with FSDP.
+
+Shards: when the train loader's dataset has ``fast_forward`` (:class:`~avformer.data.shards.ShardDataset`), a
+mid-epoch resume asks it to skip the trained batches without reading or decoding them (they come out as empty
+placeholder batches), so resuming costs no data loading.
+
+Differences from a framework trainer: no callbacks zoo, one ``on_epoch_end`` hook.
 """
 
 from __future__ import annotations
@@ -36,7 +57,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -51,6 +72,7 @@ from torch import Tensor, nn
 from avformer.config import ExperimentConfig, dump, to_dict
 from avformer.data.dataset import LoadStats
 from avformer.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
+from avformer.train.distributed import all_reduce_min, all_reduce_sum, barrier, gather_objects, is_dist, world_size
 from avformer.train.ema import ModelEma
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
@@ -76,6 +98,41 @@ def _is_main() -> bool:
 def _unwrap(model: nn.Module) -> nn.Module:
     inner = getattr(model, "module", None)  # DDP
     return inner if isinstance(inner, nn.Module) else model
+
+
+def _is_fsdp(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return False
+    return isinstance(model, FSDPModule)
+
+
+def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
+    """The module that training calls under an initialised process group: DDP, or the model sharded in place.
+
+    Returns ``model`` itself in a single process, and for ``fsdp`` (FSDP2 shards the module in place: its
+    parameters become DTensors; build the optimizer afterwards).
+    """
+    if not is_dist():
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            return DistributedDataParallel(model, device_ids=[index])
+        return DistributedDataParallel(model)
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for module in list(model.modules()):
+            if isinstance(module, nn.ModuleList):
+                for block in module:
+                    fully_shard(block)
+        fully_shard(model)
+        return model
+    raise ValueError(f"unknown strategy {strategy!r} (expected 'ddp' or 'fsdp')")
 
 
 def _device(name: str) -> torch.device:
@@ -159,34 +216,79 @@ def _iter_keeping_rng(loader: Any) -> Iterator[Batch]:
 # ---- evaluation -------------------------------------------------------------------------------------------------
 
 
+def _lockstep(loader: Iterable[Batch], device: torch.device) -> Iterator[tuple[Batch, bool]]:
+    """``(batch, real)`` pairs, padded with repeats of the last real batch (``real`` False) up to the largest
+    number of batches of any rank, for models whose forward is a collective (FSDP)."""
+    n = len(loader)  # type: ignore[arg-type]
+    most = -all_reduce_min(-n, device)
+    last: Batch | None = None
+    for batch in loader:
+        if batch["batch_size"] > 0:
+            last = batch
+        yield batch, True
+    for _ in range(most - n):
+        if last is None:
+            raise RuntimeError("FSDP evaluation: a rank has no validation clip to pad its batches with")
+        yield last, False
+
+
 @torch.no_grad()
 def evaluate(
-    task: Task, loader: Iterable[Batch], *, device: torch.device, precision: str = "fp32"
+    task: Task,
+    loader: Iterable[Batch],
+    *,
+    device: torch.device,
+    precision: str = "fp32",
+    lockstep: bool = False,
 ) -> tuple[dict[str, float], LoadStats]:
     """Run ``validation_step`` over ``loader``, concatenate its outputs and return ``validation_end``'s metrics.
 
-    Floating-point outputs are gathered on the CPU as float32 (bf16 logits would round the metrics).
+    Floating-point outputs are gathered on the CPU as float32 (bf16 logits would round the metrics). Under
+    distributed training each rank passes its own share of the validation set; the outputs (and the load stats)
+    of all ranks are gathered and sorted by ``batch["index"]`` (dataset order), so every rank computes the
+    metrics of the whole set. ``lockstep``: ranks with fewer batches repeat their last one, discarding its
+    outputs (needed when the forward itself is a collective, as under FSDP).
     """
     model = task.model
     was_training = model.training
     model.eval()
     stats = LoadStats()
     gathered: dict[str, list[Tensor]] = {}
+    order: list[Tensor] = []
+    pairs = _lockstep(loader, device) if lockstep and is_dist() else ((b, True) for b in loader)
     try:
-        for batch in loader:
-            stats.update(batch)
+        for batch, real in pairs:
+            if real:
+                stats.update(batch)
             if batch["batch_size"] == 0:
                 continue
             with _autocast(device, precision):
                 out = task.validation_step(_to_device(batch, device))
+            if not real:
+                continue
             for k, v in out.items():
                 v = v.detach().cpu()
                 gathered.setdefault(k, []).append(v.float() if v.is_floating_point() else v)
+            if isinstance(batch.get("index"), Tensor):
+                order.append(batch["index"].cpu())
     finally:
         model.train(was_training)
-    if not gathered:
+    local = {k: torch.cat(v) for k, v in gathered.items()}
+    if is_dist():
+        rows = len(next(iter(local.values()))) if local else 0
+        index = torch.cat(order) if order and sum(len(o) for o in order) == rows else None
+        parts = gather_objects((local, index, stats.loaded, stats.skipped))
+        stats = LoadStats(sum(p[2] for p in parts), [s for p in parts for s in p[3]])
+        parts = [p for p in parts if p[0]]
+        if not parts:
+            return {}, stats
+        local = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+        if all(p[1] is not None for p in parts):
+            perm = torch.argsort(torch.cat([p[1] for p in parts]), stable=True)  # back to dataset order
+            local = {k: v[perm] for k, v in local.items()}
+    if not local:
         return {}, stats
-    metrics = task.validation_end({k: torch.cat(v) for k, v in gathered.items()})
+    metrics = task.validation_end(local)
     return {k: float(v) for k, v in metrics.items()}, stats
 
 
@@ -250,6 +352,11 @@ class Trainer:
         self.stats = LoadStats()  # rows loaded / skipped this epoch
         self.epoch_clips_per_s = 0.0
         task.model.to(self.device)
+        self.world = world_size()
+        self.fsdp = is_dist() and cfg.train.strategy == "fsdp"
+        if self.fsdp and cfg.train.ema_decay > 0:
+            raise ValueError("train.ema_decay > 0 is not supported with train.strategy=fsdp (the weights are sharded)")
+        self.model = wrap_model(task.model, cfg.train.strategy, self.device)  # what training calls
         self.optimizer = build_optimizer(task.model, cfg.optim)
         self.ema = ModelEma(task.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.scheduler: WarmupCosine | None = None
@@ -261,10 +368,23 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         assert self.scheduler is not None
         self.state.loaded, self.state.skipped = self.stats.loaded, list(self.stats.skipped)
+        if self.fsdp:  # full (unsharded) tensors on the CPU of rank 0: a collective, every rank calls it
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            model_state = get_model_state_dict(self.task.model, options=opts)
+            optim_state = get_optimizer_state_dict(self.task.model, self.optimizer, options=opts)
+        else:
+            model_state = _unwrap(self.task.model).state_dict()
+            optim_state = self.optimizer.state_dict()
         return {
             "format": CHECKPOINT_FORMAT,
-            "model": _unwrap(self.task.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optim_state,
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "trainer": asdict(self.state),
@@ -279,8 +399,19 @@ class Trainer:
         assert self.scheduler is not None
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {ckpt.get('format')!r} (expected {CHECKPOINT_FORMAT})")
-        _unwrap(self.task.model).load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.fsdp:  # every rank read the full state; each keeps its shard
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_model_state_dict,
+                set_optimizer_state_dict,
+            )
+
+            opts = StateDictOptions(full_state_dict=True)
+            set_model_state_dict(self.task.model, ckpt["model"], options=opts)
+            set_optimizer_state_dict(self.task.model, self.optimizer, ckpt["optimizer"], options=opts)
+        else:
+            _unwrap(self.task.model).load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None:
             if ckpt["ema"] is not None:
@@ -294,8 +425,12 @@ class Trainer:
         self.epoch_start_rng = ckpt["epoch_start_rng"]
 
     def save(self, name: str = "last.pt") -> None:
+        """Rank 0 writes ``out_dir/name`` atomically; the other ranks wait for it (a resume reads it)."""
+        state = self.state_dict() if self.main or self.fsdp else None
         if self.main:
-            save_checkpoint(self.out_dir / name, self.state_dict())
+            assert state is not None
+            save_checkpoint(self.out_dir / name, state)
+        barrier()
 
     def _resume_path(self) -> Path | None:
         resume = self.tcfg.resume
@@ -352,6 +487,23 @@ class Trainer:
             return cap * accum
         return n if cap is None else min(n, cap * accum)
 
+    def _fast_forward(self, loader: Any) -> None:
+        """Mid-epoch resume from shards: let the dataset skip the trained batches without reading them."""
+        dataset = getattr(loader, "dataset", None)
+        fn = getattr(dataset, "fast_forward", None)
+        if callable(fn) and self.state.batches_done > 0:
+            fn(self.state.batches_done, epoch=self.state.epoch, placeholders=True)
+
+    @contextmanager
+    def _training_model(self) -> Iterator[None]:
+        """``task.model`` is the DDP wrapper while training (the task calls it), the plain model otherwise."""
+        plain = self.task.model
+        self.task.model = self.model
+        try:
+            yield
+        finally:
+            self.task.model = plain
+
     def _train_epoch(self, loader: Any, n_batches: int) -> bool:
         """Train one epoch (or its rest, after a mid-epoch resume). Returns True when a stop signal came."""
         assert self.scheduler is not None and self.logger is not None
@@ -359,6 +511,7 @@ class Trainer:
         accum, clip = self.cfg.optim.accum_steps, self.cfg.optim.grad_clip
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         model.train()
+        self._fast_forward(loader)
         it = _iter_keeping_rng(loader)
         for _ in range(st.batches_done):  # mid-epoch resume: replay the order, drop what was trained
             next(it)
@@ -381,9 +534,11 @@ class Trainer:
                     self.stats.update(batch)
                     if batch["batch_size"] > 0:
                         group.append(batch)
-                clips = sum(int(b["batch_size"]) for b in group)
+                local = sum(int(b["batch_size"]) for b in group)
+                clips = int(all_reduce_sum([local], self._reduce_device)[0]) if self.world > 1 else local
                 if clips > 0:
-                    loss, grad_norm = self._step(group, clips, params, clip)
+                    with self._training_model():
+                        loss, grad_norm = self._step(group, clips, params, clip)
                     epoch_clips += clips
                     window_clips += clips
                     window_loss += loss * clips
@@ -405,6 +560,8 @@ class Trainer:
                         window_clips, window_loss, window_t0 = 0, 0.0, now
                     if tcfg.checkpoint_every and st.step % tcfg.checkpoint_every == 0 and st.batches_done < n_batches:
                         self.save()
+                elif self.world > 1:
+                    self._agree_on_stop()
                 if self.stop_signal is not None:
                     return True
                 if exhausted:
@@ -412,22 +569,56 @@ class Trainer:
         self.epoch_clips_per_s = epoch_clips / max(time.perf_counter() - t0, 1e-9)
         return False
 
+    @property
+    def _reduce_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _signal_flags(self) -> list[float]:
+        return [float(self.stop_signal == signal.SIGTERM), float(self.stop_signal == signal.SIGINT)]
+
+    def _set_stop(self, term: float, intr: float) -> None:
+        if self.stop_signal is None and (term > 0 or intr > 0):  # another rank got the signal: stop here too
+            self.stop_signal = signal.SIGTERM if term > 0 else signal.SIGINT
+
+    def _agree_on_stop(self) -> None:
+        self._set_stop(*all_reduce_sum(self._signal_flags(), self._reduce_device))
+
     def _step(
         self, group: list[Batch], clips: int, params: list[nn.Parameter], clip: float
     ) -> tuple[float, float | None]:
-        """One optimizer step over a group of micro-batches; returns (mean loss over its clips, grad norm)."""
+        """One optimizer step over a group of micro-batches; returns (mean loss over its clips, grad norm).
+
+        ``clips`` is the step's clip count over all ranks. Under DDP each rank's gradient is scaled by
+        ``world_size`` (DDP averages over ranks), so the synced gradient is the mean over the global batch.
+        """
         assert self.scheduler is not None
         st = self.state
+        if self.world > 1 and not group:
+            raise RuntimeError(
+                f"rank without a clip at step {st.step} while other ranks have some (every row of its batch failed "
+                "to load); distributed training needs at least one clip per rank and step"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = 0.0
-        for batch in group:
+        sums: dict[str, float] = {}
+        scale = self.world / clips
+        for i, batch in enumerate(group):
             n = int(batch["batch_size"])
-            with _autocast(self.device, self.tcfg.precision):
-                loss, metrics = self.task.training_step(_to_device(batch, self.device))
-            (loss * (n / clips)).backward()  # weight = this batch's share of the step's clips
+            last = i == len(group) - 1
+            with self._grad_sync(last):
+                with _autocast(self.device, self.tcfg.precision):
+                    loss, metrics = self.task.training_step(_to_device(batch, self.device))
+                (loss * (n * scale)).backward()  # weight = this batch's share of the step's (global) clips
             loss_sum += float(loss.detach()) * n
             for k, v in metrics.items():
-                st.metric_sums[k] = st.metric_sums.get(k, 0.0) + float(v) * n
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+        if self.world > 1:  # global sums for the logs, and one stop decision for all ranks
+            keys = list(sums)  # the same order on every rank (the task is deterministic)
+            reduced = all_reduce_sum([loss_sum, *(sums[k] for k in keys), *self._signal_flags()], self._reduce_device)
+            loss_sum, sums = reduced[0], dict(zip(keys, reduced[1 : 1 + len(keys)], strict=True))
+            self._set_stop(*reduced[1 + len(keys) :])
+        for k, v in sums.items():
+            st.metric_sums[k] = st.metric_sums.get(k, 0.0) + v
         mean_loss = loss_sum / clips
         if not math.isfinite(mean_loss):
             raise FloatingPointError(f"loss is {mean_loss} at step {st.step} (epoch {st.epoch + 1}); stopping")
@@ -442,11 +633,25 @@ class Trainer:
         st.clips += clips
         return mean_loss, grad_norm
 
+    def _grad_sync(self, sync: bool) -> AbstractContextManager[Any]:
+        """Skip the gradient all-reduce on all but the last micro-batch of a step (DDP ``no_sync``; FSDP2's flag)."""
+        if sync or self.world == 1:
+            if self.fsdp:
+                self.task.model.set_requires_gradient_sync(True)  # type: ignore[operator]
+            return nullcontext()
+        if self.fsdp:
+            self.task.model.set_requires_gradient_sync(False)  # type: ignore[operator]
+            return nullcontext()
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if callable(no_sync) else nullcontext()
+
     def _validate(self, val_loader: Any) -> dict[str, float]:
         assert self.logger is not None
         swap = self.ema.swap(self.task.model) if self.ema is not None else nullcontext()
         with swap:
-            metrics, stats = evaluate(self.task, val_loader, device=self.device, precision=self.tcfg.precision)
+            metrics, stats = evaluate(
+                self.task, val_loader, device=self.device, precision=self.tcfg.precision, lockstep=self.fsdp
+            )
         if stats.skipped:
             self.logger.info(f"validation: {stats.summary()}")
         return metrics
@@ -484,7 +689,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
         seed_everything(tcfg.seed)
 
-        n_batches = self._batches_per_epoch(train_loader)
+        n_batches = all_reduce_min(self._batches_per_epoch(train_loader), self._reduce_device)  # same on every rank
         steps_per_epoch = math.ceil(n_batches / ocfg.accum_steps)
         warmup = ocfg.warmup_steps if ocfg.warmup_steps is not None else round(ocfg.warmup_epochs * steps_per_epoch)
         self.scheduler = WarmupCosine(
