@@ -1,4 +1,16 @@
-"""``avformer bench data MANIFEST``: data-pipeline throughput, per stage, against a naive baseline.
+"""``avformer bench data MANIFEST`` and ``avformer bench train MODEL | --config FILE``.
+
+``bench train`` reports training clips/s (forward + backward + AdamW step on a synthetic batch of the model's
+input size, warmup steps not timed) and, on a CUDA device, the model FLOPs utilisation against the device's bf16
+peak; with ``--config FILE --shards DIR`` it also trains the same model fed by the real data loader, from the
+config's source files and from the shards, in alternating rounds of one run, and prints the ratio. See
+:mod:`avformer.train.speed` for the definitions. Examples::
+
+    avformer bench train mmt_tiny --batch-size 16 --steps 10
+    avformer bench train --config configs/experiment/av_digits_mmt_tiny.yaml --shards runs/shards/av_digits_train
+    avformer bench train mmt_base --device cuda --precision bf16 --compile --batch-size 32   # MFU on a GPU
+
+``bench data`` is the data-pipeline throughput, per stage, against a naive baseline:
 
 What is measured (all in one run, so ratios are meaningful on a shared, noisy machine):
 
@@ -196,6 +208,175 @@ def bench_data(manifest: Manifest, cfg: DataConfig, workers: int, batch_size: in
     }
 
 
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser("train", help="training clips/s (and MFU on a GPU) of a model, optionally fed by real data")
+    p.add_argument("model", nargs="?", help="registered model name (synthetic input of its default size)")
+    p.add_argument("--config", help="experiment YAML instead of MODEL: its model, input sizes, losses and optimizer")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per step (default: the config's, else 16)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps of the synthetic measurement")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile, autotuning, workers)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: bf16 on cuda, else fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier size for the synthetic batch")
+    p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: the bf16 table)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--shards", default=None, help="with --config: also train from the config's train_manifest and "
+                   "from these shards (prepare output), same model, alternating rounds; print the ratio")  # fmt: skip
+    p.add_argument("--data-steps", type=int, default=20, help="timed steps per loader for --shards")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds for --shards")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for --shards (default: config's)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _bench_train(args: Any) -> dict[str, Any]:
+    from avformer.cli.models import default_input_of
+    from avformer.config import ExperimentConfig, ModelSpec, apply_overrides, load
+    from avformer.data.shards import ShardDataset, make_shard_loader
+    from avformer.eval.inference import input_modality
+    from avformer.models.av_model import AVModel
+    from avformer.train.run import build_model
+    from avformer.train.speed import (
+        device_peak_tflops,
+        forward_flops,
+        loader_rate,
+        loader_train_rate,
+        synthetic_batch,
+        train_step_rate,
+    )
+    from avformer.train.tasks import make_task
+
+    if (args.model is None) == (args.config is None):
+        raise ValueError("give a MODEL name or --config FILE (not both)")
+    if args.config is not None:
+        cfg = apply_overrides(load(args.config), list(args.set))
+    else:
+        cfg = ExperimentConfig(name="bench", model=ModelSpec(args.model, {}))
+        cfg = apply_overrides(cfg, list(args.set)) if args.set else cfg
+    if args.shards is not None and args.config is None:
+        raise ValueError("--shards needs --config (the source files are the config's train_manifest)")
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    batch_size = args.batch_size or (cfg.train.batch_size if args.config else 16)
+    num_classes = args.num_classes
+    manifest = None
+    if args.shards is not None:
+        if cfg.train_manifest is None:
+            raise ValueError(f"{args.config}: no train_manifest to compare the shards with")
+        manifest = read_manifest(cfg.train_manifest, cfg.root, classes=cfg.classes)
+        num_classes = len(manifest.classes)
+
+    def new_task() -> Any:
+        torch.manual_seed(cfg.train.seed)
+        model = build_model(cfg.model, num_classes).to(device)
+        task = make_task(cfg, model, num_classes)
+        if args.compile:
+            task.model = torch.compile(model)  # type: ignore[assignment]
+        return task
+
+    task = new_task()
+    model = getattr(task.model, "_orig_mod", task.model)
+    if isinstance(model, AVModel):
+        shapes = {"audio": default_input_of(model.audio_encoder), "video": default_input_of(model.video_encoder)}
+    else:
+        shapes = {input_modality(model): default_input_of(model)}
+    if any(v is None for v in shapes.values()):
+        raise ValueError(f"{cfg.model.name}: no default input size to build a synthetic batch from")
+    batch = synthetic_batch(shapes.get("audio"), shapes.get("video"), batch_size, num_classes, device)
+    rate = train_step_rate(
+        task, batch, cfg.optim, device=device, precision=precision, steps=args.steps, warmup=args.warmup
+    )
+    with torch.device("meta"):
+        meta_model = build_model(cfg.model, num_classes)
+        one = synthetic_batch(shapes.get("audio"), shapes.get("video"), 1, num_classes, "meta")
+    inputs = (one["audio"], one["video"]) if isinstance(meta_model, AVModel) else (one[next(iter(shapes))],)
+    flops_per_clip = 3 * forward_flops(meta_model, inputs)
+    device_name, peak = device_peak_tflops(device)
+    if args.peak_tflops is not None:
+        peak = args.peak_tflops
+    achieved = flops_per_clip * rate.clips_per_s
+    res: dict[str, Any] = {
+        "model": cfg.model.name,
+        "device": device_name,
+        "precision": precision,
+        "compile": bool(args.compile),
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "input_shapes": {k: list(v) for k, v in shapes.items() if v is not None},
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "train_clips_per_s": rate.clips_per_s,
+        "median_step_s": rate.median_step_s,
+        "train_flops_per_clip": flops_per_clip,
+        "achieved_tflops": achieved / 1e12,
+        "peak_tflops": peak,
+        "mfu": achieved / (peak * 1e12) if peak else None,
+    }
+    if args.shards is not None and manifest is not None:
+        workers = cfg.train.workers if args.workers is None else args.workers
+        files_ds = AVDataset(manifest, cfg.data, train=True, seed=cfg.train.seed)
+        loaders = {
+            "source files": make_loader(files_ds, batch_size=batch_size, shuffle=True, num_workers=workers),
+            "shards": make_shard_loader(
+                ShardDataset(args.shards, cfg.data, train=True, seed=cfg.train.seed, batch_size=batch_size,
+                             shuffle_buffer=cfg.train.shuffle_buffer, classes=manifest.classes),
+                num_workers=workers,
+            ),
+        }  # fmt: skip
+        e2e = loader_train_rate(
+            new_task, loaders, cfg.optim, device=device, precision=precision, steps=args.data_steps,
+            warmup=args.warmup, rounds=args.rounds,
+        )  # fmt: skip
+        only = loader_rate(loaders, steps=args.data_steps, warmup=args.warmup, rounds=args.rounds)
+        res["end_to_end"] = {
+            "loader_only_clips_per_s": only,
+            "loader_only_shards_over_files": only["shards"] / only["source files"],
+            "workers": workers,
+            "steps": args.data_steps,
+            "rounds": args.rounds,
+            "clips_per_s": e2e,
+            "shards_over_files": e2e["shards"] / e2e["source files"],
+            "busy_fraction": {k: v / rate.clips_per_s for k, v in e2e.items()},
+        }
+    if hasattr(os, "getloadavg"):
+        res["load_average"] = list(os.getloadavg())
+    return res
+
+
+def _print_train(res: dict[str, Any]) -> None:
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in res["input_shapes"].items())
+    print(
+        f"bench train: {res['model']} ({shapes}), batch {res['batch_size']}, {res['precision']}"
+        f"{' + compile' if res['compile'] else ''} on {res['device']} ({res['threads']} threads); "
+        f"median of {res['steps']} steps after {res['warmup']} warmup"
+    )
+    print(f"  model only (synthetic batch)  {res['train_clips_per_s']:9.1f} clips/s  {res['median_step_s']:.3f} s/step")
+    mfu = f"MFU {100 * res['mfu']:.1f}% of {res['peak_tflops']:g} TFLOP/s bf16" if res["mfu"] is not None else (
+        "MFU n/a (no bf16 peak for this device; --peak-tflops)")  # fmt: skip
+    print(
+        f"  model FLOPs per clip (3 x fwd) {res['train_flops_per_clip'] / 1e9:8.2f} GFLOP  "
+        f"achieved {res['achieved_tflops']:.3f} TFLOP/s  {mfu}"
+    )
+    e2e = res.get("end_to_end")
+    if e2e:
+        print(f"  end to end, real loader ({e2e['workers']} workers, {e2e['steps']} steps in {e2e['rounds']} rounds):")
+        for name, v in e2e["clips_per_s"].items():
+            busy = 100 * e2e["busy_fraction"][name]
+            print(f"    {name:<13} {v:9.1f} clips/s  ({busy:.0f}% of the model-only rate)")
+        print(f"    shards / source files: {e2e['shards_over_files']:.2f}x")
+        only = e2e["loader_only_clips_per_s"]
+        print(
+            f"  loader alone (no training): source files {only['source files']:.1f} clips/s, shards "
+            f"{only['shards']:.1f} clips/s ({e2e['loader_only_shards_over_files']:.2f}x)"
+        )
+    if "load_average" in res:
+        print("  load average " + " ".join(f"{x:.2f}" for x in res["load_average"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="avformer bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,7 +394,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="crop size (short side resize to the same)")
     p.add_argument("--num-mel-bins", type=int, default=128)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _train_parser(sub)
     args = parser.parse_args(argv)
+    if args.what == "train":
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        try:
+            res = _bench_train(args)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"avformer bench train: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            _print_train(res)
+        return 0
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("avformer.cli.probe", "print streams, duration and usability of media files"),
     "prepare": ("avformer.cli.prepare", "decode a manifest once into tar shards of frames + audio for fast training"),
     "stats": ("avformer.cli.stats", "compute log-mel mean/std for a manifest (dataset normalisation)"),
-    "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`"),
+    "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`, `bench train MODEL | --config FILE`"),
     "models": ("avformer.cli.models", "list registered models with their parameter counts"),
     "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
     "compare": ("avformer.cli.compare", "train configs x seeds and write a table: accuracy, params, FLOPs, memory"),
