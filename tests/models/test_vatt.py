@@ -140,4 +140,4 @@ def test_config_validation() -> None:
     with pytest.raises(TypeError, match="valid config fields"):
         create_model("vatt_tiny", not_a_field=1)
     m = create_model("vatt_tiny", **{**TINY, "audio_trunk": [16, 1, 2]})  # YAML list -> tuple
-    assert m.head_audio_va.in_features == 16
+    assert m.head_audio_va[0].in_features == 16

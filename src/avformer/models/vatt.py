@@ -36,9 +36,11 @@ Differences from the paper / reference code:
     * DropToken keeps ``floor(N · (1 - rate))`` (at least 1) tokens per sample, drawn uniformly without replacement
       after position embeddings, in training mode only (the paper's description; the code's exact sampling is not
       reproduced). Text is never dropped.
-    * Heads: linear projections into the video-audio space (512-d); video reaches the video-text space (256-d) from
-      its video-audio embedding through Linear-ReLU-Linear (MMV's fine-to-coarse path); text through a Linear.
-      The paper's batch-norm in the heads is left out (batch statistics interact with masked clips).
+    * Heads: Linear + BatchNorm1d into the video-audio space (512-d); video reaches the video-text space (256-d)
+      from its video-audio embedding through Linear-BN-ReLU-Linear (MMV's fine-to-coarse path); text through a
+      plain Linear (no BN: padding segments of clips without text would enter its batch statistics). The batch
+      norms matter: without them (``head_batch_norm=False``) the AGG outputs of all clips start nearly identical and
+      NCE collapses them to one point. Clips without audio (zero input) do enter the audio BN's batch statistics.
     * The modality-agnostic variant shares blocks and final norm; tokenizers, position tables, AGG tokens and heads
       stay per modality (as in the paper). The optional pretrained text encoder (MiniLM) is not implemented.
     * ``logit_scale_va`` / ``logit_scale_vt`` (log of 1/temperature, CLIP style) live in the model so the trainer's
@@ -179,6 +181,8 @@ class VATTConfig:
     # common spaces
     va_dim: int = 512  # video-audio (fine) space
     vt_dim: int = 256  # video-text (coarse) space
+    head_batch_norm: bool = True  # BatchNorm1d in the video/audio heads (VATT/MMV); without it NCE from scratch
+    # collapses here (every clip maps to one point within ~10 steps on AV-Digits)
 
     def __post_init__(self) -> None:
         for name in ("tubelet_size", "spec_size", "spec_patch"):
@@ -377,6 +381,13 @@ class _TextTokenizer(nn.Module):
         return tokens, (L,)
 
 
+def _head(dim: int, out_dim: int, batch_norm: bool) -> nn.Module:
+    """Linear projection into a common space, followed by BatchNorm1d when ``batch_norm``."""
+    if not batch_norm:
+        return nn.Linear(dim, out_dim)
+    return nn.Sequential(nn.Linear(dim, out_dim), nn.BatchNorm1d(out_dim))
+
+
 # ---- the model ----------------------------------------------------------------------------------------------------
 class VisionAudioTextTransformer(nn.Module):
     """VATT: per-modality tokenizers, one trunk per modality or one shared trunk, MMV-style heads.
@@ -430,10 +441,13 @@ class VisionAudioTextTransformer(nn.Module):
         else:
             self.trunks = nn.ModuleDict({m: _Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in MODALITIES})
         # MMV-style heads: fine video-audio space, coarse video-text space reached from the video's fine embedding
-        self.head_video_va = nn.Linear(dims["video"], cfg.va_dim)
-        self.head_audio_va = nn.Linear(dims["audio"], cfg.va_dim)
+        self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm)
+        self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm)
         self.head_video_vt = nn.Sequential(
-            nn.Linear(cfg.va_dim, cfg.va_dim), nn.ReLU(inplace=True), nn.Linear(cfg.va_dim, cfg.vt_dim)
+            nn.Linear(cfg.va_dim, cfg.va_dim),
+            nn.BatchNorm1d(cfg.va_dim) if cfg.head_batch_norm else nn.Identity(),
+            nn.ReLU(inplace=True),
+            nn.Linear(cfg.va_dim, cfg.vt_dim),
         )
         self.head_text_vt = nn.Linear(dims["text"], cfg.vt_dim)
         init = math.log(1.0 / 0.07)
@@ -457,7 +471,7 @@ class VisionAudioTextTransformer(nn.Module):
                     _trunc_normal(m.weight)
                     if getattr(m, "bias", None) is not None:
                         nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
+                elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
             self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
