@@ -1,4 +1,4 @@
-"""``torchrun --nproc_per_node 2`` (gloo, CPU) follows the loss curve of one process with the same global batch.
+"""``torchrun --nproc_per_node 2`` (gloo, CPU; DDP and FSDP2) follows the loss curve of one process, same global batch.
 
 MMT-Tiny on synthetic clips through ``avformer train``: DDP, the distributed train sampler, AVC / IMC gathered
 across ranks with gradients, rank-0 files and the distributed evaluation (7 validation clips: shares of 4 and 3,
