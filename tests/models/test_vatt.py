@@ -141,3 +141,14 @@ def test_config_validation() -> None:
         create_model("vatt_tiny", not_a_field=1)
     m = create_model("vatt_tiny", **{**TINY, "audio_trunk": [16, 1, 2]})  # YAML list -> tuple
     assert m.head_audio_va[0].in_features == 16
+
+
+def test_classifier_heads_for_fine_tuning() -> None:
+    m = _model(num_classes=5).eval()
+    video, audio = _inputs(2)
+    assert m.classify("video", video).shape == (2, 5) and m.classify("audio", audio).shape == (2, 5)
+    pretrained = _model().state_dict()
+    missing, unexpected = m.load_state_dict(pretrained, strict=False)
+    assert not unexpected and all(k.startswith("classifiers.") for k in missing)
+    with pytest.raises(ValueError, match="num_classes=0"):
+        _model().classify("video", video)

@@ -64,7 +64,7 @@ def build_vatt(cfg: ExperimentConfig) -> VisionAudioTextTransformer:
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"model {cfg.model.name!r}: {e}") from e
     if not isinstance(model, VisionAudioTextTransformer):
-        raise UsageError(f"model {cfg.model.name!r} is not a VATT model (`avformer models vatt` lists them)")
+        raise UsageError(f"model {cfg.model.name!r} is not a VATT model (`avformer models --filter vatt` lists them)")
     return model
 
 

@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 MODALITIES = ("video", "audio", "text")
-_RUNTIME_KEYS = ("drop_token_rate", "drop_path_rate", "fused", "grad_checkpointing")
+_RUNTIME_KEYS = ("num_classes", "drop_token_rate", "drop_path_rate", "fused", "grad_checkpointing")
 _AUDIO_INPUTS = ("waveform", "spectrogram")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SEGMENT_SPLIT = re.compile(r"\s*(?:\n|\s\|\s)\s*")
@@ -394,6 +394,8 @@ class VisionAudioTextTransformer(nn.Module):
 
     Args:
         cfg: architecture.
+        num_classes: > 0 adds a linear classifier per modality (video, audio) on the pooled features, for
+            fine-tuning from a pretrained checkpoint (``load_state_dict(..., strict=False)``); see :meth:`classify`.
         drop_token_rate: DropToken fraction of video and audio tokens dropped in training mode (0 = off).
         drop_path_rate: stochastic depth of the last block of each trunk.
         fused: SDPA attention (True) or eager reference math (False).
@@ -411,6 +413,7 @@ class VisionAudioTextTransformer(nn.Module):
         self,
         cfg: VATTConfig,
         *,
+        num_classes: int = 0,
         drop_token_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         fused: bool = True,
@@ -423,7 +426,10 @@ class VisionAudioTextTransformer(nn.Module):
             raise ValueError(f"drop_token_rate must be in [0, 1), got {drop_token_rate}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         self.cfg = cfg
+        self.num_classes = num_classes
         self.drop_token_rate = drop_token_rate
         self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         dims = {m: cfg.trunk(m)[0] for m in MODALITIES}
@@ -450,6 +456,9 @@ class VisionAudioTextTransformer(nn.Module):
             nn.Linear(cfg.va_dim, cfg.vt_dim),
         )
         self.head_text_vt = nn.Linear(dims["text"], cfg.vt_dim)
+        self.classifiers = nn.ModuleDict(
+            {m: nn.Linear(dims[m], num_classes) for m in ("video", "audio")} if num_classes > 0 else {}
+        )
         init = math.log(1.0 / 0.07)
         self.logit_scale_va = nn.Parameter(torch.tensor(init))
         self.logit_scale_vt = nn.Parameter(torch.tensor(init))
@@ -572,6 +581,12 @@ class VisionAudioTextTransformer(nn.Module):
         text_ids: torch.Tensor | None = None,
     ) -> VATTOutput:
         return self.forward_head(self.forward_features(video, audio, text_ids))
+
+    def classify(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """(B, num_classes) logits of one modality's encoder (``video`` or ``audio``) through its classifier."""
+        if not self.num_classes:
+            raise ValueError("built with num_classes=0: no classifier heads")
+        return self.classifiers[modality](self.encode(modality, x).pooled)
 
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
         """(Q, vt_dim) video-text-space embeddings of ``texts`` (each text one segment, the whole string)."""
