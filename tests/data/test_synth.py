@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -16,6 +17,7 @@ from avformer.data.synth import (
     SHAPES,
     SOUNDS,
     SynthConfig,
+    _render_video,
     label_of,
     render_clip,
     split_of,
@@ -151,3 +153,26 @@ def test_manifest_reads_with_class_names_in_index_order(tmp_path: Path) -> None:
     m = read_manifest(tmp_path / "manifest.csv", classes=tmp_path / "classes.txt")
     assert m.classes == list(CLASS_NAMES)
     assert [m.label_indices(r)[0] for r in m] == [label_of(i) for i in range(CFG.num_clips)]
+
+
+def _hue(rgb_hex: str) -> float:
+    """Hue in turns (0 = red) of ``#rrggbb``."""
+    r, g, b = (int(rgb_hex[k : k + 2], 16) / 255.0 for k in (1, 3, 5))
+    return float(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b) / (2 * np.pi)) % 1.0
+
+
+def test_shape_colours_tie_hue_to_shape_and_leave_the_default_alone() -> None:
+    cfg = SynthConfig(num_clips=27, seconds=0.5, size=32, fps=8, shape_colours=True)
+    for seed in range(60):
+        shape = seed % len(SHAPES)
+        _, meta = _render_video(cfg, shape, np.random.default_rng(seed))
+        centre = shape / len(SHAPES)  # circle red 0, square green 1/3, triangle blue 2/3
+        assert abs((_hue(meta["fg_rgb"]) - centre + 0.5) % 1.0 - 0.5) < 0.1, (seed, SHAPES[shape], meta)
+        fg = np.array([int(meta["fg_rgb"][k : k + 2], 16) for k in (1, 3, 5)]) / 255.0
+        bg = np.array([int(meta["bg_rgb"][k : k + 2], 16) for k in (1, 3, 5)]) / 255.0
+        assert abs((fg - bg) @ np.array([0.299, 0.587, 0.114])) >= 0.2  # the shape stands out (0.3, less rounding)
+    # off by default: the default data keeps its colours
+    plain = replace(cfg, shape_colours=False)
+    assert not SynthConfig().shape_colours
+    hues = [_hue(_render_video(plain, 0, np.random.default_rng(s))[1]["fg_rgb"]) for s in range(60)]
+    assert max(hues) - min(hues) > 0.5  # circles in every colour

@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.difficulty,
         help="nuisance strength, 0 clean .. 1 hard (default %(default)s)",
     )
+    p.add_argument(
+        "--shape-colours",
+        action="store_true",
+        help="each shape gets its own hue family (an easy visual cue; the demo uses it)",
+    )
     p.add_argument("--crf", type=int, default=defaults.crf, help="x264 quality (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default min(2, CPUs))")
     return p
@@ -49,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             size=args.size,
             fps=args.fps,
             difficulty=args.difficulty,
+            shape_colours=args.shape_colours,
             crf=args.crf,
         )
     except ValueError as e:

@@ -79,6 +79,11 @@ class SynthConfig:
     fps: int = 16
     sample_rate: int = 16000
     difficulty: float = 0.5  # 0 = clean (large shapes, no noise), 1 = hard (small shapes, loud noise)
+    # Each shape draws its colour from its own third of the hue circle (circle red, square green, triangle
+    # blue, +-30 degrees): the picture's class is then in its colour as well as in its outline, which a tiny
+    # video model picks up within CPU minutes (the outline alone takes far longer; ``avformer demo`` turns this
+    # on). Off by default: colour then says nothing about the class.
+    shape_colours: bool = False
     crf: int = 18  # x264 quality; 18 is visually lossless
     val_fraction: float = 0.2
 
@@ -124,6 +129,13 @@ def split_of(index: int, val_fraction: float = 0.2) -> str:
     return "val" if math.floor((k + 1) * val_fraction + 0.5) > math.floor(k * val_fraction + 0.5) else "train"
 
 
+_COLOUR_NOTE = {
+    False: "Colours are drawn independently of the shape.",
+    True: "Shape colours are on: each shape's colour comes from its own third of the hue circle (circle red, "
+    "square green,\ntriangle blue), so the picture's class shows in its colour as well as in its outline.",
+}
+
+
 # ---- picture ---------------------------------------------------------------------------------------------
 
 
@@ -131,8 +143,24 @@ def _luma(rgb: np.ndarray) -> float:
     return float(rgb @ np.array([0.299, 0.587, 0.114]))
 
 
-def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Background and foreground RGB in [0, 1] with at least 0.3 luma contrast."""
+def _hue_colour(rng: np.random.Generator, hue: float) -> np.ndarray:
+    """A saturated RGB colour in [0, 1] of hue ``hue`` (turns, 0 = red) +- 1/12 turn."""
+    h = (hue + rng.uniform(-1 / 12, 1 / 12)) % 1.0
+    sat, val = rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0)
+    k = (np.array([5.0, 3.0, 1.0]) + h * 6) % 6  # HSV -> RGB without a branch per sextant
+    return val - val * sat * np.clip(np.minimum(k, 4 - k), 0.0, 1.0)
+
+
+def _colours(rng: np.random.Generator, shape: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Background and foreground RGB in [0, 1] with at least 0.3 luma contrast; with ``shape``, the foreground
+    hue comes from that shape's third of the hue circle (``SynthConfig.shape_colours``)."""
+    if shape is not None:
+        fg = _hue_colour(rng, shape / len(SHAPES))
+        for _ in range(64):
+            bg = rng.uniform(0.0, 1.0, 3)
+            if abs(_luma(fg) - _luma(bg)) >= 0.3:
+                return bg, fg
+        return np.full(3, 1.0 if _luma(fg) < 0.5 else 0.0), fg
     bg = rng.uniform(0.0, 1.0, 3)
     for _ in range(32):
         fg = rng.uniform(0.0, 1.0, 3)
@@ -144,7 +172,7 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 def _render_video(cfg: SynthConfig, shape: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
     """``(T, S, S, 3)`` uint8 frames of one shape moving over a noisy gradient."""
     t_len, s, d = cfg.num_frames, cfg.size, cfg.difficulty
-    bg, fg = _colours(rng)
+    bg, fg = _colours(rng, shape if cfg.shape_colours else None)
     # equal-area radius, as a fraction of the frame: d=0 -> 0.17-0.22, d=1 -> 0.11-0.22
     r = s * rng.uniform(0.17 - 0.06 * d, 0.22)
     margin = 1.15 * r  # same for every shape, so position says nothing about the class
@@ -398,7 +426,7 @@ def _readme(cfg: SynthConfig, counts: dict[str, int]) -> str:
 Written by `avformer synth` (avformer.data.synth). Regenerate with:
 
   avformer synth OUTDIR --n {cfg.num_clips} --seed {cfg.seed} --seconds {cfg.seconds} --size {cfg.size} \
---fps {cfg.fps} --difficulty {cfg.difficulty} --crf {cfg.crf}
+--fps {cfg.fps} --difficulty {cfg.difficulty} --crf {cfg.crf}{" --shape-colours" if cfg.shape_colours else ""}
 
 Each clip shows one shape (circle, square, triangle) moving over a noisy colour gradient while one sound plays
 (hum: steady harmonic tone at 110-220 Hz; chirp: 3-5 rising sweeps per second from 500-800 Hz up 3-4x;
@@ -409,6 +437,7 @@ alone can be right at most 1/3 of the time; both together identify the class.
 Nuisances: size (equal area across shapes), colour, position, speed, direction, rotation and spin, background
 gradient and pixel noise; pitch/rate jitter, loudness, onset and coloured background noise at a random SNR.
 Their ranges grow with `difficulty` (0 clean .. 1 hard). Per-clip values are in meta.csv.
+{_COLOUR_NOTE[cfg.shape_colours]}
 
 Media: {cfg.num_frames} frames of {cfg.size}x{cfg.size} at {cfg.fps} fps, H.264 yuv420p crf {cfg.crf};
 AAC mono {cfg.sample_rate} Hz. Clip i is generated from numpy.random.default_rng([seed, i]) alone.
