@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
 
 from avformer.config import ExperimentConfig, LossConfig, ModelSpec
+from avformer.losses.classification import MixupOutput
 from avformer.models.av_model import AVModel
 from avformer.registry import create_model
+from avformer.train import tasks as tasks_module
 from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
 
 K = 5
@@ -125,6 +128,30 @@ def test_mixup_trains_with_soft_targets() -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert "top1" not in logs  # no hard targets to score against
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_mixup_whose_lambda_rounds_to_one_still_trains(monkeypatch: pytest.MonkeyPatch, single: bool) -> None:
+    """Beta(0.2, 0.2) draws λ == 1.0 in float64 now and then; the targets are then (B, K) floats all the same.
+    Regression: the top-1 log compared argmax (B,) with (B, K) targets and crashed a Speech Commands run."""
+    real_mixup = tasks_module.mixup
+
+    def mixup_at_one(inputs: dict[str, torch.Tensor], targets: torch.Tensor, **kw: Any) -> MixupOutput:
+        out = real_mixup(inputs, targets, **kw)  # soft (B, K) targets and a permutation, as always
+        return replace(out, inputs=dict(inputs), targets=torch.nn.functional.one_hot(targets, K).float(), lam=1.0)
+
+    monkeypatch.setattr(tasks_module, "mixup", mixup_at_one)
+    torch.manual_seed(3)
+    loss_cfg = LossConfig(mixup_alpha=0.2)
+    if single:
+        model = create_model("mat_tiny", input_size=AUDIO, num_classes=K)
+        task: AVClassificationTask | ClassificationTask = ClassificationTask(model, loss_cfg, num_classes=K)
+    else:
+        task = AVClassificationTask(_av_model(), loss_cfg, num_classes=K)
+    loss, logs = task.training_step(_batch())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert "top1" not in logs
 
 
 def test_validation_reports_fused_and_each_modality() -> None:

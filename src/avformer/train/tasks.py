@@ -194,7 +194,7 @@ class AVClassificationTask(_ClassifierBase):
             raise ValueError("every loss weight is 0: set loss.ce_weight (or avc / imc) > 0")
         loss = torch.stack(list(terms.values())).sum()
         logs = {k: float(v.detach()) for k, v in terms.items()}
-        if lam == 1.0 and not self.multilabel:
+        if target.ndim == 1:  # hard labels: not mixed (mixup gives soft (B, K) targets even when λ rounds to 1)
             hit = (out.logits.detach().argmax(-1) == target) & keep
             logs["top1"] = float(hit.sum()) / max(int(keep.sum()), 1)
         return loss, logs
@@ -233,7 +233,7 @@ class ClassificationTask(_ClassifierBase):
         keep = keep & present
         loss = self.loss_cfg.ce_weight * self._classification_loss(logits, target, keep)
         logs = {"ce": float(loss.detach())}
-        if lam == 1.0 and not self.multilabel:
+        if target.ndim == 1:  # hard labels: not mixed (mixup gives soft (B, K) targets even when λ rounds to 1)
             hit = (logits.detach().argmax(-1) == target) & keep
             logs["top1"] = float(hit.sum()) / max(int(keep.sum()), 1)
         return loss, logs
