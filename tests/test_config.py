@@ -146,3 +146,9 @@ def test_inherit_deep_merges(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("inherit: base.yaml\ntrain: {epoch: 3}\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key 'train\.epoch'"):
         load(tmp_path / "bad.yaml")
+
+
+def test_fsdp_with_ema_is_a_config_error_not_a_crash_inside_training() -> None:
+    with pytest.raises(ConfigError, match="ema_decay > 0 is not supported with strategy=fsdp"):
+        apply_overrides(_cfg(), ["train.strategy=fsdp", "train.ema_decay=0.999"])
+    assert apply_overrides(_cfg(), ["train.ema_decay=0", "train.strategy=fsdp"]).train.strategy == "fsdp"

@@ -119,6 +119,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.strategy in _STRATEGIES, f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
         _check(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
+        _check(
+            not (self.strategy == "fsdp" and self.ema_decay > 0),
+            "ema_decay > 0 is not supported with strategy=fsdp (the weights are sharded): set one of them off",
+        )
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch must be >= 1 or None")

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from avformer.cli import embed, pretrain, probe_linear, retrieve
+from avformer.data.manifest import Manifest
 from avformer.data.synth import SynthConfig, write_dataset
 
 MODEL = {
@@ -178,3 +179,45 @@ def test_vatt_bench_writes_the_table(tmp_path: Path) -> None:
     assert len(res["rows"]) == 3 and res["droptoken"]["ratio"] > 0
     assert res["rows"][1]["params"] < res["rows"][0]["params"]  # one shared trunk instead of three
     assert vatt_bench.main(["--configs", str(cfg), "--out", str(out), "--table-only"]) == 0
+
+
+def test_probe_linear_keeps_train_class_indices_when_val_lacks_classes(
+    pretrained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a val set without some train classes was read with its own (shorter) class list, so its label
+    indices no longer matched the classifier's and the probe's top-1 was silently wrong."""
+    data, run = pretrained
+    rows = list(csv.DictReader((data / "val.csv").open()))
+    keep = [r for r in rows if r["label"] in ("circle_hum", "circle_rattle")]  # not circle_chirp, sorted before
+    assert len(keep) == 2
+    val = tmp_path / "val_subset.csv"
+    with val.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["path", "label"])
+        w.writeheader()
+        w.writerows({"path": str(data / r["path"]), "label": r["label"]} for r in keep)
+    seen: dict[str, Manifest] = {}
+    real = probe_linear.read_manifest
+
+    def spy(path: object, *args: object, **kwargs: object) -> Manifest:
+        man = real(path, *args, **kwargs)  # type: ignore[arg-type]
+        seen[Path(str(path)).name] = man
+        return man
+
+    monkeypatch.setattr(probe_linear, "read_manifest", spy)
+    args = [str(run), "--train", str(data / "train.csv"), "--val", str(val), "--no-baseline"]
+    assert probe_linear.main(args) == 0
+    train_classes = seen["train.csv"].classes
+    assert seen["val_subset.csv"].classes == train_classes
+    assert sorted(r.labels[0] for r in seen["val_subset.csv"].rows) == ["circle_hum", "circle_rattle"]
+
+
+def test_pretrain_refuses_torchrun_and_too_few_clips(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _captioned_set(tmp_path / "data")
+    cfg = _config(tmp_path, data)
+    assert pretrain.main(["--config", str(cfg), "--out", str(tmp_path / "r"), "train.batch_size=16"]) == 2
+    assert "fewer than one batch" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert pretrain.main(["--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert "without torchrun" in capsys.readouterr().err

@@ -107,3 +107,12 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(
     # every rank reads the checkpoint back on resume (FSDP: full state -> shards); a finished run trains nothing
     _train(data, two_dir, 2, 4, f"train.strategy={strategy}", "train.resume=auto")
     assert len(_rows(two_dir / "train_log.csv")) == 20
+
+
+@pytest.mark.slow
+def test_ce_only_recipe_trains_under_ddp(data: Path, tmp_path: Path) -> None:
+    """Regression: with AVC and IMC off the projection heads get no gradient, and DDP without
+    find_unused_parameters stopped at the second step ("Expected to have finished reduction ...")."""
+    out = tmp_path / "ce"
+    _train(data, out, 2, 4, "loss.avc_weight=0", "loss.imc_weight=0", "train.epochs=1")
+    assert len(_rows(out / "train_log.csv")) == 4

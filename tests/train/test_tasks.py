@@ -207,3 +207,14 @@ def test_modality_ce_needs_per_modality_heads() -> None:
     task = AVClassificationTask(model, LossConfig(modality_ce_weight=0.5), num_classes=K)
     with pytest.raises(ValueError, match="per-modality logits"):
         task.training_step(_batch())
+
+
+def test_ce_only_task_tells_ddp_that_the_projection_heads_get_no_gradient() -> None:
+    """Without AVC/IMC, audio_proj / video_proj are computed but unused: DDP needs find_unused_parameters."""
+    ce = AVClassificationTask(_av_model(), LossConfig(), num_classes=K)
+    assert ce.unused_parameters
+    loss, _ = ce.training_step(_batch())
+    loss.backward()
+    no_grad = {n.split(".")[0] for n, p in ce.model.named_parameters() if p.grad is None}
+    assert no_grad == {"audio_proj", "video_proj"}
+    assert not AVClassificationTask(_av_model(), LossConfig(avc_weight=0.1), num_classes=K).unused_parameters

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -94,18 +95,28 @@ def run_pretraining(
     out = Path(out_dir if out_dir is not None else cfg.train.out_dir)
     if str(out) != cfg.train.out_dir:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out)))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError(
+            "avformer pretrain runs in one process for now (multi-process pretraining is not wired up): "
+            "start it without torchrun"
+        )
     if set(cfg.data.modalities) != {"video", "audio"}:
         raise UsageError("VATT pretraining reads video and audio: set data.modalities to [video, audio]")
     train = with_resolved_text(strip_labels(_read(cfg.train_manifest, "train_manifest", cfg.root)), subtitles=subtitles)
     val = _read(cfg.val_manifest, "val_manifest", cfg.root) if cfg.val_manifest else None
     tcfg = cfg.train
     train_ds = AVDataset(train, cfg.data, train=True, seed=tcfg.seed)
+    if len(train_ds) < max(2, tcfg.batch_size):
+        raise UsageError(
+            f"{cfg.train_manifest}: {len(train_ds)} clips, fewer than one batch (train.batch_size={tcfg.batch_size}); "
+            "contrastive pretraining needs full batches of at least 2 clips"
+        )
     train_loader = make_loader(
         train_ds,
         batch_size=tcfg.batch_size,
         shuffle=True,
         num_workers=tcfg.workers,
-        drop_last=len(train_ds) >= 2 * tcfg.batch_size,  # contrastive batches of one size
+        drop_last=True,  # contrastive batches of one size; a 1-clip batch would break the heads' BatchNorm
         seed=tcfg.seed,
     )
     val_loader = None

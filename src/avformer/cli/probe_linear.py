@@ -49,11 +49,13 @@ def probe(
     if not train.classes:
         raise ManifestError(f"{train_manifest}: a linear probe needs a label column")
     val = read_manifest(val_manifest, cfg.root)
-    extra = [c for c in val.classes if c not in train.classes]  # val-only classes: scored, never predicted right
-    if extra:
-        classes = [*train.classes, *extra]
-        train = read_manifest(train_manifest, cfg.root, classes=classes)
+    # one class order for both (train's, then val-only classes, which are scored but never predicted right); a
+    # val set that lacks some train classes must still use train's indices
+    classes = [*train.classes, *(c for c in val.classes if c not in train.classes)]
+    if val.classes != classes:
         val = read_manifest(val_manifest, cfg.root, classes=classes)
+    if train.classes != classes:
+        train = read_manifest(train_manifest, cfg.root, classes=classes)
     models: dict[str, VisionAudioTextTransformer] = {"pretrained": model}
     if baseline:
         torch.manual_seed(baseline_seed)

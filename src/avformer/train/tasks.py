@@ -156,6 +156,8 @@ class AVClassificationTask(_ClassifierBase):
         # gather: under torchrun the candidates come from every rank (a no-op in one process)
         self.avc = AVCLoss(loss.temperature, gather=True)
         self.imc = IMCLoss(loss.temperature, gather=True)
+        # without AVC and IMC the contrastive projection heads get no gradient: DDP must be told (Trainer reads it)
+        self.unused_parameters = loss.avc_weight <= 0 and loss.imc_weight <= 0
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         cfg = self.loss_cfg

@@ -108,11 +108,15 @@ def _is_fsdp(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Module:
+def wrap_model(
+    model: nn.Module, strategy: str, device: torch.device, *, find_unused_parameters: bool = False
+) -> nn.Module:
     """The module that training calls under an initialised process group: DDP, or the model sharded in place.
 
     Returns ``model`` itself in a single process, and for ``fsdp`` (FSDP2 shards the module in place: its
-    parameters become DTensors; build the optimizer afterwards).
+    parameters become DTensors; build the optimizer afterwards). ``find_unused_parameters`` is DDP's flag: set it
+    when the task's loss leaves some parameters without gradients (e.g. contrastive projection heads of a CE-only
+    recipe), which DDP otherwise reports as an error at the next step.
     """
     if not is_dist():
         return model
@@ -121,8 +125,8 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device) -> nn.Modu
 
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
-            return DistributedDataParallel(model, device_ids=[index])
-        return DistributedDataParallel(model)
+            return DistributedDataParallel(model, device_ids=[index], find_unused_parameters=find_unused_parameters)
+        return DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
@@ -356,7 +360,8 @@ class Trainer:
         self.fsdp = is_dist() and cfg.train.strategy == "fsdp"
         if self.fsdp and cfg.train.ema_decay > 0:
             raise ValueError("train.ema_decay > 0 is not supported with train.strategy=fsdp (the weights are sharded)")
-        self.model = wrap_model(task.model, cfg.train.strategy, self.device)  # what training calls
+        unused = bool(getattr(task, "unused_parameters", False))
+        self.model = wrap_model(task.model, cfg.train.strategy, self.device, find_unused_parameters=unused)
         self.optimizer = build_optimizer(task.model, cfg.optim)
         self.ema = ModelEma(task.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.scheduler: WarmupCosine | None = None
