@@ -221,3 +221,23 @@ def test_pretrain_refuses_torchrun_and_too_few_clips(
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert pretrain.main(["--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     assert "without torchrun" in capsys.readouterr().err
+
+
+def test_text_embeddings_are_taken_in_eval_mode(pretrained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Regression: the text tower ran after the model was put back in training mode (drop-path active)."""
+    from avformer.config import load
+    from avformer.data.manifest import read_manifest
+    from avformer.eval.vatt import extract_embeddings
+    from avformer.registry import create_model
+
+    data, _ = pretrained
+    cfg = load(_config(tmp_path, data))
+    torch.manual_seed(0)
+    model = create_model(MODEL["name"], **{**MODEL["overrides"], "depth": 3}, drop_path_rate=0.9)
+    model.train()
+    man = read_manifest(data / "train.csv")
+    a = extract_embeddings(model, man, cfg.data, batch_size=4)
+    b = extract_embeddings(model, man, cfg.data, batch_size=4)
+    assert a.text_vt is not None and b.text_vt is not None and bool(a.has_text.any())  # type: ignore[union-attr]
+    assert torch.equal(a.text_vt, b.text_vt)
+    assert model.training  # restored

@@ -63,3 +63,13 @@ def test_loader_train_rate_alternates_loaders() -> None:
         _task, {"a": batches, "b": [empty, *batches]}, OptimConfig(), device=torch.device("cpu"), steps=4, warmup=1
     )
     assert set(rates) == {"a", "b"} and all(v > 0 for v in rates.values())
+
+
+def test_nonempty_gives_up_when_every_batch_is_empty() -> None:
+    """Regression: a data set whose every file fails made `bench train` loop forever."""
+    from avformer.train.speed import _nonempty
+
+    empty = iter([{"batch_size": 0}] * 5 + [{"batch_size": 2}])
+    assert _nonempty(empty, max_empty=6)["batch_size"] == 2
+    with pytest.raises(RuntimeError, match="no loadable clip"):
+        _nonempty(iter([{"batch_size": 0}] * 5), max_empty=3)

@@ -119,9 +119,13 @@ def extract_embeddings(
     if has_text.any():
         text_vt = torch.zeros(len(texts), emb.video_vt.shape[1])
         which = has_text.nonzero().flatten().tolist()
-        for s in range(0, len(which), batch_size):
-            rows = which[s : s + batch_size]
-            text_vt[rows] = model.embed_text([texts[i] or "" for i in rows]).float().cpu()
+        model.eval()  # as for the clips above: no dropout / drop-path in the text tower
+        try:
+            for s in range(0, len(which), batch_size):
+                rows = which[s : s + batch_size]
+                text_vt[rows] = model.embed_text([texts[i] or "" for i in rows]).float().cpu()
+        finally:
+            model.train(was_training)
         emb.text_vt, emb.has_text = text_vt, has_text
     return emb
 

@@ -259,8 +259,10 @@ def loader_rate(loaders: dict[str, Any], *, steps: int = 20, warmup: int = 3, ro
     return {name: clips[name] / max(seconds[name], 1e-9) for name in loaders}
 
 
-def _nonempty(it: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    while True:
+def _nonempty(it: Iterator[dict[str, Any]], max_empty: int = 100) -> dict[str, Any]:
+    """The next batch with at least one clip; gives up after ``max_empty`` empty ones (every file failing)."""
+    for _ in range(max_empty):
         batch = next(it)
         if int(batch["batch_size"]) > 0:
             return batch
+    raise RuntimeError(f"{max_empty} batches in a row had no loadable clip: check the data (avformer probe)")
