@@ -75,10 +75,15 @@ CASES: dict[str, Case] = {
 }
 
 
-def _run_cases(rank: int, world: int, gather: bool, names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Loss and input gradients of each case on this rank's slice (the full batch when world == 1)."""
+def _run_cases(
+    rank: int, world: int, gather: bool, names: list[str] | None = None, sizes: list[int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Loss and input gradients of each case on this rank's slice (the full batch when world == 1); ``sizes``:
+    rows per rank (default ``BL`` each)."""
     full = _global_inputs()
-    rows = slice(rank * BL, (rank + 1) * BL) if world > 1 else slice(None)
+    sizes = sizes or [BL] * world
+    start = sum(sizes[:rank])
+    rows = slice(start, start + sizes[rank]) if world > 1 else slice(None)
     out: dict[str, dict[str, Any]] = {}
     for name in names or list(CASES):
         x = {k: v[rows].clone() for k, v in full.items()}
@@ -230,6 +235,17 @@ def test_losses_gather_mocked_world_matches_single_process(fake_world: Callable[
     per_rank = fake.run(lambda r: _run_cases(r, W, gather=True))
     _assert_matches_single_process(per_rank)
     assert any(c.startswith("all_reduce") for c in fake.calls)  # the backward collective did run
+
+
+def test_losses_gather_unequal_rank_batches_match_single_process(fake_world: Callable[[int], _FakeDist]) -> None:
+    """Ranks may hold different numbers of clips (a file that failed to load, the last shard batch): the gathers
+    pad and trim, self/pair indices use the real offsets, and the result is still the single-process loss."""
+    fake = fake_world(W)
+    sizes = [BL - 2, BL + 2]
+    per_rank = fake.run(lambda r: _run_cases(r, W, gather=True, sizes=sizes))
+    _assert_matches_single_process(per_rank)
+    offsets = fake.run(lambda r: distributed.rank_offset(sizes[r]))
+    assert offsets == [0, sizes[0]]
 
 
 def test_losses_without_gather_do_not_communicate(fake_world: Callable[[int], _FakeDist]) -> None:

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avformer.train.distributed import gather_no_grad, gather_with_grad, is_dist, rank, world_size
+from avformer.train.distributed import gather_no_grad, gather_with_grad, is_dist, rank_offset, world_size
 
 __all__ = [
     "AVCLoss",
@@ -216,7 +216,7 @@ def supcon_within(
         temperature: positive float or 0-d tensor.
         mask: (B,) bool, False drops the sample as anchor and candidate (e.g. ``has_audio`` for audio IMC).
         normalize: L2-normalise first.
-        gather: under distributed training, use candidates from all ranks (self found at ``rank * B + i``).
+        gather: under distributed training, use candidates from all ranks (self found at ``rank_offset(B) + i``).
 
     Returns:
         0-d loss: mean over kept anchors (0, attached to the graph, when none is kept).
@@ -233,7 +233,7 @@ def supcon_within(
         gathered = _use_gather(gather)
         if gathered:
             cand, cand_labels, cand_valid = gather_with_grad(e), gather_no_grad(labels), gather_no_grad(valid)
-            offset = rank() * b
+            offset = rank_offset(b, device)
         is_self = torch.zeros(b, cand.shape[0], dtype=torch.bool, device=device)  # (B, B_global)
         idx = torch.arange(b, device=device)
         is_self[idx, idx + offset] = True
@@ -269,7 +269,7 @@ def info_nce(
     """
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"a and b must both be (B, D), got {tuple(a.shape)}, {tuple(b.shape)}")
-    offset = rank() * a.shape[0] if _use_gather(gather) else 0
+    offset = rank_offset(a.shape[0], a.device) if _use_gather(gather) else 0
     ids = torch.arange(a.shape[0], device=a.device) + offset  # the pair index is the "class"
     a2b = supcon_cross(
         a, b, ids, temperature, anchor_mask=a_mask, other_mask=b_mask, normalize=normalize, gather=gather
@@ -326,7 +326,7 @@ def mil_nce(
             t_all, t_all_valid = gather_with_grad(t), gather_no_grad(t_valid)
             if symmetric:
                 v_all, v_all_valid = gather_with_grad(v), gather_no_grad(v_valid)
-            offset = rank() * b
+            offset = rank_offset(b, device)
         idx = torch.arange(b, device=device)
 
         scores = torch.einsum("bd,cpd->bcp", v, t_all) / temperature  # (B, Bc, P): local video vs all segments

@@ -38,6 +38,7 @@ __all__ = [
     "is_dist",
     "is_main",
     "rank",
+    "rank_offset",
     "world_size",
 ]
 
@@ -99,26 +100,53 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def _sizes(n: int, device: torch.device) -> list[int]:
+    """Every rank's ``n`` (dim-0 length), in rank order."""
+    t = torch.tensor([n], dtype=torch.int64, device=device)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t)
+    return [int(p.item()) for p in parts]
+
+
 def _all_gather_list(x: torch.Tensor) -> list[torch.Tensor]:
-    """All-gather ``x`` from every rank; returns ``world_size()`` tensors (no autograd)."""
+    """All-gather ``x`` from every rank; returns ``world_size()`` tensors (no autograd).
+
+    The ranks may hold different numbers of rows (a clip that failed to load, the last shard batch): the sizes are
+    exchanged first, every rank sends ``x`` padded to the largest, and each part is cut back to its own length.
+    """
     x = x.detach().contiguous()
     # gloo has no bool all_gather: move bools as uint8
     send = x.to(torch.uint8) if x.dtype == torch.bool else x
-    parts = [torch.empty_like(send) for _ in range(dist.get_world_size())]
+    sizes = _sizes(send.shape[0], send.device)
+    longest = max(sizes)
+    if send.shape[0] < longest:
+        send = torch.cat([send, send.new_zeros((longest - send.shape[0], *send.shape[1:]))])
+    parts = [torch.empty_like(send) for _ in sizes]
     dist.all_gather(parts, send)
+    parts = [p[:n] for p, n in zip(parts, sizes, strict=True)]
     if x.dtype == torch.bool:
         parts = [p.bool() for p in parts]
     return parts
+
+
+def rank_offset(n: int, device: torch.device | str = "cpu") -> int:
+    """Where this rank's ``n`` rows start in a gathered tensor: the rows of the ranks before it (0 in one process).
+
+    A collective under a process group: every rank must call it.
+    """
+    if not is_dist():
+        return 0
+    return sum(_sizes(n, torch.device(device))[: dist.get_rank()])
 
 
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0, detached. Labels, masks and counts go through here.
 
     Args:
-        x: (B, ...) any dtype (bool included); the same shape on every rank.
+        x: (B_r, ...) any dtype (bool included); trailing dims equal on every rank, B_r may differ.
 
     Returns:
-        (world_size * B, ...), rank ``r``'s rows at ``[r * B, (r + 1) * B)``; ``x.detach()`` in a single process.
+        (Σ B_r, ...) in rank order (rank ``r``'s rows start at :func:`rank_offset`); ``x.detach()`` in one process.
     """
     if not is_dist():
         return x.detach()
@@ -130,29 +158,29 @@ class _AllGatherSumGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.rank = dist.get_rank()
+        parts = _all_gather_list(x)
+        ctx.start = sum(p.shape[0] for p in parts[: dist.get_rank()])
         ctx.batch = x.shape[0]
-        return torch.cat(_all_gather_list(x), dim=0)
+        return torch.cat(parts, dim=0)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # Σ over ranks of d(loss_s)/d(gathered)
-        start = ctx.rank * ctx.batch
-        return grad[start : start + ctx.batch]
+        return grad[ctx.start : ctx.start + ctx.batch]
 
 
 def gather_with_grad(x: torch.Tensor, *, sync_grads: bool = True) -> torch.Tensor:
     """Concatenate ``x`` from all ranks along dim 0, keeping autograd to the local part.
 
     Args:
-        x: (B, ...) floating tensor, the same shape on every rank.
+        x: (B_r, ...) floating tensor; trailing dims equal on every rank, B_r may differ.
         sync_grads: True: backward all-reduces the gradient of the gathered tensor (exact adjoint, one extra
             collective per backward; every rank must run backward through it). False: no backward collective,
             only this rank's own loss reaches ``x`` (see the module docstring for when that is exact).
 
     Returns:
-        (world_size * B, ...) with rank ``r``'s rows at ``[r * B, (r + 1) * B)``; ``x`` itself in a single process.
+        (Σ B_r, ...) in rank order (rank ``r``'s rows start at :func:`rank_offset`); ``x`` itself in one process.
     """
     if not is_dist():
         return x

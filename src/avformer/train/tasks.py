@@ -41,7 +41,7 @@ from avformer.eval.inference import input_modality, predict_batch
 from avformer.eval.metrics import ClassificationMetrics
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
 from avformer.models.av_model import AVModel
-from avformer.train.distributed import rank
+from avformer.train.distributed import rank_offset
 from avformer.train.task import Batch
 
 __all__ = ["AVClassificationTask", "ClassificationTask", "make_task"]
@@ -182,7 +182,7 @@ class AVClassificationTask(_ClassifierBase):
             terms["ce_video"] = w * self._classification_loss(out.video_logits, target, keep & has_v)
         if cfg.avc_weight > 0 or cfg.imc_weight > 0:
             if self.multilabel:  # instance discrimination: the clip's own pair is its only positive
-                con_labels = torch.arange(n, device=device) + rank() * n  # unique across ranks when gathered
+                con_labels = torch.arange(n, device=device) + rank_offset(n, device)  # unique across ranks
             else:
                 con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
             a_mask, v_mask = keep & has_a, keep & has_v
