@@ -437,7 +437,7 @@ class Trainer:
             save_checkpoint(self.out_dir / name, state)
         barrier()
 
-    def _resume_path(self) -> Path | None:
+    def _local_resume_path(self) -> Path | None:
         resume = self.tcfg.resume
         if resume is None:
             return None
@@ -448,6 +448,23 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"train.resume: no checkpoint at {path}")
         return path
+
+    def _resume_path(self) -> Path | None:
+        """The checkpoint to resume from. Under torchrun rank 0 decides for all (a collective): a rank that
+        decided on its own could start fresh while the others resume, and the run would hang."""
+        local = self._local_resume_path()
+        if not is_dist():
+            return local
+        choices = gather_objects(None if local is None else str(local))
+        if choices[0] is None:
+            return None
+        missing = [r for r, c in enumerate(choices) if c != choices[0]]
+        if missing:
+            raise FileNotFoundError(
+                f"rank 0 resumes from {choices[0]} but rank(s) {missing} do not see it: train.out_dir (or "
+                "train.resume) must be on a filesystem that every node shares"
+            )
+        return Path(choices[0])
 
     def _report_config_changes(self, saved: dict[str, Any]) -> None:
         assert self.logger is not None
