@@ -73,6 +73,7 @@ def test_smoke_config_trains_and_writes_the_run_folder(
         (["model.name=no_such_model"], "no_such_model"),
         (["model.overrides.bogus=1"], "bogus"),
         (["train.epochs"], "not key=value"),
+        (["train.resume=/nonexistent/last.pt"], "train.resume: no checkpoint at /nonexistent/last.pt"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(

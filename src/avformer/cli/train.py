@@ -48,6 +48,7 @@ from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.shards import ShardDataset, make_shard_loader
+from avformer.train.checkpoint import CheckpointError
 from avformer.train.report import write_run_report
 from avformer.train.run import build_model, write_classes
 from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet = dist.is_initialized() and dist.get_rank() != 0  # rank 0 alone prints the summary
     try:
         result = run_training(cfg, out_dir=args.out, console=Console(quiet=quiet), command=command)
-    except (UsageError, ConfigError) as e:
+    except (UsageError, ConfigError, CheckpointError, FileNotFoundError) as e:  # a bad resume path / checkpoint
         print(f"avformer train: error: {e}", file=sys.stderr)
         return 2
     finally:
