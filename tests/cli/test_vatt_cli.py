@@ -122,12 +122,17 @@ def test_pretrain_bad_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFix
     assert pretrain.main(["--config", str(cfg), "data.modalities=[audio]"]) == 2
 
 
-def test_probe_linear_reports_pretrained_and_random(pretrained: tuple[Path, Path], tmp_path: Path) -> None:
+def test_probe_linear_reports_pretrained_and_random(
+    pretrained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data, run = pretrained
     out = tmp_path / "probe.json"
     args = [str(run), "--train", str(data / "train.csv"), "--val", str(data / "val.csv"), "--json", str(out)]
     assert probe_linear.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| video |" in printed and "zero-shot retrieval on val (pretrained): a2v_R@1" in printed
     res = json.loads(out.read_text())
+    assert "a2v_mAP" in res["pretrained"]["retrieval"] and "t2v_R@1" in res["pretrained"]["retrieval"]
     for name in ("pretrained", "random_init"):
         for mod in ("video", "audio"):
             assert 0.0 <= res[name][mod]["top1"] <= 1.0

@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     for mod in args.modality:
         base = res.get("random_init", {}).get(mod, {}).get("top1")
         print(f"| {mod} | {res['pretrained'][mod]['top1']:.3f} | {'-' if base is None else f'{base:.3f}'} |")
+    ret = res["pretrained"].get("retrieval") or {}
+    shown = [
+        f"{k} {ret[k]:.3f}" for k in ("a2v_R@1", "a2v_mAP", "v2a_R@1", "v2a_mAP", "t2v_R@1", "t2v_mAP") if k in ret
+    ]
+    if shown:
+        print("zero-shot retrieval on val (pretrained): " + ", ".join(shown))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
