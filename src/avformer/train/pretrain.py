@@ -34,18 +34,11 @@ from avformer.losses import info_nce, mil_nce
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.registry import create_model
 from avformer.train.checkpoint import load_checkpoint
-from avformer.train.task import Batch
+from avformer.train.task import Batch, present_mask
 
 __all__ = ["VATTPretrainTask", "load_vatt_run", "retrieval_report"]
 
 _MAX_LOGIT_SCALE = 100.0
-
-
-def _present(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
-    mask = batch.get(key)
-    if mask is None:
-        return torch.ones(n, dtype=torch.bool, device=device)
-    return mask.to(device=device, dtype=torch.bool)
 
 
 def retrieval_report(
@@ -113,8 +106,8 @@ class VATTPretrainTask:
         cfg = self.loss_cfg
         video, audio = batch["video"], batch["audio"]
         n, device = video.shape[0], video.device
-        has_v = _present(batch, "has_video", n, device)
-        has_a = _present(batch, "has_audio", n, device)
+        has_v = present_mask(batch, "has_video", n, device)
+        has_a = present_mask(batch, "has_audio", n, device)
         text_ids = seg_mask = None
         if cfg.mil_nce_weight > 0:
             texts = batch.get("text") or [None] * n
@@ -150,8 +143,8 @@ class VATTPretrainTask:
         res = {
             "video_va": out.video_va.float(),
             "audio_va": out.audio_va.float(),
-            "has_video": _present(batch, "has_video", n, device),
-            "has_audio": _present(batch, "has_audio", n, device),
+            "has_video": present_mask(batch, "has_video", n, device),
+            "has_audio": present_mask(batch, "has_audio", n, device),
         }
         label = batch.get("label")
         if isinstance(label, Tensor) and label.ndim == 1:

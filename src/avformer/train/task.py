@@ -13,11 +13,20 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "Task"]
+__all__ = ["Batch", "Task", "present_mask"]
 
 Batch = dict[str, Any]
+
+
+def present_mask(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
+    """``batch[key]`` (e.g. ``has_audio``) as a bool mask on ``device``; all True when the batch has no such key."""
+    mask = batch.get(key)
+    if mask is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return mask.to(device=device, dtype=torch.bool)
 
 
 @runtime_checkable

@@ -42,7 +42,7 @@ from avformer.eval.metrics import ClassificationMetrics
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
 from avformer.models.av_model import AVModel
 from avformer.train.distributed import rank_offset
-from avformer.train.task import Batch
+from avformer.train.task import Batch, present_mask
 
 __all__ = ["AVClassificationTask", "ClassificationTask", "make_task"]
 
@@ -52,13 +52,6 @@ def _labeled(label: Tensor, multilabel: bool) -> Tensor:
     if multilabel:
         return torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
     return label >= 0
-
-
-def _present(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
-    mask = batch.get(key)
-    if mask is None:
-        return torch.ones(n, dtype=torch.bool, device=device)
-    return mask.to(device=device, dtype=torch.bool)
 
 
 class _ClassifierBase:
@@ -163,8 +156,8 @@ class AVClassificationTask(_ClassifierBase):
         cfg = self.loss_cfg
         audio, video = batch["audio"], batch["video"]
         n, device = audio.shape[0], audio.device
-        has_a = _present(batch, "has_audio", n, device)
-        has_v = _present(batch, "has_video", n, device)
+        has_a = present_mask(batch, "has_audio", n, device)
+        has_v = present_mask(batch, "has_video", n, device)
         target, keep = self._targets(batch)
         inputs, target, keep, index, lam = self._mix({"audio": audio, "video": video}, target, keep)
         if lam < 1.0:  # a mixed clip has a stream only if both of its sources had it
@@ -226,7 +219,7 @@ class ClassificationTask(_ClassifierBase):
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         x = batch[self.modality]
-        present = _present(batch, f"has_{self.modality}", x.shape[0], x.device)
+        present = present_mask(batch, f"has_{self.modality}", x.shape[0], x.device)
         target, keep = self._targets(batch)
         inputs, target, keep, index, lam = self._mix({"x": x}, target, keep)
         if lam < 1.0:
