@@ -20,7 +20,8 @@ from torch import nn
 __all__ = ["ModelEma"]
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a DDP / DataParallel wrapper (``model`` itself otherwise)."""
     inner = getattr(model, "module", None)  # DDP / DataParallel
     return inner if isinstance(inner, nn.Module) else model
 
@@ -38,12 +39,14 @@ class ModelEma:
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.shadow: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in _unwrap(model).state_dict().items()}
+        self.shadow: dict[str, torch.Tensor] = {
+            k: v.detach().clone() for k, v in unwrap_model(model).state_dict().items()
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """One EMA step towards ``model``'s current weights."""
-        for k, v in _unwrap(model).state_dict().items():
+        for k, v in unwrap_model(model).state_dict().items():
             ema = self.shadow[k]
             if ema.is_floating_point():
                 ema.mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
@@ -54,7 +57,7 @@ class ModelEma:
     @contextmanager
     def swap(self, model: nn.Module) -> Iterator[None]:
         """Within the block ``model`` holds the EMA weights; its own weights come back afterwards."""
-        inner = _unwrap(model)
+        inner = unwrap_model(model)
         backup = {k: v.detach().clone() for k, v in inner.state_dict().items()}
         inner.load_state_dict(self.shadow)
         try:

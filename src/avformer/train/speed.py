@@ -25,7 +25,6 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from avformer.profiling import attention_path
 from avformer.train.optim import build_optimizer
+from avformer.train.trainer import autocast_context
 
 __all__ = [
     "BF16_PEAK_TFLOPS",
@@ -89,12 +89,6 @@ class StepRate:
     batch_size: int
 
 
-def _autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -144,7 +138,7 @@ class _Stepper:
 
     def __call__(self, batch: dict[str, Any]) -> None:
         batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        with _autocast(self.device, self.precision):
+        with autocast_context(self.device, self.precision):
             loss, _ = self.task.training_step(batch)
         loss.backward()
         if self.clip > 0:

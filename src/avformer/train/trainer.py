@@ -73,7 +73,7 @@ from avformer.config import ExperimentConfig, dump, to_dict
 from avformer.data.dataset import LoadStats
 from avformer.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
 from avformer.train.distributed import all_reduce_min, all_reduce_sum, barrier, gather_objects, is_dist, world_size
-from avformer.train.ema import ModelEma
+from avformer.train.ema import ModelEma, unwrap_model
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
 from avformer.train.task import Batch, Task
@@ -93,11 +93,6 @@ def seed_everything(seed: int) -> None:
 
 def _is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    inner = getattr(model, "module", None)  # DDP
-    return inner if isinstance(inner, nn.Module) else model
 
 
 def _is_fsdp(model: nn.Module) -> bool:
@@ -149,7 +144,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def _autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, else a no-op context."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -266,7 +262,7 @@ def evaluate(
                 stats.update(batch)
             if batch["batch_size"] == 0:
                 continue
-            with _autocast(device, precision):
+            with autocast_context(device, precision):
                 out = task.validation_step(_to_device(batch, device))
             if not real:
                 continue
@@ -384,7 +380,7 @@ class Trainer:
             model_state = get_model_state_dict(self.task.model, options=opts)
             optim_state = get_optimizer_state_dict(self.task.model, self.optimizer, options=opts)
         else:
-            model_state = _unwrap(self.task.model).state_dict()
+            model_state = unwrap_model(self.task.model).state_dict()
             optim_state = self.optimizer.state_dict()
         return {
             "format": CHECKPOINT_FORMAT,
@@ -415,7 +411,7 @@ class Trainer:
             set_model_state_dict(self.task.model, ckpt["model"], options=opts)
             set_optimizer_state_dict(self.task.model, self.optimizer, ckpt["optimizer"], options=opts)
         else:
-            _unwrap(self.task.model).load_state_dict(ckpt["model"])
+            unwrap_model(self.task.model).load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None:
@@ -628,7 +624,7 @@ class Trainer:
             n = int(batch["batch_size"])
             last = i == len(group) - 1
             with self._grad_sync(last):
-                with _autocast(self.device, self.tcfg.precision):
+                with autocast_context(self.device, self.tcfg.precision):
                     loss, metrics = self.task.training_step(_to_device(batch, self.device))
                 (loss * (n * scale)).backward()  # weight = this batch's share of the step's (global) clips
             loss_sum += float(loss.detach()) * n
