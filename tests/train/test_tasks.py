@@ -217,4 +217,8 @@ def test_ce_only_task_tells_ddp_that_the_projection_heads_get_no_gradient() -> N
     loss.backward()
     no_grad = {n.split(".")[0] for n, p in ce.model.named_parameters() if p.grad is None}
     assert no_grad == {"audio_proj", "video_proj"}
+    # and they are not run at all: DDP finds unused parameters by walking back from the outputs, so an output that
+    # depends on them while the loss does not would still be an error there
+    out = ce.model(_batch()["audio"], _batch()["video"], embed=False)
+    assert out.audio_emb is None and out.video_emb is None
     assert not AVClassificationTask(_av_model(), LossConfig(avc_weight=0.1), num_classes=K).unused_parameters

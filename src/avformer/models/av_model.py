@@ -58,8 +58,9 @@ class AVOutput:
         logits: (B, K) fused prediction from the present modalities.
         audio_logits: (B, K) audio-only prediction, None for fusion heads without per-modality heads.
         video_logits: (B, K) video-only prediction, likewise.
-        audio_emb: (B, E) audio projection for contrastive losses (AVC / IMC), not normalised.
-        video_emb: (B, E) video projection, not normalised.
+        audio_emb: (B, E) audio projection for contrastive losses (AVC / IMC), not normalised; None when the
+            model was called with ``embed=False``.
+        video_emb: (B, E) video projection, not normalised; None with ``embed=False``.
         audio_pooled: (B, D_a) audio encoder pooled feature (after fusion).
         video_pooled: (B, D_v) video encoder pooled feature.
         has_audio: (B,) bool mask used (all True when none was given).
@@ -72,8 +73,8 @@ class AVOutput:
     logits: torch.Tensor
     audio_logits: torch.Tensor | None
     video_logits: torch.Tensor | None
-    audio_emb: torch.Tensor
-    video_emb: torch.Tensor
+    audio_emb: torch.Tensor | None
+    video_emb: torch.Tensor | None
     audio_pooled: torch.Tensor
     video_pooled: torch.Tensor
     has_audio: torch.Tensor
@@ -280,15 +281,15 @@ class AVModel(nn.Module):
         fa, fv = self.fusion.encode(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v)
         return AVFeatures(fa, fv, has_a, has_v)
 
-    def forward_head(self, feats: AVFeatures) -> AVOutput:
-        """Classifier(s) and projections on the pooled features."""
+    def forward_head(self, feats: AVFeatures, *, embed: bool = True) -> AVOutput:
+        """Classifier(s) and, with ``embed``, the contrastive projections on the pooled features."""
         out: FusionLogits = self.fusion(feats.audio.pooled, feats.video.pooled, feats.has_audio, feats.has_video)
         return AVOutput(
             logits=out.logits,
             audio_logits=out.audio_logits,
             video_logits=out.video_logits,
-            audio_emb=self.audio_proj(feats.audio.pooled),
-            video_emb=self.video_proj(feats.video.pooled),
+            audio_emb=self.audio_proj(feats.audio.pooled) if embed else None,
+            video_emb=self.video_proj(feats.video.pooled) if embed else None,
             audio_pooled=feats.audio.pooled,
             video_pooled=feats.video.pooled,
             has_audio=feats.has_audio,
@@ -301,6 +302,8 @@ class AVModel(nn.Module):
         video: torch.Tensor,
         has_audio: torch.Tensor | None = None,
         has_video: torch.Tensor | None = None,
+        *,
+        embed: bool = True,
     ) -> AVOutput:
         """Classify and embed a batch of clips.
 
@@ -310,8 +313,10 @@ class AVModel(nn.Module):
             video: the video encoder's input, e.g. (B, 3, T, H, W).
             has_audio: (B,) bool, False where the clip has no audio; None = all present. All False = video only.
             has_video: (B,) bool, likewise for video. All False = audio only.
+            embed: compute ``audio_emb`` / ``video_emb``; False skips the projection heads (a loss without AVC/IMC
+                must, under DDP: parameters that reach the output but get no gradient are an error there).
         """
-        return self.forward_head(self.forward_features(audio, video, has_audio, has_video))
+        return self.forward_head(self.forward_features(audio, video, has_audio, has_video), embed=embed)
 
 
 # ---- variants ----------------------------------------------------------------------------------------------------

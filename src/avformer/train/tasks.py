@@ -149,7 +149,8 @@ class AVClassificationTask(_ClassifierBase):
         # gather: under torchrun the candidates come from every rank (a no-op in one process)
         self.avc = AVCLoss(loss.temperature, gather=True)
         self.imc = IMCLoss(loss.temperature, gather=True)
-        # without AVC and IMC the contrastive projection heads get no gradient: DDP must be told (Trainer reads it)
+        # without AVC and IMC the contrastive projection heads are not run (forward(embed=False)) and get no
+        # gradient: DDP must be told (the Trainer reads this flag)
         self.unused_parameters = loss.avc_weight <= 0 and loss.imc_weight <= 0
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -162,7 +163,7 @@ class AVClassificationTask(_ClassifierBase):
         inputs, target, keep, index, lam = self._mix({"audio": audio, "video": video}, target, keep)
         if lam < 1.0:  # a mixed clip has a stream only if both of its sources had it
             has_a, has_v = has_a & has_a[index], has_v & has_v[index]
-        out = self.model(inputs["audio"], inputs["video"], has_a, has_v)
+        out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters)
 
         terms: dict[str, Tensor] = {}
         if cfg.ce_weight > 0:
@@ -179,6 +180,7 @@ class AVClassificationTask(_ClassifierBase):
             else:
                 con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
             a_mask, v_mask = keep & has_a, keep & has_v
+            assert out.audio_emb is not None and out.video_emb is not None  # embed=True whenever AVC/IMC are on
             if cfg.avc_weight > 0:
                 avc = self.avc(out.audio_emb, out.video_emb, con_labels, audio_mask=a_mask, video_mask=v_mask)
                 terms["avc"] = cfg.avc_weight * avc
