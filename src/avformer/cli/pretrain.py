@@ -27,7 +27,8 @@ from typing import Any
 
 from rich.console import Console
 
-from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
+from avformer.cli.train import UsageError, add_config_args, config_from_args
+from avformer.config import ConfigError, ExperimentConfig
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
@@ -37,10 +38,6 @@ from avformer.train.pretrain import VATTPretrainTask
 from avformer.train.trainer import fit, seed_everything
 
 __all__ = ["PretrainResult", "UsageError", "build_vatt", "main", "run_pretraining", "strip_labels"]
-
-
-class UsageError(Exception):
-    """A problem with the user's config, overrides or files: one line on stderr, exit status 2."""
 
 
 @dataclass
@@ -141,24 +138,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="avformer pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/experiment/av_digits_vatt_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
-    p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="an override")
-    p.add_argument("--out", help="run folder (default: train.out_dir of the config)")
+    add_config_args(p, "e.g. configs/experiment/av_digits_vatt_tiny.yaml")
     p.add_argument("--no-subtitles", action="store_true", help="do not read text from the containers' subtitle streams")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = [*args.overrides, *args.set_]
     try:
-        for item in overrides:
-            if "=" not in item:
-                raise UsageError(f"override {item!r} is not key=value")
-        if not Path(args.config).is_file():
-            raise UsageError(f"--config: no such file: {args.config}")
-        cfg = apply_overrides(load(args.config), overrides)
+        cfg = config_from_args(args)
         result = run_pretraining(cfg, out_dir=args.out, console=Console(), subtitles=not args.no_subtitles)
     except (UsageError, ConfigError) as e:
         print(f"avformer pretrain: error: {e}", file=sys.stderr)

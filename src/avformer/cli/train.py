@@ -54,7 +54,7 @@ from avformer.train.run import build_model, write_classes
 from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
 from avformer.train.trainer import evaluate, fit, seed_everything
 
-__all__ = ["TrainResult", "UsageError", "load_data", "main", "run_training"]
+__all__ = ["TrainResult", "UsageError", "add_config_args", "config_from_args", "load_data", "main", "run_training"]
 
 
 def init_distributed(device: str = "auto") -> bool:
@@ -263,14 +263,36 @@ def run_training(
     return TrainResult(out, summary, data.classes, outputs, num_params, seconds, path)
 
 
+def add_config_args(p: argparse.ArgumentParser, example: str) -> None:
+    """``--config``, ``key=value`` overrides (positional or ``--set``) and ``--out``: the arguments of ``avformer
+    train`` and ``avformer pretrain``; :func:`config_from_args` turns them into the config."""
+    p.add_argument("--config", required=True, help=f"experiment YAML ({example})")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="an override")
+    p.add_argument("--out", help="run folder (default: train.out_dir of the config)")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The ``--config`` file with the overrides of :func:`add_config_args` applied in order.
+
+    Raises:
+        UsageError: an override that is not ``key=value``, or no such config file.
+        ConfigError: a config or override that does not fit the schema.
+    """
+    overrides = [*args.overrides, *args.set_]
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"override {item!r} is not key=value")
+    if not Path(args.config).is_file():
+        raise UsageError(f"--config: no such file: {args.config}")
+    return apply_overrides(load(args.config), overrides)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="avformer train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", required=True, help="experiment YAML (configs/experiment/..., configs/smoke/...)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
-    p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="an override")
-    p.add_argument("--out", help="run folder (default: train.out_dir of the config)")
+    add_config_args(p, "configs/experiment/..., configs/smoke/...")
     return p
 
 
@@ -290,15 +312,8 @@ def _headline(result: TrainResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = [*args.overrides, *args.set_]
-    for item in overrides:
-        if "=" not in item:
-            print(f"avformer train: error: override {item!r} is not key=value", file=sys.stderr)
-            return 2
     try:
-        if not Path(args.config).is_file():
-            raise UsageError(f"--config: no such file: {args.config}")
-        cfg = apply_overrides(load(args.config), overrides)
+        cfg = config_from_args(args)
         command = shlex.join(["avformer", "train", *(sys.argv[2:] if argv is None else argv)])
     except (UsageError, ConfigError) as e:
         print(f"avformer train: error: {e}", file=sys.stderr)
