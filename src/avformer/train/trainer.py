@@ -354,8 +354,6 @@ class Trainer:
         task.model.to(self.device)
         self.world = world_size()
         self.fsdp = is_dist() and cfg.train.strategy == "fsdp"
-        if self.fsdp and cfg.train.ema_decay > 0:
-            raise ValueError("train.ema_decay > 0 is not supported with train.strategy=fsdp (the weights are sharded)")
         unused = bool(getattr(task, "unused_parameters", False))
         self.model = wrap_model(task.model, cfg.train.strategy, self.device, find_unused_parameters=unused)
         self.optimizer = build_optimizer(task.model, cfg.optim)
