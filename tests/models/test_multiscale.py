@@ -473,11 +473,25 @@ def test_no_weight_decay_lists_class_token_and_rel_pos_tables() -> None:
         ({"embed_dim": 15}, "divisible"),
         ({"input_size": (2, 2), "patch_padding": (0, 0)}, "too small"),
         ({"input_size": (1, 1, 1, 1)}, "grid axes"),
+        ({"conv_stem": True, "patch_stride": (3, 4)}, "power-of-2"),
     ],
 )
 def test_config_validation(changes: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(AUDIO, **changes)
+
+
+def test_conv_stem_option_keeps_the_token_grid_and_trains() -> None:
+    """``conv_stem`` swaps the patch convolution for early convolutions; blocks, rel-pos tables and output stay."""
+    plain = MultiscaleTransformer(VIDEO, num_classes=3)
+    stem = MultiscaleTransformer(dataclasses.replace(VIDEO, conv_stem=True), num_classes=3)
+    assert stem.cfg.patch_grid == plain.cfg.patch_grid
+    x = torch.randn(2, *VIDEO.default_input)
+    assert plain.embed(x)[1] == stem.embed(x)[1]
+    out = stem(x)
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    assert stem.patch_embed.proj[0].weight.grad is not None
 
 
 def test_odd_query_stride_is_rejected() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from avformer.layers.attention import attend
-from avformer.layers.conv_embed import ConvPatchEmbed
+from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed
 from avformer.layers.drop import DropPath, drop_path
 from avformer.layers.mlp import Mlp
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
@@ -14,6 +14,7 @@ __all__ = [
     "Attention",
     "Block",
     "ConvPatchEmbed",
+    "ConvStemEmbed",
     "DropPath",
     "Mlp",
     "PatchEmbed2d",

@@ -4,6 +4,10 @@ A single strided convolution turns a signal ``(B, C, *size)`` into a grid of tok
 ``N = prod(grid)``. Unlike the non-overlapping ViT patchify, the kernel may be larger than the stride and padded
 (MViT: kernel (3, 7, 7), stride (2, 4, 4), padding (1, 3, 3)), so a size that is not a multiple of the stride still
 gives a well-defined grid (``conv_out_size``).
+
+``ConvStemEmbed`` is the "early convolutions" alternative (Xiao et al. 2021, *Early Convolutions Help Transformers
+See Better*): a few stride-2 3×3 convolutions with BatchNorm and ReLU, then a 1×1 convolution to the token width.
+It gives transformers a local, translation-equivariant first stage, which helps most when data are few.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvPatchEmbed", "conv_out_size"]
+__all__ = ["ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_strides"]
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
 def conv_out_size(
@@ -62,3 +67,58 @@ class ConvPatchEmbed(nn.Module):
         x = self.proj(x)  # (B, D, *grid)
         grid = tuple(x.shape[2:])
         return x.flatten(2).transpose(1, 2), grid  # (B, N, D)
+
+
+def stem_strides(stride: Sequence[int]) -> list[tuple[int, ...]]:
+    """Per-layer strides of a conv stem with total ``stride`` (powers of 2 per axis): every layer halves each axis
+    that still has stride left, earliest layers first. ``(2, 4, 4)`` -> ``[(2, 2, 2), (1, 2, 2)]``."""
+    logs = []
+    for s in stride:
+        if s < 1 or s & (s - 1):
+            raise ValueError(f"a conv stem needs power-of-2 strides, got {tuple(stride)}")
+        logs.append(s.bit_length() - 1)
+    if max(logs) == 0:
+        raise ValueError(f"a conv stem needs a stride > 1 on some axis, got {tuple(stride)}")
+    return [tuple(2 if j < n else 1 for n in logs) for j in range(max(logs))]
+
+
+class ConvStemEmbed(nn.Module):
+    """Convolutional stem patch embedding: ``L`` conv(3, stride 1 or 2 per axis) + BatchNorm + ReLU layers, then a
+    1×1 convolution to ``embed_dim``; same interface and, for power-of-2 strides, the same grid as
+    ``ConvPatchEmbed(kernel 2s - 1, stride s, padding s - 1)`` (``ceil(n / s)`` per axis).
+
+    Widths double layer by layer and end at ``embed_dim`` (``embed_dim / 2^(L-1)``, ..., ``embed_dim``; at least 8).
+
+    Args:
+        in_chans: input channels.
+        embed_dim: output token width ``D``.
+        stride: total stride per grid axis (powers of 2), split over the layers by ``stem_strides``.
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, stride: Sequence[int]) -> None:
+        super().__init__()
+        ndim = len(stride)
+        if ndim not in _CONV:
+            raise ValueError(f"stride must have 1, 2 or 3 entries, got {tuple(stride)}")
+        self.strides = stem_strides(stride)
+        n = len(self.strides)
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for j, st in enumerate(self.strides):
+            c_out = max(embed_dim // 2 ** (n - 1 - j), 8)
+            layers += [_CONV[ndim](c_in, c_out, 3, stride=st, padding=1, bias=False), _BN[ndim](c_out), nn.ReLU()]
+            c_in = c_out
+        layers.append(_CONV[ndim](c_in, embed_dim, 1))
+        self.proj = nn.Sequential(*layers)
+
+    def grid_size(self, size: Sequence[int]) -> tuple[int, ...]:
+        """Token grid for an input of spatial/temporal ``size`` (without batch and channel)."""
+        grid = tuple(size)
+        for st in self.strides:
+            grid = conv_out_size(grid, (3,) * len(grid), st, (1,) * len(grid))
+        return grid
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(B, C, *size) -> tokens (B, N, D) in row-major grid order, and the grid."""
+        x = self.proj(x)  # (B, D, *grid)
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.conv_embed import ConvPatchEmbed, conv_out_size
+from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed, conv_out_size, stem_strides
 from avformer.layers.drop import DropPath
 from avformer.layers.mlp import Mlp
 from avformer.layers.pooling_attention import PoolingAttention, TokenPool, skip_pool_kernel
@@ -133,6 +133,12 @@ class MultiscaleConfig:
             position tables. Other sizes run too (tables are resampled).
         in_chans: input channels (1 for log-mel, 3 for RGB).
         patch_kernel, patch_stride, patch_padding: the convolutional patch embedding.
+        conv_stem: replace the single patch convolution by a stem of stride-2 3×3 convolutions with BatchNorm and
+            ReLU and a 1×1 projection ("early convolutions", Xiao et al. 2021; ``layers.ConvStemEmbed``), with the
+            same total ``patch_stride`` (powers of 2; ``patch_kernel`` and ``patch_padding`` are then unused).
+            Not part of MViTv2 or MMT, so off by default: an option for small datasets trained from scratch, where
+            the plain patch embedding learns slowly (AV-Digits' moving MNIST digits; see the README). The stem's
+            BatchNorm statistics come from each process's batch (no SyncBatchNorm).
         embed_dim: width of stage 1 (and of the patch embedding).
         num_heads: heads of stage 1.
         stages: the stage table; widths and heads are ``embed_dim * dim_mult`` and ``num_heads * heads_mult``.
@@ -154,6 +160,7 @@ class MultiscaleConfig:
     patch_kernel: tuple[int, ...] = (3, 7, 7)
     patch_stride: tuple[int, ...] = (2, 4, 4)
     patch_padding: tuple[int, ...] = (1, 3, 3)
+    conv_stem: bool = False
     embed_dim: int = 96
     num_heads: int = 1
     stages: tuple[StageSpec, ...] = field(default=_MVIT_V2_S_STAGES)
@@ -199,6 +206,8 @@ class MultiscaleConfig:
                 raise ValueError(f"stage {i}: width {dim} is not divisible by {heads} heads")
         if self.mlp_ratio <= 0 or self.norm_eps <= 0:
             raise ValueError("mlp_ratio and norm_eps must be > 0")
+        if self.conv_stem:
+            stem_strides(self.patch_stride)  # raises unless powers of 2
         if min(self.patch_grid) < 1:
             raise ValueError(f"input_size {self.input_size} is too small for the patch embedding")
 
@@ -215,6 +224,8 @@ class MultiscaleConfig:
     @property
     def patch_grid(self) -> tuple[int, ...]:
         """Token grid after the patch embedding at ``input_size``."""
+        if self.conv_stem:
+            return tuple(-(-n // s) for n, s in zip(self.input_size, self.patch_stride, strict=True))
         return conv_out_size(self.input_size, self.patch_kernel, self.patch_stride, self.patch_padding)
 
 
@@ -372,8 +383,10 @@ class MultiscaleTransformer(nn.Module):
         self.grad_checkpointing = grad_checkpointing
         self.default_input: tuple[int, ...] = cfg.default_input
         self.num_prefix_tokens = int(cfg.cls_token)
-        self.patch_embed = ConvPatchEmbed(
-            cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding
+        self.patch_embed: ConvPatchEmbed | ConvStemEmbed = (
+            ConvStemEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_stride)
+            if cfg.conv_stem
+            else ConvPatchEmbed(cfg.in_chans, cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding)
         )
         self.cls_token: nn.Parameter | None = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.cls_token else None
         specs = _plan_blocks(cfg)

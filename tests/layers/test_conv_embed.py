@@ -1,0 +1,51 @@
+"""Convolutional patch embeddings: the single strided convolution and the early-convolution stem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed, stem_strides
+
+
+def test_stem_strides_split_each_axis_into_halvings_earliest_first() -> None:
+    assert stem_strides((2, 4, 4)) == [(2, 2, 2), (1, 2, 2)]
+    assert stem_strides((8, 4)) == [(2, 2), (2, 2), (2, 1)]
+    assert stem_strides((1, 2)) == [(1, 2)]
+    for bad in ((3, 4), (1, 1), (0, 2)):
+        with pytest.raises(ValueError, match="stride"):
+            stem_strides(bad)
+
+
+@pytest.mark.parametrize(
+    ("stride", "size"), [((2, 4, 4), (8, 32, 32)), ((2, 4, 4), (7, 30, 33)), ((8, 4), (64, 100)), ((4,), (17,))]
+)
+def test_stem_grid_matches_the_mvit_patch_convolution(stride: tuple[int, ...], size: tuple[int, ...]) -> None:
+    """Same grid as the "kernel 2s - 1, padding s - 1" patch convolution it replaces: ceil(n / s) per axis."""
+    stem = ConvStemEmbed(3, 16, stride)
+    patch = ConvPatchEmbed(3, 16, [2 * s - 1 for s in stride], stride, [s - 1 for s in stride])
+    expected = tuple(-(-n // s) for n, s in zip(size, stride, strict=True))
+    assert stem.grid_size(size) == patch.grid_size(size) == expected
+    tokens, grid = stem(torch.randn(2, 3, *size))
+    assert grid == expected and tokens.shape == (2, torch.Size(expected).numel(), 16)
+
+
+def test_stem_widths_double_up_to_embed_dim() -> None:
+    stem = ConvStemEmbed(1, 32, (8, 4))
+    convs = [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 32]
+    assert convs[-1].kernel_size == (1, 1)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in stem.proj) == 3
+
+
+def test_stem_tokens_are_row_major_and_translation_equivariant() -> None:
+    """A stem is convolutional: shifting the input by one stride shifts the token grid by one cell."""
+    torch.manual_seed(0)
+    stem = ConvStemEmbed(1, 8, (4, 4)).eval()
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 8:12, 8:12] = 1.0
+    shifted = torch.roll(x, shifts=(4, 8), dims=(2, 3))
+    t0, g = stem(x)
+    t1, _ = stem(shifted)
+    a, b = t0[0].reshape(*g, 8), t1[0].reshape(*g, 8)
+    torch.testing.assert_close(a[1:5, 1:5], b[2:6, 3:7])
