@@ -19,6 +19,8 @@ from avformer.data.video import (
     horizontal_flip,
     normalize,
     pad_or_loop_frames,
+    random_affine,
+    random_channel_shuffle,
     random_clip_window,
     random_horizontal_flip,
     random_resized_crop,
@@ -335,3 +337,74 @@ def test_test_views_one_crop_is_the_eval_transform() -> None:
     assert torch.equal(square[0], fill(_frames(6, 20, 20)))
     with pytest.raises(RuntimeError):
         VideoTransform(cfg, train=True).test_views(frames, 3)
+
+
+# ---- zoom / shift / channel shuffle ----------------------------------------------------------------------------
+
+
+def _dot_clip(row: int, col: int, size: int = 32, frames: int = 2) -> torch.Tensor:
+    video = torch.zeros(3, frames, size, size)
+    video[:, :, row - 1 : row + 1, col - 1 : col + 1] = 1.0  # a 2x2 bright square centred on (row - 0.5, col - 0.5)
+    return video
+
+
+def _centroid(img: torch.Tensor) -> tuple[float, float]:
+    w = img.clamp(min=0)
+    ys, xs = torch.meshgrid(torch.arange(img.shape[0]), torch.arange(img.shape[1]), indexing="ij")
+    return float((w * ys).sum() / w.sum()), float((w * xs).sum() / w.sum())
+
+
+def test_random_affine_moves_and_scales_about_the_centre() -> None:
+    video = _dot_clip(16, 24)  # centroid (15.5, 23.5): 8 px right of the centre (15.5, 15.5)
+    # the fixed extremes: zoom 0.5 halves the offset from the centre, shift 0.25 moves by up to 8 px
+    out = random_affine(video, zoom=(0.5, 0.5), generator=torch.Generator().manual_seed(0))
+    r, c = _centroid(out[0, 0])
+    assert abs(r - 15.5) < 0.1 and abs(c - (15.5 + 8 / 2)) < 0.1
+    assert torch.equal(out[:, 0], out[:, 1])  # one transform for the whole clip
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(3, generator=torch.Generator().manual_seed(3))
+    out = random_affine(video, shift=0.25, generator=g)
+    r, c = _centroid(out[0, 0])
+    dy, dx = float((2 * u[2] - 1) * 8), float((2 * u[1] - 1) * 8)
+    assert abs(r - (15.5 + dy)) < 0.1 and abs(c - (15.5 + 8 + dx)) < 0.1
+    # identity settings return the input; the generator advances either way
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert random_affine(video, generator=g1) is video
+    random_affine(video, zoom=(0.8, 1.2), generator=g2)
+    assert torch.equal(torch.rand(1, generator=g1), torch.rand(1, generator=g2))
+    with pytest.raises(ValueError, match="zoom"):
+        random_affine(video, zoom=(1.2, 0.8))
+    with pytest.raises(ValueError, match="shift"):
+        random_affine(video, shift=1.0)
+
+
+def test_random_channel_shuffle_permutes_whole_channels() -> None:
+    video = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 4, 4).clone()
+    seen = set()
+    for seed in range(30):
+        out = random_channel_shuffle(video, 1.0, torch.Generator().manual_seed(seed))
+        assert sorted(out[:, 0, 0, 0].tolist()) == [0.0, 1.0, 2.0]
+        assert (out == out[:, :1, :1, :1]).all()  # each output channel is one whole input channel
+        seen.add(tuple(out[:, 0, 0, 0].tolist()))
+    assert len(seen) == 6
+    assert random_channel_shuffle(video, 0.0, torch.Generator().manual_seed(0)) is video
+
+
+def test_transform_applies_the_optional_augmentations_in_training_only() -> None:
+    frames = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    frames[:, 10:20, 12:16, 0] = 255  # a red bar
+    cfg = VideoTransformConfig(
+        num_frames=4, size=32, short_side=32, train_scale=(1.0, 1.0), train_ratio=(1.0, 1.0), hflip=0.0,
+        train_zoom=(0.6, 0.6), train_channel_shuffle=1.0,
+    )  # fmt: skip
+    plain = VideoTransform(VideoTransformConfig(num_frames=4, size=32, short_side=32), train=False)(frames)
+    assert torch.equal(VideoTransform(cfg, train=False)(frames), plain)
+    outs = [VideoTransform(cfg, train=True)(frames, torch.Generator().manual_seed(s)) for s in range(8)]
+    bright = [int((o > 1.0).any(dim=(1, 2, 3)).nonzero()[0]) for o in outs]  # the channel the red bar went to
+    assert len(set(bright)) > 1
+    area = [(o > 1.0).sum().item() for o in outs]
+    assert all(a < 0.6 * (plain > 1.0).sum().item() for a in area)  # zoomed out to 0.6: ~0.36 of the area
+    with pytest.raises(ValueError, match="train_zoom"):
+        VideoTransformConfig(train_zoom=(0.0, 1.0))
+    with pytest.raises(ValueError, match="train_shift"):
+        VideoTransformConfig(train_shift=-0.1)

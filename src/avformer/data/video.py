@@ -44,6 +44,8 @@ __all__ = [
     "horizontal_flip",
     "normalize",
     "pad_or_loop_frames",
+    "random_affine",
+    "random_channel_shuffle",
     "random_clip_window",
     "random_horizontal_flip",
     "random_resized_crop",
@@ -369,6 +371,45 @@ def random_horizontal_flip(
     return horizontal_flip(video) if _rand(generator) < p else video
 
 
+def random_affine(
+    video: torch.Tensor,
+    zoom: tuple[float, float] = (1.0, 1.0),
+    shift: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Scale the picture about its centre by a factor drawn from ``zoom`` and move it by up to ``shift`` of the frame
+    on each axis; one transform for the whole clip, bilinear, the border pixels repeated outside the frame.
+
+    ``zoom < 1`` shrinks the content (zooms out), ``> 1`` enlarges it. A random resized crop only ever zooms in;
+    this adds the other direction and moves objects without cutting them. ``(C, T, H, W) -> (C, T, H, W)``.
+    """
+    _check_video(video)
+    if not 0 < zoom[0] <= zoom[1]:
+        raise ValueError(f"zoom must satisfy 0 < lo <= hi, got {zoom}")
+    if not 0.0 <= shift < 1.0:
+        raise ValueError(f"shift must be in [0, 1), got {shift}")
+    u = torch.rand(3, generator=generator)  # always draw, so the generator advances the same way
+    if zoom == (1.0, 1.0) and shift == 0.0:
+        return video
+    z = zoom[0] * (zoom[1] / zoom[0]) ** float(u[0])  # log-uniform
+    dx, dy = (2 * u[1:] - 1) * 2 * shift  # normalised coordinates span 2 per axis
+    theta = torch.tensor([[1 / z, 0.0, -dx / z], [0.0, 1 / z, -dy / z]], dtype=video.dtype, device=video.device)
+    frames = video.transpose(0, 1)  # (T, C, H, W)
+    grid = F.affine_grid(theta.expand(frames.shape[0], 2, 3), list(frames.shape), align_corners=False)
+    out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.transpose(0, 1)
+
+
+def random_channel_shuffle(video: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """With probability ``p``, permute the colour channels of the whole clip (a random one of the 6 orders, the
+    identity included): colour augmentation for data where hue carries no label. ``(C, T, H, W)``."""
+    _check_video(video)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    coin, order = _rand(generator), torch.randperm(video.shape[0], generator=generator)
+    return video[order] if coin < p else video
+
+
 # ---- temporal sampling -------------------------------------------------------------------------------------
 
 
@@ -481,6 +522,12 @@ class VideoTransformConfig:
     train_scale: tuple[float, float] = (0.25, 1.0)  # random-resized-crop area range (ImageNet uses 0.08)
     train_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # random-resized-crop aspect range
     hflip: float = 0.5  # train flip probability
+    # extra train-time augmentations, off by default (none of the MViT / MMT recipes uses them): after the crop,
+    # scale the picture by a factor in `train_zoom` (< 1 zooms out) and move it by up to `train_shift` of the frame
+    # (`random_affine`); permute the RGB channels with probability `train_channel_shuffle`
+    train_zoom: tuple[float, float] = (1.0, 1.0)
+    train_shift: float = 0.0
+    train_channel_shuffle: float = 0.0
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
 
@@ -493,6 +540,13 @@ class VideoTransformConfig:
             raise ValueError(f"hflip must be in [0, 1], got {self.hflip}")
         if not (0 < self.train_scale[0] <= self.train_scale[1] <= 1):
             raise ValueError(f"train_scale must satisfy 0 < lo <= hi <= 1, got {self.train_scale}")
+        if not 0 < self.train_zoom[0] <= self.train_zoom[1]:
+            raise ValueError(f"train_zoom must satisfy 0 < lo <= hi, got {self.train_zoom}")
+        if not 0.0 <= self.train_shift < 1.0 or not 0.0 <= self.train_channel_shuffle <= 1.0:
+            raise ValueError(
+                f"need 0 <= train_shift < 1 and 0 <= train_channel_shuffle <= 1, got {self.train_shift}, "
+                f"{self.train_channel_shuffle}"
+            )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError("mean and std need 3 values")
 
@@ -505,7 +559,8 @@ class VideoTransformConfig:
 class VideoTransform:
     """Decoded frames to a normalised model clip.
 
-    Train: random resized crop (one box per clip) + random horizontal flip. Eval: short-side resize + centre crop.
+    Train: random resized crop (one box per clip) + random horizontal flip (+ the optional zoom/shift and channel
+    shuffle). Eval: short-side resize + centre crop.
     Both then normalise. Deterministic given the generator; eval draws no random numbers.
 
     Work order keeps it cheap: pick frames and crop in uint8, convert to float once, resize the whole clip in one
@@ -562,6 +617,10 @@ class VideoTransform:
             video = to_tensor(x[:, top : top + h, left : left + w])  # crop in uint8, then float once
             video = _resize(video, (cfg.size, cfg.size), antialias=True)
             video = random_horizontal_flip(video, cfg.hflip, generator)
+            if cfg.train_zoom != (1.0, 1.0) or cfg.train_shift > 0:
+                video = random_affine(video, cfg.train_zoom, cfg.train_shift, generator)
+            if cfg.train_channel_shuffle > 0:
+                video = random_channel_shuffle(video, cfg.train_channel_shuffle, generator)
         else:
             video = short_side_resize(to_tensor(x), cfg.short_side)
             video = center_crop(video, cfg.size).contiguous()
