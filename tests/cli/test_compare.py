@@ -55,7 +55,7 @@ def test_compare_trains_every_seed_and_writes_table_and_json(
     assert mat["model"] == "mat_tiny" and ast["model"] == "ast_tiny"
     assert mat["n"] == 2 and 0.0 <= mat["mean"] <= 1.0 and mat["std"] >= 0.0
     assert {r["seed"] for r in mat["runs"]} == {0, 1} and all(r["returncode"] == 0 for r in mat["runs"])
-    assert mat["cost"]["input_shape"] == [1, 32, 100] and mat["cost"]["flops_per_clip"] > 0
+    assert mat["cost"]["input_shape"] == [[1, 32, 100]] and mat["cost"]["flops_per_clip"] > 0
     assert mat["cost"]["params"] > ast["cost"]["params"] > 0
     assert mat["cost"]["peak_train_memory_bytes"] > 0 and mat["cost"]["train_batch_size"] == 4
     assert mat["train_clips_per_s"] > 0 and results["train_wall_s"] > 0
@@ -83,7 +83,7 @@ def test_table_only_reads_run_folders_trained_in_process(tmp_path: Path, capsys:
     results = json.loads((out / "results.json").read_text())
     mat, ast = results["configs"]
     assert mat["n"] == ast["n"] == 1 and mat["std"] == 0.0 and results["train_wall_s"] is None
-    assert mat["cost"]["input_shape"] == [1, 32, 100] and ast["cost"]["flops_per_clip"] > 0
+    assert mat["cost"]["input_shape"] == [[1, 32, 100]] and ast["cost"]["flops_per_clip"] > 0
     table = (out / "table.md").read_text()
     assert "| speech_commands_mat_tiny | mat_tiny |" in table and "(n=1)" in table
     # a seed that was never trained: no value, exit 1, the table still written
@@ -104,7 +104,7 @@ def _summary(name: str, values: list[float], flops: float, speed: float) -> Summ
     from avformer.eval.compare import ModelCost
 
     runs = [RunResult(name, i, "", "val_top1", v, v, 3, speed) for i, v in enumerate(values)]
-    cost = ModelCost((1, 64, 100), 1_000_000, int(flops), 32, 2**27, False)
+    cost = ModelCost(((1, 64, 100),), 1_000_000, int(flops), 32, 2**27, False)
     n = len(values)
     mean = sum(values) / n
     std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5

@@ -7,7 +7,8 @@ this module reads those folders and measures the models:
   data) of the *last* epoch of each run, mean ± sample std (``ddof=1``) over seeds. The last epoch, not the best
   one: picking the best epoch on the validation set would flatter every model.
 * **parameters** and **FLOPs per clip**: :func:`avformer.profiling.count_flops` on the meta device with one clip of
-  the config's input shape (eager attention; 2 FLOPs per multiply-add, matmul/conv only).
+  the config's input shape (an audio-visual model: one clip of each modality; eager attention; 2 FLOPs per
+  multiply-add, matmul/conv only).
 * **peak training memory**: :func:`avformer.profiling.training_peak_memory` at the training batch size. On CPU this
   is an *estimate* (parameters + gradients + AdamW state + tensors saved for backward), not an RSS reading.
 * **training clips/s**: the mean over epochs of the trainer's own ``clips_per_s`` (``metrics.csv``), i.e. what
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from avformer.config import ExperimentConfig
 from avformer.profiling import count_flops, count_parameters, training_peak_memory
@@ -64,7 +66,7 @@ class RunResult:
 class ModelCost:
     """What one model costs, measured once per config."""
 
-    input_shape: tuple[int, ...]  # one clip, without the batch dimension
+    input_shape: tuple[tuple[int, ...], ...]  # one clip of each input (audio, video), without the batch dimension
     params: int
     flops_per_clip: int  # forward, 2 FLOPs per multiply-add
     train_batch_size: int
@@ -144,25 +146,48 @@ def sample_shape(cfg: ExperimentConfig, modality: str) -> tuple[int, ...]:
     raise ValueError(f"no single input shape for modality {modality!r} (an audio-visual model takes two inputs)")
 
 
+class _OneInput(nn.Module):
+    """An audio-visual model seen by the one-input profilers: each row of ``x`` is a clip's audio and video,
+    flattened and concatenated; ``forward`` returns the fused logits."""
+
+    def __init__(self, model: nn.Module, audio_shape: tuple[int, ...], video_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model, self.audio_shape, self.video_shape = model, audio_shape, video_shape
+        self.split = math.prod(audio_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        audio = x[:, : self.split].reshape(-1, *self.audio_shape)
+        video = x[:, self.split :].reshape(-1, *self.video_shape)
+        return self.model(audio, video).logits
+
+
 def measure_cost(cfg: ExperimentConfig, num_classes: int) -> ModelCost:
     """Parameters, forward FLOPs per clip and peak training memory of ``cfg.model`` on its data config's input.
 
-    Raises:
-        ValueError: an audio-visual model (two inputs; the profiler takes one).
+    An audio-visual model is measured on one clip of each modality (``input_shape`` is then the audio shape and the
+    video shape, in that order).
     """
     from avformer.eval.inference import input_modality
+    from avformer.models.av_model import AVModel
+
+    def wrapped(model: nn.Module) -> tuple[nn.Module, tuple[int, ...]]:
+        if not isinstance(model, AVModel):
+            return model, shapes[0]
+        return _OneInput(model, *shapes), (sum(math.prod(sh) for sh in shapes),)
 
     with torch.device("meta"):
         meta = build_model(cfg.model, num_classes)
-    modality = input_modality(meta)
-    shape = sample_shape(cfg, modality)
-    flops = count_flops(meta, torch.empty((1, *shape), device="meta"))
+    modalities = ("audio", "video") if isinstance(meta, AVModel) else (input_modality(meta),)
+    shapes = tuple(sample_shape(cfg, m) for m in modalities)
+    meta_in, flat = wrapped(meta)
+    flops = count_flops(meta_in, torch.empty((1, *flat), device="meta"))
     model = build_model(cfg.model, num_classes)
     params, _ = count_parameters(model)
     batch = cfg.train.batch_size
-    mem = training_peak_memory(model, torch.randn(batch, *shape))
+    model_in, _ = wrapped(model)
+    mem = training_peak_memory(model_in, torch.randn(batch, *flat))
     return ModelCost(
-        input_shape=shape,
+        input_shape=shapes,
         params=params,
         flops_per_clip=flops.forward,
         train_batch_size=batch,
@@ -182,7 +207,7 @@ def summarize(config: str, path: str, cfg: ExperimentConfig, runs: list[RunResul
         classes = read_classes(runs[0].out_dir)
         try:
             model_cost = measure_cost(cfg, len(classes))
-        except ValueError:  # audio-visual: no single-input profile
+        except ValueError:  # a model the one- and two-input profiles cannot feed (VATT's three towers)
             model_cost = None
     return Summary(
         config=config,
@@ -268,11 +293,11 @@ def format_table(summaries: Sequence[Summary], *, command: str | None = None, no
     lines += [f"- {s.config} per seed: {txt}" for s, txt in zip(summaries, seeds, strict=True)]
     lines.append("")
     lines += [f"- {_verdict(summaries[0], other)}" for other in summaries[1:]]
-    shapes = {s.cost.input_shape for s in summaries if s.cost}
+    shapes = sorted({" + ".join("x".join(map(str, x)) for x in s.cost.input_shape) for s in summaries if s.cost})
     lines += [
         "",
         f"val {metric}: last epoch of each run (not the best epoch). FLOPs: forward, one clip"
-        + (f" of {' / '.join('x'.join(map(str, sh)) for sh in sorted(shapes))}" if shapes else "")
+        + (f" of {' / '.join(shapes)}" if shapes else "")
         + ", 2 per multiply-add, matmul/conv only (`avformer.profiling.count_flops`, eager attention). "
         "Peak train memory: `avformer.profiling.training_peak_memory` at the training batch size "
         + ("(CPU estimate: params + grads + AdamW state + saved activations). " if _estimated(summaries) else ". ")
