@@ -163,6 +163,10 @@ class LossConfig:
     temperature: float = 0.07  # contrastive softmax temperature
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0  # 0 = no mixup
+    # AV tasks, our option (0 = off, as MMT): each training clip that has both streams loses one of them (audio or
+    # video, even odds) with this probability, exactly as if the file lacked it, so the fused model must also
+    # classify from either stream alone instead of leaning on the one that learns fastest
+    modality_dropout: float = 0.0
     # self-supervised pretraining (VATT, `avformer pretrain`; ce_weight and the supervised terms are not used there)
     nce_weight: float = 1.0  # video-audio NCE
     mil_nce_weight: float = 1.0  # video-text MIL-NCE (clips without text are masked out)
@@ -176,6 +180,7 @@ class LossConfig:
             _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(0 <= self.modality_dropout <= 1, f"modality_dropout must be in [0, 1], got {self.modality_dropout}")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from avformer.losses.classification import MixupOutput
 from avformer.models.av_model import AVModel
 from avformer.registry import create_model
 from avformer.train import tasks as tasks_module
-from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
+from avformer.train.tasks import AVClassificationTask, ClassificationTask, drop_modality, make_task
 
 K = 5
 B = 6
@@ -105,6 +105,43 @@ def test_missing_audio_is_masked_out_of_every_term() -> None:
     assert g0.keys() == g1.keys()
     for name in g0:
         torch.testing.assert_close(g0[name], g1[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_drop_modality_removes_one_stream_of_clips_that_have_both() -> None:
+    n = 4000
+    has_a = torch.ones(n, dtype=torch.bool)
+    has_v = torch.ones(n, dtype=torch.bool)
+    has_a[:100] = False  # audio missing already: keeps its video
+    has_v[100:200] = False  # video missing already: keeps its audio
+    torch.manual_seed(0)
+    a, v = drop_modality(has_a, has_v, 0.3)
+    assert (a | v).all()  # never both gone
+    assert v[:100].all() and a[100:200].all()
+    lost_a, lost_v = (has_a & ~a)[200:].float().mean(), (has_v & ~v)[200:].float().mean()
+    assert 0.12 < lost_a < 0.18 and 0.12 < lost_v < 0.18  # 0.3 x 1/2 each
+    assert torch.equal(drop_modality(has_a, has_v, 0.0)[0], has_a)
+    a1, v1 = drop_modality(has_a, has_v, 1.0)
+    assert ((~a1) ^ (~v1))[200:].all()  # exactly one stream dropped from every clip that had both
+    with pytest.raises(ValueError, match="modality_dropout"):
+        LossConfig(modality_dropout=1.5)
+
+
+def test_modality_dropout_masks_the_dropped_stream_like_a_missing_one() -> None:
+    """With p = 1 a training step equals the step on the same clips whose dropped streams are marked missing."""
+    cfg = LossConfig(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5)
+    torch.manual_seed(5)
+    has_a, has_v = drop_modality(torch.ones(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool), 1.0)
+    results = []
+    for loss_cfg, masks in ((replace(cfg, modality_dropout=1.0), None), (cfg, (has_a, has_v))):
+        batch = _batch()
+        if masks is not None:
+            batch["has_audio"], batch["has_video"] = masks
+        task = AVClassificationTask(_av_model(), loss_cfg, num_classes=K)
+        torch.manual_seed(5)  # the draw inside training_step repeats the one above
+        loss, logs = task.training_step(batch)
+        results.append((float(loss), logs))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-5)
 
 
 def test_unlabeled_rows_and_clips_with_neither_stream_do_not_count() -> None:

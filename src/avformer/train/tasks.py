@@ -25,6 +25,9 @@ Choices (where MMT is silent or our data differs):
       had it. Contrastive terms take the label of the dominant source (λ ≥ 0.5), as hard labels are what SupCon needs.
     * Multi-label data: contrastive positives are only the clip's own pair (instance discrimination, the sample
       index as label), since "same class" is ill-defined for label sets.
+    * Modality dropout (``modality_dropout > 0``, our option): after mixup, a clip with both streams loses one of
+      them (audio or video, even odds) with that probability, drawn from torch's global CPU RNG; the dropped
+      stream is then treated exactly like a missing one (fused prediction, per-modality CE, AVC / IMC).
     * SpecAugment is applied per sample by the training dataset (``DataConfig.spec_augment``), not here.
     * Distributed training: AVC / IMC use candidates gathered from every rank with gradients
       (``gather=True``; see :mod:`avformer.losses.contrastive`), so N processes with batch B train like one process
@@ -44,7 +47,17 @@ from avformer.models.av_model import AVModel
 from avformer.train.distributed import rank_offset
 from avformer.train.task import Batch, present_mask
 
-__all__ = ["AVClassificationTask", "ClassificationTask", "make_task"]
+__all__ = ["AVClassificationTask", "ClassificationTask", "drop_modality", "make_task"]
+
+
+def drop_modality(has_audio: Tensor, has_video: Tensor, p: float) -> tuple[Tensor, Tensor]:
+    """Presence masks after modality dropout: each clip with both streams loses audio or video (even odds) with
+    probability ``p``; clips with one stream keep it. Random numbers from torch's global CPU RNG (checkpointed)."""
+    n = has_audio.shape[0]
+    u = torch.rand(2, n).to(has_audio.device)
+    drop = (u[0] < p) & has_audio & has_video
+    audio_goes = u[1] < 0.5
+    return has_audio & ~(drop & audio_goes), has_video & ~(drop & ~audio_goes)
 
 
 def _labeled(label: Tensor, multilabel: bool) -> Tensor:
@@ -163,6 +176,8 @@ class AVClassificationTask(_ClassifierBase):
         inputs, target, keep, index, lam = self._mix({"audio": audio, "video": video}, target, keep)
         if lam < 1.0:  # a mixed clip has a stream only if both of its sources had it
             has_a, has_v = has_a & has_a[index], has_v & has_v[index]
+        if cfg.modality_dropout > 0:
+            has_a, has_v = drop_modality(has_a, has_v, cfg.modality_dropout)
         out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters)
 
         terms: dict[str, Tensor] = {}
