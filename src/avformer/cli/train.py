@@ -49,6 +49,7 @@ from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.shards import ShardDataset, make_shard_loader
 from avformer.train.checkpoint import CheckpointError
+from avformer.train.distributed import is_main
 from avformer.train.report import write_run_report
 from avformer.train.run import build_model, write_classes
 from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
@@ -233,8 +234,7 @@ def run_training(
     data = load_data(cfg)
     seed_everything(cfg.train.seed)  # the initial weights depend on train.seed alone, in any process
     model, task = build(cfg, len(data.classes), data.multilabel)
-    main_rank = not dist.is_initialized() or dist.get_rank() == 0
-    if main_rank:
+    if is_main():
         write_classes(out, data.classes)  # before training: a killed run can still be loaded by eval / predict
     t0 = time.perf_counter()
     summary = fit(task, data.train_loader, data.val_loader, cfg, out, console=console)
@@ -248,7 +248,7 @@ def run_training(
             evaluate(task, data.val_loader, device=next(model.parameters()).device, precision=cfg.train.precision)
             outputs = task.last_outputs
     path = None
-    if report and main_rank and summary.get("stopped") is None:
+    if report and is_main() and summary.get("stopped") is None:
         path = write_run_report(
             out,
             cfg=cfg,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_strides"]
+__all__ = ["ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_grid", "stem_strides"]
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -82,6 +82,14 @@ def stem_strides(stride: Sequence[int]) -> list[tuple[int, ...]]:
     return [tuple(2 if j < n else 1 for n in logs) for j in range(max(logs))]
 
 
+def stem_grid(size: Sequence[int], stride: Sequence[int]) -> tuple[int, ...]:
+    """Token grid of a :class:`ConvStemEmbed` with total ``stride`` for an input of ``size``: ``ceil(n / s)``."""
+    grid = tuple(size)
+    for st in stem_strides(stride):
+        grid = conv_out_size(grid, (3,) * len(grid), st, (1,) * len(grid))
+    return grid
+
+
 class ConvStemEmbed(nn.Module):
     """Convolutional stem patch embedding: ``L`` conv(3, stride 1 or 2 per axis) + BatchNorm + ReLU layers, then a
     1×1 convolution to ``embed_dim``; same interface and, for power-of-2 strides, the same grid as
@@ -100,6 +108,7 @@ class ConvStemEmbed(nn.Module):
         ndim = len(stride)
         if ndim not in _CONV:
             raise ValueError(f"stride must have 1, 2 or 3 entries, got {tuple(stride)}")
+        self.stride = tuple(stride)
         self.strides = stem_strides(stride)
         n = len(self.strides)
         layers: list[nn.Module] = []
@@ -113,10 +122,7 @@ class ConvStemEmbed(nn.Module):
 
     def grid_size(self, size: Sequence[int]) -> tuple[int, ...]:
         """Token grid for an input of spatial/temporal ``size`` (without batch and channel)."""
-        grid = tuple(size)
-        for st in self.strides:
-            grid = conv_out_size(grid, (3,) * len(grid), st, (1,) * len(grid))
-        return grid
+        return stem_grid(size, self.stride)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """(B, C, *size) -> tokens (B, N, D) in row-major grid order, and the grid."""

@@ -56,7 +56,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed, conv_out_size, stem_strides
+from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed, conv_out_size, stem_grid
 from avformer.layers.drop import DropPath
 from avformer.layers.mlp import Mlp
 from avformer.layers.pooling_attention import PoolingAttention, TokenPool, skip_pool_kernel
@@ -207,9 +207,7 @@ class MultiscaleConfig:
                 raise ValueError(f"stage {i}: width {dim} is not divisible by {heads} heads")
         if self.mlp_ratio <= 0 or self.norm_eps <= 0:
             raise ValueError("mlp_ratio and norm_eps must be > 0")
-        if self.conv_stem:
-            stem_strides(self.patch_stride)  # raises unless powers of 2
-        if min(self.patch_grid) < 1:
+        if min(self.patch_grid) < 1:  # (with conv_stem, stem_grid raises unless the strides are powers of 2)
             raise ValueError(f"input_size {self.input_size} is too small for the patch embedding")
 
     @property
@@ -226,7 +224,7 @@ class MultiscaleConfig:
     def patch_grid(self) -> tuple[int, ...]:
         """Token grid after the patch embedding at ``input_size``."""
         if self.conv_stem:
-            return tuple(-(-n // s) for n, s in zip(self.input_size, self.patch_stride, strict=True))
+            return stem_grid(self.input_size, self.patch_stride)
         return conv_out_size(self.input_size, self.patch_kernel, self.patch_stride, self.patch_padding)
 
 

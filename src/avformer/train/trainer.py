@@ -65,14 +65,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from rich.console import Console
 from torch import Tensor, nn
 
 from avformer.config import ExperimentConfig, dump, to_dict
 from avformer.data.dataset import LoadStats
 from avformer.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
-from avformer.train.distributed import all_reduce_min, all_reduce_sum, barrier, gather_objects, is_dist, world_size
+from avformer.train.distributed import (
+    all_reduce_min,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    is_dist,
+    is_main,
+    world_size,
+)
 from avformer.train.ema import ModelEma, unwrap_model
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
@@ -89,10 +96,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _is_fsdp(model: nn.Module) -> bool:
@@ -341,7 +344,7 @@ class Trainer:
         self.cfg = cfg
         self.tcfg = cfg.train
         self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
-        self.main = _is_main()
+        self.main = is_main()
         self.device = _device(cfg.train.device)
         self.on_epoch_end = on_epoch_end
         self.console = console
