@@ -116,3 +116,29 @@ def test_tiny_headless_forward_returns_pooled(name: str) -> None:
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.forward_features(x).pooled)
+
+
+_INIT_CHECKSUM = """
+import sys, torch
+from avformer.registry import create_model
+torch.manual_seed(0)
+m = create_model(sys.argv[1])
+print(repr(sum(float(p.double().sum()) for p in m.state_dict().values() if p.is_floating_point())))
+"""
+
+
+@pytest.mark.parametrize("name", ["vatt_tiny", "ast_tiny", "mmt_tiny"])
+def test_seeded_init_does_not_depend_on_python_hash_seed(name: str) -> None:
+    """Regression: VATT and the ViT family initialised their position tables in set order, which PYTHONHASHSEED
+    changes from process to process, so one seed gave different weights in different runs (and ranks)."""
+    import os
+    import subprocess
+    import sys
+
+    sums = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", _INIT_CHECKSUM, name], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        sums.add(out.stdout.strip())
+    assert len(sums) == 1, sums

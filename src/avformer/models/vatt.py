@@ -520,7 +520,7 @@ class VisionAudioTextTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
             if "text" in self.tokenizers:
                 self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
-            for name in self.no_weight_decay():
+            for name in sorted(self.no_weight_decay()):  # sorted: a set's order changes with PYTHONHASHSEED
                 if "logit_scale" not in name:
                     _trunc_normal(self.get_parameter(name))
 

@@ -348,7 +348,7 @@ class _ViTEncoder(nn.Module):
                 elif isinstance(m, nn.LayerNorm):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
-            for name in self.no_weight_decay():
+            for name in sorted(self.no_weight_decay()):  # sorted: a set's order changes with PYTHONHASHSEED
                 _trunc_normal(self.get_parameter(name))
 
     def no_weight_decay(self) -> set[str]:
