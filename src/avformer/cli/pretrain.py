@@ -10,6 +10,11 @@ mAP ``a2v_mAP``; set ``train.best_metric: a2v_mAP``). The run folder holds ``con
 ``metrics.csv`` and ``train_log.csv``; ``avformer probe-linear``, ``avformer embed`` and ``avformer vatt-eval`` read it.
 Running the same command again resumes from ``last.pt``.
 
+Several processes: ``torchrun --nproc_per_node N -m avformer pretrain --config ...``. ``train.batch_size`` is per
+process; NCE and MIL-NCE take their negatives from every process's batch (a global batch of N × batch_size clips),
+validation embeds each val clip once across the processes, and rank 0 alone writes the run folder. The heads'
+BatchNorm statistics stay per process (a BatchNorm synchronised across processes needs GPUs).
+
 Exit status: 0 done; 2 a bad config, override or manifest; 128 + N when signal N stopped training after saving.
 """
 
@@ -17,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import time
@@ -25,15 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
 from rich.console import Console
 
-from avformer.cli.train import UsageError, add_config_args, config_from_args
+from avformer.cli.train import UsageError, add_config_args, config_from_args, init_distributed
 from avformer.config import ConfigError, ExperimentConfig
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.registry import create_model
+from avformer.train.distributed import is_main
 from avformer.train.pretrain import VATTPretrainTask
 from avformer.train.trainer import fit, seed_everything
 
@@ -92,21 +98,17 @@ def run_pretraining(
     out = Path(out_dir if out_dir is not None else cfg.train.out_dir)
     if str(out) != cfg.train.out_dir:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out)))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError(
-            "avformer pretrain runs in one process for now (multi-process pretraining is not wired up): "
-            "start it without torchrun"
-        )
     if set(cfg.data.modalities) != {"video", "audio"}:
         raise UsageError("VATT pretraining reads video and audio: set data.modalities to [video, audio]")
     train = with_resolved_text(strip_labels(_read(cfg.train_manifest, "train_manifest", cfg.root)), subtitles=subtitles)
     val = _read(cfg.val_manifest, "val_manifest", cfg.root) if cfg.val_manifest else None
     tcfg = cfg.train
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_initialized() else (1, 0)
     train_ds = AVDataset(train, cfg.data, train=True, seed=tcfg.seed)
-    if len(train_ds) < max(2, tcfg.batch_size):
+    if len(train_ds) < max(2, tcfg.batch_size) * world:
         raise UsageError(
-            f"{cfg.train_manifest}: {len(train_ds)} clips, fewer than one batch (train.batch_size={tcfg.batch_size}); "
-            "contrastive pretraining needs full batches of at least 2 clips"
+            f"{cfg.train_manifest}: {len(train_ds)} clips, fewer than one batch (train.batch_size={tcfg.batch_size}"
+            f" x {world} processes); contrastive pretraining needs full batches of at least 2 clips"
         )
     train_loader = make_loader(
         train_ds,
@@ -115,12 +117,17 @@ def run_pretraining(
         num_workers=tcfg.workers,
         drop_last=True,  # contrastive batches of one size; a 1-clip batch would break the heads' BatchNorm
         seed=tcfg.seed,
+        num_replicas=world,
+        rank=rank,
     )
     val_loader = None
     if val is not None:
         val_cfg = dataclasses.replace(cfg.data, num_test_clips=1, num_test_crops=1)
         val_ds = AVDataset(val, val_cfg, train=False, seed=tcfg.seed)
-        val_loader = make_loader(val_ds, batch_size=tcfg.batch_size, shuffle=False, num_workers=tcfg.workers)
+        val_loader = make_loader(
+            val_ds, batch_size=tcfg.batch_size, shuffle=False, num_workers=tcfg.workers,
+            num_replicas=world, rank=rank, pad=False,
+        )  # fmt: skip
     seed_everything(tcfg.seed)
     model = build_vatt(cfg)
     try:
@@ -147,11 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        result = run_pretraining(cfg, out_dir=args.out, console=Console(), subtitles=not args.no_subtitles)
     except (UsageError, ConfigError) as e:
         print(f"avformer pretrain: error: {e}", file=sys.stderr)
         return 2
+    owns_group = init_distributed(cfg.train.device)
+    quiet = not is_main()  # rank 0 alone prints
+    try:
+        result = run_pretraining(cfg, out_dir=args.out, console=Console(quiet=quiet), subtitles=not args.no_subtitles)
+    except (UsageError, ConfigError) as e:
+        print(f"avformer pretrain: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
     stopped = result.summary.get("stopped")
+    if quiet:
+        return 0 if stopped is None else 128 + int(signal.Signals[stopped])
     if stopped is not None:
         print(f"stopped by {stopped} after saving {result.out_dir / 'last.pt'}; run the same command to resume")
         return 128 + int(signal.Signals[stopped])

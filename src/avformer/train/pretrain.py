@@ -88,8 +88,12 @@ class VATTPretrainTask:
             raise TypeError(f"VATTPretrainTask needs a VATT model, got {type(model).__name__}")
         if loss.nce_weight <= 0 and loss.mil_nce_weight <= 0:
             raise ValueError("loss.nce_weight and loss.mil_nce_weight are both 0: nothing to train")
-        self.model = model
+        self.model = model  # the trainer swaps in its DDP wrapper while training: keep what it hides
+        self.tokenizer = model.tokenizer
         self.loss_cfg = loss
+        # under DDP some parameters get no gradient in a step (the text trunk with nce only, the audio side with
+        # MIL-NCE only, classifier heads): let DDP look for them instead of stopping at the next step
+        self.unused_parameters = True
         with torch.no_grad():  # before any resume: a checkpoint's values replace these
             model.logit_scale_va.fill_(math.log(1.0 / loss.temperature))
             model.logit_scale_vt.fill_(math.log(1.0 / loss.temperature))
@@ -111,7 +115,7 @@ class VATTPretrainTask:
         text_ids = seg_mask = None
         if cfg.mil_nce_weight > 0:
             texts = batch.get("text") or [None] * n
-            text_ids, seg_mask = self.model.tokenizer(texts, max_segments=cfg.max_text_segments, device=device)
+            text_ids, seg_mask = self.tokenizer(texts, max_segments=cfg.max_text_segments, device=device)
         out = self.model(video, audio if cfg.nce_weight > 0 else None, text_ids)
         terms: dict[str, Tensor] = {}
         if cfg.nce_weight > 0:
