@@ -12,8 +12,14 @@ import torch
 import yaml
 
 from avformer.cli import embed, pretrain, probe_linear, retrieve
+from avformer.cli import eval as eval_cli
+from avformer.cli import train as train_cli
 from avformer.data.manifest import Manifest
 from avformer.data.synth import SynthConfig, write_dataset
+from avformer.models.vatt_classifier import VATTClassifier
+from avformer.registry import create_model
+from avformer.train.pretrain import load_vatt_run
+from avformer.train.run import load_run
 
 MODEL = {
     "name": "vatt_tiny",
@@ -216,16 +222,11 @@ def test_probe_linear_keeps_train_class_indices_when_val_lacks_classes(
     assert sorted(r.labels[0] for r in seen["val_subset.csv"].rows) == ["circle_hum", "circle_rattle"]
 
 
-def test_pretrain_refuses_torchrun_and_too_few_clips(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pretrain_refuses_too_few_clips(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = _captioned_set(tmp_path / "data")
     cfg = _config(tmp_path, data)
     assert pretrain.main(["--config", str(cfg), "--out", str(tmp_path / "r"), "train.batch_size=16"]) == 2
     assert "fewer than one batch" in capsys.readouterr().err
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert pretrain.main(["--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
-    assert "without torchrun" in capsys.readouterr().err
 
 
 def test_text_embeddings_are_taken_in_eval_mode(pretrained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -246,3 +247,50 @@ def test_text_embeddings_are_taken_in_eval_mode(pretrained: tuple[Path, Path], t
     assert a.text_vt is not None and b.text_vt is not None and bool(a.has_text.any())  # type: ignore[union-attr]
     assert torch.equal(a.text_vt, b.text_vt)
     assert model.training  # restored
+
+
+def test_classifier_from_a_pretrained_run(pretrained: tuple[Path, Path]) -> None:
+    _, run = pretrained
+    _, vatt, _ = load_vatt_run(run)
+    clf = create_model("vatt_classifier", init_from=str(run), modality="video", num_classes=3)
+    assert isinstance(clf, VATTClassifier) and clf.input_kind == "video" and clf.vatt.drop_token_rate == 0.0
+    names = {n for n, _ in clf.named_parameters()}
+    assert not any(".audio" in n or ".text" in n or "head_" in n or "logit_scale" in n for n in names)
+    for n, p in vatt.trunk_of("video").named_parameters():  # the pretrained video trunk, weight for weight
+        assert torch.equal(clf.vatt.trunk_of("video").get_parameter(n), p), n
+    clf.eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    assert clf(x).shape == (2, 3)
+    with torch.no_grad():  # the encoder computes what the pretrained VATT's video tower computes
+        torch.testing.assert_close(clf.forward_features(x).pooled, vatt.encode("video", x).pooled)
+    audio = create_model("vatt_classifier", init_from=str(run), modality="audio", num_classes=3)
+    assert audio.input_kind == "waveform" and audio(torch.randn(2, 1, 16000)).shape == (2, 3)
+    with pytest.raises(ValueError, match="no such run"):
+        create_model("vatt_classifier", init_from=str(run / "nope"), num_classes=3)
+    with pytest.raises(ValueError, match="change the pretrained architecture"):
+        create_model("vatt_classifier", init_from=str(run), num_classes=3, embed_dim=48, num_heads=2)
+
+
+def test_finetune_with_avformer_train_then_eval(pretrained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = pretrained
+    cfg = {
+        "name": "tiny_vatt_ft",
+        "train_manifest": str(data / "train.csv"),
+        "val_manifest": str(data / "val.csv"),
+        "classes": str(data / "classes.txt"),
+        "model": {"name": "vatt_classifier", "overrides": {"init_from": str(run), "modality": "video"}},
+        "data": {
+            "modalities": ["video"],
+            "clip_seconds": 1.0,
+            "video": {"num_frames": 4, "fps": 4.0, "size": 32, "short_side": 32},
+        },
+        "train": {"epochs": 2, "batch_size": 4, "tensorboard": False, "out_dir": str(tmp_path / "ft")},
+    }
+    path = tmp_path / "ft.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert train_cli.main(["--config", str(path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "ft" / "metrics.csv").open()))
+    assert len(rows) == 2 and all(math.isfinite(float(r["train_loss"])) for r in rows)
+    loaded = load_run(tmp_path / "ft")
+    assert isinstance(loaded.model, VATTClassifier)
+    assert eval_cli.main([str(tmp_path / "ft"), "--data", str(data / "val.csv")]) == 0

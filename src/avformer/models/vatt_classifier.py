@@ -1,0 +1,129 @@
+"""Fine-tuning a (pretrained) VATT: one of its encoders, video or audio, with a linear classifier on the AGG output.
+
+    avformer train --config configs/experiment/av_digits_vatt_tiny_finetune_video.yaml
+
+``vatt_classifier`` is an ordinary single-encoder model for ``avformer train`` / ``eval`` / ``predict`` (``input_kind``
+``video``, or ``spectrogram`` / ``waveform`` after the VATT's audio input). With ``init_from`` (a run folder of
+``avformer pretrain`` or a checkpoint) the architecture *and* the weights come from that run (its EMA weights when
+it kept them); the other overrides are applied on top (e.g. ``drop_path_rate``) and must keep the weights' shapes.
+Without ``init_from`` it is the same architecture from random initialisation (``base`` + overrides), the baseline
+that shows what pretraining buys.
+
+Choices (VATT fine-tunes its backbones for classification; the details here are ours):
+    * Only the chosen modality's tokenizer, AGG token and trunk are kept (the shared trunk for the
+      modality-agnostic variant); the other towers, the common-space heads and the temperatures are dropped, so the
+      parameter count, the optimizer and DDP see just the encoder and the new head.
+    * DropToken is off while fine-tuning (``drop_token_rate=0`` unless set): every token is seen.
+    * The classifier is a fresh ``Linear(D, num_classes)`` (zero bias, truncated-normal weight, std 0.02).
+    * Evaluating or predicting with a fine-tuned run rebuilds the model from its config, so the pretraining run it
+      names in ``init_from`` must still be there (its weights are then replaced by the fine-tuned checkpoint's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from avformer.models.base import EncoderOutput
+from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.registry import create_model, register_model
+
+__all__ = ["VATTClassifier", "vatt_classifier"]
+
+
+class VATTClassifier(nn.Module):
+    """One VATT encoder (``video`` or ``audio``) + a linear head: the encoder API of every single-encoder model.
+
+    Args:
+        vatt: a VATT model; it is pruned in place to the modality's tokenizer, AGG token and trunk.
+        modality: ``video`` or ``audio``.
+        num_classes: classifier outputs (0: ``forward`` returns the pooled features).
+    """
+
+    def __init__(self, vatt: VisionAudioTextTransformer, modality: str, num_classes: int = 0) -> None:
+        super().__init__()
+        if modality not in ("video", "audio"):
+            raise ValueError(f"modality must be 'video' or 'audio', got {modality!r}")
+        if not isinstance(vatt, VisionAudioTextTransformer):
+            raise TypeError(f"VATTClassifier wraps a VATT model, got {type(vatt).__name__}")
+        self.modality = modality
+        self.input_kind = "video" if modality == "video" else vatt.cfg.audio_input
+        _prune(vatt, modality)
+        self.vatt = vatt
+        self.num_features = vatt.cfg.trunk(modality)[0]
+        self.num_classes = num_classes
+        self.head: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if isinstance(self.head, nn.Linear):
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
+    def forward_features(self, x: torch.Tensor) -> EncoderOutput:
+        return self.vatt.encode(self.modality, x)
+
+    def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
+        return self.head(feats.pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"vatt.{n}" for n in self.vatt.no_weight_decay()}
+
+    def set_fused(self, fused: bool) -> None:
+        self.vatt.set_fused(fused)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.vatt.set_grad_checkpointing(enable)
+
+
+def _prune(vatt: VisionAudioTextTransformer, modality: str) -> None:
+    """Drop everything ``vatt.encode(modality, ·)`` does not use (other towers, heads, temperatures)."""
+    for other in ("video", "audio", "text"):
+        if other == modality:
+            continue
+        for container in (vatt.tokenizers, vatt.agg_tokens, getattr(vatt, "trunks", {})):
+            if other in container:
+                del container[other]
+    for name in ("head_video_va", "head_audio_va", "head_video_vt", "head_text_vt", "classifiers"):
+        delattr(vatt, name)
+    for name in ("logit_scale_va", "logit_scale_vt"):
+        delattr(vatt, name)
+
+
+@register_model("vatt_classifier")
+def vatt_classifier(
+    *,
+    init_from: str | None = None,
+    base: str = "vatt_tiny",
+    modality: str = "video",
+    num_classes: int = 0,
+    **overrides: Any,
+) -> VATTClassifier:
+    """A VATT encoder + linear classifier; pretrained weights from ``init_from`` (see the module docstring).
+
+    Raises:
+        ValueError: ``init_from`` does not exist, is not a VATT run, or an override changes a weight's shape.
+    """
+    overrides.setdefault("drop_token_rate", 0.0)
+    if init_from is None:
+        vatt = create_model(base, **overrides)
+    else:
+        from avformer.train.pretrain import load_vatt_run  # here: the train package imports the models
+
+        if not Path(init_from).exists():
+            raise ValueError(f"init_from: no such run folder or checkpoint: {init_from}")
+        try:
+            cfg, pretrained, path = load_vatt_run(init_from)
+        except (FileNotFoundError, TypeError) as e:
+            raise ValueError(f"init_from {init_from}: {e}") from e
+        vatt = create_model(cfg.model.name, **{**dict(cfg.model.overrides), **overrides})
+        try:
+            vatt.load_state_dict(pretrained.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"init_from {path}: the overrides change the pretrained architecture: {e}") from e
+    if not isinstance(vatt, VisionAudioTextTransformer):
+        raise ValueError(f"base {base!r} is not a VATT model")
+    return VATTClassifier(vatt, modality, num_classes)
