@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -115,6 +116,9 @@ class TrainConfig:
     tensorboard: bool = True  # also write TensorBoard events when tensorboard is installed
     strategy: str = "ddp"  # under torchrun: 'ddp' (replicated weights) | 'fsdp' (FSDP2 fully_shard, sharded weights)
     shuffle_buffer: int = 1000  # samples in each worker's shuffle buffer when training from shards
+    # parameter-name regex -> epochs those parameters stay frozen at the start (no update, no weight decay), e.g.
+    # {"^audio_encoder\\.": 4}: the video tower trains alone first (our option, off by default)
+    freeze_epochs: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(self.strategy in _STRATEGIES, f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
@@ -134,6 +138,12 @@ class TrainConfig:
         _check(self.checkpoint_every >= 0, f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _check(self.best_mode in _BEST_MODES, f"best_mode must be one of {_BEST_MODES}, got {self.best_mode!r}")
         _check(self.resume != "", "resume must be 'auto', a checkpoint path or null")
+        for pattern, n in self.freeze_epochs.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"train.freeze_epochs: bad regex {pattern!r}: {e}") from e
+            _check(isinstance(n, int) and n >= 0, f"train.freeze_epochs[{pattern!r}] must be an int >= 0, got {n!r}")
 
 
 @dataclass(frozen=True)

@@ -325,3 +325,33 @@ def test_under_torchrun_rank_zero_decides_whether_to_resume(tmp_path: Path, monk
     monkeypatch.setattr(tr, "gather_objects", lambda x: [x, None])  # rank 1 cannot see rank 0's checkpoint
     with pytest.raises(FileNotFoundError, match=r"rank\(s\) \[1\] do not see it"):
         tr.Trainer._resume_path(me)  # type: ignore[arg-type]
+
+
+def test_freeze_epochs_holds_matching_parameters_then_releases_them(tmp_path: Path) -> None:
+    """``train.freeze_epochs``: the first Linear ("0.") stays exactly at its init for one epoch (no step, no weight
+    decay) while the rest trains; it trains from epoch 2; a resume in between applies the same rule."""
+    snaps: list[dict[str, Tensor]] = []
+    torch.manual_seed(0)
+    task = ToyTask()
+    init = weights(task)
+    cfg = make_cfg(tmp_path / "a", epochs=2, freeze_epochs={r"^0\.": 1})
+    _, summary = run(cfg, task=task, on_epoch_end=lambda row: snaps.append(weights(task)))
+    assert math.isfinite(summary["train_loss"])
+    after1, after2 = snaps
+    for k in ("0.weight", "0.bias"):
+        assert torch.equal(after1[k], init[k]) and not torch.equal(after2[k], after1[k]), k
+    for k in ("1.weight", "4.weight"):
+        assert not torch.equal(after1[k], init[k]), k
+    assert all(p.requires_grad for p in task.model.parameters())  # released, nothing left frozen
+    # resumed at the epoch boundary: the same final weights as the uninterrupted run
+    def crash(row: dict[str, Any]) -> None:
+        raise RuntimeError("simulated crash")
+
+    cfg_b = make_cfg(tmp_path / "b", epochs=2, freeze_epochs={r"^0\.": 1})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg_b, on_epoch_end=crash)  # dies after epoch 1 (last.pt written)
+    resumed, _ = run(cfg_b)
+    for k, v in weights(resumed).items():
+        torch.testing.assert_close(v, after2[k], msg=k)
+    with pytest.raises(ValueError, match="bad regex"):
+        make_cfg(tmp_path / "c", freeze_epochs={"(": 1})

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import signal
 import threading
 import time
@@ -358,7 +359,10 @@ class Trainer:
         self.world = world_size()
         self.fsdp = is_dist() and cfg.train.strategy == "fsdp"
         unused = bool(getattr(task, "unused_parameters", False))
+        # frozen parameters leave the autograd graph for some epochs: DDP must look for them
+        unused = unused or bool(cfg.train.freeze_epochs)
         self.model = wrap_model(task.model, cfg.train.strategy, self.device, find_unused_parameters=unused)
+        self.trainable = {n: p.requires_grad for n, p in task.model.named_parameters()}  # before any freezing
         self.optimizer = build_optimizer(task.model, cfg.optim)
         self.ema = ModelEma(task.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.scheduler: WarmupCosine | None = None
@@ -522,6 +526,20 @@ class Trainer:
             yield
         finally:
             self.task.model = plain
+
+    def _apply_freeze(self, epoch: int) -> None:
+        """``train.freeze_epochs``: parameters whose name matches a pattern with more than ``epoch`` epochs do not
+        train this epoch (``requires_grad`` off, so AdamW neither steps nor decays them); the rest train as built."""
+        rules = [(re.compile(p), n) for p, n in self.tcfg.freeze_epochs.items()]
+        if not rules:
+            return
+        frozen = 0
+        for name, p in self.task.model.named_parameters():
+            hold = any(n > epoch and rx.search(name) for rx, n in rules)
+            p.requires_grad_(self.trainable.get(name, True) and not hold)
+            frozen += p.numel() if hold else 0
+        if frozen and self.logger is not None:
+            self.logger.info(f"epoch {epoch + 1}: {frozen:,} parameters frozen (train.freeze_epochs)")
 
     def _train_epoch(self, loader: Any, n_batches: int) -> bool:
         """Train one epoch (or its rest, after a mid-epoch resume). Returns True when a stop signal came."""
@@ -756,6 +774,7 @@ class Trainer:
             else:  # resumed mid-epoch: replay the epoch start; the checkpoint's RNG comes after the fast-forward
                 _set_rng_state(self.epoch_start_rng)
             set_loader_epoch(train_loader, tcfg.seed, st.epoch)
+            self._apply_freeze(st.epoch)
             stopped = self._train_epoch(train_loader, n_batches)
             self.resume_rng = {}
             if stopped:
