@@ -152,3 +152,15 @@ def test_classifier_heads_for_fine_tuning() -> None:
     assert not unexpected and all(k.startswith("classifiers.") for k in missing)
     with pytest.raises(ValueError, match="num_classes=0"):
         _model().classify("video", video)
+
+
+def test_conv_stem_video_tokenizer_keeps_the_tubelet_grid() -> None:
+    lin, conv = _model(), _model(video_stem="conv")
+    x = torch.randn(2, 3, 8, 32, 32)
+    a, b = lin.encode("video", x), conv.encode("video", x)
+    assert a.grid == b.grid == (2, 2, 2) and a.tokens.shape == b.tokens.shape
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in conv.tokenizers["video"].modules())
+    with pytest.raises(ValueError, match="power-of-2"):
+        _model(video_stem="conv", tubelet_size=(3, 16, 16), num_frames=9)
+    with pytest.raises(ValueError, match="video_stem"):
+        _model(video_stem="cnn")
