@@ -343,6 +343,7 @@ def test_freeze_epochs_holds_matching_parameters_then_releases_them(tmp_path: Pa
     for k in ("1.weight", "4.weight"):
         assert not torch.equal(after1[k], init[k]), k
     assert all(p.requires_grad for p in task.model.parameters())  # released, nothing left frozen
+
     # resumed at the epoch boundary: the same final weights as the uninterrupted run
     def crash(row: dict[str, Any]) -> None:
         raise RuntimeError("simulated crash")
