@@ -161,6 +161,13 @@ class _OneInput(nn.Module):
         return self.model(audio, video).logits
 
 
+def _one_input(model: nn.Module, shapes: tuple[tuple[int, ...], ...]) -> tuple[nn.Module, tuple[int, ...]]:
+    """``model`` and its one-input sample shape: itself for one input, :class:`_OneInput` for audio + video."""
+    if len(shapes) == 1:
+        return model, shapes[0]
+    return _OneInput(model, *shapes), (sum(math.prod(sh) for sh in shapes),)
+
+
 def measure_cost(cfg: ExperimentConfig, num_classes: int) -> ModelCost:
     """Parameters, forward FLOPs per clip and peak training memory of ``cfg.model`` on its data config's input.
 
@@ -170,21 +177,16 @@ def measure_cost(cfg: ExperimentConfig, num_classes: int) -> ModelCost:
     from avformer.eval.inference import input_modality
     from avformer.models.av_model import AVModel
 
-    def wrapped(model: nn.Module) -> tuple[nn.Module, tuple[int, ...]]:
-        if not isinstance(model, AVModel):
-            return model, shapes[0]
-        return _OneInput(model, *shapes), (sum(math.prod(sh) for sh in shapes),)
-
     with torch.device("meta"):
         meta = build_model(cfg.model, num_classes)
     modalities = ("audio", "video") if isinstance(meta, AVModel) else (input_modality(meta),)
     shapes = tuple(sample_shape(cfg, m) for m in modalities)
-    meta_in, flat = wrapped(meta)
+    meta_in, flat = _one_input(meta, shapes)
     flops = count_flops(meta_in, torch.empty((1, *flat), device="meta"))
     model = build_model(cfg.model, num_classes)
     params, _ = count_parameters(model)
     batch = cfg.train.batch_size
-    model_in, _ = wrapped(model)
+    model_in, _ = _one_input(model, shapes)
     mem = training_peak_memory(model_in, torch.randn(batch, *flat))
     return ModelCost(
         input_shape=shapes,
