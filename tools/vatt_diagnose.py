@@ -1,0 +1,146 @@
+"""Why VATT pretraining on AV-Digits does not learn: train VATT-Tiny towers in memory under controlled signals.
+
+Decodes the AV-Digits clips once (the VATT recipe's data config, evaluation transforms: no augmentation), keeps them
+in memory, and trains ``vatt_tiny`` (the recipe's architecture) with one of four signals, then fits a linear probe on
+the frozen AGG features of both encoders and scores audio->video class-relevance mAP on val:
+
+- ``sup-video`` / ``sup-audio``: the labels, cross-entropy on one encoder (can the encoder learn digits at all?);
+- ``nce``: the recipe's video-audio NCE (self-supervised, what ``avformer pretrain`` does);
+- ``oracle``: NCE of the video encoder against a perfect partner, a fixed random code per digit plus noise in place
+  of the audio embedding (can NCE teach the video encoder when the other side already knows the digit?).
+
+    OMP_NUM_THREADS=1 .venv/bin/python tools/vatt_diagnose.py --mode oracle --video-stem conv --epochs 10
+
+Uses the labels only for ``sup-*``, the oracle's codes, the probe and the mAP. Numbers go to stdout, one line per
+evaluation. Training set: train.csv; evaluation: val.csv. About 7 s an epoch on one core (NCE, linear stem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from avformer.config import load
+from avformer.data.dataset import AVDataset, make_loader
+from avformer.data.manifest import read_manifest
+from avformer.eval.retrieval import class_relevance_map, similarity_matrix
+from avformer.eval.vatt import fit_linear_probe
+from avformer.losses import info_nce
+from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.registry import create_model
+
+RECIPE = Path(__file__).resolve().parents[1] / "configs" / "experiment" / "av_digits_vatt_tiny.yaml"
+MODES = ("sup-video", "sup-audio", "nce", "oracle")
+
+
+def decode(manifest: Path, workers: int) -> dict[str, torch.Tensor]:
+    """Video (N, 3, 8, 64, 64) float16, audio (N, 1, 64, 100) float32 and labels of every clip, in manifest order."""
+    cfg = load(RECIPE)
+    data = dataclasses.replace(cfg.data, num_test_clips=1, num_test_crops=1)
+    ds = AVDataset(read_manifest(manifest), data, train=False)
+    parts: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "label": []}
+    for batch in make_loader(ds, batch_size=64, shuffle=False, num_workers=workers):
+        parts["video"].append(batch["video"].half())
+        parts["audio"].append(batch["audio"])
+        parts["label"].append(batch["label"])
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def features(model: VisionAudioTextTransformer, d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "video_va": [], "audio_va": []}
+    for i in range(0, len(d["label"]), 150):
+        o = model(d["video"][i : i + 150].float(), d["audio"][i : i + 150])
+        for k, v in (("video", o.video_pooled), ("audio", o.audio_pooled), ("video_va", o.video_va),
+                     ("audio_va", o.audio_va)):  # fmt: skip
+            assert v is not None
+            out[k].append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def evaluate(model: VisionAudioTextTransformer, tr: dict[str, torch.Tensor], va: dict[str, torch.Tensor]) -> str:
+    ft, fv = features(model, tr), features(model, va)
+    probe = {m: fit_linear_probe(ft[m], tr["label"], fv[m], va["label"], 10)["top1"] for m in ("video", "audio")}
+    mean_ap = class_relevance_map(similarity_matrix(fv["audio_va"], fv["video_va"]), va["label"], va["label"])
+    return f"probe video {probe['video']:.3f} audio {probe['audio']:.3f} a2v_mAP {mean_ap:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path("../shared/data/av-digits"))
+    p.add_argument("--mode", choices=MODES, default="nce")
+    p.add_argument("--video-stem", choices=("linear", "conv"), default="linear")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--temperature", type=float, default=0.1)
+    p.add_argument("--drop-token", type=float, default=0.5)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="decoding workers (once, at the start)")
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    tr, va = decode(args.data / "train.csv", args.workers), decode(args.data / "val.csv", args.workers)
+    print(f"decoded {len(tr['label'])} train / {len(va['label'])} val clips in {time.perf_counter() - t0:.0f} s")
+    recipe = load(RECIPE).model
+    torch.manual_seed(args.seed)
+    model = create_model(
+        recipe.name, **{**dict(recipe.overrides), "drop_token_rate": args.drop_token, "video_stem": args.video_stem}
+    )
+    assert isinstance(model, VisionAudioTextTransformer)
+    classifier = torch.nn.Linear(model.embed_dim, 10)
+    codes = torch.randn(10, model.cfg.va_dim, generator=torch.Generator().manual_seed(args.seed))
+    params = [*model.parameters(), *classifier.parameters()]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
+    batch = 32 if args.mode.startswith("sup") else 64
+    n, steps = len(tr["label"]), len(tr["label"]) // batch
+    total, warm = args.epochs * steps, steps
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        return 1e-5 + (args.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+
+    print(f"mode {args.mode}, video stem {args.video_stem}: init {evaluate(model, tr, va)}", flush=True)
+    step, t0 = 0, time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        perm, total_loss = torch.randperm(n), 0.0
+        for i in range(steps):
+            idx = perm[i * batch : (i + 1) * batch]
+            video, audio, label = tr["video"][idx].float(), tr["audio"][idx], tr["label"][idx]
+            if args.mode == "sup-video":
+                loss = F.cross_entropy(classifier(model.encode("video", video).pooled), label)
+            elif args.mode == "sup-audio":
+                loss = F.cross_entropy(classifier(model.encode("audio", audio).pooled), label)
+            else:
+                out = model(video, audio)
+                assert out.video_va is not None and out.audio_va is not None
+                partner = out.audio_va
+                if args.mode == "oracle":
+                    partner = codes[label] + 0.5 * torch.randn_like(partner)
+                loss = info_nce(out.video_va, partner, args.temperature)
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            step += 1
+            total_loss += float(loss.detach())
+        line = f"epoch {epoch + 1} loss {total_loss / steps:.3f} ({time.perf_counter() - t0:.0f} s)"
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            line += " " + evaluate(model, tr, va)
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
