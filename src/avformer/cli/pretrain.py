@@ -7,8 +7,8 @@ Text per clip comes from the manifest's ``text`` column, else a sidecar ``.srt``
 else the container's subtitle stream (:mod:`avformer.data.text`). When ``val_manifest`` is set, every evaluation
 embeds the val clips and logs zero-shot audio↔video retrieval (R@K, median rank and, with labels, class-relevance
 mAP ``a2v_mAP``; set ``train.best_metric: a2v_mAP``). The run folder holds ``config.yaml``, ``last.pt`` / ``best.pt``,
-``metrics.csv`` and ``train_log.csv``; ``avformer probe-linear``, ``avformer embed`` and a fine-tuning ``init_from`` read it.
-Running the same command again resumes from ``last.pt``.
+``metrics.csv`` and ``train_log.csv``; ``avformer probe-linear``, ``avformer embed`` and a fine-tuning ``init_from``
+read it. Running the same command again resumes from ``last.pt``.
 
 Several processes: ``torchrun --nproc_per_node N -m avformer pretrain --config ...``. ``train.batch_size`` is per
 process; NCE and MIL-NCE take their negatives from every process's batch (a global batch of N × batch_size clips),

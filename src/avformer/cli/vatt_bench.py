@@ -111,9 +111,11 @@ def render_table(results: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     dt = results.get("droptoken")
     if dt:
+        threads = int(dt["threads"])
         lines += [
             "",
-            f"DropToken step time ({dt['config']}, batch {int(dt['batch_size'])}, {int(dt['threads'])} threads, "
+            f"DropToken step time ({dt['config']}, batch {int(dt['batch_size'])}, {threads} "
+            f"thread{'' if threads == 1 else 's'}, "
             f"forward + backward + AdamW, median): rate {dt['rate']:g} {dt['step_s_dropped']:.3f} s vs "
             f"rate 0 {dt['step_s_rate0']:.3f} s, ratio **{dt['ratio']:.2f}**.",
         ]
