@@ -43,6 +43,12 @@ def _multiscale_tiny(default: Any) -> dict[str, Any]:
     return {"input_size": (4, 32, 32), "embed_dim": 8, "stages": ((1, (1, 1, 1), 1, 1), (1, (1, 2, 2), 2, 2))}
 
 
+def _vatt_classifier_tiny(default: Any) -> dict[str, Any]:
+    # one 32-wide block; 4 x 32² video in 2 x 16 x 16 tubelets (8 tokens), 1024 samples in 128-sample patches
+    return {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_frames": 4, "img_size": 32, "tubelet_size": (2, 16, 16),
+            "num_samples": 1024, "vocab_size": 101, "text_word_dim": 8, "va_dim": 16, "vt_dim": 8}  # fmt: skip
+
+
 # multi-modal models take several inputs and have their own API and tests (tests/models/test_av_model.py,
 # tests/models/test_vatt.py): the single-encoder tests below leave them out instead of skipping them
 MULTIMODAL = {"AVModel", "VisionAudioTextTransformer"}
@@ -54,6 +60,7 @@ TINY: dict[str, Callable[[Any], dict[str, Any]]] = {
     "VideoViT": _vit_tiny,
     "WaveformViT": _vit_tiny,
     "MultiscaleTransformer": _multiscale_tiny,
+    "VATTClassifier": _vatt_classifier_tiny,
 }
 
 

@@ -60,6 +60,14 @@ class VATTClassifier(nn.Module):
             nn.init.trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
+    @property
+    def default_input(self) -> tuple[int, ...]:
+        """One sample's shape at the configured size: (C, T, H, W) video or the VATT's audio input shape."""
+        c = self.vatt.cfg
+        if self.modality == "video":
+            return (c.in_chans, c.num_frames, c.img_size, c.img_size)
+        return c.audio_input_shape
+
     def forward_features(self, x: torch.Tensor) -> EncoderOutput:
         return self.vatt.encode(self.modality, x)
 
