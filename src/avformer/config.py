@@ -117,7 +117,8 @@ class TrainConfig:
     strategy: str = "ddp"  # under torchrun: 'ddp' (replicated weights) | 'fsdp' (FSDP2 fully_shard, sharded weights)
     shuffle_buffer: int = 1000  # samples in each worker's shuffle buffer when training from shards
     # parameter-name regex -> epochs those parameters stay frozen at the start (no update, no weight decay), e.g.
-    # {"^audio_encoder\\.": 4}: the video tower trains alone first (our option, off by default)
+    # {"^audio_encoder\\.": 4}: the video tower trains alone first (our option, off by default); buffers such as
+    # BatchNorm statistics of frozen modules still update in training mode
     freeze_epochs: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
