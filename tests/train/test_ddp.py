@@ -42,6 +42,20 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _avformer(command: str, args: list[str], nproc: int) -> None:
+    """``python -m avformer COMMAND ARGS`` in one process, or under ``torchrun`` with ``nproc`` gloo processes."""
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "avformer", command, *args]
+    else:
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "avformer", command, *args,
+        ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def _train(data: Path, out: Path, nproc: int, batch_size: int, *extra: str) -> None:
     args = [
         "--config",
@@ -57,16 +71,7 @@ def _train(data: Path, out: Path, nproc: int, batch_size: int, *extra: str) -> N
         f"train.out_dir={out}",
         *extra,
     ]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "avformer", "train", *args]
-    else:
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "avformer", "train", *args,
-        ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _avformer("train", args, nproc)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -165,16 +170,7 @@ def _pretrain(data: Path, out: Path, nproc: int, batch_size: int, *extra: str) -
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     args = ["--config", str(path), *extra]
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "avformer", "pretrain", *args]
-    else:
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "avformer", "pretrain", *args,
-        ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _avformer("pretrain", args, nproc)
 
 
 @pytest.mark.slow
