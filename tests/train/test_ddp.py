@@ -16,9 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from avformer.data.synth import SynthConfig, write_dataset
+from avformer.train.checkpoint import load_checkpoint
 from avformer.train.run import load_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,6 +112,10 @@ def test_two_gloo_processes_follow_the_single_process_loss_curve(
     assert not list(two_dir.glob(".*.tmp"))
     run = load_run(two_dir, prefer="last")
     assert run.epoch == 5 and run.classes == load_run(single, prefer="last").classes
+    # each process drew from its own RNG stream (seed + rank), and the checkpoint keeps both for the resume
+    ranks = load_checkpoint(two_dir / "last.pt")["rng_ranks"]
+    assert len(ranks) == 2
+    assert not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])
     # every rank reads the checkpoint back on resume (FSDP: full state -> shards); a finished run trains nothing
     _train(data, two_dir, 2, 4, f"train.strategy={strategy}", "train.resume=auto")
     assert len(_rows(two_dir / "train_log.csv")) == 20

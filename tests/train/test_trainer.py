@@ -27,7 +27,7 @@ from avformer.data.dataset import make_loader
 from avformer.train.checkpoint import load_checkpoint
 from avformer.train.ema import ModelEma
 from avformer.train.logging import CsvLog, RunLogger
-from avformer.train.trainer import evaluate, set_loader_epoch
+from avformer.train.trainer import _rank_rng, evaluate, set_loader_epoch
 from tests.train._toy import Blobs, ToyTask, make_cfg, run, train_loader, weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -356,3 +356,15 @@ def test_freeze_epochs_holds_matching_parameters_then_releases_them(tmp_path: Pa
         torch.testing.assert_close(v, after2[k], msg=k)
     with pytest.raises(ValueError, match="bad regex"):
         make_cfg(tmp_path / "c", freeze_epochs={"(": 1})
+
+
+def test_each_rank_resumes_its_own_rng_stream() -> None:
+    """A checkpoint of an N-process run holds N RNG states; rank r resumes r's. One process: the plain state. A
+    changed process count: None (the trainer then gives every rank rank 0's state)."""
+    own = [{"rng": {"id": r}, "epoch_start_rng": {"id": 10 + r}} for r in range(2)]
+    ckpt = {"rng": {"id": 0}, "epoch_start_rng": {"id": 10}, "rng_ranks": own}
+    assert _rank_rng(ckpt, 1, 2) == ({"id": 1}, {"id": 11})
+    assert _rank_rng(ckpt, 0, 2) == ({"id": 0}, {"id": 10})
+    assert _rank_rng({"rng": {"id": 0}, "epoch_start_rng": {"id": 10}}, 0, 1) == ({"id": 0}, {"id": 10})
+    assert _rank_rng(ckpt, 0, 1) == ({"id": 0}, {"id": 10})
+    assert _rank_rng(ckpt, 2, 4) is None

@@ -7,14 +7,16 @@ global grad norm, steps AdamW and the warmup+cosine schedule, and updates the EM
 
 Reproducibility and resume
 --------------------------
-- Seeds: ``train.seed`` seeds python, numpy and torch at the start. The loader is re-seeded at each epoch from
+- Seeds: ``train.seed`` seeds python, numpy and torch at the start (``seed + rank`` under torchrun, so the
+  processes draw different mixup / modality-dropout / DropToken samples; rank 0 matches one process). The loader is re-seeded at each epoch from
   ``(seed, epoch)`` (its ``generator``, ``sampler.set_epoch`` and ``dataset.set_epoch`` when present), so an
   epoch's data order does not depend on what ran before it.
 - ``last.pt`` is written atomically at every epoch end, every ``train.checkpoint_every`` optimizer steps and on
   SIGTERM/SIGINT (a flag checked between steps; the run then returns cleanly). ``best.pt`` holds the state of
   the epoch with the best ``train.best_metric``.
 - A checkpoint holds the model, optimizer, schedule, EMA, counters, best metric, running epoch sums and the RNG
-  states (at the checkpoint and at the start of its epoch). Resuming replays the epoch start (RNG, loader
+  states (at the checkpoint and at the start of its epoch; under torchrun every rank's, and each rank resumes its
+  own when the process count is unchanged). Resuming replays the epoch start (RNG, loader
   seeding), fast-forwards the loader over the batches already trained (they are loaded and dropped), then
   restores the RNG of the checkpoint. On CPU with the same library versions a run killed at any point and
   resumed from its last checkpoint ends with bit-identical weights and metrics (tests/train/test_trainer.py).
@@ -57,7 +59,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +81,7 @@ from avformer.train.distributed import (
     gather_objects,
     is_dist,
     is_main,
+    rank,
     world_size,
 )
 from avformer.train.ema import ModelEma, unwrap_model
@@ -179,6 +182,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rank_rng(ckpt: Mapping[str, Any], index: int, world: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(rng, epoch_start_rng)`` that process ``index`` of ``world`` resumes with: its own when the checkpoint holds
+    one per process of a run with the same count (``rng_ranks``), rank 0's in one process; None when the process
+    count changed (the caller falls back to rank 0's state)."""
+    ranks = ckpt.get("rng_ranks")
+    if ranks is not None and len(ranks) == world:
+        return ranks[index]["rng"], ranks[index]["epoch_start_rng"]
+    if world == 1:
+        return ckpt["rng"], ckpt["epoch_start_rng"]
+    return None
 
 
 def set_loader_epoch(loader: Any, seed: int, epoch: int) -> None:
@@ -433,8 +448,11 @@ class Trainer:
     def save(self, name: str = "last.pt") -> None:
         """Rank 0 writes ``out_dir/name`` atomically; the other ranks wait for it (a resume reads it)."""
         state = self.state_dict() if self.main or self.fsdp else None
+        rngs = gather_objects((_rng_state(), self.epoch_start_rng)) if world_size() > 1 else None
         if self.main:
             assert state is not None
+            if rngs is not None:  # every process's RNG, so a resumed rank carries on with its own stream
+                state["rng_ranks"] = [{"rng": r, "epoch_start_rng": e} for r, e in rngs]
             save_checkpoint(self.out_dir / name, state)
         barrier()
 
@@ -724,7 +742,9 @@ class Trainer:
         self.logger = RunLogger(self.out_dir, enabled=self.main, tensorboard=tcfg.tensorboard, console=self.console)
         if tcfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        seed_everything(tcfg.seed)
+        # each process its own stream (mixup, modality dropout, DropToken draw from it): rank 0 keeps train.seed,
+        # so one process is unchanged; the data order and augmentations are seeded apart, from (seed, epoch, index)
+        seed_everything(tcfg.seed + rank())
 
         n_batches = all_reduce_min(self._batches_per_epoch(train_loader), self._reduce_device)  # same on every rank
         steps_per_epoch = math.ceil(n_batches / ocfg.accum_steps)
@@ -741,7 +761,11 @@ class Trainer:
         if path is not None:
             ckpt = load_checkpoint(path, map_location=self.device)
             self.load_state_dict(ckpt)
-            self.resume_rng = ckpt["rng"]
+            own = _rank_rng(ckpt, rank(), world_size())
+            if own is None:
+                own = ckpt["rng"], ckpt["epoch_start_rng"]
+                self.logger.info("checkpoint RNG states from another process count: every rank resumes rank 0's")
+            self.resume_rng, self.epoch_start_rng = own
             self._report_config_changes(ckpt["config"])
             where = f"step {self.state.step}, epoch {self.state.epoch + 1} batch {self.state.batches_done}"
             self.logger.info(f"resumed from {path} ({where})")
