@@ -168,7 +168,7 @@ class LossConfig:
     """Objective weights and settings (the Task combines the terms)."""
 
     ce_weight: float = 1.0  # cross-entropy / BCE on the fused logits
-    modality_ce_weight: float = 0.0  # CE / BCE on each per-modality head (audio-only, video-only logits), summed
+    modality_ce_weight: float = 0.0  # CE / BCE on each modality alone (the other masked, as in eval), summed
     avc_weight: float = 0.0  # audio-video supervised contrastive
     imc_weight: float = 0.0  # intra-modal supervised contrastive
     temperature: float = 0.07  # contrastive softmax temperature

@@ -147,6 +147,48 @@ def test_masking_a_whole_modality_gives_single_modality_predictions() -> None:
     torch.testing.assert_close(video_only_other_audio.logits, video_only.logits, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    ("fusion", "fusion_config"),
+    [
+        ("bottleneck", {"fusion_layers": 2}),
+        ("bottleneck", {"fusion_layers": 2, "mode": "sequential", "head": "concat"}),
+        ("bottleneck", {"fusion_layers": 0}),
+        ("late", {"mode": "logits"}),
+        ("late", {"mode": "mean"}),
+    ],
+)
+def test_alone_logits_are_the_masked_single_modality_predictions(fusion: str, fusion_config: dict[str, Any]) -> None:
+    """forward(alone=True): the fused pass is unchanged, and each *_alone_logits equals what masking the other
+    modality for the whole batch gives (audio-only / video-only evaluation)."""
+    model = _model(fusion, fusion_config)
+    a, v = _inputs()
+    on, off = torch.ones(B, dtype=torch.bool), torch.zeros(B, dtype=torch.bool)
+    has_audio = torch.tensor([True, False, True])
+    with torch.no_grad():
+        plain = model(a, v, has_audio)
+        out = model(a, v, has_audio, alone=True)
+        audio_only = model(a, v, on, off)
+        video_only = model(a, v, off, on)
+    assert plain.audio_alone_logits is None and plain.video_alone_logits is None
+    for name, value in _fields(plain).items():
+        torch.testing.assert_close(getattr(out, name), value, rtol=1e-5, atol=1e-5, msg=name)
+    torch.testing.assert_close(out.audio_alone_logits, audio_only.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.video_alone_logits, video_only.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_video_alone_logits_carry_no_audio_gradient() -> None:
+    """Under bottleneck fusion the fused pass's video logits depend on the audio; the video-alone ones do not."""
+    model = _model().train()
+    a, v = _inputs()
+    a.requires_grad_(True)
+    out = model(a, v, alone=True)
+    assert out.video_logits is not None and out.video_alone_logits is not None
+    (g_fused,) = torch.autograd.grad(out.video_logits.sum(), a, retain_graph=True)
+    assert g_fused.abs().sum() > 0
+    (g_alone,) = torch.autograd.grad(out.video_alone_logits.sum(), a, allow_unused=True)
+    assert g_alone is None or g_alone.abs().sum() == 0
+
+
 @pytest.mark.parametrize("fusion", ["bottleneck", "late"])
 def test_eval_batch_independence(fusion: str) -> None:
     model = _model(fusion)

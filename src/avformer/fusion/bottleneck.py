@@ -263,7 +263,9 @@ class BottleneckFusion(nn.Module):
         video: torch.Tensor,
         has_audio: torch.Tensor | None = None,
         has_video: torch.Tensor | None = None,
-    ) -> tuple[EncoderOutput, EncoderOutput]:
+        *,
+        alone: bool = False,
+    ) -> tuple[EncoderOutput, ...]:
         """Run both encoders, fusing their last ``fusion_layers`` blocks through the bottleneck.
 
         Args:
@@ -272,9 +274,13 @@ class BottleneckFusion(nn.Module):
             video: the video encoder's input, e.g. (B, 3, T, H, W).
             has_audio, has_video: (B,) bool presence masks, None = all present. An absent modality does not update
                 its sample's bottleneck.
+            alone: also return each modality's features with the other one masked for every sample (what audio-only
+                and video-only evaluation see; a sample that lacks the modality gets meaningless features, as always).
+                The unfused blocks run once; each encoder's fused blocks run a second time, alone.
 
         Returns:
-            ``(audio EncoderOutput, video EncoderOutput)`` as each encoder's ``forward_features`` would return them.
+            ``(audio EncoderOutput, video EncoderOutput)`` as each encoder's ``forward_features`` would return them;
+            with ``alone``, followed by ``(audio without video, video without audio)``.
         """
         enc_a: Any = audio_encoder
         enc_v: Any = video_encoder
@@ -296,6 +302,44 @@ class BottleneckFusion(nn.Module):
         for i in range(self.video_fusion_start):
             xv, gv = enc_v.forward_block(i, xv, gv)
 
+        ya, yv = (xa, ga), (xv, gv)  # the unfused blocks' tokens, for the single-modality passes
+        xa, ga, xv, gv = self._fuse(enc_a, enc_v, xa, ga, xv, gv, has_a, has_v)
+        out_a, out_v = enc_a.finalize(xa, ga), enc_v.finalize(xv, gv)
+        if not alone:
+            return out_a, out_v
+        alone_a = self._fuse_alone(enc_a, *ya, self.audio_fusion_start, self.audio_in, self.audio_out)
+        alone_v = self._fuse_alone(enc_v, *yv, self.video_fusion_start, self.video_in, self.video_out)
+        return out_a, out_v, enc_a.finalize(*alone_a), enc_v.finalize(*alone_v)
+
+    def _fuse_alone(
+        self, enc: Any, x: torch.Tensor, grid: tuple[int, ...], start: int, read: nn.ModuleList, write: nn.ModuleList
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """One modality's fused blocks with the other modality absent from every sample: the bottleneck carries only
+        this modality's own writes (what ``_fuse`` computes for it when the other's mask is all False, in either
+        mode, without running the other encoder)."""
+        if self.bottleneck is None:
+            return x, grid
+        z = self.bottleneck.expand(x.shape[0], -1, -1)
+        n = self.cfg.fusion_layers
+        for layer in range(n):
+            x, grid, zm = self._fused_block(enc, start + layer, x, grid, read[layer](z))
+            if layer < n - 1:
+                z = write[layer](zm)
+        return x, grid
+
+    def _fuse(
+        self,
+        enc_a: Any,
+        enc_v: Any,
+        xa: torch.Tensor,
+        ga: tuple[int, ...],
+        xv: torch.Tensor,
+        gv: tuple[int, ...],
+        has_a: torch.Tensor,
+        has_v: torch.Tensor,
+    ) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor, tuple[int, ...]]:
+        """The fused blocks (the last ``fusion_layers`` of each encoder) on the unfused blocks' tokens."""
+        B = xa.shape[0]
         if self.bottleneck is not None:
             n = self.cfg.fusion_layers
             z = self.bottleneck.expand(B, -1, -1)  # (B, n_b, D_b)
@@ -313,7 +357,7 @@ class BottleneckFusion(nn.Module):
                     xa, ga, za = self._fused_block(enc_a, ia, xa, ga, self.audio_in[layer](z))  # ...audio reads it
                     if not last:
                         z = torch.where(keep_a, self.audio_out[layer](za), z)
-        return enc_a.finalize(xa, ga), enc_v.finalize(xv, gv)
+        return xa, ga, xv, gv
 
     def forward(
         self,

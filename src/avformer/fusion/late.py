@@ -176,9 +176,15 @@ class LateFusion(nn.Module):
         video: torch.Tensor,
         has_audio: torch.Tensor | None = None,
         has_video: torch.Tensor | None = None,
-    ) -> tuple[EncoderOutput, EncoderOutput]:
-        """Run both encoders independently (``forward_features``); the masks matter only in ``forward``."""
-        return audio_encoder.forward_features(audio), video_encoder.forward_features(video)
+        *,
+        alone: bool = False,
+    ) -> tuple[EncoderOutput, ...]:
+        """Run both encoders independently (``forward_features``); the masks matter only in ``forward``.
+
+        With ``alone`` the pair is returned twice: each modality's features without the other are the same ones
+        (the ``BottleneckFusion.encode`` interface)."""
+        out = (audio_encoder.forward_features(audio), video_encoder.forward_features(video))
+        return out + out if alone else out
 
     def forward(
         self,

@@ -65,6 +65,10 @@ class AVOutput:
         video_pooled: (B, D_v) video encoder pooled feature.
         has_audio: (B,) bool mask used (all True when none was given).
         has_video: (B,) bool mask used.
+        audio_alone_logits: (B, K) prediction from audio with video masked for every sample, as audio-only
+            evaluation computes it; only with ``forward(alone=True)``, else None. Unlike ``audio_logits`` under
+            bottleneck fusion, no video information reaches it.
+        video_alone_logits: (B, K) likewise from video with audio masked.
 
     Per-modality outputs of a sample whose modality is absent are computed from whatever input was passed and carry
     no meaning: mask them with ``has_audio`` / ``has_video``.
@@ -79,16 +83,21 @@ class AVOutput:
     video_pooled: torch.Tensor
     has_audio: torch.Tensor
     has_video: torch.Tensor
+    audio_alone_logits: torch.Tensor | None = None
+    video_alone_logits: torch.Tensor | None = None
 
 
 @dataclass
 class AVFeatures:
-    """Encoder outputs after fusion (``AVModel.forward_features``) with the resolved presence masks."""
+    """Encoder outputs after fusion (``AVModel.forward_features``) with the resolved presence masks; with
+    ``alone=True`` also each modality's outputs with the other one masked (``audio_alone`` / ``video_alone``)."""
 
     audio: EncoderOutput
     video: EncoderOutput
     has_audio: torch.Tensor
     has_video: torch.Tensor
+    audio_alone: EncoderOutput | None = None
+    video_alone: EncoderOutput | None = None
 
 
 @dataclass(frozen=True)
@@ -273,17 +282,30 @@ class AVModel(nn.Module):
         video: torch.Tensor,
         has_audio: torch.Tensor | None = None,
         has_video: torch.Tensor | None = None,
+        *,
+        alone: bool = False,
     ) -> AVFeatures:
         """Run the encoders through the fusion; see ``forward`` for the arguments."""
         B = audio.shape[0]
         has_a = presence_mask(has_audio, B, audio.device)
         has_v = presence_mask(has_video, B, audio.device)
-        fa, fv = self.fusion.encode(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v)
-        return AVFeatures(fa, fv, has_a, has_v)
+        if not alone:
+            fa, fv = self.fusion.encode(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v)
+            return AVFeatures(fa, fv, has_a, has_v)
+        fa, fv, fa1, fv1 = self.fusion.encode(
+            self.audio_encoder, self.video_encoder, audio, video, has_a, has_v, alone=True
+        )
+        return AVFeatures(fa, fv, has_a, has_v, fa1, fv1)
 
     def forward_head(self, feats: AVFeatures, *, embed: bool = True) -> AVOutput:
         """Classifier(s) and, with ``embed``, the contrastive projections on the pooled features."""
         out: FusionLogits = self.fusion(feats.audio.pooled, feats.video.pooled, feats.has_audio, feats.has_video)
+        alone_a = alone_v = None
+        if feats.audio_alone is not None and feats.video_alone is not None:
+            on, off = torch.ones_like(feats.has_audio), torch.zeros_like(feats.has_audio)
+            a1, v1 = feats.audio_alone.pooled, feats.video_alone.pooled
+            alone_a = self.fusion(a1, v1, on, off).logits  # the fused head with one modality present, as in eval
+            alone_v = self.fusion(a1, v1, off, on).logits
         return AVOutput(
             logits=out.logits,
             audio_logits=out.audio_logits,
@@ -294,6 +316,8 @@ class AVModel(nn.Module):
             video_pooled=feats.video.pooled,
             has_audio=feats.has_audio,
             has_video=feats.has_video,
+            audio_alone_logits=alone_a,
+            video_alone_logits=alone_v,
         )
 
     def forward(
@@ -304,6 +328,7 @@ class AVModel(nn.Module):
         has_video: torch.Tensor | None = None,
         *,
         embed: bool = True,
+        alone: bool = False,
     ) -> AVOutput:
         """Classify and embed a batch of clips.
 
@@ -315,8 +340,11 @@ class AVModel(nn.Module):
             has_video: (B,) bool, likewise for video. All False = audio only.
             embed: compute ``audio_emb`` / ``video_emb``; False skips the projection heads (a loss without AVC/IMC
                 must, under DDP: parameters that reach the output but get no gradient are an error there).
+            alone: also compute ``audio_alone_logits`` / ``video_alone_logits`` (each modality with the other masked;
+                under bottleneck fusion the fused blocks run twice more).
         """
-        return self.forward_head(self.forward_features(audio, video, has_audio, has_video), embed=embed)
+        feats = self.forward_features(audio, video, has_audio, has_video, alone=alone)
+        return self.forward_head(feats, embed=embed)
 
 
 # ---- variants ----------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 objective (Zhu 2024, https://arxiv.org/abs/2401.04023)::
 
     loss = ce_weight          · CE(fused logits, y)                   (BCE for multi-label data)
-         + modality_ce_weight · [CE(audio logits, y) + CE(video logits, y)]   (our option; 0 = off, as MMT)
+         + modality_ce_weight · [CE(audio-alone logits, y) + CE(video-alone logits, y)]   (our option; 0 = off)
          + avc_weight         · AVC(audio_emb, video_emb, y)          (supervised contrastive across modalities)
          + imc_weight         · IMC(audio_emb, video_emb, y)          (supervised contrastive within each modality)
 
@@ -28,6 +28,13 @@ Choices (where MMT is silent or our data differs):
     * Modality dropout (``modality_dropout > 0``, our option): after mixup, a clip with both streams loses one of
       them (audio or video, even odds) with that probability, drawn from torch's global CPU RNG; the dropped
       stream is then treated exactly like a missing one (fused prediction, per-modality CE, AVC / IMC).
+    * Per-modality CE (``modality_ce_weight > 0``, our option; MMT has none): each modality is also classified with
+      the other one masked for every sample (``AVModel.forward(alone=True)``), the prediction that audio-only and
+      video-only evaluation score. Unimodal auxiliary losses counter the imbalance of joint training (Wang et al.,
+      "What Makes Training Multi-Modal Classification Networks Hard?", CVPR 2020): once the faster modality (here
+      usually audio) fits a clip, the fused loss stops teaching the other one. Under bottleneck fusion the plain
+      per-modality head of the fused pass would not do: its video tokens have read the audio through the
+      bottleneck. The fused blocks therefore run twice more (on small late-stage grids in multiscale encoders).
     * SpecAugment is applied per sample by the training dataset (``DataConfig.spec_augment``), not here.
     * Distributed training: AVC / IMC use candidates gathered from every rank with gradients
       (``gather=True``; see :mod:`avformer.losses.contrastive`), so N processes with batch B train like one process
@@ -178,17 +185,17 @@ class AVClassificationTask(_ClassifierBase):
             has_a, has_v = has_a & has_a[index], has_v & has_v[index]
         if cfg.modality_dropout > 0:
             has_a, has_v = drop_modality(has_a, has_v, cfg.modality_dropout)
-        out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters)
+        alone = cfg.modality_ce_weight > 0
+        out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters, alone=alone)
 
         terms: dict[str, Tensor] = {}
         if cfg.ce_weight > 0:
             terms["ce"] = cfg.ce_weight * self._classification_loss(out.logits, target, keep & (has_a | has_v))
-        if cfg.modality_ce_weight > 0:
-            if out.audio_logits is None or out.video_logits is None:
-                raise ValueError("loss.modality_ce_weight > 0 needs a fusion head with per-modality logits ('logits')")
+        if alone:
+            assert out.audio_alone_logits is not None and out.video_alone_logits is not None
             w = cfg.modality_ce_weight
-            terms["ce_audio"] = w * self._classification_loss(out.audio_logits, target, keep & has_a)
-            terms["ce_video"] = w * self._classification_loss(out.video_logits, target, keep & has_v)
+            terms["ce_audio"] = w * self._classification_loss(out.audio_alone_logits, target, keep & has_a)
+            terms["ce_video"] = w * self._classification_loss(out.video_alone_logits, target, keep & has_v)
         if cfg.avc_weight > 0 or cfg.imc_weight > 0:
             if self.multilabel:  # instance discrimination: the clip's own pair is its only positive
                 con_labels = torch.arange(n, device=device) + rank_offset(n, device)  # unique across ranks
