@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -272,7 +273,9 @@ def test_classifier_from_a_pretrained_run(pretrained: tuple[Path, Path]) -> None
 
 
 def test_finetune_with_avformer_train_then_eval(pretrained: tuple[Path, Path], tmp_path: Path) -> None:
-    data, run = pretrained
+    data, original = pretrained
+    run = tmp_path / "pretrain"  # a copy, removed after fine-tuning: the fine-tuned run must not need it
+    shutil.copytree(original, run)
     cfg = {
         "name": "tiny_vatt_ft",
         "train_manifest": str(data / "train.csv"),
@@ -291,6 +294,11 @@ def test_finetune_with_avformer_train_then_eval(pretrained: tuple[Path, Path], t
     assert train_cli.main(["--config", str(path)]) == 0
     rows = list(csv.DictReader((tmp_path / "ft" / "metrics.csv").open()))
     assert len(rows) == 2 and all(math.isfinite(float(r["train_loss"])) for r in rows)
+    with_pretrain = load_run(tmp_path / "ft")
+    shutil.rmtree(run)
     loaded = load_run(tmp_path / "ft")
     assert isinstance(loaded.model, VATTClassifier)
+    x = torch.randn(2, *loaded.model.default_input)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), with_pretrain.model(x))
     assert eval_cli.main([str(tmp_path / "ft"), "--data", str(data / "val.csv")]) == 0

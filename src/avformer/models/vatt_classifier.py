@@ -15,8 +15,10 @@ Choices (VATT fine-tunes its backbones for classification; the details here are 
       parameter count, the optimizer and DDP see just the encoder and the new head.
     * DropToken is off while fine-tuning (``drop_token_rate=0`` unless set): every token is seen.
     * The classifier is a fresh ``Linear(D, num_classes)`` (zero bias, truncated-normal weight, std 0.02).
-    * Evaluating or predicting with a fine-tuned run rebuilds the model from its config, so the pretraining run it
-      names in ``init_from`` must still be there (its weights are then replaced by the fine-tuned checkpoint's).
+    * A fine-tuned run stands on its own: the model keeps, in ``standalone_overrides``, the overrides that rebuild
+      its architecture without ``init_from`` (the pretraining run's model name as ``base``, its overrides, then
+      these), the trainer stores them in each checkpoint (``model_overrides``), and ``load_run`` builds from them,
+      so ``avformer eval`` / ``predict`` work after the pretraining run is gone.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class VATTClassifier(nn.Module):
         modality: ``video`` or ``audio``.
         num_classes: classifier outputs (0: ``forward`` returns the pooled features).
     """
+
+    standalone_overrides: dict[str, Any] | None = None  # rebuild without init_from (set by vatt_classifier)
 
     def __init__(self, vatt: VisionAudioTextTransformer, modality: str, num_classes: int = 0) -> None:
         super().__init__()
@@ -118,6 +122,7 @@ def vatt_classifier(
     overrides.setdefault("drop_token_rate", 0.0)
     if init_from is None:
         vatt = create_model(base, **overrides)
+        arch = {"base": base, **overrides}
     else:
         from avformer.train.pretrain import load_vatt_run  # here: the train package imports the models
 
@@ -127,6 +132,7 @@ def vatt_classifier(
             cfg, pretrained, path = load_vatt_run(init_from)
         except (FileNotFoundError, TypeError) as e:
             raise ValueError(f"init_from {init_from}: {e}") from e
+        arch = {"base": cfg.model.name, **dict(cfg.model.overrides), **overrides}
         vatt = create_model(cfg.model.name, **{**dict(cfg.model.overrides), **overrides})
         try:
             vatt.load_state_dict(pretrained.state_dict())
@@ -134,4 +140,6 @@ def vatt_classifier(
             raise ValueError(f"init_from {path}: the overrides change the pretrained architecture: {e}") from e
     if not isinstance(vatt, VisionAudioTextTransformer):
         raise ValueError(f"base {base!r} is not a VATT model")
-    return VATTClassifier(vatt, modality, num_classes)
+    model = VATTClassifier(vatt, modality, num_classes)
+    model.standalone_overrides = {**arch, "modality": modality}
+    return model

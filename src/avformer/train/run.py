@@ -3,8 +3,9 @@
 A run folder (``train.out_dir``) holds ``config.yaml`` (the resolved :class:`~avformer.config.ExperimentConfig`),
 ``classes.txt`` (one class name a line, in logit order), ``last.pt`` and ``best.pt`` (trainer checkpoints: the
 model's ``state_dict`` under ``"model"``, the EMA shadow under ``"ema"`` when EMA was on, the config under
-``"config"``), ``metrics.csv`` and ``train_log.csv``. :func:`load_run` takes a run folder or a checkpoint file
-(whose folder must hold ``classes.txt``) and returns the model ready for inference.
+``"config"``; ``"model_overrides"`` when the model was built from another run, such as a fine-tuned VATT, so it
+can be rebuilt without that run), ``metrics.csv`` and ``train_log.csv``. :func:`load_run` takes a run folder or a
+checkpoint file (whose folder must hold ``classes.txt``) and returns the model ready for inference.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def load_run(path: str | Path, *, prefer: str = "best", use_ema: bool = True) ->
     ckpt = load_checkpoint(ckpt_path)
     cfg = from_dict(ckpt["config"])
     classes = read_classes(ckpt_path.parent)
-    model = build_model(cfg.model, len(classes))
+    standalone = ckpt.get("model_overrides")  # set for models built from another run (e.g. a fine-tuned VATT)
+    spec = cfg.model if standalone is None else ModelSpec(cfg.model.name, dict(standalone))
+    model = build_model(spec, len(classes))
     ema = ckpt.get("ema")
     state = ema["shadow"] if use_ema and ema else ckpt["model"]
     model.load_state_dict(state)

@@ -8,9 +8,9 @@ global grad norm, steps AdamW and the warmup+cosine schedule, and updates the EM
 Reproducibility and resume
 --------------------------
 - Seeds: ``train.seed`` seeds python, numpy and torch at the start (``seed + rank`` under torchrun, so the
-  processes draw different mixup / modality-dropout / DropToken samples; rank 0 matches one process). The loader is re-seeded at each epoch from
-  ``(seed, epoch)`` (its ``generator``, ``sampler.set_epoch`` and ``dataset.set_epoch`` when present), so an
-  epoch's data order does not depend on what ran before it.
+  processes draw different mixup / modality-dropout / DropToken samples; rank 0 matches one process). The loader
+  is re-seeded at each epoch from ``(seed, epoch)`` (its ``generator``, ``sampler.set_epoch`` and
+  ``dataset.set_epoch`` when present), so an epoch's data order does not depend on what ran before it.
 - ``last.pt`` is written atomically at every epoch end, every ``train.checkpoint_every`` optimizer steps and on
   SIGTERM/SIGINT (a flag checked between steps; the run then returns cleanly). ``best.pt`` holds the state of
   the epoch with the best ``train.best_metric``.
@@ -413,6 +413,8 @@ class Trainer:
             "epoch_start_rng": self.epoch_start_rng,
             "config": to_dict(self.cfg),
             "versions": versions(),
+            # a model built from another run (init_from) says how to rebuild it alone; load_run prefers this
+            "model_overrides": getattr(unwrap_model(self.task.model), "standalone_overrides", None),
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
