@@ -70,6 +70,36 @@ def test_eval_writes_report_with_side_by_side_metrics(
         assert report["metrics"][view]["top1"] == pytest.approx(hits / 12)
 
 
+def test_by_groups_rows_from_a_metadata_csv(
+    av_run: Path, synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--by CSV:COLUMN: top-1 per group and view equals the row-by-row count in predictions.csv; ids missing from
+    the CSV fall in '?'; a malformed spec or an absent column is exit 2."""
+    out = tmp_path / "by"
+    assert main([str(av_run), "--data", str(synth), "--out", str(out), "--json"]) == 0
+    ids = [r["id"] for r in _predictions(out)]
+    meta = tmp_path / "meta.csv"
+    with meta.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "condition"])
+        w.writerows((i, "even" if k % 2 == 0 else "odd") for k, i in enumerate(ids[:-1]))  # the last id: absent
+    capsys.readouterr()
+    assert main([str(av_run), "--data", str(synth), "--out", str(out), "--by", f"{meta}:condition"]) == 0
+    text = capsys.readouterr().out
+    assert "top-1 by condition" in text
+    groups = json.loads((out / "eval.json").read_text())["groups"]
+    assert groups["column"] == "condition" and set(groups["top1"]) == {"even", "odd", "?"}
+    preds = _predictions(out)
+    for name, members in (("even", preds[0:-1:2]), ("odd", preds[1:-1:2]), ("?", preds[-1:])):
+        cell = groups["top1"][name]
+        assert cell["n"] == len(members)
+        for view in ("fused", "audio", "video"):
+            assert cell[view] == pytest.approx(sum(r[f"{view}_pred"] == r["label"] for r in members) / len(members))
+    assert main([str(av_run), "--data", str(synth), "--out", str(out), "--by", str(meta)]) == 2
+    assert main([str(av_run), "--data", str(synth), "--out", str(out), "--by", f"{meta}:nope"]) == 2
+    assert "'nope'" in capsys.readouterr().err
+
+
 def test_skipped_files_are_counted_and_listed(
     av_run: Path, synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

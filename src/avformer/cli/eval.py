@@ -12,6 +12,10 @@ same model (the other modality masked out) side by side; the audio-only column c
 audio, the video-only column only samples with video. Single-label data: top-1, top-5, mean per-class accuracy;
 multi-label data (several labels on a row, or an AudioSet JSON manifest; ``--multilabel`` forces it): mAP, AUC, d'.
 
+``--by CSV:COLUMN`` adds top-1 per group of rows, for every view: COLUMN of a CSV keyed by the manifest's ``id`` or
+``path`` (e.g. AV-Digits' ``val_meta.csv:condition``: clean / audio degraded / video degraded). Written into
+``eval.json`` under ``groups`` too.
+
 Writes ``eval.json``, ``predictions.csv``, ``confusion_matrix.png``, ``per_class_accuracy.png`` (``per_class_ap.png``
 for multi-label) and ``modality_comparison.png`` (AV models) into ``--out`` (default
 ``<run folder>/eval_<manifest stem>/``). ``--json`` prints ``eval.json`` instead of the table.
@@ -30,7 +34,15 @@ from pathlib import Path
 import torch
 
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
-from avformer.eval.report import EvalResult, evaluate, format_table, write_report
+from avformer.eval.report import (
+    EvalResult,
+    evaluate,
+    format_groups,
+    format_table,
+    group_accuracy,
+    read_groups,
+    write_report,
+)
 from avformer.train.checkpoint import CheckpointError
 from avformer.train.run import CLASSES_FILE, LoadedRun, load_run
 
@@ -65,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--multilabel", action="store_true", help="multi-label metrics even if no row has two labels")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
     p.add_argument("--json", action="store_true", help="print eval.json instead of the table")
+    p.add_argument(
+        "--by",
+        metavar="CSV:COLUMN",
+        help="also top-1 per group: COLUMN of a CSV keyed by the manifest's id/path (e.g. val_meta.csv:condition)",
+    )
     return p
 
 
@@ -118,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"cannot load the run {args.run}: {e}")
     try:
         manifest = _read(args, run)
-    except (FileNotFoundError, ManifestError) as e:
+        by = read_groups(args.by) if args.by else None
+    except (FileNotFoundError, ManifestError, ValueError) as e:
         return _fail(str(e))
     if len(manifest) == 0:
         return _fail(f"{args.data}: no rows")
@@ -151,11 +169,20 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         return _fail(str(e))
     result.info["run"] = str(run_dir)
+    groups = None
+    if by is not None:
+        try:
+            groups = group_accuracy(result, by[1])
+        except ValueError as e:
+            return _fail(str(e))
+        result.info["groups"] = {"column": by[0], "top1": groups}
     write_report(result, out)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         print(_summary(result, out))
+        if groups is not None:
+            print("\n" + format_groups(by[0], groups, result.views))
     return 0 if result.num_loaded else 1
 
 

@@ -39,7 +39,16 @@ from avformer.eval.metrics import ClassificationMetrics, mean_average_precision
 from avformer.eval.plots import plot_confusion_matrix, plot_modality_comparison, plot_per_class_accuracy
 from avformer.train.run import LoadedRun
 
-__all__ = ["EvalResult", "evaluate", "format_table", "plot_prediction", "write_report"]
+__all__ = [
+    "EvalResult",
+    "evaluate",
+    "format_groups",
+    "format_table",
+    "group_accuracy",
+    "plot_prediction",
+    "read_groups",
+    "write_report",
+]
 
 # rows of the printed table, in order, with their labels
 _SINGLE_ROWS = (("top1", "top-1"), ("top5", "top-5"), ("mean_class_acc", "mean class acc"))
@@ -255,6 +264,58 @@ def format_table(result: EvalResult) -> str:
         lines.append(label.ljust(width) + "".join(cells))
     counts = [str(int(result.metrics[v].get("num_samples", 0))).rjust(col) for v in views]
     lines.append("samples".ljust(width) + "".join(counts))
+    return "\n".join(lines)
+
+
+def read_groups(spec: str) -> tuple[str, dict[str, str]]:
+    """``CSV:COLUMN`` -> ``(COLUMN, {row id: value})`` from a CSV keyed by ``id`` or ``path`` (as in the manifest).
+
+    Raises:
+        ValueError: a malformed spec, or a CSV without the key or the column.
+        FileNotFoundError: no such CSV.
+    """
+    path, sep, column = spec.rpartition(":")
+    if not sep or not path or not column:
+        raise ValueError(f"--by {spec!r}: expected CSV:COLUMN, e.g. ../shared/data/av-digits/val_meta.csv:condition")
+    with Path(path).open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        key = next((k for k in ("id", "path") if k in fields), None)
+        if key is None or column not in fields:
+            raise ValueError(f"{path}: needs an 'id' or 'path' column and {column!r}; it has {fields}")
+        return column, {r[key]: r[column] for r in reader}
+
+
+def group_accuracy(result: EvalResult, groups: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Top-1 of every view within each group of rows (single-label): ``{group: {"n": rows, view: top-1}}``.
+
+    A view counts the rows where its stream is present (as the overall metrics do); rows whose id is not in
+    ``groups`` fall in the group ``"?"``. Groups are sorted by name.
+    """
+    if result.multilabel:
+        raise ValueError("per-group accuracy is for single-label data")
+    hits: dict[str, dict[str, list[bool]]] = {}
+    for row in result.rows:
+        g = groups.get(str(row["id"]), "?")
+        per_view = hits.setdefault(g, {v: [] for v in result.views})
+        for v in result.views:
+            if row[f"{v}_pred"] != "":
+                per_view[v].append(row[f"{v}_pred"] == row["label"])
+    out: dict[str, dict[str, Any]] = {}
+    for g in sorted(hits):
+        out[g] = {"n": max(len(h) for h in hits[g].values())}
+        out[g] |= {v: (sum(h) / len(h) if h else math.nan) for v, h in hits[g].items()}
+    return out
+
+
+def format_groups(column: str, table: Mapping[str, Mapping[str, Any]], views: list[str]) -> str:
+    """The per-group top-1 table (one row per group, one column per view)."""
+    width = max(len(column), *(len(g) for g in table)) + 2
+    col = max(8, *(len(v) + 2 for v in views))
+    lines = [f"top-1 by {column}", column.ljust(width) + "n".rjust(6) + "".join(v.rjust(col) for v in views)]
+    for g, cells in table.items():
+        vals = ["-" if not math.isfinite(cells[v]) else f"{cells[v]:.4f}" for v in views]
+        lines.append(g.ljust(width) + str(cells["n"]).rjust(6) + "".join(x.rjust(col) for x in vals))
     return "\n".join(lines)
 
 
