@@ -341,7 +341,7 @@ class AVModel(nn.Module):
             embed: compute ``audio_emb`` / ``video_emb``; False skips the projection heads (a loss without AVC/IMC
                 must, under DDP: parameters that reach the output but get no gradient are an error there).
             alone: also compute ``audio_alone_logits`` / ``video_alone_logits`` (each modality with the other masked;
-                under bottleneck fusion the fused blocks run twice more).
+                under bottleneck fusion each encoder's fused blocks run once more).
         """
         feats = self.forward_features(audio, video, has_audio, has_video, alone=alone)
         return self.forward_head(feats, embed=embed)
