@@ -121,8 +121,7 @@ def vatt_classifier(
     """
     overrides.setdefault("drop_token_rate", 0.0)
     if init_from is None:
-        vatt = create_model(base, **overrides)
-        arch = {"base": base, **overrides}
+        name, kwargs = base, dict(overrides)
     else:
         from avformer.train.pretrain import load_vatt_run  # here: the train package imports the models
 
@@ -132,8 +131,9 @@ def vatt_classifier(
             cfg, pretrained, path = load_vatt_run(init_from)
         except (FileNotFoundError, TypeError) as e:
             raise ValueError(f"init_from {init_from}: {e}") from e
-        arch = {"base": cfg.model.name, **dict(cfg.model.overrides), **overrides}
-        vatt = create_model(cfg.model.name, **{**dict(cfg.model.overrides), **overrides})
+        name, kwargs = cfg.model.name, {**dict(cfg.model.overrides), **overrides}
+    vatt = create_model(name, **kwargs)
+    if init_from is not None:
         try:
             vatt.load_state_dict(pretrained.state_dict())
         except RuntimeError as e:
@@ -141,5 +141,5 @@ def vatt_classifier(
     if not isinstance(vatt, VisionAudioTextTransformer):
         raise ValueError(f"base {base!r} is not a VATT model")
     model = VATTClassifier(vatt, modality, num_classes)
-    model.standalone_overrides = {**arch, "modality": modality}
+    model.standalone_overrides = {"base": name, **kwargs, "modality": modality}
     return model

@@ -450,7 +450,7 @@ class Trainer:
     def save(self, name: str = "last.pt") -> None:
         """Rank 0 writes ``out_dir/name`` atomically; the other ranks wait for it (a resume reads it)."""
         state = self.state_dict() if self.main or self.fsdp else None
-        rngs = gather_objects((_rng_state(), self.epoch_start_rng)) if world_size() > 1 else None
+        rngs = gather_objects((_rng_state(), self.epoch_start_rng)) if self.world > 1 else None
         if self.main:
             assert state is not None
             if rngs is not None:  # every process's RNG, so a resumed rank carries on with its own stream
@@ -763,7 +763,7 @@ class Trainer:
         if path is not None:
             ckpt = load_checkpoint(path, map_location=self.device)
             self.load_state_dict(ckpt)
-            own = _rank_rng(ckpt, rank(), world_size())
+            own = _rank_rng(ckpt, rank(), self.world)
             if own is None:
                 own = ckpt["rng"], ckpt["epoch_start_rng"]
                 self.logger.info("checkpoint RNG states from another process count: every rank resumes rank 0's")
