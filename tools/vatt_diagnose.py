@@ -7,7 +7,10 @@ the frozen AGG features of both encoders and scores audio->video class-relevance
 - ``sup-video`` / ``sup-audio``: the labels, cross-entropy on one encoder (can the encoder learn digits at all?);
 - ``nce``: the recipe's video-audio NCE (self-supervised, what ``avformer pretrain`` does);
 - ``oracle``: NCE of the video encoder against a perfect partner, a fixed random code per digit plus noise in place
-  of the audio embedding (can NCE teach the video encoder when the other side already knows the digit?).
+  of the audio embedding (can NCE teach the video encoder when the other side already knows the digit?);
+- ``nce-cnn``: the same NCE, but with two small CNNs (per-frame 2-D CNN, spatial max, temporal mean; a 2-D CNN
+  on the log-mel) and MLP heads in place of the VATT towers, with random shifts of the frames and the spectrogram
+  (is the data's audio-video signal enough for NCE to find the digit, given encoders with a convolutional bias?).
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/vatt_diagnose.py --mode oracle --video-stem conv --epochs 10
 
@@ -22,6 +25,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +40,54 @@ from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.registry import create_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "experiment" / "av_digits_vatt_tiny.yaml"
-MODES = ("sup-video", "sup-audio", "nce", "oracle")
+MODES = ("sup-video", "sup-audio", "nce", "oracle", "nce-cnn")
+
+
+def _conv(c_in: int, c_out: int, stride: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), torch.nn.BatchNorm2d(c_out), torch.nn.ReLU()
+    )
+
+
+def _cnn(c_in: int, width: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        _conv(c_in, width // 2, 2), _conv(width // 2, width, 2), _conv(width, width, 1),
+        _conv(width, 2 * width, 2), _conv(2 * width, 2 * width, 1),
+    )  # fmt: skip
+
+
+def _head(dim: int, out: int) -> torch.nn.Sequential:
+    return torch.nn.Sequential(
+        torch.nn.Linear(dim, dim), torch.nn.BatchNorm1d(dim), torch.nn.ReLU(), torch.nn.Linear(dim, out)
+    )
+
+
+class CNNPair(torch.nn.Module):
+    """Two small CNNs with the VATT model's output names (``*_pooled`` features, ``*_va`` projections)."""
+
+    def __init__(self, width: int = 64, dim: int = 128) -> None:
+        super().__init__()
+        self.embed_dim = 2 * width
+        self.video_net, self.audio_net = _cnn(3, width), _cnn(1, width)
+        self.video_head, self.audio_head = _head(2 * width, dim), _head(2 * width, dim)
+
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = video.shape
+        x = self.video_net(video.transpose(1, 2).reshape(b * t, c, h, w))
+        return x.amax((2, 3)).view(b, t, -1).mean(1)  # where the digit is does not matter; when neither
+
+    def encode_audio(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.audio_net(audio).amax(3).mean(2)  # max over time: the word's onset is random
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> SimpleNamespace:
+        v, a = self.encode_video(video), self.encode_audio(audio)
+        return SimpleNamespace(video_pooled=v, audio_pooled=a, video_va=self.video_head(v), audio_va=self.audio_head(a))
+
+
+def shift(video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random translation of the frames (up to 8 px, one per batch) and of the spectrogram (up to 20 frames)."""
+    dy, dx, dt = (int(v) for v in torch.randint(-8, 9, (3,)))
+    return torch.roll(video, (dy, dx), (3, 4)), torch.roll(audio, int(dt * 2.5), 3)
 
 
 def decode(manifest: Path, workers: int) -> dict[str, torch.Tensor]:
@@ -53,7 +104,7 @@ def decode(manifest: Path, workers: int) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def features(model: VisionAudioTextTransformer, d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def features(model: torch.nn.Module, d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     model.eval()
     out: dict[str, list[torch.Tensor]] = {"video": [], "audio": [], "video_va": [], "audio_va": []}
     for i in range(0, len(d["label"]), 150):
@@ -65,7 +116,7 @@ def features(model: VisionAudioTextTransformer, d: dict[str, torch.Tensor]) -> d
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def evaluate(model: VisionAudioTextTransformer, tr: dict[str, torch.Tensor], va: dict[str, torch.Tensor]) -> str:
+def evaluate(model: torch.nn.Module, tr: dict[str, torch.Tensor], va: dict[str, torch.Tensor]) -> str:
     ft, fv = features(model, tr), features(model, va)
     probe = {m: fit_linear_probe(ft[m], tr["label"], fv[m], va["label"], 10)["top1"] for m in ("video", "audio")}
     mean_ap = class_relevance_map(similarity_matrix(fv["audio_va"], fv["video_va"]), va["label"], va["label"])
@@ -95,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         recipe.name, **{**dict(recipe.overrides), "drop_token_rate": args.drop_token, "video_stem": args.video_stem}
     )
     assert isinstance(model, VisionAudioTextTransformer)
-    classifier = torch.nn.Linear(model.embed_dim, 10)
     codes = torch.randn(10, model.cfg.va_dim, generator=torch.Generator().manual_seed(args.seed))
+    if args.mode == "nce-cnn":
+        model = CNNPair()
+    classifier = torch.nn.Linear(model.embed_dim, 10)
     params = [*model.parameters(), *classifier.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
-    batch = 32 if args.mode.startswith("sup") else 64
+    batch = 32 if args.mode.startswith("sup") else 128 if args.mode == "nce-cnn" else 64
     n, steps = len(tr["label"]), len(tr["label"]) // batch
     total, warm = args.epochs * steps, steps
 
@@ -121,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             elif args.mode == "sup-audio":
                 loss = F.cross_entropy(classifier(model.encode("audio", audio).pooled), label)
             else:
+                if args.mode == "nce-cnn":
+                    video, audio = shift(video, audio)
                 out = model(video, audio)
                 assert out.video_va is not None and out.audio_va is not None
                 partner = out.audio_va
