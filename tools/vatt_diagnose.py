@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     assert isinstance(model, VisionAudioTextTransformer)
     codes = torch.randn(10, model.cfg.va_dim, generator=torch.Generator().manual_seed(args.seed))
-    if args.mode == "nce-cnn":
+    if args.mode == "nce-cnn":  # after the VATT model, whose draws the README numbers depend on
         model = CNNPair()
     classifier = torch.nn.Linear(model.embed_dim, 10)
     params = [*model.parameters(), *classifier.parameters()]
@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.lr * (step + 1) / warm
         return 1e-5 + (args.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
-    print(f"mode {args.mode}, video stem {args.video_stem}: init {evaluate(model, tr, va)}", flush=True)
+    stem = "cnn" if args.mode == "nce-cnn" else args.video_stem  # --video-stem does not apply to the CNN pair
+    print(f"mode {args.mode}, video stem {stem}: init {evaluate(model, tr, va)}", flush=True)
     step, t0 = 0, time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
