@@ -49,3 +49,22 @@ def test_stem_tokens_are_row_major_and_translation_equivariant() -> None:
     t1, _ = stem(shifted)
     a, b = t0[0].reshape(*g, 8), t1[0].reshape(*g, 8)
     torch.testing.assert_close(a[1:5, 1:5], b[2:6, 3:7])
+
+
+def test_refined_stem_adds_a_stride_1_layer_after_each_strided_one_but_the_first() -> None:
+    stem = ConvStemEmbed(3, 96, (8, 8), width=64, refine=True)
+    convs = [m for m in stem.proj if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.stride) for c in convs] == [
+        (16, (2, 2)), (32, (2, 2)), (32, (1, 1)), (64, (2, 2)), (64, (1, 1)), (96, (1, 1))
+    ]  # fmt: skip
+    assert stem.width == 64 and stem.grid_size((64, 100)) == (8, 13)
+
+
+def test_stem_features_then_project_is_the_forward() -> None:
+    torch.manual_seed(0)
+    stem = ConvStemEmbed(1, 24, (4, 4), width=16, refine=True).eval()
+    x = torch.randn(2, 1, 16, 20)
+    tokens, grid = stem(x)
+    feats = stem.features(x)
+    assert feats.shape == (2, 16, *grid)
+    torch.testing.assert_close(stem.project(feats).flatten(2).transpose(1, 2), tokens)

@@ -83,3 +83,14 @@ def test_drop_path_is_identity_in_eval_and_mlp_width() -> None:
 def test_bad_head_count() -> None:
     with pytest.raises(ValueError, match="divisible"):
         Block(30, 4)
+
+
+def test_layer_scale_starts_the_block_near_the_identity_and_learns() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    plain, scaled = Block(16, 2), Block(16, 2, layer_scale=1e-4)
+    assert plain.gamma1 is None and scaled.gamma1 is not None
+    assert (plain(x) - x).abs().max() > 0.1
+    assert (scaled(x) - x).abs().max() < 1e-3
+    scaled(x).sum().backward()
+    assert scaled.gamma1.grad is not None and scaled.gamma2.grad is not None

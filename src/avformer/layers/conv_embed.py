@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_grid", "stem_strides"]
@@ -95,34 +96,52 @@ class ConvStemEmbed(nn.Module):
     1×1 convolution to ``embed_dim``; same interface and, for power-of-2 strides, the same grid as
     ``ConvPatchEmbed(kernel 2s - 1, stride s, padding s - 1)`` (``ceil(n / s)`` per axis).
 
-    Widths double layer by layer and end at ``embed_dim`` (``embed_dim / 2^(L-1)``, ..., ``embed_dim``; at least 8).
+    Widths double layer by layer and end at ``width`` (``width / 2^(L-1)``, ..., ``width``; at least 8).
 
     Args:
         in_chans: input channels.
         embed_dim: output token width ``D``.
         stride: total stride per grid axis (powers of 2), split over the layers by ``stem_strides``.
+        width: channels of the last conv layer (default ``embed_dim``); the 1×1 convolution maps them to ``D``.
+        refine: add a stride-1 conv(3) + BN + ReLU at the same width after every strided layer but the first (a
+            deeper, VGG-like stem: more capacity at each resolution, same grid).
     """
 
-    def __init__(self, in_chans: int, embed_dim: int, stride: Sequence[int]) -> None:
+    def __init__(
+        self, in_chans: int, embed_dim: int, stride: Sequence[int], *, width: int | None = None, refine: bool = False
+    ) -> None:
         super().__init__()
         ndim = len(stride)
         if ndim not in _CONV:
             raise ValueError(f"stride must have 1, 2 or 3 entries, got {tuple(stride)}")
         self.stride = tuple(stride)
         self.strides = stem_strides(stride)
+        width = embed_dim if width is None else width
         n = len(self.strides)
         layers: list[nn.Module] = []
         c_in = in_chans
         for j, st in enumerate(self.strides):
-            c_out = max(embed_dim // 2 ** (n - 1 - j), 8)
-            layers += [_CONV[ndim](c_in, c_out, 3, stride=st, padding=1, bias=False), _BN[ndim](c_out), nn.ReLU()]
-            c_in = c_out
+            c_out = max(width // 2 ** (n - 1 - j), 8)
+            for s in (st, 1) if refine and j > 0 else (st,):
+                layers += [_CONV[ndim](c_in, c_out, 3, stride=s, padding=1, bias=False), _BN[ndim](c_out), nn.ReLU()]
+                c_in = c_out
         layers.append(_CONV[ndim](c_in, embed_dim, 1))
         self.proj = nn.Sequential(*layers)
+        self.width = c_in
 
     def grid_size(self, size: Sequence[int]) -> tuple[int, ...]:
         """Token grid for an input of spatial/temporal ``size`` (without batch and channel)."""
         return stem_grid(size, self.stride)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *size) -> the last conv layer's map (B, width, *grid), before the 1×1 projection."""
+        return self.proj[:-1](x)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1×1 projection of a (B, width, *any) map (e.g. a pooled :meth:`features`) to (B, D, *any)."""
+        conv = self.proj[-1]
+        assert isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        return F.linear(x.movedim(1, -1), conv.weight.flatten(1), conv.bias).movedim(-1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """(B, C, *size) -> tokens (B, N, D) in row-major grid order, and the grid."""

@@ -64,6 +64,9 @@ class Block(nn.Module):
         drop_path: stochastic-depth probability of both residual branches.
         fused: SDPA (True) or eager attention (False).
         norm_eps: LayerNorm epsilon.
+        layer_scale: None (default) or the initial value of LayerScale (Touvron et al. 2021, CaiT): a learned
+            per-channel factor on each residual branch, so that a small value (e.g. 1e-4) starts the block near the
+            identity.
     """
 
     def __init__(
@@ -75,8 +78,13 @@ class Block(nn.Module):
         drop_path: float = 0.0,
         fused: bool = True,
         norm_eps: float = 1e-6,
+        layer_scale: float | None = None,
     ) -> None:
         super().__init__()
+        self.gamma1 = self.gamma2 = None
+        if layer_scale is not None:
+            self.gamma1 = nn.Parameter(torch.full((dim,), float(layer_scale)))
+            self.gamma2 = nn.Parameter(torch.full((dim,), float(layer_scale)))
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, fused=fused)
         self.drop_path1 = DropPath(drop_path)
@@ -86,5 +94,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: (B, N, D) -> (B, N, D); ``attn_bias`` as in :class:`Attention` (None: every token attends all)."""
-        x = x + self.drop_path1(self.attn(self.norm1(x), attn_bias))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+        a = self.attn(self.norm1(x), attn_bias)
+        x = x + self.drop_path1(a if self.gamma1 is None else self.gamma1 * a)
+        m = self.mlp(self.norm2(x))
+        return x + self.drop_path2(m if self.gamma2 is None else self.gamma2 * m)
