@@ -29,6 +29,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from avformer.config import load
 from avformer.data.dataset import AVDataset, make_loader
@@ -127,7 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data/av-digits"))
     p.add_argument("--mode", choices=MODES, default="nce")
-    p.add_argument("--video-stem", choices=("linear", "conv"), default="linear")
+    p.add_argument("--video-stem", choices=("linear", "conv", "frame_cnn"), default="linear")
+    p.add_argument("--audio-stem", choices=("linear", "cnn"), default="linear")
+    p.add_argument("--va-head", choices=("linear", "mlp"), default="linear")
+    p.add_argument("--pool", choices=("agg", "mean"), default="agg")
+    p.add_argument("--set", nargs="*", default=[], metavar="K=V", help="more model overrides (YAML values)")
+    p.add_argument("--drop-modalities", nargs="+", choices=("video", "audio"), default=["video", "audio"])
+    p.add_argument("--batch", type=int, default=None, help="default: 32 supervised, 128 nce-cnn, 64 otherwise")
+    p.add_argument("--shift", action="store_true", help="random shifts of frames and spectrogram (always in nce-cnn)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--temperature", type=float, default=0.1)
@@ -143,7 +151,17 @@ def main(argv: list[str] | None = None) -> int:
     recipe = load(RECIPE).model
     torch.manual_seed(args.seed)
     model = create_model(
-        recipe.name, **{**dict(recipe.overrides), "drop_token_rate": args.drop_token, "video_stem": args.video_stem}
+        recipe.name,
+        **{
+            **dict(recipe.overrides),
+            "drop_token_rate": args.drop_token,
+            "video_stem": args.video_stem,
+            "audio_stem": args.audio_stem,
+            "va_head": args.va_head,
+            "pool": args.pool,
+            "drop_token_modalities": args.drop_modalities,
+            **{k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)},
+        },
     )
     assert isinstance(model, VisionAudioTextTransformer)
     codes = torch.randn(10, model.cfg.va_dim, generator=torch.Generator().manual_seed(args.seed))
@@ -152,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = torch.nn.Linear(model.embed_dim, 10)
     params = [*model.parameters(), *classifier.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.05)
-    batch = 32 if args.mode.startswith("sup") else 128 if args.mode == "nce-cnn" else 64
+    batch = args.batch or (32 if args.mode.startswith("sup") else 128 if args.mode == "nce-cnn" else 64)
     n, steps = len(tr["label"]), len(tr["label"]) // batch
     total, warm = args.epochs * steps, steps
 
@@ -161,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             return args.lr * (step + 1) / warm
         return 1e-5 + (args.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
-    stem = "cnn" if args.mode == "nce-cnn" else args.video_stem  # --video-stem does not apply to the CNN pair
+    stem = (
+        "cnn" if args.mode == "nce-cnn" else f"{args.video_stem}, audio stem {args.audio_stem}"
+    )  # --video-stem does not apply to the CNN pair
     print(f"mode {args.mode}, video stem {stem}: init {evaluate(model, tr, va)}", flush=True)
     step, t0 = 0, time.perf_counter()
     for epoch in range(args.epochs):
@@ -175,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             elif args.mode == "sup-audio":
                 loss = F.cross_entropy(classifier(model.encode("audio", audio).pooled), label)
             else:
-                if args.mode == "nce-cnn":
+                if args.mode == "nce-cnn" or args.shift:
                     video, audio = shift(video, audio)
                 out = model(video, audio)
                 assert out.video_va is not None and out.audio_va is not None

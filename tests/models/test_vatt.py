@@ -164,3 +164,80 @@ def test_conv_stem_video_tokenizer_keeps_the_tubelet_grid() -> None:
         _model(video_stem="conv", tubelet_size=(3, 16, 16), num_frames=9)
     with pytest.raises(ValueError, match="video_stem"):
         _model(video_stem="cnn")
+
+
+CNN = {"video_stem": "frame_cnn", "audio_input": "spectrogram", "spec_size": (16, 20), "audio_stem": "cnn",
+       "stem_width": 16, "stem_stride": 4}  # fmt: skip
+
+
+def test_cnn_tokenizers_give_one_token_per_frame_and_per_frequency_band() -> None:
+    m = _model(**CNN).eval()
+    video, spec = torch.randn(2, 3, 8, 32, 32), torch.randn(2, 1, 16, 20)
+    v, a = m.encode("video", video), m.encode("audio", spec)
+    assert v.grid == (8,) and v.tokens.shape == (2, 8, 32)
+    assert a.grid == (4,) and a.tokens.shape == (2, 4, 32)  # 16 mel bins / stride 4
+    assert m.cfg.video_grid == (8,) and m.cfg.audio_grid == (4,)
+    out = m(torch.randn(2, 3, 4, 48, 40), torch.randn(2, 1, 24, 36))  # other sizes: positions interpolated
+    assert out.video_va.shape == out.audio_va.shape == (2, 16)
+
+
+def test_cnn_tokens_do_not_depend_on_where_or_when_the_content_is() -> None:
+    """Max over space / time: moving the content by a multiple of the stem stride leaves the tokens unchanged."""
+    m = _model(**CNN).eval()
+    video = torch.zeros(1, 3, 8, 64, 64)  # content far from the borders (zero padding differs from background)
+    video[..., 24:32, 24:32] = torch.randn(3, 8, 8, 8)
+    moved = torch.roll(video, shifts=(8, -4), dims=(3, 4))
+    tok = m.tokenizers["video"]
+    torch.testing.assert_close(tok(video)[0], tok(moved)[0])
+    other = video.clone()
+    other[..., 24:32, 24:32] = torch.randn(3, 8, 8, 8)
+    assert not torch.allclose(tok(video)[0], tok(other)[0])
+    spec = torch.zeros(1, 1, 16, 64)
+    spec[..., 4:12, 20:28] = torch.randn(8, 8)
+    later = torch.roll(spec, 12, dims=3)  # the sound starts 12 frames later: same band tokens
+    torch.testing.assert_close(m.tokenizers["audio"](spec)[0], m.tokenizers["audio"](later)[0])
+
+
+def test_video_droptoken_drops_frames_before_the_cnn() -> None:
+    m = _model(**CNN, drop_token_rate=0.5)
+    video = torch.randn(3, 3, 8, 32, 32)
+    m.train()
+    assert m.encode("video", video).tokens.shape == (3, 4, 32)  # 4 of 8 frames kept
+    tok = m.tokenizers["video"].eval()  # eval BN: a frame's token does not depend on the other frames
+    keep = torch.tensor([[0, 2, 5, 7], [1, 2, 3, 4], [4, 5, 6, 7]])
+    full, _ = tok(video)
+    some, grid = tok(video, keep)
+    assert grid == (8,)
+    torch.testing.assert_close(some, full.gather(1, keep[:, :, None].expand(-1, -1, 32)))
+    m.eval()
+    assert m.encode("video", video).tokens.shape == (3, 8, 32)
+
+
+def test_cnn_tokenizers_train_and_validate() -> None:
+    m = _model("vatt_ma_tiny", **CNN, drop_token_rate=0.5).train()
+    out = m(torch.randn(3, 3, 8, 32, 32), torch.randn(3, 1, 16, 20))
+    (out.video_va.sum() + out.audio_va.sum()).backward()
+    for name, p in m.named_parameters():
+        if name.startswith(("tokenizers.video", "tokenizers.audio", "trunk.")):
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    with pytest.raises(ValueError, match="audio_stem='cnn' needs"):
+        _model(audio_stem="cnn")
+    with pytest.raises(ValueError, match="audio_stem"):
+        _model(audio_input="spectrogram", audio_stem="conv")
+    with pytest.raises(ValueError, match="power-of-2"):
+        _model(**{**CNN, "stem_stride": 6})
+
+
+def test_mean_pooling_and_mlp_heads() -> None:
+    m = _model(pool="mean", va_head="mlp").eval()
+    assert set(m.agg_tokens) == {"text"}  # video and audio need no AGG token
+    video, audio = _inputs(2)
+    enc = m.encode("video", video)
+    assert enc.tokens.shape == (2, 8, 32)
+    torch.testing.assert_close(enc.pooled, enc.tokens.mean(1))
+    assert [type(x).__name__ for x in m.head_video_va] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert m(video, audio).audio_va.shape == (2, 16)
+    with pytest.raises(ValueError, match="pool"):
+        _model(pool="max")
+    with pytest.raises(ValueError, match="va_head"):
+        _model(va_head="deep")

@@ -24,9 +24,19 @@ Tokenizers:
       (:class:`~avformer.layers.conv_embed.ConvStemEmbed`: stride-2 3×3 conv + BN + ReLU layers; tubelet sides must
       be powers of 2). On AV-Digits a supervised VATT-Tiny video encoder with linear 4×16×16 tubelets stayed at
       chance for 10 epochs, while the conv stem reached 0.54 (in-memory runs, 2026-11-23).
+      ``video_stem="frame_cnn"`` (ours) makes one token per frame: a 2-D CNN stem (``ConvStemEmbed`` with
+      ``refine``: conv3×3-BN-ReLU layers, ``stem_stride`` in total, ``stem_width`` channels at the end) runs on every
+      frame, its map is max-pooled over space and projected to the trunk width, plus a learned table over frames.
+      The tokens then do not depend on where in the frame things are, which tubelets (a token per place) cannot
+      learn from little data: on AV-Digits, NCE from scratch with tubelets or the conv stem stayed at random-init
+      probes, while per-frame CNN tokens learn (README, VATT section). DropToken then drops whole frames *before*
+      the CNN, so dropped frames cost nothing.
     * audio: raw-waveform patches of ``audio_patch_size`` samples (default 128, VATT) with a learned 1-D table; or,
       as an option of ours (``audio_input="spectrogram"``), non-overlapping patches of a log-mel spectrogram with
       separable frequency/time tables. Raw waveform is VATT; the spectrogram option learns faster on small data.
+      With ``audio_stem="cnn"`` (ours) the spectrogram goes through the same kind of CNN stem and its map is
+      max-pooled over time: one token per frequency band (when a sound starts does not change the tokens; its
+      pitch does), with a learned table over bands.
     * text: a *hashed* word vocabulary: lower-cased words (``[a-z0-9']+``) map to ``1 + crc32(word) % (vocab_size-1)``
       (0 is padding), so there is no vocabulary file to build, save or keep in sync with a manifest; distinct words
       may collide (rare at the default 2^16 buckets for small corpora). Each id has a learned ``text_word_dim``-wide
@@ -50,6 +60,10 @@ Differences from the paper / reference code:
       plain Linear (no BN: padding segments of clips without text would enter its batch statistics). The batch
       norms matter: without them (``head_batch_norm=False``) the AGG outputs of all clips start nearly identical and
       NCE collapses them to one point. Clips without audio (zero input) do enter the audio BN's batch statistics.
+    * Pooling and heads, options of ours: ``pool="mean"`` reads the video/audio features as the mean of the trunk's
+      output tokens (no AGG token for them; text keeps its AGG), ``va_head="mlp"`` makes the video-audio heads
+      Linear-BN-ReLU-Linear (SimCLR-style) instead of Linear-BN. ``drop_token_modalities`` limits DropToken to
+      video or audio.
     * The modality-agnostic variant shares blocks and final norm; tokenizers, position tables, AGG tokens and heads
       stay per modality (as in the paper). With MiniLM text, only video and audio share it.
     * ``logit_scale_va`` / ``logit_scale_vt`` (log of 1/temperature, CLIP style) live in the model so the trainer's
@@ -91,10 +105,15 @@ __all__ = [
 ]
 
 MODALITIES = ("video", "audio", "text")
-_RUNTIME_KEYS = ("num_classes", "drop_token_rate", "drop_path_rate", "fused", "grad_checkpointing")
+_RUNTIME_KEYS = (
+    "num_classes", "drop_token_rate", "drop_token_modalities", "drop_path_rate", "fused", "grad_checkpointing"
+)  # fmt: skip
 _AUDIO_INPUTS = ("waveform", "spectrogram")
 _TEXT_ENCODERS = ("hashed", "minilm")
-_VIDEO_STEMS = ("linear", "conv")
+_VIDEO_STEMS = ("linear", "conv", "frame_cnn")
+_AUDIO_STEMS = ("linear", "cnn")
+_VA_HEADS = ("linear", "mlp")
+_POOLS = ("agg", "mean")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SEGMENT_SPLIT = re.compile(r"\s*(?:\n|\s\|\s)\s*")
 
@@ -194,6 +213,7 @@ class VATTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     norm_eps: float = 1e-6
+    layer_scale: float | None = None  # LayerScale init of every block (CaiT); None = off (VATT)
     shared_backbone: bool = False  # True: the modality-agnostic variant (VATT-MA)
     audio_trunk: tuple[int, int, int] | None = None
     text_trunk: tuple[int, int, int] | None = None
@@ -202,13 +222,18 @@ class VATTConfig:
     num_frames: int = 32  # VATT: 32 frames at 10 fps
     img_size: int = 224
     tubelet_size: tuple[int, int, int] = (4, 16, 16)
-    video_stem: str = "linear"  # "linear": VATT's tubelet projection | "conv": a conv stem, same grid (ours)
+    video_stem: str = "linear"  # "linear": VATT's tubelet projection | "conv": a conv stem, same grid | "frame_cnn":
+    # one token per frame, a 2-D CNN's map max-pooled over space (the last two are ours; see the module docstring)
     # audio
     audio_input: str = "waveform"  # "waveform" (VATT) | "spectrogram" (ours: log-mel patches)
     num_samples: int = 51_200  # waveform: 3.2 s at 16 kHz (VATT: 3.2 s at 48 kHz)
     audio_patch_size: int = 128  # waveform samples per patch
     spec_size: tuple[int, int] = (128, 320)  # spectrogram: (mel bins F, frames T)
     spec_patch: tuple[int, int] = (16, 16)  # spectrogram patch (F, T), non-overlapping
+    audio_stem: str = "linear"  # spectrogram: "linear" patches | "cnn": one token per CNN frequency band (ours)
+    # CNN stems (video_stem="frame_cnn", audio_stem="cnn"): channels of the last conv layer, total stride per axis
+    stem_width: int = 128
+    stem_stride: int = 8
     # text
     text_encoder: str = "hashed"  # "hashed": hashed words + a text trunk (VATT-like) | "minilm": frozen MiniLM (ours)
     vocab_size: int = 65_536  # hashed word ids, 0 = padding
@@ -217,6 +242,8 @@ class VATTConfig:
     # common spaces
     va_dim: int = 512  # video-audio (fine) space
     vt_dim: int = 256  # video-text (coarse) space
+    pool: str = "agg"  # video/audio pooled feature: "agg" token output (VATT) | "mean" of the output tokens (ours)
+    va_head: str = "linear"  # video/audio -> va space: "linear" (+ BN; VATT/MMV) | "mlp": Linear-BN-ReLU-Linear (ours)
     head_batch_norm: bool = True  # BatchNorm1d in the video/audio heads (VATT/MMV); without it NCE from scratch
     # collapses here (every clip maps to one point within ~10 steps on AV-Digits)
 
@@ -241,6 +268,14 @@ class VATTConfig:
             raise ValueError(f"VATTConfig.video_stem must be one of {_VIDEO_STEMS}, got {self.video_stem!r}")
         if self.video_stem == "conv":
             stem_strides(self.tubelet_size)  # raises unless every tubelet side is a power of 2
+        if self.audio_stem not in _AUDIO_STEMS:
+            raise ValueError(f"VATTConfig.audio_stem must be one of {_AUDIO_STEMS}, got {self.audio_stem!r}")
+        if self.audio_stem == "cnn" and self.audio_input != "spectrogram":
+            raise ValueError("VATTConfig: audio_stem='cnn' needs audio_input='spectrogram'")
+        if self.video_stem == "frame_cnn" or self.audio_stem == "cnn":
+            stem_strides((self.stem_stride,))  # raises unless a power of 2 > 1
+            if self.stem_width < 8:
+                raise ValueError(f"VATTConfig.stem_width must be >= 8, got {self.stem_width}")
         t, ph, pw = self.tubelet_size
         if self.num_frames < t or self.img_size < max(ph, pw):
             raise ValueError(f"VATTConfig: video {self.num_frames}×{self.img_size}² is smaller than one tubelet")
@@ -254,6 +289,10 @@ class VATTConfig:
             raise ValueError("VATTConfig: text_encoder='minilm' needs max_text_tokens >= 3 ([CLS], a piece, [SEP])")
         if self.vocab_size < 2 or self.max_text_tokens < 1 or self.text_word_dim < 1:
             raise ValueError("VATTConfig: need vocab_size >= 2, max_text_tokens >= 1, text_word_dim >= 1")
+        if self.pool not in _POOLS:
+            raise ValueError(f"VATTConfig.pool must be one of {_POOLS}, got {self.pool!r}")
+        if self.va_head not in _VA_HEADS:
+            raise ValueError(f"VATTConfig.va_head must be one of {_VA_HEADS}, got {self.va_head!r}")
         if self.va_dim < 1 or self.vt_dim < 1 or self.mlp_ratio <= 0:
             raise ValueError("VATTConfig: va_dim, vt_dim and mlp_ratio must be positive")
 
@@ -263,14 +302,20 @@ class VATTConfig:
         return own if own is not None else (self.embed_dim, self.depth, self.num_heads)
 
     @property
-    def video_grid(self) -> tuple[int, int, int]:
+    def video_grid(self) -> tuple[int, ...]:
+        """Video token grid: (t, h, w) tubelets, or (frames,) with ``video_stem="frame_cnn"``."""
+        if self.video_stem == "frame_cnn":
+            return (self.num_frames,)
         t, ph, pw = self.tubelet_size
         return (self.num_frames // t, self.img_size // ph, self.img_size // pw)
 
     @property
     def audio_grid(self) -> tuple[int, ...]:
+        """Audio token grid: (patches,) of a waveform, (F, T) spectrogram patches, or (F,) CNN frequency bands."""
         if self.audio_input == "waveform":
             return (self.num_samples // self.audio_patch_size,)
+        if self.audio_stem == "cnn":
+            return (-(-self.spec_size[0] // self.stem_stride),)
         return (self.spec_size[0] // self.spec_patch[0], self.spec_size[1] // self.spec_patch[1])
 
     @property
@@ -311,6 +356,22 @@ class VATTOutput:
 
 
 # ---- DropToken ----------------------------------------------------------------------------------------------------
+def drop_indices(
+    batch: int, n: int, rate: float, generator: torch.Generator | None = None, device: torch.device | None = None
+) -> torch.Tensor | None:
+    """(batch, N_keep) sorted indices of the tokens DropToken keeps per sample, or None when it keeps all of them.
+
+    ``N_keep = floor(n · (1 - rate))`` (at least 1), drawn uniformly without replacement.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop-token rate must be in [0, 1), got {rate}")
+    keep = max(1, math.floor(n * (1.0 - rate)))
+    if keep >= n:
+        return None
+    scores = torch.rand(batch, n, generator=generator, device=device if generator is None else "cpu")
+    return scores.to(device).topk(keep, dim=1).indices.sort(dim=1).values
+
+
 def drop_tokens(tokens: torch.Tensor, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Keep a random ``floor(N · (1 - rate))`` (at least 1) of the ``N`` tokens of every sample, in their order.
 
@@ -322,15 +383,9 @@ def drop_tokens(tokens: torch.Tensor, rate: float, generator: torch.Generator | 
     Returns:
         (B, N_keep, D); ``tokens`` itself when nothing is dropped.
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"drop-token rate must be in [0, 1), got {rate}")
     B, N, D = tokens.shape
-    keep = max(1, math.floor(N * (1.0 - rate)))
-    if keep >= N:
-        return tokens
-    scores = torch.rand(B, N, generator=generator, device=tokens.device if generator is None else "cpu")
-    idx = scores.to(tokens.device).topk(keep, dim=1).indices.sort(dim=1).values  # (B, N_keep)
-    return tokens.gather(1, idx[:, :, None].expand(-1, -1, D))
+    idx = drop_indices(B, N, rate, generator, tokens.device)  # (B, N_keep)
+    return tokens if idx is None else tokens.gather(1, idx[:, :, None].expand(-1, -1, D))
 
 
 # ---- pieces -------------------------------------------------------------------------------------------------------
@@ -354,7 +409,8 @@ class _Trunk(nn.Module):
         super().__init__()
         dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i], fused, cfg.norm_eps) for i in range(depth)
+            Block(dim, num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i], fused, cfg.norm_eps, cfg.layer_scale)
+            for i in range(depth)
         )
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
         self.grad_checkpointing = False
@@ -414,6 +470,44 @@ class _AudioTokenizer(nn.Module):
         return tokens + pos.to(tokens.dtype), tuple(grid)
 
 
+class _CNNTokenizer(nn.Module):
+    """Tokens from a 2-D CNN stem (:class:`ConvStemEmbed` with ``refine``), pooled so that each token is invariant
+    to where its content sits: video ``(B, C, T, H, W)`` -> one token per frame (the frame's map, max over space);
+    spectrogram ``(B, 1, F, T)`` -> one token per frequency band of the map (max over time: when a sound starts
+    does not change its tokens, its pitch does). A learned 1-D position table over frames / bands, linearly
+    interpolated for other lengths.
+    """
+
+    def __init__(self, cfg: VATTConfig, dim: int, modality: str) -> None:
+        super().__init__()
+        self.modality = modality
+        in_chans = cfg.in_chans if modality == "video" else 1
+        s = cfg.stem_stride
+        self.stem = ConvStemEmbed(in_chans, dim, (s, s), width=cfg.stem_width, refine=True)
+        n = cfg.video_grid[0] if modality == "video" else cfg.audio_grid[0]
+        self.pos_t = nn.Parameter(torch.zeros(1, n, dim))
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Tokens (B, N, D) with positions and the full grid (N,); ``keep`` (B, N_keep) sorted frame indices encodes
+        only those frames (video DropToken before the CNN: the dropped frames cost nothing)."""
+        if self.modality == "video":
+            B, C, T, H, W = x.shape
+            frames = x.transpose(1, 2)  # (B, T, C, H, W)
+            if keep is not None:
+                frames = frames.gather(1, keep[:, :, None, None, None].expand(-1, -1, C, H, W))
+            n = frames.shape[1]
+            feats = self.stem.features(frames.reshape(B * n, C, H, W)).amax((2, 3)).view(B, n, -1)  # (B, n, width)
+        else:
+            if keep is not None:
+                raise ValueError("audio CNN tokens are dropped after the stem (drop_tokens), not through keep")
+            feats = self.stem.features(x).amax(3).transpose(1, 2)  # (B, F', width)
+            B, T = feats.shape[:2]
+        tokens = self.stem.project(feats.transpose(1, 2)).transpose(1, 2)  # (B, n, D)
+        pos = _resize_1d(self.pos_t, T)[0]  # (T, D)
+        pos = pos[None] if keep is None else pos[keep]  # (1 or B, n, D)
+        return tokens + pos.to(tokens.dtype), (T,)
+
+
 class _TextTokenizer(nn.Module):
     def __init__(self, cfg: VATTConfig, dim: int) -> None:
         super().__init__()
@@ -429,8 +523,12 @@ class _TextTokenizer(nn.Module):
         return tokens, (L,)
 
 
-def _head(dim: int, out_dim: int, batch_norm: bool) -> nn.Module:
-    """Linear projection into a common space, followed by BatchNorm1d when ``batch_norm``."""
+def _head(dim: int, out_dim: int, batch_norm: bool, mlp: bool = False) -> nn.Module:
+    """Linear projection into a common space, followed by BatchNorm1d when ``batch_norm``; or with ``mlp`` a
+    SimCLR-style Linear(dim, dim)-BN-ReLU-Linear(dim, out_dim) (the BN only when ``batch_norm``)."""
+    if mlp:
+        norm = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
+        return nn.Sequential(nn.Linear(dim, dim), norm, nn.ReLU(inplace=True), nn.Linear(dim, out_dim))
     if not batch_norm:
         return nn.Linear(dim, out_dim)
     return nn.Sequential(nn.Linear(dim, out_dim), nn.BatchNorm1d(out_dim))
@@ -445,6 +543,9 @@ class VisionAudioTextTransformer(nn.Module):
         num_classes: > 0 adds a linear classifier per modality (video, audio) on the pooled features, for
             fine-tuning from a pretrained checkpoint (``load_state_dict(..., strict=False)``); see :meth:`classify`.
         drop_token_rate: DropToken fraction of video and audio tokens dropped in training mode (0 = off).
+        drop_token_modalities: which of ``video`` / ``audio`` DropToken applies to (VATT: both). With the CNN audio
+            tokenizer (a handful of frequency-band tokens, none redundant) dropping audio tokens hurts: the
+            AV-Digits recipes drop video frames only.
         drop_path_rate: stochastic depth of the last block of each trunk.
         fused: SDPA attention (True) or eager reference math (False).
         grad_checkpointing: recompute each block in backward.
@@ -463,6 +564,7 @@ class VisionAudioTextTransformer(nn.Module):
         *,
         num_classes: int = 0,
         drop_token_rate: float = 0.0,
+        drop_token_modalities: Sequence[str] = ("video", "audio"),
         drop_path_rate: float = 0.0,
         fused: bool = True,
         grad_checkpointing: bool = False,
@@ -478,7 +580,10 @@ class VisionAudioTextTransformer(nn.Module):
             raise ValueError(f"num_classes must be an int >= 0, got {num_classes!r}")
         self.cfg = cfg
         self.num_classes = num_classes
+        if not set(drop_token_modalities) <= {"video", "audio"}:
+            raise ValueError(f"drop_token_modalities must be video and/or audio, got {tuple(drop_token_modalities)}")
         self.drop_token_rate = drop_token_rate
+        self.drop_token_modalities = tuple(drop_token_modalities)
         dims = {m: cfg.trunk(m)[0] for m in MODALITIES}
         self.tokenizer: _SegmentTokenizer
         if cfg.text_encoder == "minilm":  # frozen, kept out of the module tree: see _sentence_encoder
@@ -489,16 +594,25 @@ class VisionAudioTextTransformer(nn.Module):
             own = MODALITIES
             self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         self.num_features = self.embed_dim = dims["video"]
-        tokenizers = {"video": _VideoTokenizer, "audio": _AudioTokenizer, "text": _TextTokenizer}
-        self.tokenizers = nn.ModuleDict({m: tokenizers[m](cfg, dims[m]) for m in own})
-        self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in own})
+        tokenizers: dict[str, nn.Module] = {}
+        for m in own:
+            if (m, cfg.video_stem if m == "video" else cfg.audio_stem) in (("video", "frame_cnn"), ("audio", "cnn")):
+                tokenizers[m] = _CNNTokenizer(cfg, dims[m], m)
+            else:
+                tokenizers[m] = {"video": _VideoTokenizer, "audio": _AudioTokenizer, "text": _TextTokenizer}[m](
+                    cfg, dims[m]
+                )
+        self.tokenizers = nn.ModuleDict(tokenizers)
+        agg = [m for m in own if m == "text" or cfg.pool == "agg"]  # mean pooling needs no AGG token
+        self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in agg})
         if cfg.shared_backbone:
             self.trunk = _Trunk(*cfg.trunk("video"), cfg, drop_path_rate, fused)
         else:
             self.trunks = nn.ModuleDict({m: _Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in own})
         # MMV-style heads: fine video-audio space, coarse video-text space reached from the video's fine embedding
-        self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm)
-        self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm)
+        mlp = cfg.va_head == "mlp"
+        self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm, mlp)
+        self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm, mlp)
         self.head_video_vt = nn.Sequential(
             nn.Linear(cfg.va_dim, cfg.va_dim),
             nn.BatchNorm1d(cfg.va_dim) if cfg.head_batch_norm else nn.Identity(),
@@ -530,9 +644,14 @@ class VisionAudioTextTransformer(nn.Module):
                     _trunc_normal(m.weight)
                     if getattr(m, "bias", None) is not None:
                         nn.init.zeros_(m.bias)
-                elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d)):
+                elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
+            for tok in self.tokenizers.values():  # CNN stems: PyTorch's default init for the convs before a BN
+                if isinstance(tok, _CNNTokenizer):
+                    for conv in tok.stem.proj[:-1]:
+                        if isinstance(conv, nn.Conv2d):
+                            conv.reset_parameters()
             if "text" in self.tokenizers:
                 self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
             for name in sorted(self.no_weight_decay()):  # sorted: a set's order changes with PYTHONHASHSEED
@@ -587,14 +706,24 @@ class VisionAudioTextTransformer(nn.Module):
                 enc.to(x.device)
             tokens, pooled = enc.features(x)
             return EncoderOutput(tokens=tokens, pooled=pooled, grid=(x.shape[1],))
-        tokens, grid = self.tokenizers[modality](x)  # (B, N, D) with positions
+        tokenizer = self.tokenizers[modality]
+        drop = self.training and self.drop_token_rate > 0 and modality in self.drop_token_modalities
+        if drop and isinstance(tokenizer, _CNNTokenizer) and modality == "video":  # drop frames before the CNN
+            keep = drop_indices(x.shape[0], x.shape[2], self.drop_token_rate, device=x.device)
+            tokens, grid = tokenizer(x, keep)
+            drop = False
+        else:
+            tokens, grid = tokenizer(x)  # (B, N, D) with positions
         bias = None
         if modality == "text":
             pad = torch.cat([torch.zeros_like(x[:, :1], dtype=torch.bool), x == 0], dim=1)  # (B, 1 + L), AGG valid
             bias = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device)
             bias = bias.masked_fill(pad, torch.finfo(tokens.dtype).min)[:, None, None, :]  # (B, 1, 1, 1 + L)
-        elif self.training and self.drop_token_rate > 0:
+        elif drop:
             tokens = drop_tokens(tokens, self.drop_token_rate)
+        if modality not in self.agg_tokens:  # pool="mean"
+            seq = self.trunk_of(modality)(tokens)  # (B, N', D)
+            return EncoderOutput(tokens=seq, pooled=seq.mean(1), grid=grid)
         agg = self.agg_tokens[modality].expand(tokens.shape[0], -1, -1).to(tokens.dtype)
         seq = self.trunk_of(modality)(torch.cat([agg, tokens], dim=1), bias)  # (B, 1 + N', D)
         return EncoderOutput(tokens=seq[:, 1:], pooled=seq[:, 0], grid=grid)

@@ -1,4 +1,4 @@
-"""Fine-tuning a (pretrained) VATT: one of its encoders, video or audio, with a linear classifier on the AGG output.
+"""Fine-tuning a (pretrained) VATT: one of its encoders, video or audio, with a linear classifier on its pooled output.
 
     avformer train --config configs/experiment/av_digits_vatt_tiny_finetune_video.yaml
 
