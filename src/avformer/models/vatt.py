@@ -594,15 +594,11 @@ class VisionAudioTextTransformer(nn.Module):
             own = MODALITIES
             self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         self.num_features = self.embed_dim = dims["video"]
-        tokenizers: dict[str, nn.Module] = {}
-        for m in own:
-            if (m, cfg.video_stem if m == "video" else cfg.audio_stem) in (("video", "frame_cnn"), ("audio", "cnn")):
-                tokenizers[m] = _CNNTokenizer(cfg, dims[m], m)
-            else:
-                tokenizers[m] = {"video": _VideoTokenizer, "audio": _AudioTokenizer, "text": _TextTokenizer}[m](
-                    cfg, dims[m]
-                )
-        self.tokenizers = nn.ModuleDict(tokenizers)
+        cnn = {"video": cfg.video_stem == "frame_cnn", "audio": cfg.audio_stem == "cnn", "text": False}
+        kinds = {"video": _VideoTokenizer, "audio": _AudioTokenizer, "text": _TextTokenizer}
+        self.tokenizers = nn.ModuleDict(
+            {m: _CNNTokenizer(cfg, dims[m], m) if cnn[m] else kinds[m](cfg, dims[m]) for m in own}
+        )
         agg = [m for m in own if m == "text" or cfg.pool == "agg"]  # mean pooling needs no AGG token
         self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in agg})
         if cfg.shared_backbone:
