@@ -14,6 +14,10 @@ the frozen AGG features of both encoders and scores audio->video class-relevance
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/vatt_diagnose.py --mode oracle --video-stem conv --epochs 10
 
+The VATT model's options can be varied: ``--video-stem frame_cnn --audio-stem cnn`` (the CNN tokenizers),
+``--pool``, ``--va-head``, ``--drop-modalities``, ``--batch``, ``--shift`` and ``--set key=value`` for any other
+config field (e.g. ``--set depth=1 layer_scale=1e-4``); the README's VATT section lists the runs.
+
 Uses the labels only for ``sup-*``, the oracle's codes, the probe and the mAP. Numbers go to stdout, one line per
 evaluation. Training set: train.csv; evaluation: val.csv. About 7 s an epoch on one core (NCE, linear stem).
 """
