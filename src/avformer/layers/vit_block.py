@@ -81,7 +81,8 @@ class Block(nn.Module):
         layer_scale: float | None = None,
     ) -> None:
         super().__init__()
-        self.gamma1 = self.gamma2 = None
+        self.gamma1: nn.Parameter | None = None
+        self.gamma2: nn.Parameter | None = None
         if layer_scale is not None:
             self.gamma1 = nn.Parameter(torch.full((dim,), float(layer_scale)))
             self.gamma2 = nn.Parameter(torch.full((dim,), float(layer_scale)))
