@@ -187,9 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.lr * (step + 1) / warm
         return 1e-5 + (args.lr - 1e-5) * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
-    stem = (
-        "cnn" if args.mode == "nce-cnn" else f"{args.video_stem}, audio stem {args.audio_stem}"
-    )  # --video-stem does not apply to the CNN pair
+    # --video-stem / --audio-stem do not apply to the CNN pair
+    stem = "cnn" if args.mode == "nce-cnn" else f"{args.video_stem}, audio stem {args.audio_stem}"
     print(f"mode {args.mode}, video stem {stem}: init {evaluate(model, tr, va)}", flush=True)
     step, t0 = 0, time.perf_counter()
     for epoch in range(args.epochs):
