@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from avformer.config import from_dict, load, to_dict
-from avformer.train.run import build_model
+from avformer.models.loading import build_model
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiment"
 

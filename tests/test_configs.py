@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from avformer.config import ConfigError, load
-from avformer.train.run import build_model
+from avformer.models.loading import build_model
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 

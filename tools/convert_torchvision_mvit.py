@@ -16,7 +16,7 @@ import sys
 import torch
 
 from avformer.models.multiscale import convert_torchvision_mvit_state_dict
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,11 +40,11 @@ import yaml
 from avformer.config import load
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import read_manifest
-from avformer.eval.retrieval import class_relevance_map, similarity_matrix
 from avformer.eval.vatt import fit_linear_probe
 from avformer.losses import info_nce
+from avformer.metrics.retrieval import class_relevance_map, similarity_matrix
+from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.registry import create_model
 
 RECIPE = Path(__file__).resolve().parents[1] / "configs" / "experiment" / "av_digits_vatt_tiny.yaml"
 MODES = ("sup-video", "sup-audio", "nce", "oracle", "nce-cnn")

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from avformer.data.dataset import DataConfig
+from avformer.data.config import DataConfig
 
 __all__ = [
     "ConfigError",

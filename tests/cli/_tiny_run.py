@@ -1,8 +1,8 @@
 """Test helpers for ``eval`` / ``predict``: a tiny untrained run folder and a few media files, written in seconds.
 
-The run folder has what ``avformer train`` writes and :func:`avformer.train.run.load_run` reads: ``classes.txt`` and
-``best.pt`` with the trainer's checkpoint keys (``format``, ``model``, ``ema``, ``trainer``, ``config``). The models
-are random: tests check what the commands do with files, not accuracy.
+The run folder has what ``avformer train`` writes and :func:`avformer.models.loading.load_run` reads: ``classes.txt``
+and ``best.pt`` with the trainer's checkpoint keys (``format``, ``model``, ``ema``, ``trainer``, ``config``). The
+models are random: tests check what the commands do with files, not accuracy.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from avformer.data.audio import AudioFeatureConfig
 from avformer.data.dataset import DataConfig
 from avformer.data.synth import CLASS_NAMES, SynthConfig, render_clip, write_dataset
 from avformer.data.video import VideoTransformConfig
-from avformer.train.checkpoint import save_checkpoint
-from avformer.train.run import build_model, write_classes
+from avformer.models.loading import build_model
+from avformer.utils.checkpoint import save_checkpoint
+from avformer.utils.run_folder import write_classes
 
 # 1-s windows: 4 frames at 4 fps, 32 px; 64 mel bins x 100 frames
 VIDEO = VideoTransformConfig(num_frames=4, fps=4, size=32, short_side=32)

@@ -17,7 +17,7 @@ from avformer.cli import eval as eval_cli
 from avformer.cli import predict, train
 from avformer.data.dataset import AVDataset
 from avformer.data.manifest import read_manifest
-from avformer.train.run import load_run
+from avformer.models.loading import load_run
 from tests._paths import shared_path
 from tests.cli._audio_data import FORMATS, write_tone_dataset, write_wav
 from tests.cli._tiny_run import make_run

@@ -9,7 +9,7 @@ import pytest
 
 from avformer.cli import compare, train
 from avformer.cli.main import COMMANDS
-from avformer.eval.compare import RunResult, Summary, format_table
+from avformer.train.compare import RunResult, Summary, format_table
 from tests.cli._audio_data import write_tone_dataset
 
 EXPERIMENT = Path(__file__).resolve().parents[2] / "configs" / "experiment"
@@ -101,7 +101,7 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def _summary(name: str, values: list[float], flops: float, speed: float) -> Summary:
-    from avformer.eval.compare import ModelCost
+    from avformer.train.compare import ModelCost
 
     runs = [RunResult(name, i, "", "val_top1", v, v, 3, speed) for i, v in enumerate(values)]
     cost = ModelCost(((1, 64, 100),), 1_000_000, int(flops), 32, 2**27, False)

@@ -14,8 +14,8 @@ from torch import nn
 
 from avformer.cli import models as models_cli
 from avformer.cli import profile as profile_cli
+from avformer.models.registry import create_model, list_models
 from avformer.profiling import attention_path, count_flops, throughput, training_peak_memory
-from avformer.registry import create_model, list_models
 
 # One-block AST: D = 32, 2 heads (d = 16), MLP 4D = 128, 16 × 32 input at stride 10 -> 2 patches + cls + dist.
 TINY_SET = ["embed_dim=32", "depth=1", "num_heads=2", "num_mel_bins=16", "num_frames=32"]

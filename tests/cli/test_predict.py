@@ -15,7 +15,7 @@ from avformer.cli.predict import main
 from avformer.data.dataset import AVDataset, collate
 from avformer.data.manifest import read_manifest
 from avformer.eval.predict import FilePredictor
-from avformer.train.run import load_run
+from avformer.models.loading import load_run
 from tests._paths import shared_path
 from tests.cli._tiny_run import make_run, make_synth, write_video_only, write_wav
 

@@ -14,7 +14,8 @@ import pytest
 
 from avformer.cli import train
 from avformer.data.synth import SynthConfig, write_dataset
-from avformer.train.run import load_run, read_classes
+from avformer.models.loading import load_run
+from avformer.utils.run_folder import read_classes
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke" / "tiny_av.yaml"

@@ -17,10 +17,9 @@ from avformer.cli import eval as eval_cli
 from avformer.cli import train as train_cli
 from avformer.data.manifest import Manifest
 from avformer.data.synth import SynthConfig, write_dataset
+from avformer.models.loading import load_run, load_vatt_run
+from avformer.models.registry import create_model
 from avformer.models.vatt_classifier import VATTClassifier
-from avformer.registry import create_model
-from avformer.train.pretrain import load_vatt_run
-from avformer.train.run import load_run
 
 MODEL = {
     "name": "vatt_tiny",
@@ -104,7 +103,7 @@ def test_pretrain_writes_a_run_with_finite_losses(pretrained: tuple[Path, Path])
 def test_pretrain_never_reads_labels(tmp_path: Path) -> None:
     data = _captioned_set(tmp_path / "data")
     seen: list[object] = []
-    from avformer.train import pretrain as task_mod
+    from avformer.tasks import vatt_pretrain as task_mod
 
     orig = task_mod.VATTPretrainTask.training_step
 
@@ -235,7 +234,7 @@ def test_text_embeddings_are_taken_in_eval_mode(pretrained: tuple[Path, Path], t
     from avformer.config import load
     from avformer.data.manifest import read_manifest
     from avformer.eval.vatt import extract_embeddings
-    from avformer.registry import create_model
+    from avformer.models.registry import create_model
 
     data, _ = pretrained
     cfg = load(_config(tmp_path, data))

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from avformer.eval.metrics import confusion_matrix, per_class_accuracy
 from avformer.eval.plots import (
     confusion_figsize,
     plot_confusion_matrix,
@@ -18,6 +17,7 @@ from avformer.eval.plots import (
     plot_per_class_accuracy,
     plot_training_curves,
 )
+from avformer.metrics.classification import confusion_matrix, per_class_accuracy
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

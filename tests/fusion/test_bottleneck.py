@@ -20,7 +20,7 @@ from torch import nn
 
 from avformer.fusion.bottleneck import BottleneckFusion, BottleneckFusionConfig, check_staged_encoder
 from avformer.models.multiscale import MultiScaleBlock
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 B = 3
 AUDIO: dict[str, Any] = {

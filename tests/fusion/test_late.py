@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avformer.fusion.late import LateFusion, LateFusionConfig, masked_pair_mean, presence_mask
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 B, DA, DV, K = 4, 16, 24, 5
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from avformer.fusion import BottleneckFusion, BottleneckFusionConfig, LateFusion, LateFusionConfig
 from avformer.models.av_model import AVModel, AVModelConfig, AVOutput
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 B, K, E = 3, 5, 8
 AUDIO: dict[str, Any] = {

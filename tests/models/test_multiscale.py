@@ -23,7 +23,7 @@ from avformer.models.multiscale import (
     MultiscaleTransformer,
     StageSpec,
 )
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 # ---- tiny configs --------------------------------------------------------------------------------------------------
 

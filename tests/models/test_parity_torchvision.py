@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from avformer.models.multiscale import MultiscaleTransformer, convert_torchvision_mvit_state_dict
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 tv_video = pytest.importorskip("torchvision.models.video")
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from avformer.models.base import EncoderOutput
-from avformer.registry import create_model, list_models
+from avformer.models.registry import create_model, list_models
 
 NAMES = list_models()
 
@@ -127,7 +127,7 @@ def test_tiny_headless_forward_returns_pooled(name: str) -> None:
 
 _INIT_CHECKSUM = """
 import sys, torch
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 torch.manual_seed(0)
 m = create_model(sys.argv[1])
 print(repr(sum(float(p.double().sum()) for p in m.state_dict().values() if p.is_floating_point())))

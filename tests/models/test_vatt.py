@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avformer.models.registry import create_model
 from avformer.models.vatt import HashedWordTokenizer, VisionAudioTextTransformer, drop_tokens, split_segments
-from avformer.registry import create_model
 
 # 8 frames × 32² video with 4×16×16 tubelets -> (2, 2, 2) = 8 tokens; 1024 samples / 128 -> 8 audio tokens
 TINY = {

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from avformer.models.base import EncoderOutput
+from avformer.models.registry import create_model
 from avformer.models.vit import (
     ASTConfig,
     AudioSpectrogramTransformer,
@@ -15,7 +16,6 @@ from avformer.models.vit import (
     WaveformViTConfig,
     _resize_pos_table,
 )
-from avformer.registry import create_model
 
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 

@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from avformer.data.synth import SynthConfig, write_dataset
-from avformer.train.checkpoint import load_checkpoint
-from avformer.train.run import load_run
+from avformer.models.loading import load_run
+from avformer.utils.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "smoke" / "tiny_av.yaml"

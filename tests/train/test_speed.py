@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from avformer.config import ExperimentConfig, ModelSpec, OptimConfig
+from avformer.models.registry import create_model
 from avformer.profiling import count_flops
-from avformer.registry import create_model
+from avformer.tasks.classification import make_task
 from avformer.train.speed import (
     BF16_PEAK_TFLOPS,
     device_peak_tflops,
@@ -18,7 +19,6 @@ from avformer.train.speed import (
     synthetic_batch,
     train_step_rate,
 )
-from avformer.train.tasks import make_task
 
 SPEC = ModelSpec("mat_tiny", {"input_size": (32, 100)})
 

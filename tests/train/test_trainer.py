@@ -24,10 +24,10 @@ from torch import Tensor, nn
 
 from avformer.config import load
 from avformer.data.dataset import make_loader
-from avformer.train.checkpoint import load_checkpoint
 from avformer.train.ema import ModelEma
 from avformer.train.logging import CsvLog, RunLogger
 from avformer.train.trainer import _rank_rng, evaluate, set_loader_epoch
+from avformer.utils.checkpoint import load_checkpoint
 from tests.train._toy import Blobs, ToyTask, make_cfg, run, train_loader, weights
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -234,9 +234,10 @@ def _bench_train(args: Any) -> dict[str, Any]:
     from avformer.cli.models import default_input_of
     from avformer.config import ExperimentConfig, ModelSpec, apply_overrides, load
     from avformer.data.shards import ShardDataset, make_shard_loader
-    from avformer.eval.inference import input_modality
     from avformer.models.av_model import AVModel
-    from avformer.train.run import build_model
+    from avformer.models.loading import build_model
+    from avformer.tasks.classification import make_task
+    from avformer.tasks.inference import input_modality
     from avformer.train.speed import (
         device_peak_tflops,
         forward_flops,
@@ -245,7 +246,6 @@ def _bench_train(args: Any) -> dict[str, Any]:
         synthetic_batch,
         train_step_rate,
     )
-    from avformer.train.tasks import make_task
 
     if (args.model is None) == (args.config is None):
         raise ValueError("give a MODEL name or --config FILE (not both)")

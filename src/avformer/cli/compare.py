@@ -8,7 +8,7 @@ Each (config, seed) is one ``avformer train`` process (``OMP_NUM_THREADS=--threa
 seeds interleaved across configs (with two configs and ``--jobs 2`` each pair of concurrent runs is one run of each
 config, so both see the same machine load). The console output of a run goes to ``<run folder>/train.out``.
 
-Then, in this process, each config's model is measured once (:mod:`avformer.eval.compare`: parameters, FLOPs per
+Then, in this process, each config's model is measured once (:mod:`avformer.train.compare`: parameters, FLOPs per
 clip, peak training memory at the training batch size) and ``OUT/table.md`` and ``OUT/results.json`` are written:
 the last-epoch validation metric (mean ± std over seeds), the costs, the training clips/s the runs achieved, the
 wall time and the machine's load average while training (other people's jobs slow a shared machine down).
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         load_summary = sampler.summary()
     train_wall = time.perf_counter() - t0
 
-    from avformer.eval.compare import format_table, read_run, summarize
+    from avformer.train.compare import format_table, read_run, summarize
 
     summaries = []
     for name, path, cfg in zip(names, args.configs, cfgs, strict=True):

@@ -35,7 +35,7 @@ from avformer.data.dataset import DataConfig, SpecAugmentConfig
 from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
 from avformer.models.av_model import AVModel
-from avformer.registry import create_model
+from avformer.models.registry import create_model
 
 __all__ = ["FULL", "QUICK", "DemoSettings", "demo_configs", "main", "run_demo"]
 

@@ -24,8 +24,8 @@ import torch
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
 from avformer.eval.vatt import Embeddings, extract_embeddings, retrieval_metrics
-from avformer.train.checkpoint import CheckpointError
-from avformer.train.pretrain import load_vatt_run
+from avformer.models.loading import load_vatt_run
+from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "write_index"]
 

@@ -43,8 +43,9 @@ from avformer.eval.report import (
     read_groups,
     write_report,
 )
-from avformer.train.checkpoint import CheckpointError
-from avformer.train.run import CLASSES_FILE, LoadedRun, load_run
+from avformer.models.loading import LoadedRun, load_run
+from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.run_folder import CLASSES_FILE
 
 __all__ = ["main", "resolve_device"]
 

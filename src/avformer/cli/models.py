@@ -34,7 +34,7 @@ def describe_model(name: str) -> dict[str, Any]:
     """``{"name", "params", "input_kind", "default_input"}`` of a registered model, built on the meta device."""
     import torch
 
-    from avformer.registry import create_model
+    from avformer.models.registry import create_model
 
     with torch.device("meta"):
         model = create_model(name)
@@ -52,7 +52,7 @@ def _fmt_shape(shape: tuple[int, ...] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from avformer.registry import list_models
+    from avformer.models.registry import list_models
 
     names = list_models(args.filter)
     rows: list[dict[str, Any]] = []

@@ -31,8 +31,8 @@ from pathlib import Path
 from avformer.cli.eval import resolve_device
 from avformer.eval.predict import FilePrediction, FilePredictor
 from avformer.eval.report import plot_prediction
-from avformer.train.checkpoint import CheckpointError
-from avformer.train.run import load_run
+from avformer.models.loading import load_run
+from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["format_prediction", "main"]
 

@@ -37,11 +37,11 @@ from avformer.config import ConfigError, ExperimentConfig
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
+from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.registry import create_model
-from avformer.train.distributed import is_main
-from avformer.train.pretrain import VATTPretrainTask
+from avformer.tasks.vatt_pretrain import VATTPretrainTask
 from avformer.train.trainer import fit, seed_everything
+from avformer.utils.distributed import is_main
 
 __all__ = ["PretrainResult", "UsageError", "build_vatt", "main", "run_pretraining", "strip_labels"]
 

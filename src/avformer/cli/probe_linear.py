@@ -23,10 +23,10 @@ import torch
 
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.eval.vatt import Embeddings, extract_embeddings, fit_linear_probe, retrieval_metrics
+from avformer.models.loading import load_vatt_run
+from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.registry import create_model
-from avformer.train.checkpoint import CheckpointError
-from avformer.train.pretrain import load_vatt_run
+from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "probe"]
 

@@ -68,8 +68,8 @@ def _profile_one(name: str, overrides: dict[str, Any], shape: tuple[int, ...] | 
     import torch
 
     from avformer.cli.models import default_input_of
+    from avformer.models.registry import create_model
     from avformer.profiling import profile_model
-    from avformer.registry import create_model
 
     device = torch.device(args.device)
     with torch.device("meta"):

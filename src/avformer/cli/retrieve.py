@@ -23,10 +23,10 @@ from typing import Any
 import torch
 
 from avformer.data.manifest import Manifest, ManifestError, ManifestRow
-from avformer.eval.retrieval import similarity_matrix
 from avformer.eval.vatt import extract_embeddings
-from avformer.train.checkpoint import CheckpointError
-from avformer.train.pretrain import load_vatt_run
+from avformer.metrics.retrieval import similarity_matrix
+from avformer.models.loading import load_vatt_run
+from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "retrieve"]
 

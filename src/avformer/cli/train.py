@@ -2,9 +2,9 @@
 
     avformer train --config configs/experiment/av_digits_mmt_tiny.yaml [key=value ...] [--set key=value ...]
 
-Loads the YAML config (``inherit:`` followed), applies the overrides in order (``train.epochs=3``,
-``optim.lr=3e-4``, ``model.overrides.fusion=late``), reads the manifests, builds the model by name and the task
-that fits it (:func:`avformer.train.tasks.make_task`: an audio-visual model or a single encoder) and trains with
+Loads the YAML config (``inherit:`` followed), applies the overrides in order (``train.epochs=3``, ``optim.lr=3e-4``,
+``model.overrides.fusion=late``), reads the manifests, builds the model by name and the task that fits it
+(:func:`avformer.tasks.classification.make_task`: an audio-visual model or a single encoder) and trains with
 :func:`avformer.train.trainer.fit`. The run folder (``train.out_dir``, or ``--out``) then holds ``config.yaml``,
 ``classes.txt``, ``last.pt`` / ``best.pt``, ``metrics.csv``, ``train_log.csv``, the PNG plots and ``report.md``.
 
@@ -48,12 +48,13 @@ from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.shards import ShardDataset, make_shard_loader
-from avformer.train.checkpoint import CheckpointError
-from avformer.train.distributed import is_main
+from avformer.models.loading import build_model
+from avformer.tasks.classification import AVClassificationTask, ClassificationTask, make_task
 from avformer.train.report import write_run_report
-from avformer.train.run import build_model, write_classes
-from avformer.train.tasks import AVClassificationTask, ClassificationTask, make_task
 from avformer.train.trainer import evaluate, fit, seed_everything
+from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.distributed import is_main
+from avformer.utils.run_folder import write_classes
 
 __all__ = ["TrainResult", "UsageError", "add_config_args", "config_from_args", "load_data", "main", "run_training"]
 

@@ -226,7 +226,7 @@ def plot_confusion_matrix(
     """Heat map of a (K, K) confusion matrix (rows: true class, columns: predicted class).
 
     Args:
-        cm: (K, K) counts, e.g. from :func:`avformer.eval.metrics.confusion_matrix`.
+        cm: (K, K) counts, e.g. from :func:`avformer.metrics.classification.confusion_matrix`.
         class_names: K names.
         out_png: where to write.
         normalize: divide each row by its count (each row then shows recall and confusions of one true class);
@@ -294,7 +294,7 @@ def plot_per_class_accuracy(
 
     Args:
         acc: (K,) accuracies in [0, 1] (NaN for classes absent from the evaluated set: left out, and counted in
-            the title), e.g. from :func:`avformer.eval.metrics.per_class_accuracy`.
+            the title), e.g. from :func:`avformer.metrics.classification.per_class_accuracy`.
         class_names: K names.
         figsize: inches; default widens with K (6 to 24 in wide, 4.5 in high).
     """

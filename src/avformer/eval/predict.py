@@ -6,7 +6,7 @@
 start), each decoded on its own (a seek, then only that window: an 8K or 6-minute file costs ``num_clips``
 windows, not the whole file), transformed like :class:`~avformer.data.AVDataset` does (short-side resize + centre
 crop; audio zero-padded at the end of a short file), and the per-window probabilities averaged
-(:func:`~avformer.eval.aggregate.aggregate_views`).
+(:func:`~avformer.metrics.aggregate.aggregate_views`).
 
 What differs from the dataset: each window keeps its own ``has_audio`` / ``has_video`` (the dataset ORs them over
 the views of a sample), and a window that fails to decode is dropped with a note as long as another one works.
@@ -34,9 +34,9 @@ from avformer.data.audio import AudioFeatures
 from avformer.data.dataset import collate
 from avformer.data.media import Clip, MediaError, decode_clip, media_duration
 from avformer.data.video import VideoTransform, uniform_clip_windows
-from avformer.eval.aggregate import aggregate_views
-from avformer.eval.inference import input_modality, predict_batch
-from avformer.train.run import LoadedRun
+from avformer.metrics.aggregate import aggregate_views
+from avformer.models.loading import LoadedRun
+from avformer.tasks.inference import input_modality, predict_batch
 
 __all__ = ["FilePrediction", "FilePredictor", "PredictionDisplay"]
 
@@ -120,7 +120,7 @@ class FilePredictor:
     """Top-k predictions for media files from a loaded run.
 
     Args:
-        run: from :func:`avformer.train.run.load_run`.
+        run: from :func:`avformer.models.loading.load_run`.
         num_clips: windows per file (uniformly spaced over the whole file; 1 = the centre window).
         topk: labels returned per file.
         multilabel: sigmoid scores (multi-label runs, e.g. AudioSet) instead of softmax.

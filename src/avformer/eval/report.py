@@ -1,11 +1,11 @@
 """Evaluation of a trained run on a manifest, and the report it writes (``avformer eval``, ``avformer predict --png``).
 
-:func:`evaluate` runs a :class:`~avformer.train.run.LoadedRun` over every row of a manifest (the run's data config in
-eval mode, ``num_test_clips`` uniform windows per file, ``num_test_crops`` spatial crops of each) and scores each
-**view of the data**: ``fused`` plus, for audio-visual models, ``audio`` (video masked out) and ``video`` (audio
-masked out), side by side (:func:`avformer.eval.inference.predict_batch`). The audio-only column counts only the
-samples that have audio, the video-only column only those with video (a masked-out modality would otherwise score
-the model's prior); the sample counts say so. Files that cannot be loaded are skipped and counted, never fatal.
+:func:`evaluate` runs a :class:`~avformer.models.loading.LoadedRun` over every row of a manifest (the run's data config
+in eval mode, ``num_test_clips`` uniform windows per file, ``num_test_crops`` spatial crops of each) and scores each
+**view of the data**: ``fused`` plus, for audio-visual models, ``audio`` (video masked out) and ``video`` (audio masked
+out), side by side (:func:`avformer.tasks.inference.predict_batch`). The audio-only column counts only the samples that
+have audio, the video-only column only those with video (a masked-out modality would otherwise score the model's prior);
+the sample counts say so. Files that cannot be loaded are skipped and counted, never fatal.
 
 :func:`write_report` writes ``eval.json`` (every number, the skipped files with their reasons, per-class values),
 ``predictions.csv`` (one row per sample) and PNGs: ``confusion_matrix.png`` and ``per_class_accuracy.png`` of the
@@ -34,10 +34,10 @@ from matplotlib.figure import Figure
 
 from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest
-from avformer.eval.inference import input_modality, predict_batch
-from avformer.eval.metrics import ClassificationMetrics, mean_average_precision
 from avformer.eval.plots import plot_confusion_matrix, plot_modality_comparison, plot_per_class_accuracy
-from avformer.train.run import LoadedRun
+from avformer.metrics.classification import ClassificationMetrics, mean_average_precision
+from avformer.models.loading import LoadedRun
+from avformer.tasks.inference import input_modality, predict_batch
 
 __all__ = [
     "EvalResult",

@@ -6,7 +6,7 @@
   L-BFGS. The L2 strength is picked on a held-out fifth of the *train* features (never on val), then the probe is
   refit on all of train and scored once on val. Deterministic for a given seed.
 * :func:`retrieval_metrics`: zero-shot audio→video, video→audio (and text→video when there is text) R@1/5/10,
-  median rank and class-relevance mAP when labels exist (see :mod:`avformer.eval.retrieval` for the conventions).
+  median rank and class-relevance mAP when labels exist (see :mod:`avformer.metrics.retrieval` for the conventions).
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ from torch import Tensor
 
 from avformer.data.dataset import AVDataset, DataConfig, make_loader
 from avformer.data.manifest import Manifest
-from avformer.eval.retrieval import class_relevance_map, paired_retrieval_metrics, similarity_matrix
+from avformer.metrics.retrieval import (
+    class_relevance_map,
+    paired_retrieval_metrics,
+    retrieval_report,
+    similarity_matrix,
+)
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.train.pretrain import retrieval_report
 
 __all__ = ["Embeddings", "extract_embeddings", "fit_linear_probe", "retrieval_metrics"]
 

@@ -40,7 +40,7 @@ anchor nor a candidate, so zero-filled audio of clips without sound is never tre
 equivalent to removing it from the batch (tested).
 
 Distributed (``gather=True`` under an initialised process group with world size > 1): each rank scores its
-*local* anchors against the *global* candidates (gathered with ``avformer.train.distributed.gather_with_grad``,
+*local* anchors against the *global* candidates (gathered with ``avformer.utils.distributed.gather_with_grad``,
 whose backward all-reduces the gradient; labels and masks with ``gather_no_grad``). The sum of per-anchor losses is
 divided by the *global* number of kept anchors and multiplied by the world size, so that the mean over ranks of
 the returned losses equals the single-process loss on the concatenated batch, and each rank's input gradient is
@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avformer.train.distributed import gather_no_grad, gather_with_grad, is_dist, rank_offset, world_size
+from avformer.utils.distributed import gather_no_grad, gather_with_grad, is_dist, rank_offset, world_size
 
 __all__ = [
     "AVCLoss",

@@ -1,4 +1,4 @@
-"""Model families. Each module registers its variants on import (see ``avformer.registry``)."""
+"""Model families. Each module registers its variants on import; build one with ``create_model(name, **overrides)``."""
 
 from __future__ import annotations
 
@@ -10,5 +10,6 @@ from avformer.models import (
     vit,  # noqa: F401
 )
 from avformer.models.base import EncoderOutput
+from avformer.models.registry import create_model, is_model, list_models, register_model
 
-__all__ = ["EncoderOutput"]
+__all__ = ["EncoderOutput", "create_model", "is_model", "list_models", "register_model"]

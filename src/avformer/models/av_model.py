@@ -39,7 +39,7 @@ from torch import nn
 from avformer.fusion.bottleneck import BottleneckFusion, BottleneckFusionConfig
 from avformer.fusion.late import FusionLogits, LateFusion, LateFusionConfig, presence_mask
 from avformer.models.base import EncoderOutput
-from avformer.registry import create_model, register_model
+from avformer.models.registry import create_model, register_model
 
 __all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput"]
 

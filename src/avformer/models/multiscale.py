@@ -61,7 +61,7 @@ from avformer.layers.drop import DropPath
 from avformer.layers.mlp import Mlp
 from avformer.layers.pooling_attention import PoolingAttention, TokenPool, skip_pool_kernel
 from avformer.models.base import EncoderOutput
-from avformer.registry import register_model, split_overrides
+from avformer.models.registry import register_model, split_overrides
 
 __all__ = [
     "MultiScaleBlock",

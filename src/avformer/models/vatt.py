@@ -5,7 +5,7 @@ NeurIPS 2021, https://arxiv.org/abs/2104.11178. Common spaces: Alayrac et al., "
 Networks" (MMV), NeurIPS 2020, https://arxiv.org/abs/2006.16228.
 Reference implementation: google-research/google-research ``vatt/`` (TF2); it is not run here, so there is no parity
 test. Objectives (NCE, MIL-NCE) live in ``avformer.losses.contrastive``; the pretraining task in
-``avformer.train.pretrain``.
+``avformer.tasks.vatt_pretrain``.
 
 Data flow (one modality; the modality-agnostic variant shares ``trunk`` between all three)::
 
@@ -90,7 +90,7 @@ from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPa
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
 from avformer.models.minilm import SentenceEncoder, WordPieceTokenizer, load_minilm
-from avformer.registry import register_model, split_overrides
+from avformer.models.registry import register_model, split_overrides
 
 __all__ = [
     "MODALITIES",

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 
 from avformer.models.base import EncoderOutput
+from avformer.models.registry import create_model, register_model
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.registry import create_model, register_model
 
 __all__ = ["VATTClassifier", "vatt_classifier"]
 
@@ -123,7 +123,7 @@ def vatt_classifier(
     if init_from is None:
         name, kwargs = base, dict(overrides)
     else:
-        from avformer.train.pretrain import load_vatt_run  # here: the train package imports the models
+        from avformer.models.loading import load_vatt_run  # here: loading imports this family through the table
 
         if not Path(init_from).exists():
             raise ValueError(f"init_from: no such run folder or checkpoint: {init_from}")

@@ -54,7 +54,7 @@ from torch.utils.checkpoint import checkpoint
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed, conv_output_size
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
-from avformer.registry import register_model, split_overrides
+from avformer.models.registry import register_model, split_overrides
 
 __all__ = [
     "ASTConfig",

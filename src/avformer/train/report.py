@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from avformer.config import ExperimentConfig
-from avformer.eval.metrics import confusion_matrix, per_class_accuracy
+from avformer.metrics.classification import confusion_matrix, per_class_accuracy
 
 __all__ = ["modality_scores", "read_csv_rows", "write_run_report"]
 
@@ -36,7 +36,7 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
 
 def modality_scores(outputs: Mapping[str, torch.Tensor], multilabel: bool = False) -> dict[str, float]:
     """Headline metric (top-1, or mAP for multi-label) of ``fused`` and, when present, ``audio`` / ``video``."""
-    from avformer.eval.metrics import mean_average_precision
+    from avformer.metrics.classification import mean_average_precision
 
     label = outputs["label"]
     out: dict[str, float] = {}

@@ -1,6 +1,6 @@
 """A model-agnostic training loop with crash-safe checkpoints and exact resume.
 
-:func:`fit` trains any :class:`~avformer.train.task.Task`: it calls ``task.training_step(batch)`` for the loss and
+:func:`fit` trains any :class:`~avformer.tasks.base.Task`: it calls ``task.training_step(batch)`` for the loss and
 knows nothing else about models. Per optimizer step it runs ``accum_steps`` micro-batches, each weighted by its
 share of the step's clips (uneven and partly skipped batches give the exact mean over the clips), clips the
 global grad norm, steps AdamW and the warmup+cosine schedule, and updates the EMA.
@@ -73,8 +73,12 @@ from torch import Tensor, nn
 
 from avformer.config import ExperimentConfig, dump, to_dict
 from avformer.data.dataset import LoadStats
-from avformer.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
-from avformer.train.distributed import (
+from avformer.tasks.base import Batch, Task
+from avformer.train.ema import ModelEma, unwrap_model
+from avformer.train.logging import RunLogger
+from avformer.train.optim import WarmupCosine, build_optimizer
+from avformer.utils.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
+from avformer.utils.distributed import (
     all_reduce_min,
     all_reduce_sum,
     barrier,
@@ -84,10 +88,6 @@ from avformer.train.distributed import (
     rank,
     world_size,
 )
-from avformer.train.ema import ModelEma, unwrap_model
-from avformer.train.logging import RunLogger
-from avformer.train.optim import WarmupCosine, build_optimizer
-from avformer.train.task import Batch, Task
 
 __all__ = ["TrainState", "Trainer", "evaluate", "fit", "seed_everything", "set_loader_epoch"]
 

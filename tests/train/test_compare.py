@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from avformer.config import apply_overrides, load
-from avformer.eval.compare import measure_cost
+from avformer.models.loading import build_model
 from avformer.profiling import count_flops
-from avformer.train.run import build_model
+from avformer.train.compare import measure_cost
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

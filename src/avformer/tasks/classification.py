@@ -9,7 +9,7 @@ objective (Zhu 2024, https://arxiv.org/abs/2401.04023)::
          + imc_weight         · IMC(audio_emb, video_emb, y)          (supervised contrastive within each modality)
 
 :class:`ClassificationTask` trains one encoder (audio-only or video-only, read from the model's ``input_kind``)
-with CE / BCE. Both validate through :func:`avformer.eval.inference.predict_batch`, so training, ``avformer eval``
+with CE / BCE. Both validate through :func:`avformer.tasks.inference.predict_batch`, so training, ``avformer eval``
 and ``avformer predict`` score a model the same way (multi-view batches pooled there).
 
 Batch contract (the dicts of :func:`avformer.data.collate`): ``audio`` (B, 1, F, T) or (B, 1, S), ``video``
@@ -47,12 +47,12 @@ import torch
 from torch import Tensor, nn
 
 from avformer.config import ExperimentConfig, LossConfig
-from avformer.eval.inference import input_modality, predict_batch
-from avformer.eval.metrics import ClassificationMetrics
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
+from avformer.metrics.classification import ClassificationMetrics
 from avformer.models.av_model import AVModel
-from avformer.train.distributed import rank_offset
-from avformer.train.task import Batch, present_mask
+from avformer.tasks.base import Batch, present_mask
+from avformer.tasks.inference import input_modality, predict_batch
+from avformer.utils.distributed import rank_offset
 
 __all__ = ["AVClassificationTask", "ClassificationTask", "drop_modality", "make_task"]
 
@@ -222,7 +222,7 @@ class AVClassificationTask(_ClassifierBase):
 class ClassificationTask(_ClassifierBase):
     """One encoder (audio-only or video-only) trained with CE / BCE.
 
-    The batch key it reads follows the model: :func:`avformer.eval.inference.input_modality` (``input_kind``
+    The batch key it reads follows the model: :func:`avformer.tasks.inference.input_modality` (``input_kind``
     ``spectrogram`` / ``waveform`` -> ``audio``, ``video`` -> ``video``). Clips without that stream are masked out.
     """
 

@@ -4,9 +4,9 @@
 data**: ``"fused"`` (both modalities, as present), and for audio-visual models also ``"audio"`` (video masked out)
 and ``"video"`` (audio masked out), so fused, audio-only and video-only accuracy come from one model side by side.
 Batches with several test views per sample (``(B, V, ...)`` from ``DataConfig.num_test_clips > 1``) are run view
-by view and the per-view outputs pooled with :func:`avformer.eval.aggregate.aggregate_views`.
+by view and the per-view outputs pooled with :func:`avformer.metrics.aggregate.aggregate_views`.
 
-Training validation (``avformer.train.tasks``), ``avformer eval`` and ``avformer predict`` all go through here.
+Training validation (``avformer.tasks.classification``), ``avformer eval`` and ``avformer predict`` all go through here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from avformer.eval.aggregate import aggregate_views
+from avformer.metrics.aggregate import aggregate_views
 from avformer.models.av_model import AVModel
 
 __all__ = ["input_modality", "predict_batch"]

@@ -12,9 +12,9 @@ import torch
 from avformer.config import ExperimentConfig, LossConfig, ModelSpec
 from avformer.losses.classification import MixupOutput
 from avformer.models.av_model import AVModel
-from avformer.registry import create_model
-from avformer.train import tasks as tasks_module
-from avformer.train.tasks import AVClassificationTask, ClassificationTask, drop_modality, make_task
+from avformer.models.registry import create_model
+from avformer.tasks import classification as tasks_module
+from avformer.tasks.classification import AVClassificationTask, ClassificationTask, drop_modality, make_task
 
 K = 5
 B = 6

@@ -9,8 +9,9 @@ import torch
 
 from avformer.config import LossConfig
 from avformer.losses import mil_nce
-from avformer.registry import create_model
-from avformer.train.pretrain import VATTPretrainTask, retrieval_report
+from avformer.metrics.retrieval import retrieval_report
+from avformer.models.registry import create_model
+from avformer.tasks.vatt_pretrain import VATTPretrainTask
 
 TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_frames": 4, "img_size": 32, "tubelet_size": (2, 16, 16),
         "num_samples": 1024, "vocab_size": 97, "text_word_dim": 8, "va_dim": 16, "vt_dim": 8}  # fmt: skip

@@ -23,56 +23,19 @@ Choices:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from avformer.config import ExperimentConfig, LossConfig, from_dict
-from avformer.eval.retrieval import class_relevance_map, paired_retrieval_metrics, similarity_matrix
+from avformer.config import LossConfig
 from avformer.losses import info_nce, mil_nce
+from avformer.metrics.retrieval import retrieval_report
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.registry import create_model
-from avformer.train.checkpoint import load_checkpoint
-from avformer.train.task import Batch, present_mask
+from avformer.tasks.base import Batch, present_mask
 
-__all__ = ["VATTPretrainTask", "load_vatt_run", "retrieval_report"]
+__all__ = ["VATTPretrainTask"]
 
 _MAX_LOGIT_SCALE = 100.0
-
-
-def retrieval_report(
-    video: Tensor,
-    audio: Tensor,
-    labels: Tensor | None = None,
-    *,
-    has_video: Tensor | None = None,
-    has_audio: Tensor | None = None,
-) -> dict[str, float]:
-    """Zero-shot audio↔video retrieval metrics of paired embeddings (rows = clips).
-
-    Returns ``a2v_R@1/5/10``, ``a2v_median_rank``, ``v2a_...`` and, when ``labels`` (B,) has classes (>= 0),
-    ``a2v_mAP`` / ``v2a_mAP`` (class-relevance mAP: every clip of the query's class is relevant). Clips missing
-    either stream are left out.
-    """
-    keep = torch.ones(video.shape[0], dtype=torch.bool)
-    for m in (has_video, has_audio):
-        if m is not None:
-            keep &= m.bool().cpu()
-    v, a = video.cpu()[keep], audio.cpu()[keep]
-    if v.shape[0] == 0:
-        return {}
-    sim = similarity_matrix(a, v)  # (Q audio, G video)
-    lab = labels.cpu()[keep] if labels is not None and labels.ndim == 1 else None
-    labeled = lab >= 0 if lab is not None else None
-    out: dict[str, float] = {}
-    for name, s in (("a2v", sim), ("v2a", sim.T)):
-        m = paired_retrieval_metrics(s)
-        out |= {f"{name}_{k}": v_ for k, v_ in m.items() if k != "mean_rank"}
-        if lab is not None and labeled is not None and labeled.any():
-            sl = s[labeled][:, labeled]
-            out[f"{name}_mAP"] = class_relevance_map(sl, lab[labeled], lab[labeled])
-    return out
 
 
 class VATTPretrainTask:
@@ -164,32 +127,3 @@ class VATTPretrainTask:
             has_video=outputs["has_video"],
             has_audio=outputs["has_audio"],
         )
-
-
-def load_vatt_run(
-    path: str | Path, *, prefer: str = "best", use_ema: bool = True
-) -> tuple[ExperimentConfig, VisionAudioTextTransformer, Path]:
-    """A pretrained VATT from a run folder of ``avformer pretrain`` (``best.pt``, else ``last.pt``) or a checkpoint.
-
-    Returns:
-        ``(config, model in eval mode on the CPU, checkpoint path)``.
-
-    Raises:
-        FileNotFoundError: no checkpoint there. TypeError: the checkpoint is not a VATT model.
-    """
-    path = Path(path)
-    if path.is_dir():
-        order = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
-        found = next((path / n for n in order if (path / n).is_file()), None)
-        if found is None:
-            raise FileNotFoundError(f"{path}: no best.pt or last.pt (is this a run folder of `avformer pretrain`?)")
-        path = found
-    ckpt = load_checkpoint(path)
-    cfg = from_dict(ckpt["config"])
-    model = create_model(cfg.model.name, **dict(cfg.model.overrides))
-    if not isinstance(model, VisionAudioTextTransformer):
-        raise TypeError(f"{path}: model {cfg.model.name!r} is not a VATT model")
-    ema = ckpt.get("ema")
-    model.load_state_dict(ema["shadow"] if use_ema and ema else ckpt["model"])
-    model.eval()
-    return cfg, model, path

@@ -20,13 +20,15 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from avformer.eval.metrics import average_precision
+from avformer.metrics.classification import average_precision
 
 __all__ = [
     "class_relevance_map",
     "paired_retrieval_metrics",
     "ranks_of_targets",
+    "retrieval_report",
     "similarity_matrix",
 ]
 
@@ -129,3 +131,37 @@ def class_relevance_map(
         relevant = relevant & ~eye
     ap = average_precision(sim.T, relevant.T)  # queries as the "classes" of the multi-label AP: (Q,)
     return float(ap.nanmean()) if (~ap.isnan()).any() else float("nan")
+
+
+def retrieval_report(
+    video: Tensor,
+    audio: Tensor,
+    labels: Tensor | None = None,
+    *,
+    has_video: Tensor | None = None,
+    has_audio: Tensor | None = None,
+) -> dict[str, float]:
+    """Zero-shot audio↔video retrieval metrics of paired embeddings (rows = clips).
+
+    Returns ``a2v_R@1/5/10``, ``a2v_median_rank``, ``v2a_...`` and, when ``labels`` (B,) has classes (>= 0),
+    ``a2v_mAP`` / ``v2a_mAP`` (class-relevance mAP: every clip of the query's class is relevant). Clips missing
+    either stream are left out.
+    """
+    keep = torch.ones(video.shape[0], dtype=torch.bool)
+    for m in (has_video, has_audio):
+        if m is not None:
+            keep &= m.bool().cpu()
+    v, a = video.cpu()[keep], audio.cpu()[keep]
+    if v.shape[0] == 0:
+        return {}
+    sim = similarity_matrix(a, v)  # (Q audio, G video)
+    lab = labels.cpu()[keep] if labels is not None and labels.ndim == 1 else None
+    labeled = lab >= 0 if lab is not None else None
+    out: dict[str, float] = {}
+    for name, s in (("a2v", sim), ("v2a", sim.T)):
+        m = paired_retrieval_metrics(s)
+        out |= {f"{name}_{k}": v_ for k, v_ in m.items() if k != "mean_rank"}
+        if lab is not None and labeled is not None and labeled.any():
+            sl = s[labeled][:, labeled]
+            out[f"{name}_mAP"] = class_relevance_map(sl, lab[labeled], lab[labeled])
+    return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from avformer.eval.retrieval import (
+from avformer.metrics.retrieval import (
     class_relevance_map,
     paired_retrieval_metrics,
     ranks_of_targets,

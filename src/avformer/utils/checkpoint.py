@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CheckpointError", "load_checkpoint", "remove_stale_temps", "save_checkpoint", "versions"]
+__all__ = ["CheckpointError", "find_checkpoint", "load_checkpoint", "remove_stale_temps", "save_checkpoint", "versions"]
 
 _TMP_SUFFIX = ".tmp"
 _UMASK = os.umask(0o022)  # read the process umask (mkstemp creates 0600 files; checkpoints get the usual mode)
@@ -135,3 +135,20 @@ def load_checkpoint(
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")
     return state
+
+
+def find_checkpoint(path: str | Path, prefer: str = "best") -> Path:
+    """The checkpoint file of a run folder (``best.pt`` then ``last.pt``, or the reverse with ``prefer="last"``), or
+    ``path`` itself when it is a file.
+
+    Raises:
+        FileNotFoundError: a folder holding neither file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    order = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
+    found = next((path / n for n in order if (path / n).is_file()), None)
+    if found is None:
+        raise FileNotFoundError(f"{path}: no best.pt or last.pt (is this a run folder of `avformer train`?)")
+    return found

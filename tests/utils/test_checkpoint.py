@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from avformer.train import checkpoint
-from avformer.train.checkpoint import (
+from avformer.utils import checkpoint
+from avformer.utils.checkpoint import (
     CheckpointError,
     load_checkpoint,
     remove_stale_temps,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avformer.eval.aggregate import aggregate_by_id, aggregate_views
+from avformer.metrics.aggregate import aggregate_by_id, aggregate_views
 
 
 def test_aggregate_views_hand_case() -> None:

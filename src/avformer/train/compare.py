@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from avformer.config import ExperimentConfig
+from avformer.models.loading import build_model
 from avformer.profiling import count_flops, count_parameters, training_peak_memory
-from avformer.train.run import build_model, read_classes
+from avformer.utils.run_folder import read_classes
 
 __all__ = [
     "ModelCost",
@@ -174,8 +175,8 @@ def measure_cost(cfg: ExperimentConfig, num_classes: int) -> ModelCost:
     An audio-visual model is measured on one clip of each modality (``input_shape`` is then the audio shape and the
     video shape, in that order).
     """
-    from avformer.eval.inference import input_modality
     from avformer.models.av_model import AVModel
+    from avformer.tasks.inference import input_modality
 
     with torch.device("meta"):
         meta = build_model(cfg.model, num_classes)

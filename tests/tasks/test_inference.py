@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from avformer.eval.aggregate import aggregate_views
-from avformer.eval.inference import input_modality, predict_batch
-from avformer.registry import create_model
+from avformer.metrics.aggregate import aggregate_views
+from avformer.models.registry import create_model
+from avformer.tasks.inference import input_modality, predict_batch
 
 
 def _mmt() -> torch.nn.Module:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from avformer.eval.metrics import (
+from avformer.metrics.classification import (
     ClassificationMetrics,
     average_precision,
     confusion_matrix,
@@ -150,7 +150,7 @@ def test_map_and_auc_match_sklearn_random(levels: int | None) -> None:
 
 
 def test_map_chunked_over_many_classes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import avformer.eval.metrics as metrics
+    import avformer.metrics.classification as metrics
 
     scores = torch.randn(64, 50)
     target = (torch.rand(64, 50) < 0.2).long()

@@ -28,7 +28,7 @@ import torch
 
 import avformer.losses.contrastive as contrastive
 from avformer.losses import AVCLoss, IMCLoss, info_nce, mil_nce, supcon_cross, supcon_within
-from avformer.train import distributed
+from avformer.utils import distributed
 
 W, BL, D, P = 2, 6, 5, 3  # world size, local batch, embed dim, text segments per clip
 GRAD_KEYS = ("audio", "video", "text")

@@ -1,0 +1,87 @@
+"""How a manifest row becomes a sample: the data section of an experiment config.
+
+Kept apart from :mod:`avformer.data.dataset` so that reading a config never imports the decoder (PyAV).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from avformer.data.audio import AudioFeatureConfig
+from avformer.data.video import VideoTransformConfig
+
+__all__ = ["DataConfig", "SpecAugmentConfig"]
+
+
+@dataclass(frozen=True)
+class SpecAugmentConfig:
+    """SpecAugment (Park et al. 2019) on training spectrograms; the defaults (widths 0) switch it off.
+
+    Applied per sample by a training :class:`AVDataset`, after :class:`~avformer.data.audio.AudioFeatures` (so on the
+    normalised spectrogram, where ``mask_value = 0`` is the dataset mean), with the sample's own generator: the masks
+    are a function of ``(seed, epoch, index)`` whatever the number of workers. Never applied at evaluation, to
+    waveforms, or to clips without audio. AST's AudioSet recipe masks up to 48 mel bins and 192 frames (of 1024).
+    """
+
+    freq_mask_param: int = 0  # maximum width of a frequency band, in mel bins; 0 = no frequency masking
+    time_mask_param: int = 0  # maximum width of a time band, in frames; 0 = no time masking
+    num_freq_masks: int = 1
+    num_time_masks: int = 1
+    mask_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.freq_mask_param, self.time_mask_param, self.num_freq_masks, self.num_time_masks) < 0:
+            raise ValueError("spec_augment mask widths and counts must be >= 0")
+
+    @property
+    def enabled(self) -> bool:
+        return (self.freq_mask_param > 0 and self.num_freq_masks > 0) or (
+            self.time_mask_param > 0 and self.num_time_masks > 0
+        )
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How a manifest row becomes a sample.
+
+    Attributes:
+        modalities: which of ``video`` and ``audio`` to load.
+        clip_seconds: length of the window read from each file; None reads the whole row window / file.
+            The video clip is ``video.num_frames`` frames at ``video.fps``; audio covers the same window.
+        video: frame sampling and spatial transforms.
+        audio: audio features (log-mel / waveform).
+        spec_augment: frequency / time masking of training spectrograms (off by default).
+        num_test_clips: windows per file at evaluation (uniformly spaced); 1 = the centre window.
+        num_test_crops: spatial crops per window at evaluation, spread along the long side of the frame (3 = left /
+            centre / right, see :func:`avformer.data.video.spatial_crops`); 1 = the centre crop. With video, a test
+            sample has ``num_test_clips * num_test_crops`` views (clip-major; the crops of a window share its
+            audio), stacked on a leading view axis when there are several.
+        decode_timeout_s: a file that takes longer than this to decode is skipped (bounded time per file).
+    """
+
+    modalities: tuple[str, ...] = ("video", "audio")
+    clip_seconds: float | None = None
+    video: VideoTransformConfig = field(default_factory=VideoTransformConfig)
+    audio: AudioFeatureConfig = field(default_factory=AudioFeatureConfig)
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    num_test_clips: int = 1
+    num_test_crops: int = 1
+    decode_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        bad = set(self.modalities) - {"video", "audio"}
+        if bad or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of ('video', 'audio'), got {self.modalities}")
+        if self.clip_seconds is not None and self.clip_seconds <= 0:
+            raise ValueError(f"clip_seconds must be positive, got {self.clip_seconds}")
+        if self.num_test_clips < 1:
+            raise ValueError(f"num_test_clips must be >= 1, got {self.num_test_clips}")
+        if self.num_test_crops < 1:
+            raise ValueError(f"num_test_crops must be >= 1, got {self.num_test_crops}")
+
+    @property
+    def window_seconds(self) -> float:
+        """Seconds of media one sample covers."""
+        if self.clip_seconds is not None:
+            return self.clip_seconds
+        return self.video.num_frames / self.video.fps

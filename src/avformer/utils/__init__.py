@@ -1,0 +1,1 @@
+"""Helpers below the models: collectives across processes, devices, checkpoint and run-folder files."""
