@@ -62,7 +62,7 @@ def test_audio_recipes_have_dataset_stats_specaugment_and_mixup(name: str) -> No
     )
     assert cfg.data.modalities == ("audio",)
     assert cfg.data.audio.mean is not None and cfg.data.audio.std is not None
-    assert cfg.data.spec_augment.enabled and cfg.loss.mixup_alpha > 0
+    assert cfg.data.spec_augment.enabled and cfg.task is not None and cfg.task.options["mixup_alpha"] > 0
 
 
 def test_esc50_folds_are_five_and_differ_only_in_fold() -> None:

@@ -152,3 +152,22 @@ def test_fsdp_with_ema_is_a_config_error_not_a_crash_inside_training() -> None:
     with pytest.raises(ConfigError, match="ema_decay > 0 is not supported with strategy=fsdp"):
         apply_overrides(_cfg(), ["train.strategy=fsdp", "train.ema_decay=0.999"])
     assert apply_overrides(_cfg(), ["train.ema_decay=0", "train.strategy=fsdp"]).train.strategy == "fsdp"
+
+
+def test_old_loss_overrides_set_task_options_on_a_new_form_config() -> None:
+    cfg = loads("name: t\nmodel: {name: mmt_tiny}\ntask: {name: av_classification, options: {avc_weight: 0.1}}\n")
+    out = apply_overrides(cfg, ["loss.modality_ce_weight=1.0", "task.options.imc_weight=0.2"])
+    assert out.task is not None and out.task.options == {
+        "avc_weight": 0.1,
+        "modality_ce_weight": 1.0,
+        "imc_weight": 0.2,
+    }
+    assert out.loss is None
+    assert "loss" not in dump(out) and loads(dump(out)) == out
+
+
+def test_old_form_configs_still_load_with_their_loss_section() -> None:
+    cfg = loads("name: t\nmodel: {name: mmt_tiny}\nloss: {avc_weight: 0.1}\n")
+    assert cfg.task is None and cfg.loss is not None and cfg.loss.avc_weight == 0.1
+    with pytest.raises(ConfigError, match=r"unknown key 'loss\.avc_wieght'.*did you mean 'loss\.avc_weight'"):
+        loads("name: t\nmodel: {name: mmt_tiny}\nloss: {avc_wieght: 0.1}\n")

@@ -1,4 +1,5 @@
-"""Every YAML under configs/ loads strictly and names a model that builds with its overrides."""
+"""Every YAML under configs/ loads strictly, names a model that builds with its overrides, and a task (``task:``)
+whose options parse and which accepts that model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import yaml
 
 from avformer.config import ConfigError, load
 from avformer.models.loading import build_model
+from avformer.tasks.registry import TaskData, get_task
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
 
@@ -46,6 +48,11 @@ def test_config_loads_and_its_model_builds(path: Path) -> None:
     if init_from is not None and not Path(str(init_from)).exists():
         # a fine-tuning recipe names a pretraining run that a fresh clone has not made: check base + overrides
         spec = dataclasses.replace(spec, overrides={**spec.overrides, "init_from": None})
+    assert cfg.task is not None, "every config names its task (task: {name: ..., options: {...}})"
+    entry = get_task(cfg.task.name)
+    options = entry.parse_options(cfg.task.options)
+    data = TaskData(tuple(map(str, range(10))) if entry.supervised else (), modalities=cfg.data.modalities)
     with torch.device("meta"):  # checks every override against the model's config without allocating weights
-        model = build_model(spec, num_classes=10)
+        model = build_model(spec, num_classes=data.num_classes or None)
+        entry.build(model, options, data)
     assert sum(p.numel() for p in model.parameters()) > 0

@@ -6,8 +6,13 @@ One dataclass per concern, composed into :class:`ExperimentConfig`; YAML files f
     name: mmt_vggsound
     model: {name: mmt_base, overrides: {num_classes: 309}}
     data: {modalities: [video, audio], video: {size: 224}}
+    task: {name: av_classification, options: {avc_weight: 0.1, imc_weight: 0.1}}
     optim: {lr: 1.0e-4, weight_decay: 0.05, warmup_epochs: 2}
     train: {epochs: 30, batch_size: 16, precision: bf16}
+
+``task`` names a registered task (:mod:`avformer.tasks.registry`) and its options, which that task reads strictly.
+Configs written before tasks were named have a flat ``loss:`` section instead; it is still read (the composition
+in :mod:`avformer.train.experiment` turns it into ``task:`` with a one-line notice), and is never written.
 
 Loading is strict: an unknown key is an error naming its full path and the valid keys there; values are checked
 against the field annotations (nested dataclasses, ``X | None``, tuples from YAML lists; ints are accepted for
@@ -40,6 +45,7 @@ __all__ = [
     "LossConfig",
     "ModelSpec",
     "OptimConfig",
+    "TaskSpec",
     "TrainConfig",
     "apply_overrides",
     "dump",
@@ -164,8 +170,21 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class TaskSpec:
+    """A registered task and its options (checked by the task's options dataclass, not here)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "task name must be a non-empty registry key")
+        _check(all(isinstance(k, str) for k in self.options), "task option keys must be strings")
+        object.__setattr__(self, "options", _tuplify(self.options))
+
+
+@dataclass(frozen=True)
 class LossConfig:
-    """Objective weights and settings (the Task combines the terms)."""
+    """The flat objective section of configs written before ``task:`` existed (read for them, never written)."""
 
     ce_weight: float = 1.0  # cross-entropy / BCE on the fused logits
     modality_ce_weight: float = 0.0  # CE / BCE on each modality alone (the other masked, as in eval), summed
@@ -203,7 +222,8 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    task: TaskSpec | None = None  # None: inferred from the command and model (old configs; see the module docs)
+    loss: LossConfig | None = None  # old configs only: migrated into task.options by the composition
     train_manifest: str | None = None
     val_manifest: str | None = None
     root: str | None = None  # media root that relative manifest paths resolve against
@@ -286,6 +306,9 @@ def _structure(value: Any, tp: Any, path: str, root: type) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        alts = [a for a in args if a is not type(None)]
+        if len(alts) == 1 and dataclasses.is_dataclass(alts[0]):  # Section | None: the section's error is precise
+            return _structure(value, alts[0], path, root)
         for alt in args:
             if alt is not type(None):
                 try:
@@ -409,14 +432,19 @@ def loads(text: str) -> ExperimentConfig:
 
 
 def dump(cfg: Any) -> str:
-    """YAML text of a config dataclass, in field order; ``loads(dump(cfg)) == cfg``."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)
+    """YAML text of a config dataclass, in field order; ``loads(dump(cfg)) == cfg``. An empty legacy ``loss``
+    section is left out."""
+    data = to_dict(cfg)
+    if isinstance(cfg, ExperimentConfig) and cfg.loss is None:
+        del data["loss"]
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
     """Apply ``"dotted.key=value"`` overrides in order; values are parsed with ``yaml.safe_load``.
 
     A mapping value merges into the existing one (``data.video={size: 64}`` keeps the other video fields).
+    ``loss.KEY=VALUE`` (the old spelling) sets ``task.options.KEY`` on a config that has a ``task:`` section.
     Free-form mappings (``model.overrides.depth=2``) accept new keys; everywhere else an unknown key is an error.
     """
     for item in overrides:
@@ -430,6 +458,8 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         data = to_dict(cfg)
         node: dict[str, Any] = data
         parts = key.strip().split(".")
+        if parts[0] == "loss" and len(parts) > 1 and isinstance(cfg, ExperimentConfig) and cfg.task is not None:
+            parts = ["task", "options", *parts[1:]]  # the old spelling of a task option, on a config of the new form
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):

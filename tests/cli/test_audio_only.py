@@ -75,7 +75,7 @@ def test_train_eval_predict_audio_only(
     run = load_run(out)
     assert run.cfg.data.modalities == ("audio",) and run.classes == ["high", "low", "mid"]
     # SpecAugment and mixup are on in the recipe
-    assert run.cfg.data.spec_augment.enabled and run.cfg.loss.mixup_alpha > 0
+    assert run.cfg.data.spec_augment.enabled and run.cfg.task is not None and run.cfg.task.options["mixup_alpha"] > 0
     capsys.readouterr()
 
     assert eval_cli.main([str(out), "--data", str(tones[1]), "--out", str(tmp_path / "eval")]) == 0

@@ -9,12 +9,18 @@ from typing import Any
 import pytest
 import torch
 
-from avformer.config import ExperimentConfig, LossConfig, ModelSpec
+from avformer.config import ConfigError, ExperimentConfig, LossConfig, ModelSpec, TaskSpec
 from avformer.losses.classification import MixupOutput
 from avformer.models.av_model import AVModel
 from avformer.models.registry import create_model
 from avformer.tasks import classification as tasks_module
-from avformer.tasks.classification import AVClassificationTask, ClassificationTask, drop_modality, make_task
+from avformer.tasks.classification import (
+    AVClassificationOptions,
+    AVClassificationTask,
+    ClassificationTask,
+    drop_modality,
+)
+from avformer.tasks.registry import TaskData, get_task, resolve_task
 
 K = 5
 B = 6
@@ -67,7 +73,7 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     ],
 )
 def test_loss_terms_follow_their_weights(weights: dict[str, float], terms: set[str]) -> None:
-    task = AVClassificationTask(_av_model(), LossConfig(**weights), num_classes=K)
+    task = AVClassificationTask(_av_model(), AVClassificationOptions(**weights), num_classes=K)
     loss, logs = task.training_step(_batch())
     assert set(logs) - {"top1"} == terms
     assert math.isclose(float(loss.detach()), sum(logs[t] for t in terms), rel_tol=1e-5)
@@ -77,7 +83,7 @@ def test_loss_terms_follow_their_weights(weights: dict[str, float], terms: set[s
 def test_every_parameter_gets_a_finite_grad() -> None:
     model = _av_model()
     task = AVClassificationTask(
-        model, LossConfig(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5), num_classes=K
+        model, AVClassificationOptions(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5), num_classes=K
     )
     loss, _ = task.training_step(_batch())
     loss.backward()
@@ -88,7 +94,7 @@ def test_every_parameter_gets_a_finite_grad() -> None:
 
 def test_missing_audio_is_masked_out_of_every_term() -> None:
     """Whatever sits in the audio slot of a clip without audio changes neither the loss nor the gradients."""
-    cfg = LossConfig(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5)
+    cfg = AVClassificationOptions(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5)
     results = []
     for fill in (0.0, 7.0):
         model = _av_model()
@@ -123,12 +129,12 @@ def test_drop_modality_removes_one_stream_of_clips_that_have_both() -> None:
     a1, v1 = drop_modality(has_a, has_v, 1.0)
     assert ((~a1) ^ (~v1))[200:].all()  # exactly one stream dropped from every clip that had both
     with pytest.raises(ValueError, match="modality_dropout"):
-        LossConfig(modality_dropout=1.5)
+        AVClassificationOptions(modality_dropout=1.5)
 
 
 def test_modality_dropout_masks_the_dropped_stream_like_a_missing_one() -> None:
     """With p = 1 a training step equals the step on the same clips whose dropped streams are marked missing."""
-    cfg = LossConfig(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5)
+    cfg = AVClassificationOptions(avc_weight=0.5, imc_weight=0.5, modality_ce_weight=0.5)
     torch.manual_seed(5)
     has_a, has_v = drop_modality(torch.ones(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool), 1.0)
     results = []
@@ -145,7 +151,7 @@ def test_modality_dropout_masks_the_dropped_stream_like_a_missing_one() -> None:
 
 
 def test_unlabeled_rows_and_clips_with_neither_stream_do_not_count() -> None:
-    task = AVClassificationTask(_av_model(), LossConfig(avc_weight=0.5, imc_weight=0.5), num_classes=K)
+    task = AVClassificationTask(_av_model(), AVClassificationOptions(avc_weight=0.5, imc_weight=0.5), num_classes=K)
     batch = _batch()
     batch["label"][2] = -1
     batch["has_audio"][5] = batch["has_video"][5] = False
@@ -154,13 +160,13 @@ def test_unlabeled_rows_and_clips_with_neither_stream_do_not_count() -> None:
     ref = _batch()
     keep = [0, 1, 3, 4]
     sub = {k: v[keep] if isinstance(v, torch.Tensor) else v for k, v in ref.items()}
-    loss_sub, _ = AVClassificationTask(_av_model(), task.loss_cfg, num_classes=K).training_step(sub)
+    loss_sub, _ = AVClassificationTask(_av_model(), task.options, num_classes=K).training_step(sub)
     assert float(loss) == pytest.approx(float(loss_sub), rel=1e-4)
 
 
 def test_mixup_trains_with_soft_targets() -> None:
     torch.manual_seed(3)
-    task = AVClassificationTask(_av_model(), LossConfig(mixup_alpha=0.4, avc_weight=0.1), num_classes=K)
+    task = AVClassificationTask(_av_model(), AVClassificationOptions(mixup_alpha=0.4, avc_weight=0.1), num_classes=K)
     loss, logs = task.training_step(_batch())
     loss.backward()
     assert torch.isfinite(loss)
@@ -179,7 +185,7 @@ def test_mixup_whose_lambda_rounds_to_one_still_trains(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(tasks_module, "mixup", mixup_at_one)
     torch.manual_seed(3)
-    loss_cfg = LossConfig(mixup_alpha=0.2)
+    loss_cfg = AVClassificationOptions(mixup_alpha=0.2)
     if single:
         model = create_model("mat_tiny", input_size=AUDIO, num_classes=K)
         task: AVClassificationTask | ClassificationTask = ClassificationTask(model, loss_cfg, num_classes=K)
@@ -192,7 +198,7 @@ def test_mixup_whose_lambda_rounds_to_one_still_trains(monkeypatch: pytest.Monke
 
 
 def test_validation_reports_fused_and_each_modality() -> None:
-    task = AVClassificationTask(_av_model(), LossConfig(), num_classes=K)
+    task = AVClassificationTask(_av_model(), AVClassificationOptions(), num_classes=K)
     task.model.eval()
     outputs = task.validation_step(_batch())
     assert set(outputs) == {"logits", "audio_logits", "video_logits", "label"}
@@ -202,7 +208,9 @@ def test_validation_reports_fused_and_each_modality() -> None:
 
 
 def test_multilabel_uses_bce_and_map() -> None:
-    task = AVClassificationTask(_av_model(), LossConfig(avc_weight=0.5, imc_weight=0.5), num_classes=K, multilabel=True)
+    task = AVClassificationTask(
+        _av_model(), AVClassificationOptions(avc_weight=0.5, imc_weight=0.5), num_classes=K, multilabel=True
+    )
     loss, logs = task.training_step(_batch(multilabel=True))
     loss.backward()
     assert torch.isfinite(loss) and set(logs) == {"ce", "avc", "imc"}
@@ -217,8 +225,9 @@ def test_single_encoder_task_reads_its_modality(name: str, key: str, size: tuple
     if key == "video":
         overrides |= {"embed_dim": 16, "stages": ((1, (1, 1, 1), 1, 1), (1, (1, 2, 2), 2, 2)), "kv_stride": (1, 2, 2)}
     model = create_model(name, num_classes=K, **overrides)
-    cfg = ExperimentConfig(name="t", model=ModelSpec(name), loss=LossConfig(label_smoothing=0.1))
-    task = make_task(cfg, model, K)
+    cfg = ExperimentConfig(name="t", model=ModelSpec(name), task=TaskSpec("classification", {"label_smoothing": 0.1}))
+    entry, options, _ = resolve_task(cfg, lambda: "unused")
+    task = entry.build(model, options, TaskData(tuple(map(str, range(K)))))
     assert isinstance(task, ClassificationTask) and task.modality == key
     batch = _batch()
     del batch["video" if key == "audio" else "audio"]
@@ -232,11 +241,23 @@ def test_single_encoder_task_reads_its_modality(name: str, key: str, size: tuple
 
 
 def test_single_encoder_rejects_cross_modal_losses() -> None:
+    """The classification task has no contrastive options; an old config's loss: section that sets one is an error
+    naming the key, and av_classification refuses a single encoder."""
     model = create_model("mat_tiny", num_classes=K, input_size=AUDIO)
-    with pytest.raises(ValueError, match="avc_weight"):
-        ClassificationTask(model, LossConfig(avc_weight=0.1), num_classes=K)
-    cfg = ExperimentConfig(name="t", model=ModelSpec("mmt_tiny"))
-    assert isinstance(make_task(cfg, _av_model(), K), AVClassificationTask)
+    with pytest.raises(ConfigError, match="avc_weight"):
+        get_task("classification").parse_options({"avc_weight": 0.1})
+    old = ExperimentConfig(name="t", model=ModelSpec("mat_tiny"), loss=LossConfig(avc_weight=0.1))
+    with pytest.raises(ConfigError, match=r"loss.avc_weight=0.1 does not apply to task 'classification'"):
+        resolve_task(old, lambda: "classification")
+    with pytest.raises(TypeError, match="audio-visual model"):
+        get_task("av_classification").build(model, AVClassificationOptions(), TaskData(("a", "b")))
+    entry, options, notice = resolve_task(
+        ExperimentConfig(name="t", model=ModelSpec("mmt_tiny"), loss=LossConfig(avc_weight=0.1)),
+        lambda: "av_classification",
+    )
+    assert isinstance(entry.build(_av_model(), options, TaskData(tuple(map(str, range(K))))), AVClassificationTask)
+    assert options == AVClassificationOptions(avc_weight=0.1)
+    assert notice is not None and "task: {name: av_classification, options: {'avc_weight': 0.1}}" in notice
 
 
 @pytest.mark.parametrize("fusion_config", [{"fusion_layers": 2}, {"fusion_layers": 2, "head": "concat"}])
@@ -244,7 +265,7 @@ def test_modality_ce_trains_each_modality_alone(fusion_config: dict[str, Any]) -
     """The per-modality CE scores each modality with the other masked (as single-modality evaluation does): the
     video term sends no gradient into the audio encoder, though the bottleneck connects the towers; any head works."""
     model = _av_model(fusion_config=fusion_config)
-    task = AVClassificationTask(model, LossConfig(ce_weight=0.0, modality_ce_weight=1.0), num_classes=K)
+    task = AVClassificationTask(model, AVClassificationOptions(ce_weight=0.0, modality_ce_weight=1.0), num_classes=K)
     batch = _batch()
     out = model(batch["audio"], batch["video"], alone=True)
     assert out.video_alone_logits is not None
@@ -260,7 +281,7 @@ def test_modality_ce_trains_each_modality_alone(fusion_config: dict[str, Any]) -
 
 def test_ce_only_task_tells_ddp_that_the_projection_heads_get_no_gradient() -> None:
     """Without AVC/IMC, audio_proj / video_proj are computed but unused: DDP needs find_unused_parameters."""
-    ce = AVClassificationTask(_av_model(), LossConfig(), num_classes=K)
+    ce = AVClassificationTask(_av_model(), AVClassificationOptions(), num_classes=K)
     assert ce.unused_parameters
     loss, _ = ce.training_step(_batch())
     loss.backward()
@@ -270,4 +291,6 @@ def test_ce_only_task_tells_ddp_that_the_projection_heads_get_no_gradient() -> N
     # depends on them while the loss does not would still be an error there
     out = ce.model(_batch()["audio"], _batch()["video"], embed=False)
     assert out.audio_emb is None and out.video_emb is None
-    assert not AVClassificationTask(_av_model(), LossConfig(avc_weight=0.1), num_classes=K).unused_parameters
+    assert not AVClassificationTask(
+        _av_model(), AVClassificationOptions(avc_weight=0.1), num_classes=K
+    ).unused_parameters

@@ -7,11 +7,10 @@ import math
 import pytest
 import torch
 
-from avformer.config import LossConfig
 from avformer.losses import mil_nce
 from avformer.metrics.retrieval import retrieval_report
 from avformer.models.registry import create_model
-from avformer.tasks.vatt_pretrain import VATTPretrainTask
+from avformer.tasks.vatt_pretrain import VATTPretrainOptions, VATTPretrainTask
 
 TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "num_frames": 4, "img_size": 32, "tubelet_size": (2, 16, 16),
         "num_samples": 1024, "vocab_size": 97, "text_word_dim": 8, "va_dim": 16, "vt_dim": 8}  # fmt: skip
@@ -33,7 +32,7 @@ def _batch(b: int = 4, texts: list[str | None] | None = None) -> dict[str, objec
 
 def _task(**loss: object) -> VATTPretrainTask:
     torch.manual_seed(0)
-    return VATTPretrainTask(create_model("vatt_tiny", **TINY, drop_token_rate=0.5), LossConfig(**loss))  # type: ignore[arg-type]
+    return VATTPretrainTask(create_model("vatt_tiny", **TINY, drop_token_rate=0.5), VATTPretrainOptions(**loss))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("texts", [None, [None] * 4, ["red cat", None, "a | b c", None], ["x", "y", "z", "w"]])

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import torch
 
-from avformer.config import ExperimentConfig, ModelSpec, OptimConfig
+from avformer.config import ModelSpec, OptimConfig
 from avformer.models.registry import create_model
 from avformer.profiling import count_flops
-from avformer.tasks.classification import make_task
+from avformer.tasks.classification import ClassificationOptions, ClassificationTask
 from avformer.train.speed import (
     BF16_PEAK_TFLOPS,
     device_peak_tflops,
@@ -40,9 +40,8 @@ def test_forward_flops_match_the_profiler_on_meta() -> None:
 
 def _task() -> Any:
     torch.manual_seed(0)
-    cfg = ExperimentConfig(name="t", model=SPEC)
     model = create_model("mat_tiny", num_classes=5, input_size=(32, 100))
-    return make_task(cfg, model, 5)
+    return ClassificationTask(model, ClassificationOptions(), num_classes=5)
 
 
 def test_train_step_rate_takes_optimizer_steps() -> None:

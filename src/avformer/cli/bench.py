@@ -52,6 +52,7 @@ from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest, read_manifest
 from avformer.data.media import decode_clip
 from avformer.data.video import VideoTransform, VideoTransformConfig
+from avformer.utils.errors import UsageError
 
 __all__ = ["main", "naive_load"]
 
@@ -236,8 +237,9 @@ def _bench_train(args: Any) -> dict[str, Any]:
     from avformer.data.shards import ShardDataset, make_shard_loader
     from avformer.models.av_model import AVModel
     from avformer.models.loading import build_model
-    from avformer.tasks.classification import make_task
     from avformer.tasks.inference import input_modality
+    from avformer.tasks.registry import TaskData
+    from avformer.train.experiment import compose
     from avformer.train.speed import (
         device_peak_tflops,
         forward_flops,
@@ -270,12 +272,14 @@ def _bench_train(args: Any) -> dict[str, Any]:
         manifest = read_manifest(cfg.train_manifest, cfg.root, classes=cfg.classes)
         num_classes = len(manifest.classes)
 
+    classes = tuple(manifest.classes) if manifest is not None else tuple(str(i) for i in range(num_classes))
+
     def new_task() -> Any:
-        torch.manual_seed(cfg.train.seed)
-        model = build_model(cfg.model, num_classes).to(device)
-        task = make_task(cfg, model, num_classes)
+        composed = compose(cfg, TaskData(classes, modalities=tuple(cfg.data.modalities)))  # seeds the weights
+        task = composed.task
+        task.model.to(device)
         if args.compile:
-            task.model = torch.compile(model)  # type: ignore[assignment]
+            task.model = torch.compile(task.model)  # type: ignore[assignment]
         return task
 
     task = new_task()
@@ -401,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         try:
             res = _bench_train(args)
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, UsageError) as e:
             print(f"avformer bench train: {e}", file=sys.stderr)
             return 2
         if args.json:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from avformer.config import ExperimentConfig, LossConfig, ModelSpec, OptimConfig, TrainConfig
+from avformer.config import ExperimentConfig, ModelSpec, OptimConfig, TaskSpec, TrainConfig
 from avformer.data.audio import AudioFeatureConfig
 from avformer.data.dataset import DataConfig, SpecAugmentConfig
 from avformer.data.synth import SynthConfig, write_dataset
@@ -107,12 +107,12 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
             device="cpu",
             resume=None,
         ),
-        loss=LossConfig(avc_weight=s.avc_weight, imc_weight=s.imc_weight),
+        task=TaskSpec("av_classification", {"avc_weight": s.avc_weight, "imc_weight": s.imc_weight}),
         train_manifest=str(data_dir / "train.csv"),
         val_manifest=str(data_dir / "val.csv"),
         classes=str(data_dir / "classes.txt"),
     )
-    single = LossConfig()
+    single = TaskSpec("classification")
     return {
         "fused": replace(base, name="demo_mmt_tiny", train=replace(base.train, out_dir=str(out / "fused"))),
         "audio": replace(
@@ -120,7 +120,7 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
             name="demo_audio_only",
             model=ModelSpec(mmt.cfg.audio_encoder, dict(mmt.cfg.audio_overrides)),
             data=replace(data, modalities=("audio",)),
-            loss=single,
+            task=single,
             train=replace(base.train, out_dir=str(out / "audio")),
         ),
         "video": replace(
@@ -128,7 +128,7 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
             name="demo_video_only",
             model=ModelSpec(mmt.cfg.video_encoder, dict(mmt.cfg.video_overrides)),
             data=replace(data, modalities=("video",)),
-            loss=single,
+            task=single,
             train=replace(base.train, out_dir=str(out / "video")),
         ),
     }
@@ -155,8 +155,8 @@ def _table(results: dict[str, dict[str, Any]]) -> list[str]:
 
 def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict[str, Any]:
     """Synthesise, train the three models, write the report; returns the summary."""
-    from avformer.cli.train import run_training
     from avformer.eval.plots import plot_modality_comparison
+    from avformer.train.experiment import run_experiment
 
     summary: dict[str, Any] = {"settings": asdict(settings), "workers": workers, "seed": seed}
     data_dir = out / "data"
@@ -183,7 +183,7 @@ def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict
     for i, (name, cfg) in enumerate(configs.items(), start=2):
         _say(f"[{i}/5] training {_TITLES[name]}: {cfg.train.epochs} epochs on {cfg.train_manifest}")
         console = Console(file=io.StringIO())  # quiet: one line per epoch below
-        res = run_training(cfg, console=console, command=f"avformer demo (model {name})")
+        res = run_experiment(cfg, console=console, command=f"avformer demo (model {name})")
         s = res.summary
         row = {"top1": s["val_top1"], "params": res.num_params, "seconds": round(res.seconds, 1)}
         if "val_audio_top1" in s:

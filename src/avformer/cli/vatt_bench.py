@@ -31,12 +31,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from avformer.cli.pretrain import UsageError, build_vatt, run_pretraining
 from avformer.cli.probe_linear import probe
 from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load
 from avformer.data.manifest import ManifestError
 from avformer.losses import info_nce
+from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.train.experiment import run_experiment
+from avformer.utils.errors import UsageError
 
 __all__ = ["droptoken_benchmark", "main", "render_table"]
 
@@ -63,7 +65,10 @@ def droptoken_benchmark(cfg: ExperimentConfig, *, steps: int = 10, rate: float =
     models = {}
     for r in (0.0, rate):
         torch.manual_seed(0)
-        models[r] = build_vatt(replace(cfg, model=ModelSpec(cfg.model.name, {**overrides, "drop_token_rate": r})))
+        model = create_model(cfg.model.name, **{**overrides, "drop_token_rate": r})
+        if not isinstance(model, VisionAudioTextTransformer):
+            raise UsageError(f"model {cfg.model.name!r} is not a VATT model")
+        models[r] = model
     vc = models[0.0].cfg
     B = cfg.train.batch_size
     video = torch.randn(B, vc.in_chans, vc.num_frames, vc.img_size, vc.img_size)
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, cfg in jobs:
             run_dir = out / cfg.name
             console.print(f"[bold]{label}[/bold]: pretraining into {run_dir}")
-            pre = run_pretraining(cfg, out_dir=run_dir, console=console)
+            pre = run_experiment(cfg, mode="pretrain", out_dir=run_dir, console=console)
             train_m = args.probe_train or cfg.train_manifest
             val_m = args.probe_val or cfg.val_manifest
             if train_m is None or val_m is None:

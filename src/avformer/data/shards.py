@@ -903,6 +903,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         shuffle: shuffle (default: ``train``).
         shuffle_buffer: samples in the shuffle buffer of each worker (memory: about this many compressed samples).
         classes: class list; default the index's (required for a list of shards; ``[]`` for unlabeled data).
+        labels: False drops the stored labels (every sample's ``label`` is -1): what self-supervised training sees.
         rank, world_size: this process among distributed ones; default from ``torch.distributed`` when
             initialised, else 0 of 1.
         timeout_s: socket timeout for URLs.
@@ -919,6 +920,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         shuffle: bool | None = None,
         shuffle_buffer: int = 1000,
         classes: Sequence[str] | None = None,
+        labels: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
         timeout_s: float = 60.0,
@@ -944,6 +946,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.classes = list(classes) if classes is not None else list(self.index.classes)
         self.multilabel = self.index.multilabel
         self.num_classes = len(self.classes)
+        self.labels = labels
         self._class_index = {c: i for i, c in enumerate(self.classes)}
         self.rank, self.world_size = _rank_world(rank, world_size)
         self._check_settings()
@@ -1148,6 +1151,8 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         return torch.Generator().manual_seed(key)
 
     def _label(self, labels: list[str]) -> torch.Tensor:
+        if not self.labels:
+            return torch.tensor(-1, dtype=torch.long)
         try:
             idx = [self._class_index[c] for c in labels]
         except KeyError as e:

@@ -18,19 +18,28 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["create_model", "is_model", "list_models", "register_model", "split_overrides"]
+__all__ = ["create_model", "is_model", "list_models", "register_model", "split_overrides", "standalone_overrides"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_STANDALONE: dict[str, Callable[..., dict[str, Any] | None]] = {}
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
 
 
-def register_model(name: str) -> Callable[[_F], _F]:
-    """Decorator: register ``fn`` as the builder of variant ``name`` (a registry key, never parsed)."""
+def register_model(name: str, *, standalone: Callable[..., dict[str, Any] | None] | None = None) -> Callable[[_F], _F]:
+    """Decorator: register ``fn`` as the builder of variant ``name`` (a registry key, never parsed).
+
+    Args:
+        standalone: for a variant built from another run (``init_from``), ``standalone(**overrides)`` returns the
+            overrides that rebuild the same architecture without that run (or None when nothing needs replacing);
+            checkpoints carry them (see :func:`standalone_overrides`).
+    """
 
     def deco(fn: _F) -> _F:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = fn
+        if standalone is not None:
+            _STANDALONE[name] = standalone
         return fn
 
     return deco
@@ -58,6 +67,13 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         hint = f"close matches: {', '.join(close)}" if close else "`avformer models` lists them all"
         raise KeyError(f"unknown model {name!r}; {hint}")
     return _REGISTRY[name](**overrides)
+
+
+def standalone_overrides(name: str, overrides: dict[str, Any]) -> dict[str, Any] | None:
+    """The overrides that rebuild variant ``name`` without the run it was built from, or None when the spec's own
+    overrides already do (every variant but those registered with ``standalone=``)."""
+    fn = _STANDALONE.get(name)
+    return None if fn is None else fn(**overrides)
 
 
 def split_overrides(cfg: Any, overrides: dict[str, Any], runtime_keys: Iterable[str]) -> tuple[Any, dict[str, Any]]:

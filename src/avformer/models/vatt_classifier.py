@@ -15,10 +15,10 @@ Choices (VATT fine-tunes its backbones for classification; the details here are 
       parameter count, the optimizer and DDP see just the encoder and the new head.
     * DropToken is off while fine-tuning (``drop_token_rate=0`` unless set): every token is seen.
     * The classifier is a fresh ``Linear(D, num_classes)`` (zero bias, truncated-normal weight, std 0.02).
-    * A fine-tuned run stands on its own: the model keeps, in ``standalone_overrides``, the overrides that rebuild
-      its architecture without ``init_from`` (the pretraining run's model name as ``base``, its overrides, then
-      these), the trainer stores them in each checkpoint (``model_overrides``), and ``load_run`` builds from them,
-      so ``avformer eval`` / ``predict`` work after the pretraining run is gone.
+    * A fine-tuned run stands on its own: the variant is registered with the overrides that rebuild its architecture
+      without ``init_from`` (the pretraining run's model name as ``base``, its overrides, then these; see
+      :func:`avformer.models.registry.standalone_overrides`), each checkpoint stores them (``model_overrides``), and
+      ``load_run`` builds from them, so ``avformer eval`` / ``predict`` work after the pretraining run is gone.
 """
 
 from __future__ import annotations
@@ -44,8 +44,6 @@ class VATTClassifier(nn.Module):
         modality: ``video`` or ``audio``.
         num_classes: classifier outputs (0: ``forward`` returns the pooled features).
     """
-
-    standalone_overrides: dict[str, Any] | None = None  # rebuild without init_from (set by vatt_classifier)
 
     def __init__(self, vatt: VisionAudioTextTransformer, modality: str, num_classes: int = 0) -> None:
         super().__init__()
@@ -105,7 +103,36 @@ def _prune(vatt: VisionAudioTextTransformer, modality: str) -> None:
         delattr(vatt, name)
 
 
-@register_model("vatt_classifier")
+def _architecture(
+    init_from: str | None, base: str, overrides: dict[str, Any]
+) -> tuple[str, dict[str, Any], VisionAudioTextTransformer | None, Path | None]:
+    """``(VATT variant, its overrides, the pretrained model or None, its checkpoint or None)``."""
+    overrides = {"drop_token_rate": 0.0, **overrides}
+    if init_from is None:
+        return base, overrides, None, None
+    from avformer.models.loading import load_vatt_run  # here: loading imports this family through the table
+
+    if not Path(init_from).exists():
+        raise ValueError(f"init_from: no such run folder or checkpoint: {init_from}")
+    try:
+        cfg, pretrained, path = load_vatt_run(init_from)
+    except (FileNotFoundError, TypeError) as e:
+        raise ValueError(f"init_from {init_from}: {e}") from e
+    return cfg.model.name, {**dict(cfg.model.overrides), **overrides}, pretrained, path
+
+
+def _standalone(
+    *, init_from: str | None = None, base: str = "vatt_tiny", modality: str = "video", **overrides: Any
+) -> dict[str, Any] | None:
+    """The overrides of the same architecture without ``init_from``: what a fine-tuned checkpoint carries."""
+    if init_from is None:
+        return None
+    overrides.pop("num_classes", None)
+    name, kwargs, _, _ = _architecture(init_from, base, overrides)
+    return {"base": name, **kwargs, "modality": modality}
+
+
+@register_model("vatt_classifier", standalone=_standalone)
 def vatt_classifier(
     *,
     init_from: str | None = None,
@@ -119,27 +146,13 @@ def vatt_classifier(
     Raises:
         ValueError: ``init_from`` does not exist, is not a VATT run, or an override changes a weight's shape.
     """
-    overrides.setdefault("drop_token_rate", 0.0)
-    if init_from is None:
-        name, kwargs = base, dict(overrides)
-    else:
-        from avformer.models.loading import load_vatt_run  # here: loading imports this family through the table
-
-        if not Path(init_from).exists():
-            raise ValueError(f"init_from: no such run folder or checkpoint: {init_from}")
-        try:
-            cfg, pretrained, path = load_vatt_run(init_from)
-        except (FileNotFoundError, TypeError) as e:
-            raise ValueError(f"init_from {init_from}: {e}") from e
-        name, kwargs = cfg.model.name, {**dict(cfg.model.overrides), **overrides}
+    name, kwargs, pretrained, path = _architecture(init_from, base, overrides)
     vatt = create_model(name, **kwargs)
-    if init_from is not None:
+    if pretrained is not None:
         try:
             vatt.load_state_dict(pretrained.state_dict())
         except RuntimeError as e:
             raise ValueError(f"init_from {path}: the overrides change the pretrained architecture: {e}") from e
     if not isinstance(vatt, VisionAudioTextTransformer):
         raise ValueError(f"base {base!r} is not a VATT model")
-    model = VATTClassifier(vatt, modality, num_classes)
-    model.standalone_overrides = {"base": name, **kwargs, "modality": modality}
-    return model
+    return VATTClassifier(vatt, modality, num_classes)

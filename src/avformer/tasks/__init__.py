@@ -1,7 +1,22 @@
-"""Tasks: objectives bound to batch keys. The trainer only calls a :class:`~avformer.tasks.base.Task`."""
+"""Tasks: objectives bound to batch keys, registered by name. The trainer only calls a :class:`Task`.
+
+Importing this package registers the built-in tasks (``classification``, ``av_classification``, ``vatt_pretrain``).
+"""
 
 from __future__ import annotations
 
-from avformer.tasks.base import Batch, Task, present_mask
+from avformer.tasks import classification, vatt_pretrain  # noqa: F401  (they register themselves)
+from avformer.tasks.base import Batch, EpochContext, Task, present_mask
+from avformer.tasks.registry import TaskData, TaskEntry, get_task, list_tasks, register_task
 
-__all__ = ["Batch", "Task", "present_mask"]
+__all__ = [
+    "Batch",
+    "EpochContext",
+    "Task",
+    "TaskData",
+    "TaskEntry",
+    "get_task",
+    "list_tasks",
+    "present_mask",
+    "register_task",
+]

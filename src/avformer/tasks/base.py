@@ -5,18 +5,29 @@ the batch to the device, runs ``training_step`` under autocast and does the opti
 per-sample tensors that ``validation_step`` returns over the whole validation set and hands them to
 ``validation_end`` for the metrics. A new objective or model therefore never touches the loop.
 
+Optional parts a task may have (the trainer looks for them):
+
+* ``unused_parameters: bool``: some parameters get no gradient in some steps (DDP must look for them).
+* ``on_epoch_start(ctx)`` / ``on_epoch_end(ctx)``: per-epoch hooks with an :class:`EpochContext` (the epoch, the
+  device, the training loader): k-means pseudo-labels over the training set, an EMA teacher's momentum schedule.
+  ``on_epoch_start`` runs after the epoch's RNG state is fixed and before its first batch (also when a run resumes
+  at an epoch start, never twice for one epoch); ``on_epoch_end`` after the epoch's last step, before validation.
+* ``state_dict()`` / ``load_state_dict(state)``: task state outside the model (cluster centroids, a teacher's
+  weights), saved in every checkpoint under ``"task"`` and restored on resume.
+
 Batches are the dicts of :func:`avformer.data.dataset.collate`: tensors stacked on dim 0 plus ``batch_size``
 (int) and ``skipped`` (list). The trainer never passes a batch with ``batch_size == 0``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Batch", "Task", "present_mask"]
+__all__ = ["Batch", "EpochContext", "Task", "present_mask"]
 
 Batch = dict[str, Any]
 
@@ -27,6 +38,27 @@ def present_mask(batch: Batch, key: str, n: int, device: torch.device) -> Tensor
     if mask is None:
         return torch.ones(n, dtype=torch.bool, device=device)
     return mask.to(device=device, dtype=torch.bool)
+
+
+@dataclass
+class EpochContext:
+    """What a task's per-epoch hooks see.
+
+    Attributes:
+        epoch: 0-based index of the epoch that starts or has just ended.
+        epochs: the run's number of epochs.
+        device: where the model and batches live.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast), as in training.
+        train_loader: the training loader (a hook may iterate it, e.g. to embed the training set).
+        step: optimizer steps done so far.
+    """
+
+    epoch: int
+    epochs: int
+    device: torch.device
+    precision: str
+    train_loader: Any
+    step: int
 
 
 @runtime_checkable

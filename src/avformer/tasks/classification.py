@@ -43,18 +43,65 @@ Choices (where MMT is silent or our data differs):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from avformer.config import ExperimentConfig, LossConfig
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
 from avformer.metrics.classification import ClassificationMetrics
 from avformer.models.av_model import AVModel
 from avformer.tasks.base import Batch, present_mask
 from avformer.tasks.inference import input_modality, predict_batch
+from avformer.tasks.registry import TaskData, register_task
 from avformer.utils.distributed import rank_offset
 
-__all__ = ["AVClassificationTask", "ClassificationTask", "drop_modality", "make_task"]
+__all__ = [
+    "AVClassificationOptions",
+    "AVClassificationTask",
+    "ClassificationOptions",
+    "ClassificationTask",
+    "drop_modality",
+]
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class ClassificationOptions:
+    """Options of the ``classification`` task (one encoder, CE / BCE)."""
+
+    ce_weight: float = 1.0  # weight of the cross-entropy (BCE for multi-label data)
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0  # 0 = no mixup
+
+    def __post_init__(self) -> None:
+        _check(self.ce_weight >= 0, f"ce_weight must be >= 0, got {self.ce_weight}")
+        _check(self.mixup_alpha >= 0, f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        _check(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class AVClassificationOptions(ClassificationOptions):
+    """Options of the ``av_classification`` task (MMT's objective; see the module docstring)."""
+
+    modality_ce_weight: float = 0.0  # CE / BCE on each modality alone (the other masked, as in eval), summed
+    avc_weight: float = 0.0  # audio-video supervised contrastive
+    imc_weight: float = 0.0  # intra-modal supervised contrastive
+    temperature: float = 0.07  # contrastive softmax temperature
+    # our option (0 = off, as MMT): each training clip that has both streams loses one of them (audio or video, even
+    # odds) with this probability, exactly as if the file lacked it
+    modality_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("modality_ce_weight", "avc_weight", "imc_weight"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        _check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check(0 <= self.modality_dropout <= 1, f"modality_dropout must be in [0, 1], got {self.modality_dropout}")
 
 
 def drop_modality(has_audio: Tensor, has_video: Tensor, p: float) -> tuple[Tensor, Tensor]:
@@ -79,10 +126,10 @@ class _ClassifierBase:
 
     model: nn.Module
 
-    def __init__(self, loss: LossConfig, num_classes: int, multilabel: bool) -> None:
+    def __init__(self, options: ClassificationOptions, num_classes: int, multilabel: bool) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.loss_cfg = loss
+        self.options = options
         self.num_classes = num_classes
         self.multilabel = multilabel
         self.last_outputs: dict[str, Tensor] | None = None  # the latest validation outputs (for reports)
@@ -99,16 +146,16 @@ class _ClassifierBase:
     def _classification_loss(self, logits: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         if self.multilabel:
             return binary_cross_entropy(logits, target.float(), mask=mask)
-        return cross_entropy(logits, target, label_smoothing=self.loss_cfg.label_smoothing, mask=mask)
+        return cross_entropy(logits, target, label_smoothing=self.options.label_smoothing, mask=mask)
 
     def _mix(
         self, inputs: dict[str, Tensor], target: Tensor, keep: Tensor
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, float]:
         """Mixup when enabled: (inputs, soft or hard target, kept rows, source permutation, λ)."""
         index = torch.arange(target.shape[0], device=target.device)
-        if self.loss_cfg.mixup_alpha <= 0:
+        if self.options.mixup_alpha <= 0:
             return inputs, target, keep, index, 1.0
-        mixed = mixup(inputs, target, alpha=self.loss_cfg.mixup_alpha, num_classes=self.num_classes)
+        mixed = mixup(inputs, target, alpha=self.options.mixup_alpha, num_classes=self.num_classes)
         return mixed.inputs, mixed.targets, keep & keep[mixed.index], mixed.index, mixed.lam
 
     # -- validation ------------------------------------------------------------------------------------------------
@@ -156,25 +203,27 @@ class AVClassificationTask(_ClassifierBase):
 
     Args:
         model: the audio-visual model.
-        loss: objective weights and settings.
+        options: objective weights and settings.
         num_classes: ``K``.
         multilabel: BCE and mAP instead of CE and accuracy.
     """
 
-    def __init__(self, model: AVModel, loss: LossConfig, *, num_classes: int, multilabel: bool = False) -> None:
+    def __init__(
+        self, model: AVModel, options: AVClassificationOptions, *, num_classes: int, multilabel: bool = False
+    ) -> None:
         if not isinstance(model, AVModel):
             raise TypeError(f"AVClassificationTask needs an AVModel, got {type(model).__name__}")
-        super().__init__(loss, num_classes, multilabel)
+        super().__init__(options, num_classes, multilabel)
         self.model = model
         # gather: under torchrun the candidates come from every rank (a no-op in one process)
-        self.avc = AVCLoss(loss.temperature, gather=True)
-        self.imc = IMCLoss(loss.temperature, gather=True)
+        self.avc = AVCLoss(options.temperature, gather=True)
+        self.imc = IMCLoss(options.temperature, gather=True)
         # without AVC and IMC the contrastive projection heads are not run (forward(embed=False)) and get no
         # gradient: DDP must be told (the Trainer reads this flag)
-        self.unused_parameters = loss.avc_weight <= 0 and loss.imc_weight <= 0
+        self.unused_parameters = options.avc_weight <= 0 and options.imc_weight <= 0
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        cfg = self.loss_cfg
+        cfg = self.options
         audio, video = batch["audio"], batch["video"]
         n, device = audio.shape[0], audio.device
         has_a = present_mask(batch, "has_audio", n, device)
@@ -210,7 +259,7 @@ class AVClassificationTask(_ClassifierBase):
                 imc = self.imc(out.audio_emb, out.video_emb, con_labels, audio_mask=a_mask, video_mask=v_mask)
                 terms["imc"] = cfg.imc_weight * imc
         if not terms:
-            raise ValueError("every loss weight is 0: set loss.ce_weight (or avc / imc) > 0")
+            raise ValueError("every loss weight is 0: set task.options.ce_weight (or avc / imc / modality_ce) > 0")
         loss = torch.stack(list(terms.values())).sum()
         logs = {k: float(v.detach()) for k, v in terms.items()}
         if target.ndim == 1:  # hard labels: not mixed (mixup gives soft (B, K) targets even when λ rounds to 1)
@@ -226,18 +275,15 @@ class ClassificationTask(_ClassifierBase):
     ``spectrogram`` / ``waveform`` -> ``audio``, ``video`` -> ``video``). Clips without that stream are masked out.
     """
 
-    def __init__(self, model: nn.Module, loss: LossConfig, *, num_classes: int, multilabel: bool = False) -> None:
-        super().__init__(loss, num_classes, multilabel)
+    def __init__(
+        self, model: nn.Module, options: ClassificationOptions, *, num_classes: int, multilabel: bool = False
+    ) -> None:
+        super().__init__(options, num_classes, multilabel)
         modality = input_modality(model)
         if modality == "av":
             raise TypeError("ClassificationTask takes a single encoder; use AVClassificationTask for an AVModel")
-        if loss.avc_weight > 0 or loss.imc_weight > 0 or loss.modality_ce_weight > 0:
-            raise ValueError(
-                f"loss.avc_weight / imc_weight / modality_ce_weight need an audio-visual model; {type(model).__name__}"
-                f" reads only {modality}: set them to 0"
-            )
-        if loss.ce_weight <= 0:
-            raise ValueError("loss.ce_weight must be > 0 for a single-encoder classifier")
+        if options.ce_weight <= 0:
+            raise ValueError("task.options.ce_weight must be > 0 for a single-encoder classifier")
         self.model = model
         self.modality = modality
 
@@ -250,7 +296,7 @@ class ClassificationTask(_ClassifierBase):
             present = present & present[index]
         logits = self.model(inputs["x"])
         keep = keep & present
-        loss = self.loss_cfg.ce_weight * self._classification_loss(logits, target, keep)
+        loss = self.options.ce_weight * self._classification_loss(logits, target, keep)
         logs = {"ce": float(loss.detach())}
         if target.ndim == 1:  # hard labels: not mixed (mixup gives soft (B, K) targets even when λ rounds to 1)
             hit = (logits.detach().argmax(-1) == target) & keep
@@ -258,10 +304,18 @@ class ClassificationTask(_ClassifierBase):
         return loss, logs
 
 
-def make_task(
-    cfg: ExperimentConfig, model: nn.Module, num_classes: int, multilabel: bool = False
-) -> AVClassificationTask | ClassificationTask:
-    """The classification task that fits ``model``: AV for an :class:`AVModel`, single-encoder otherwise."""
-    if isinstance(model, AVModel):
-        return AVClassificationTask(model, cfg.loss, num_classes=num_classes, multilabel=multilabel)
-    return ClassificationTask(model, cfg.loss, num_classes=num_classes, multilabel=multilabel)
+@register_task("classification", options=ClassificationOptions)
+def build_classification(model: nn.Module, options: ClassificationOptions, data: TaskData) -> ClassificationTask:
+    """One encoder (audio or video, read from its ``input_kind``) trained with CE / BCE."""
+    return ClassificationTask(model, options, num_classes=data.num_classes, multilabel=data.multilabel)
+
+
+@register_task("av_classification", options=AVClassificationOptions)
+def build_av_classification(model: nn.Module, options: AVClassificationOptions, data: TaskData) -> AVClassificationTask:
+    """An audio-visual model trained with CE (+ per-modality CE) + AVC + IMC (MMT)."""
+    if not isinstance(model, AVModel):
+        raise TypeError(
+            f"task av_classification needs an audio-visual model (AVModel), got {type(model).__name__}; "
+            "use task: {name: classification} for one encoder"
+        )
+    return AVClassificationTask(model, options, num_classes=data.num_classes, multilabel=data.multilabel)

@@ -13,8 +13,8 @@ Choices:
     * A clip without audio (or video) is neither anchor nor candidate in NCE; a clip without text is not an anchor
       of MIL-NCE (its video is still a candidate of nothing: the default, non-symmetric MIL-NCE scores videos
       against texts only). A batch without any text gives an exact, attached zero MIL-NCE term.
-    * Temperature: fixed ``loss.temperature``, or learned per space (``loss.learnable_temperature``) as the model's
-      ``logit_scale_va`` / ``logit_scale_vt`` (log of 1/T, initialised from ``loss.temperature``, capped at 100).
+    * Temperature: fixed ``temperature``, or learned per space (``learnable_temperature``) as the model's
+      ``logit_scale_va`` / ``logit_scale_vt`` (log of 1/T, initialised from ``temperature``, capped at 100).
     * Negatives are gathered across processes (``gather=True``; a no-op in one process).
     * Validation: the val set's embeddings; ``validation_end`` reports audio→video and video→audio R@1/5/10,
       median rank, class-relevance mAP (when the val rows have labels: ``a2v_mAP``) and, with text, text→video.
@@ -23,17 +23,38 @@ Choices:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from avformer.config import LossConfig
 from avformer.losses import info_nce, mil_nce
 from avformer.metrics.retrieval import retrieval_report
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.tasks.base import Batch, present_mask
+from avformer.tasks.registry import TaskData, register_task
 
-__all__ = ["VATTPretrainTask"]
+__all__ = ["VATTPretrainOptions", "VATTPretrainTask"]
+
+
+@dataclass(frozen=True)
+class VATTPretrainOptions:
+    """Options of the ``vatt_pretrain`` task."""
+
+    nce_weight: float = 1.0  # video-audio NCE
+    mil_nce_weight: float = 1.0  # video-text MIL-NCE (clips without text are masked out)
+    temperature: float = 0.07  # softmax temperature of both spaces
+    learnable_temperature: bool = False  # learn log(1/T) per space (CLIP style, capped at 100), starting at T
+    max_text_segments: int = 4  # text segments (MIL-NCE positives) kept per clip
+
+    def __post_init__(self) -> None:
+        if self.nce_weight < 0 or self.mil_nce_weight < 0:
+            raise ValueError("nce_weight and mil_nce_weight must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.max_text_segments < 1:
+            raise ValueError(f"max_text_segments must be >= 1, got {self.max_text_segments}")
+
 
 _MAX_LOGIT_SCALE = 100.0
 
@@ -42,35 +63,35 @@ class VATTPretrainTask:
     """A :class:`VisionAudioTextTransformer` trained with NCE (video-audio) + MIL-NCE (video-text).
 
     Args:
-        model: the VATT model (its ``logit_scale_*`` are re-initialised from ``loss.temperature`` here).
-        loss: ``nce_weight``, ``mil_nce_weight``, ``temperature``, ``learnable_temperature``, ``max_text_segments``.
+        model: the VATT model (its ``logit_scale_*`` are re-initialised from ``temperature`` here).
+        options: ``nce_weight``, ``mil_nce_weight``, ``temperature``, ``learnable_temperature``, ``max_text_segments``.
     """
 
-    def __init__(self, model: VisionAudioTextTransformer, loss: LossConfig) -> None:
+    def __init__(self, model: VisionAudioTextTransformer, options: VATTPretrainOptions) -> None:
         if not isinstance(model, VisionAudioTextTransformer):
             raise TypeError(f"VATTPretrainTask needs a VATT model, got {type(model).__name__}")
-        if loss.nce_weight <= 0 and loss.mil_nce_weight <= 0:
-            raise ValueError("loss.nce_weight and loss.mil_nce_weight are both 0: nothing to train")
+        if options.nce_weight <= 0 and options.mil_nce_weight <= 0:
+            raise ValueError("task.options nce_weight and mil_nce_weight are both 0: nothing to train")
         self.model = model  # the trainer swaps in its DDP wrapper while training: keep what it hides
         self.tokenizer = model.tokenizer
-        self.loss_cfg = loss
+        self.options = options
         # under DDP some parameters get no gradient in a step (the text trunk with nce only, the audio side with
         # MIL-NCE only, classifier heads): let DDP look for them instead of stopping at the next step
         self.unused_parameters = True
         with torch.no_grad():  # before any resume: a checkpoint's values replace these
-            model.logit_scale_va.fill_(math.log(1.0 / loss.temperature))
-            model.logit_scale_vt.fill_(math.log(1.0 / loss.temperature))
-        model.logit_scale_va.requires_grad_(loss.learnable_temperature)
-        model.logit_scale_vt.requires_grad_(loss.learnable_temperature)
+            model.logit_scale_va.fill_(math.log(1.0 / options.temperature))
+            model.logit_scale_vt.fill_(math.log(1.0 / options.temperature))
+        model.logit_scale_va.requires_grad_(options.learnable_temperature)
+        model.logit_scale_vt.requires_grad_(options.learnable_temperature)
         self.last_outputs: dict[str, Tensor] | None = None
 
     def _temperature(self, logit_scale: Tensor) -> Tensor | float:
-        if not self.loss_cfg.learnable_temperature:
-            return self.loss_cfg.temperature
+        if not self.options.learnable_temperature:
+            return self.options.temperature
         return 1.0 / logit_scale.exp().clamp(max=_MAX_LOGIT_SCALE)
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        cfg = self.loss_cfg
+        cfg = self.options
         video, audio = batch["video"], batch["audio"]
         n, device = video.shape[0], video.device
         has_v = present_mask(batch, "has_video", n, device)
@@ -127,3 +148,15 @@ class VATTPretrainTask:
             has_video=outputs["has_video"],
             has_audio=outputs["has_audio"],
         )
+
+
+@register_task("vatt_pretrain", options=VATTPretrainOptions, supervised=False, reads_text=True)
+def build_vatt_pretrain(model: nn.Module, options: VATTPretrainOptions, data: TaskData) -> VATTPretrainTask:
+    """VATT: NCE between video and audio, MIL-NCE between video and text, without labels."""
+    if not isinstance(model, VisionAudioTextTransformer):
+        raise TypeError(
+            f"task vatt_pretrain needs a VATT model (`avformer models --filter vatt`), got {type(model).__name__}"
+        )
+    if set(data.modalities) != {"video", "audio"}:
+        raise ValueError("VATT pretraining reads video and audio: set data.modalities to [video, audio]")
+    return VATTPretrainTask(model, options)

@@ -73,7 +73,7 @@ from torch import Tensor, nn
 
 from avformer.config import ExperimentConfig, dump, to_dict
 from avformer.data.dataset import LoadStats
-from avformer.tasks.base import Batch, Task
+from avformer.tasks.base import Batch, EpochContext, Task
 from avformer.train.ema import ModelEma, unwrap_model
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
@@ -345,6 +345,8 @@ class Trainer:
         out_dir: run directory (default ``cfg.train.out_dir``).
         console: where progress and summaries print (default stdout).
         on_epoch_end: called with each epoch's metrics row after its checkpoint is written.
+        checkpoint_extras: more entries for every checkpoint, e.g. ``model_overrides`` (what rebuilds a model that
+            was built from another run; :func:`avformer.models.registry.standalone_overrides`).
     """
 
     def __init__(
@@ -355,8 +357,10 @@ class Trainer:
         *,
         console: Console | None = None,
         on_epoch_end: EpochHook | None = None,
+        checkpoint_extras: Mapping[str, Any] | None = None,
     ) -> None:
         self.task = task
+        self.extras = {"model_overrides": None, **(checkpoint_extras or {})}
         self.cfg = cfg
         self.tcfg = cfg.train
         self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
@@ -413,8 +417,8 @@ class Trainer:
             "epoch_start_rng": self.epoch_start_rng,
             "config": to_dict(self.cfg),
             "versions": versions(),
-            # a model built from another run (init_from) says how to rebuild it alone; load_run prefers this
-            "model_overrides": getattr(unwrap_model(self.task.model), "standalone_overrides", None),
+            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else None,
+            **self.extras,  # model_overrides: how to rebuild a model built from another run; load_run prefers it
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -446,6 +450,8 @@ class Trainer:
         self.state = TrainState(**t)
         self.stats = LoadStats(self.state.loaded, list(self.state.skipped))
         self.epoch_start_rng = ckpt["epoch_start_rng"]
+        if ckpt.get("task") is not None and hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(ckpt["task"])
 
     def save(self, name: str = "last.pt") -> None:
         """Rank 0 writes ``out_dir/name`` atomically; the other ranks wait for it (a resume reads it)."""
@@ -797,6 +803,7 @@ class Trainer:
                 self.epoch_start_rng = _rng_state()
                 st.start_epoch()
                 self.stats = LoadStats()
+                self._task_hook("on_epoch_start", train_loader)
             else:  # resumed mid-epoch: replay the epoch start; the checkpoint's RNG comes after the fast-forward
                 _set_rng_state(self.epoch_start_rng)
             set_loader_epoch(train_loader, tcfg.seed, st.epoch)
@@ -805,6 +812,7 @@ class Trainer:
             self.resume_rng = {}
             if stopped:
                 return self._stop()
+            self._task_hook("on_epoch_end", train_loader)
 
             epoch = st.epoch + 1  # completed epochs, 1-based in logs
             row: dict[str, Any] = {
@@ -835,6 +843,13 @@ class Trainer:
                 return self._stop()
         return self._summary(stopped=None)
 
+    def _task_hook(self, name: str, train_loader: Any) -> None:
+        """The task's per-epoch hook ``name`` when it has one (see :mod:`avformer.tasks.base`)."""
+        hook = getattr(self.task, name, None)
+        if hook is not None:
+            st = self.state
+            hook(EpochContext(st.epoch, self.tcfg.epochs, self.device, self.tcfg.precision, train_loader, st.step))
+
     def _stop(self) -> dict[str, Any]:
         assert self.logger is not None and self.stop_signal is not None
         name = signal.Signals(self.stop_signal).name
@@ -863,6 +878,7 @@ def fit(
     *,
     console: Console | None = None,
     on_epoch_end: EpochHook | None = None,
+    checkpoint_extras: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` on ``train_loader``, evaluating on ``val_loader``; see :class:`Trainer` and the module docs.
 
@@ -870,5 +886,7 @@ def fit(
     ``out_dir`` (default ``cfg.train.out_dir``). Returns the final metrics row with the best metric and
     ``stopped`` (a signal name when SIGTERM/SIGINT ended the run after saving ``last.pt``).
     """
-    trainer = Trainer(task, cfg, out_dir, console=console, on_epoch_end=on_epoch_end)
+    trainer = Trainer(
+        task, cfg, out_dir, console=console, on_epoch_end=on_epoch_end, checkpoint_extras=checkpoint_extras
+    )
     return trainer.fit(train_loader, val_loader)

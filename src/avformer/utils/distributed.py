@@ -22,6 +22,7 @@ samples); ``torch.distributed.all_gather`` fails otherwise.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "gather_no_grad",
     "gather_objects",
     "gather_with_grad",
+    "init_distributed",
     "is_dist",
     "is_main",
     "rank",
@@ -190,3 +192,18 @@ def gather_with_grad(x: torch.Tensor, *, sync_grads: bool = True) -> torch.Tenso
     parts: list[torch.Tensor] = list(_all_gather_list(x))
     parts[dist.get_rank()] = x  # the local slice carries the local autograd graph
     return torch.cat(parts, dim=0)
+
+
+def init_distributed(device: str = "auto") -> bool:
+    """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
+
+    NCCL when CUDA is available and ``device`` is not ``cpu`` (each process then uses GPU ``LOCAL_RANK``), else
+    gloo. Returns True when this call created the group (the caller destroys it), False when there is nothing to do.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return True

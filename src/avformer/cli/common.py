@@ -1,0 +1,65 @@
+"""What ``avformer train`` and ``avformer pretrain`` share: config arguments, the process group, exit statuses."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch.distributed as dist
+
+from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
+from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.distributed import init_distributed
+from avformer.utils.errors import UsageError
+
+__all__ = ["add_config_args", "config_from_args", "exit_status", "run_in_group"]
+
+T = TypeVar("T")
+
+
+def add_config_args(p: argparse.ArgumentParser, example: str) -> None:
+    """``--config``, ``key=value`` overrides (positional or ``--set``) and ``--out``; :func:`config_from_args`
+    turns them into the config."""
+    p.add_argument("--config", required=True, help=f"experiment YAML ({example})")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied in order")
+    p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="an override")
+    p.add_argument("--out", help="run folder (default: train.out_dir of the config)")
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The ``--config`` file with the overrides of :func:`add_config_args` applied in order.
+
+    Raises:
+        UsageError: an override that is not ``key=value``, or no such config file.
+        ConfigError: a config or override that does not fit the schema.
+    """
+    overrides = [*args.overrides, *args.set_]
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"override {item!r} is not key=value")
+    if not Path(args.config).is_file():
+        raise UsageError(f"--config: no such file: {args.config}")
+    return apply_overrides(load(args.config), overrides)
+
+
+def run_in_group(prog: str, device: str, fn: Callable[[], T]) -> T | int:
+    """Run ``fn`` inside the ``torchrun`` process group (joined here, left after), turning a user's mistake into one
+    line on stderr and exit status 2 (returned instead of ``fn``'s result)."""
+    owns_group = init_distributed(device)
+    try:
+        return fn()
+    except (UsageError, ConfigError, CheckpointError, FileNotFoundError) as e:  # e.g. a bad resume path
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def exit_status(stopped: str | None) -> int:
+    """0 for a finished run, 128 + N when signal N stopped it (after saving ``last.pt``)."""
+    return 0 if stopped is None else 128 + int(signal.Signals[stopped])
