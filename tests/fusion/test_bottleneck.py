@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from avformer.fusion.bottleneck import BottleneckFusion, BottleneckFusionConfig, check_staged_encoder
+from avformer.fusion.head import FusionHead, HeadConfig
 from avformer.models.multiscale import MultiScaleBlock
 from avformer.models.registry import create_model
 
@@ -50,11 +51,35 @@ def _inputs(batch: int = B) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(batch, 1, 16, 32), torch.randn(batch, 3, 4, 32, 32)
 
 
-def _fusion(audio: nn.Module, video: nn.Module, **cfg: Any) -> BottleneckFusion:
-    return BottleneckFusion.for_encoders(audio, video, 5, BottleneckFusionConfig(**cfg)).eval()
+class _WithHead(nn.Module):
+    """The bottleneck interaction and a classifier head, as ``AVModel`` pairs them (head built first, then the
+    fusion's init), with the two-call interface these tests use."""
+
+    def __init__(self, audio: nn.Module, video: nn.Module, cfg: BottleneckFusionConfig) -> None:
+        super().__init__()
+        self.fusion = BottleneckFusion.for_encoders(audio, video, cfg)
+        self.head = FusionHead(int(audio.num_features), int(video.num_features), 5)
+        self.fusion.init_weights()
+
+    def __getattr__(self, name: str) -> Any:  # the fusion's attributes (bottleneck, audio_in, ...) as its own
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["fusion"], name)
+
+    def encode(self, *args: Any, **kw: Any) -> tuple[Any, ...]:
+        res = self.fusion(*args, **kw)
+        return (res.audio, res.video, res.audio_alone, res.video_alone) if kw.get("alone") else (res.audio, res.video)
+
+    def forward(self, *args: Any) -> Any:
+        return self.head(*args)
 
 
-def _run(fusion: BottleneckFusion, enc: tuple[nn.Module, nn.Module], a: torch.Tensor, v: torch.Tensor, **kw: Any):
+def _fusion(audio: nn.Module, video: nn.Module, **cfg: Any) -> _WithHead:
+    return _WithHead(audio, video, BottleneckFusionConfig(**cfg)).eval()
+
+
+def _run(fusion: _WithHead, enc: tuple[nn.Module, nn.Module], a: torch.Tensor, v: torch.Tensor, **kw: Any):
     with torch.no_grad():
         fa, fv = fusion.encode(enc[0], enc[1], a, v, **kw)
         return fa, fv, fusion(fa.pooled, fv.pooled, kw.get("has_audio"), kw.get("has_video"))
@@ -129,7 +154,7 @@ def test_widths_projections_and_fusion_start() -> None:
     assert fusion.bottleneck_dim == 32 and fusion.bottleneck is not None
     assert fusion.bottleneck.shape == (1, 4, 32)
     assert isinstance(fusion.audio_in[0], nn.Linear) and fusion.audio_in[0].out_features == 16
-    linears = [n for n, m in fusion.named_modules() if isinstance(m, nn.Linear) and not n.startswith("head")]
+    linears = [n for n, m in fusion.fusion.named_modules() if isinstance(m, nn.Linear)]
     assert linears == ["audio_in.0"]
     assert fusion.no_weight_decay() == {"bottleneck"}
 
@@ -271,7 +296,7 @@ def test_vit_encoders_of_equal_width_fuse_without_projections() -> None:
     ast = create_model("ast_tiny", embed_dim=16, depth=3, num_heads=2, num_mel_bins=16, num_frames=32).eval()
     vid = create_model("vit_video_tiny_t4p16", **{**_VIT_VIDEO, "depth": 3}).eval()
     fusion = _fusion(ast, vid, fusion_layers=2)
-    assert not [n for n, m in fusion.named_modules() if isinstance(m, nn.Linear) and not n.startswith("head")]
+    assert not [n for n, m in fusion.fusion.named_modules() if isinstance(m, nn.Linear)]
     a, v = _inputs()
     fa, fv, out = _run(fusion, (ast, vid), a, v)
     assert fa.tokens.shape == (B, 2, 16) and fv.tokens.shape == (B, 8, 16)  # (1 x 2) and (2 x 2 x 2) patches
@@ -286,10 +311,10 @@ def test_validation() -> None:
         BottleneckFusionConfig(mode="interleaved")
     with pytest.raises(ValueError, match="num_bottleneck_tokens"):
         BottleneckFusionConfig(num_bottleneck_tokens=0)
-    with pytest.raises(ValueError, match=r"LateFusionConfig\.mode"):
-        BottleneckFusionConfig(head="max")
+    with pytest.raises(ValueError, match=r"HeadConfig\.mode"):
+        HeadConfig(mode="max")
     with pytest.raises(TypeError, match="lacks"):
-        BottleneckFusion.for_encoders(nn.Linear(2, 2), video, 5)
+        BottleneckFusion.for_encoders(nn.Linear(2, 2), video)
     fusion = _fusion(audio, video, fusion_layers=2)
     shallow = create_model("mat_tiny", **{**AUDIO, "stages": ((1, (1, 1), 1, 1), (1, (2, 2), 2, 1))})
     with pytest.raises(ValueError, match="sized for"):

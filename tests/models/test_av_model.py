@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avformer.fusion import BottleneckFusion, BottleneckFusionConfig, LateFusion, LateFusionConfig
+from avformer.fusion import BottleneckFusion, BottleneckFusionConfig, HeadConfig, LateFusion, LateFusionConfig
 from avformer.models.av_model import AVModel, AVModelConfig, AVOutput
 from avformer.models.registry import create_model
 
@@ -111,8 +111,8 @@ def test_zero_fused_layers_equals_two_independent_encoders() -> None:
         torch.testing.assert_close(out.audio_pooled, model.audio_encoder.forward_features(a).pooled, rtol=0, atol=0)
         torch.testing.assert_close(out.video_pooled, model.video_encoder.forward_features(v).pooled, rtol=0, atol=0)
     late = _model("late")
-    # the same parameters (the bottleneck fusion's head is a LateFusion): without fused layers it is late fusion
-    late.load_state_dict({k.replace("fusion.head.", "fusion."): t for k, t in model.state_dict().items()})
+    # the same parameters (every fusion shares the head): without fused layers it is late fusion
+    late.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(late(a, v).logits, out.logits, rtol=0, atol=0)
 
@@ -263,18 +263,24 @@ def test_no_weight_decay_merges_encoders_and_fusion() -> None:
     assert {"audio_encoder.cls_token", "video_encoder.cls_token", "fusion.bottleneck"} <= names
     assert any(n.startswith("audio_encoder.") and ".rel_pos." in n for n in names)
     late = _model("late", {"mode": "concat"})
-    assert {"fusion.missing_audio", "fusion.missing_video"} <= late.no_weight_decay()
+    assert {"head.missing_audio", "head.missing_video"} <= late.no_weight_decay()
 
 
 def test_config_normalisation_and_errors() -> None:
-    cfg = AVModelConfig(fusion="late", fusion_config={"mode": "mean"})
-    assert cfg.fusion_config == LateFusionConfig(mode="mean")
+    cfg = AVModelConfig(fusion="late", head={"mode": "mean"})
+    assert cfg.fusion_config == LateFusionConfig() and cfg.head == HeadConfig(mode="mean")
+    # configs written when the fusion owned the head kept its settings in fusion_config: they move to head
+    old = AVModelConfig(fusion="late", fusion_config={"mode": "mean", "drop_rate": 0.1})
+    assert old.fusion_config == LateFusionConfig() and old.head == HeadConfig(mode="mean", drop_rate=0.1)
+    old = AVModelConfig(fusion_config={"fusion_layers": 2, "head": "concat", "mode": "sequential"})
+    assert old.fusion_config == BottleneckFusionConfig(fusion_layers=2, mode="sequential")
+    assert old.head == HeadConfig(mode="concat")
     assert AVModelConfig().fusion_config == BottleneckFusionConfig()
     with pytest.raises(TypeError, match="unknown BottleneckFusionConfig field"):
         AVModelConfig(fusion_config={"n_tokens": 2})
     with pytest.raises(TypeError, match="takes a LateFusionConfig"):
         AVModelConfig(fusion="late", fusion_config=BottleneckFusionConfig())
-    with pytest.raises(ValueError, match="fusion must be one of"):
+    with pytest.raises(ValueError, match="unknown fusion 'early'; registered: bottleneck, late"):
         AVModelConfig(fusion="early")
     with pytest.raises(ValueError, match="owns the heads"):
         AVModelConfig(audio_overrides={"num_classes": 3})
@@ -291,11 +297,28 @@ def test_config_normalisation_and_errors() -> None:
 
 def test_built_fusion_module_is_accepted() -> None:
     audio, video = create_model("mat_tiny", **AUDIO), create_model("mvit_v2_s_16x4", **VIDEO)
-    fusion = BottleneckFusion.for_encoders(audio, video, K, BottleneckFusionConfig(fusion_layers=1))
+    fusion = BottleneckFusion.for_encoders(audio, video, BottleneckFusionConfig(fusion_layers=1))
     model = AVModel(audio, video, fusion, K, proj_dim=E)
     assert model.fusion is fusion and model.cfg is None
-    with pytest.raises(ValueError, match="num_classes"):
-        AVModel(audio, video, LateFusion(32, 32, K + 1), K)
+    with pytest.raises(TypeError, match="registered fusion's config or a module"):
+        AVModel(audio, video, "late", K)
+
+
+def test_checkpoints_from_when_the_fusion_owned_the_head_still_load() -> None:
+    """Before the head was separate its weights were ``fusion.head.*`` (bottleneck) or ``fusion.*`` (late)."""
+    for fusion, old_prefix, overrides in (
+        ("bottleneck", "fusion.head.", None),
+        ("late", "fusion.", {"mode": "concat"}),
+    ):
+        model = _model(fusion, overrides)
+        state = {(old_prefix + k.removeprefix("head.") if k.startswith("head.") else k): t
+                 for k, t in model.state_dict().items()}  # fmt: skip
+        assert not any(k.startswith("head.") for k in state)
+        torch.manual_seed(1)
+        fresh = _model(fusion, overrides)
+        fresh.load_state_dict(state)
+        for k, t in model.state_dict().items():
+            assert torch.equal(fresh.state_dict()[k], t), k
 
 
 def test_registry_overrides_merge_into_the_variant() -> None:

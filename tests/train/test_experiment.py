@@ -1,5 +1,6 @@
-"""The composition root: old-form configs mean what they meant, tasks are plug-ins with hooks and state, pretraining
-runs any self-supervised task. Everything here trains through :func:`avformer.train.experiment.run_experiment`, the
+"""The composition root: old-form configs mean what they meant; tasks and fusions are plug-ins (registered here,
+outside the package, with no file of ``src/`` changed), tasks with hooks and state; pretraining runs any
+self-supervised task. Everything here trains through :func:`avformer.train.experiment.run_experiment`, the
 function ``avformer train`` and ``avformer pretrain`` call."""
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 
 from avformer.config import ExperimentConfig, LossConfig, ModelSpec, TaskSpec, apply_overrides, load
 from avformer.data.synth import SynthConfig, write_dataset
+from avformer.fusion.base import FusionResult
+from avformer.fusion.registry import register_fusion, unregister_fusion
+from avformer.models.loading import load_run
 from avformer.tasks.base import Batch, EpochContext, present_mask
 from avformer.tasks.registry import TaskData, register_task, unregister_task
 from avformer.train.experiment import build_experiment, run_experiment
@@ -185,3 +189,74 @@ def test_a_task_from_outside_the_package_trains_with_hooks_and_resumes_its_state
     a = load_checkpoint(out / "last.pt")["model"]
     b = load_checkpoint(half / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---- a fusion registered from outside the package ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    scale: float = 1.0
+
+
+class GateFusion(nn.Module):
+    """Toy interaction: each modality's pooled feature gains a gated projection of the other's (absent: nothing)."""
+
+    def __init__(self, da: int, dv: int, cfg: GateConfig) -> None:
+        super().__init__()
+        self.v2a, self.a2v = nn.Linear(dv, da), nn.Linear(da, dv)
+        self.gate = nn.Parameter(torch.zeros(()))
+        self.cfg = cfg
+        self.calls = 0
+
+    def init_weights(self) -> None:
+        nn.init.zeros_(self.v2a.bias)
+        nn.init.zeros_(self.a2v.bias)
+
+    def forward(
+        self,
+        audio_encoder: nn.Module,
+        video_encoder: nn.Module,
+        audio: Tensor,
+        video: Tensor,
+        has_audio: Tensor | None = None,
+        has_video: Tensor | None = None,
+        *,
+        alone: bool = False,
+    ) -> FusionResult:
+        self.calls += 1
+        fa, fv = audio_encoder.forward_features(audio), video_encoder.forward_features(video)
+        g = self.cfg.scale * torch.tanh(self.gate)
+        ha = (has_audio if has_audio is not None else torch.ones(audio.shape[0], dtype=torch.bool))[:, None]
+        hv = (has_video if has_video is not None else torch.ones(video.shape[0], dtype=torch.bool))[:, None]
+        pa = fa.pooled + torch.where(hv, g * self.v2a(fv.pooled), 0.0)
+        pv = fv.pooled + torch.where(ha, g * self.a2v(fa.pooled), 0.0)
+        out_a, out_v = replace(fa, pooled=pa), replace(fv, pooled=pv)
+        return FusionResult(out_a, out_v, fa if alone else None, fv if alone else None, fused=(pa.mean() + pv.mean()))
+
+
+@pytest.fixture
+def gate_fusion() -> Iterator[None]:
+    @register_fusion("test_gate", config=GateConfig)
+    def build(audio_encoder: nn.Module, video_encoder: nn.Module, cfg: GateConfig) -> GateFusion:
+        """Toy: gated cross-modal pooled features."""
+        return GateFusion(int(audio_encoder.num_features), int(video_encoder.num_features), cfg)
+
+    yield
+    unregister_fusion("test_gate")
+
+
+def test_a_fusion_from_outside_the_package_trains_through_the_composition(
+    synth: Path, tmp_path: Path, gate_fusion: None
+) -> None:
+    cfg = _smoke(synth, "train.epochs=2", "task.options.modality_ce_weight=0.5")
+    overrides = {**cfg.model.overrides, "fusion": "test_gate", "fusion_config": {"scale": 2.0}}
+    cfg = replace(cfg, model=ModelSpec("mmt_tiny", overrides))
+    res = run_experiment(cfg, out_dir=tmp_path / "gate", console=_quiet())
+    model = res.experiment.model
+    assert isinstance(model.fusion, GateFusion) and model.fusion.cfg == GateConfig(2.0)
+    assert model.fusion.calls > 0 and float(model.fusion.gate.detach()) != 0.0  # it was used and trained
+    assert {"val_top1", "val_audio_top1", "val_video_top1"} <= set(res.summary)
+    loaded = load_run(tmp_path / "gate")  # a run of a registered fusion loads back by name
+    assert isinstance(loaded.model.fusion, GateFusion)
+    assert torch.equal(loaded.model.fusion.gate, model.fusion.gate.detach().cpu())

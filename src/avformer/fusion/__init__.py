@@ -1,33 +1,38 @@
-"""Fusion of an audio and a video encoder.
+"""Fusion of an audio and a video encoder: interaction modules registered by name, and the classifier head.
 
-A fusion module has two methods, which ``avformer.models.av_model.AVModel`` calls:
-
-* ``encode(audio_encoder, video_encoder, audio, video, has_audio, has_video) -> (EncoderOutput, EncoderOutput)``:
-  run the encoders, letting them interact or not;
-* ``forward(audio_pooled, video_pooled, has_audio, has_video) -> FusionLogits``: the prediction head.
-
-``LateFusion`` (independent encoders; logits, mean or concat head) and ``BottleneckFusion`` (MBT / MMT's
-AVBottleneck) are built from their frozen configs, ``LateFusionConfig`` and ``BottleneckFusionConfig``.
+``AVModel`` runs ``fusion(audio_encoder, video_encoder, audio, video, has_audio, has_video) -> FusionResult`` (see
+:mod:`avformer.fusion.base`), then ``FusionHead`` on the pooled features. Registered fusions (``AVModelConfig.fusion``):
+``late`` (independent encoders) and ``bottleneck`` (MBT / MMT's AVBottleneck). Importing this package registers them.
 """
 
 from __future__ import annotations
 
+from avformer.fusion.base import FusionResult, masked_pair_mean, presence_mask
 from avformer.fusion.bottleneck import (
     STAGED_ENCODER_API,
     BottleneckFusion,
     BottleneckFusionConfig,
     check_staged_encoder,
 )
-from avformer.fusion.late import FusionLogits, LateFusion, LateFusionConfig, masked_pair_mean, presence_mask
+from avformer.fusion.head import FusionHead, FusionLogits, HeadConfig
+from avformer.fusion.late import LateFusion, LateFusionConfig
+from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions, register_fusion
 
 __all__ = [
     "STAGED_ENCODER_API",
     "BottleneckFusion",
     "BottleneckFusionConfig",
+    "FusionEntry",
+    "FusionHead",
     "FusionLogits",
+    "FusionResult",
+    "HeadConfig",
     "LateFusion",
     "LateFusionConfig",
     "check_staged_encoder",
+    "get_fusion",
+    "list_fusions",
     "masked_pair_mean",
     "presence_mask",
+    "register_fusion",
 ]

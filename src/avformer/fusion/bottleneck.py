@@ -59,23 +59,22 @@ What differs from MBT / MMT (our choices, the papers do not cover them):
     * ``fusion_layers`` counts fused blocks from the end of each encoder (the encoders may differ in depth); for two
       encoders of equal depth ``L`` it is MBT's ``L - L_f``. The block indices where fusion starts are
       ``audio_fusion_start`` / ``video_fusion_start``.
-    * The prediction head is ``LateFusion`` (default ``mode="logits"``: per-modality linear heads, logits averaged
-      over the present modalities); MBT shares one linear head across its equal-width CLS tokens.
+    * The prediction head is ``AVModel``'s :class:`~avformer.fusion.head.FusionHead` (default ``mode="logits"``:
+      per-modality linear heads, logits averaged over the present modalities); MBT shares one linear head across its
+      equal-width CLS tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from avformer.fusion.late import FusionLogits, LateFusion, LateFusionConfig, masked_pair_mean, presence_mask
-
-if TYPE_CHECKING:  # avformer.models imports this package (AVModel): no runtime import back
-    from avformer.models.base import EncoderOutput
+from avformer.fusion.base import FusionResult, masked_pair_mean, presence_mask
+from avformer.fusion.registry import register_fusion
 
 __all__ = ["STAGED_ENCODER_API", "BottleneckFusion", "BottleneckFusionConfig", "check_staged_encoder"]
 
@@ -114,16 +113,12 @@ class BottleneckFusionConfig:
         mode: ``"parallel"`` (MBT: mean of the per-modality updates) or ``"sequential"`` (video updates first, audio
             reads the updated bottleneck).
         bottleneck_dim: ``D_b``; None = the widest fused block width (input or output) of either encoder.
-        head: ``LateFusionConfig.mode`` of the prediction head (``"logits"``: MBT's averaged logits).
-        drop_rate: dropout before the head.
     """
 
     num_bottleneck_tokens: int = 4
     fusion_layers: int = 4
     mode: str = "parallel"
     bottleneck_dim: int | None = None
-    head: str = "logits"
-    drop_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if self.num_bottleneck_tokens < 1:
@@ -134,7 +129,6 @@ class BottleneckFusionConfig:
             raise ValueError(f"mode must be one of {_UPDATE_MODES}, got {self.mode!r}")
         if self.bottleneck_dim is not None and self.bottleneck_dim < 1:
             raise ValueError(f"bottleneck_dim must be >= 1 or None, got {self.bottleneck_dim}")
-        LateFusionConfig(self.head, self.drop_rate)  # validates head and drop_rate
 
 
 def _proj(dim_in: int, dim_out: int) -> nn.Module:
@@ -142,17 +136,15 @@ def _proj(dim_in: int, dim_out: int) -> nn.Module:
 
 
 class BottleneckFusion(nn.Module):
-    """MBT-style bottleneck fusion over the last blocks of two staged encoders, with a ``LateFusion`` head.
+    """MBT-style bottleneck fusion over the last blocks of two staged encoders.
 
-    The module does not own the encoders (``AVModel`` does); ``encode`` receives them. Build it with
-    ``BottleneckFusion.for_encoders(audio_encoder, video_encoder, num_classes, cfg)``.
+    The module does not own the encoders (``AVModel`` does); ``forward`` receives them. Build it with
+    ``BottleneckFusion.for_encoders(audio_encoder, video_encoder, cfg)``. Its weights are initialised by
+    ``init_weights()``, which ``AVModel`` calls once the head is built (the order that fixes the initial weights).
 
     Args:
         audio_block_dims: ``(D_in, D_out)`` of every audio block (``encoder.block_dims()``).
         video_block_dims: the same for video.
-        audio_dim: width of the audio pooled feature (``num_features``).
-        video_dim: width of the video pooled feature.
-        num_classes: outputs of the head.
         cfg: fusion settings.
     """
 
@@ -160,15 +152,11 @@ class BottleneckFusion(nn.Module):
         self,
         audio_block_dims: Sequence[tuple[int, int]],
         video_block_dims: Sequence[tuple[int, int]],
-        audio_dim: int,
-        video_dim: int,
-        num_classes: int,
         cfg: BottleneckFusionConfig | None = None,
     ) -> None:
         super().__init__()
         cfg = cfg or BottleneckFusionConfig()
         self.cfg = cfg
-        self.num_classes = num_classes
         n = cfg.fusion_layers
         self.audio_depth, self.video_depth = len(audio_block_dims), len(video_block_dims)
         if n > min(self.audio_depth, self.video_depth):
@@ -198,31 +186,21 @@ class BottleneckFusion(nn.Module):
         self.video_out = nn.ModuleList(
             _proj(d_out, db) if (i < last or sequential) else nn.Identity() for i, (_, d_out) in enumerate(fv)
         )
-        self.head = LateFusion(audio_dim, video_dim, num_classes, LateFusionConfig(cfg.head, cfg.drop_rate))
-        self.init_weights()
 
     @classmethod
     def for_encoders(
         cls,
         audio_encoder: nn.Module,
         video_encoder: nn.Module,
-        num_classes: int,
         cfg: BottleneckFusionConfig | None = None,
     ) -> BottleneckFusion:
         """Size the fusion for two encoders that follow ``STAGED_ENCODER_API``."""
         check_staged_encoder(audio_encoder, "audio")
         check_staged_encoder(video_encoder, "video")
-        return cls(
-            audio_encoder.block_dims(),
-            video_encoder.block_dims(),
-            int(audio_encoder.num_features),
-            int(video_encoder.num_features),
-            num_classes,
-            cfg,
-        )
+        return cls(audio_encoder.block_dims(), video_encoder.block_dims(), cfg)
 
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) bottleneck tokens and read/write maps, zero biases (head: its own init)."""
+        """Truncated normal (std 0.02) bottleneck tokens and read/write maps, zero biases."""
         if self.bottleneck is not None:
             nn.init.trunc_normal_(self.bottleneck, std=0.02)
         for group in (self.audio_in, self.video_in, self.audio_out, self.video_out):
@@ -232,9 +210,8 @@ class BottleneckFusion(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
-        """The bottleneck tokens (like a class token) and the head's absent-modality vectors."""
-        names = {f"head.{n}" for n in self.head.no_weight_decay()}
-        return names | ({"bottleneck"} if self.bottleneck is not None else set())
+        """The bottleneck tokens (like a class token)."""
+        return {"bottleneck"} if self.bottleneck is not None else set()
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -255,7 +232,7 @@ class BottleneckFusion(nn.Module):
         x = torch.cat((seq[:, :p], seq[:, p + nb :]), dim=1)  # (B, P + N', D_out)
         return x, grid, seq[:, p : p + nb]
 
-    def encode(
+    def forward(
         self,
         audio_encoder: nn.Module,
         video_encoder: nn.Module,
@@ -265,7 +242,7 @@ class BottleneckFusion(nn.Module):
         has_video: torch.Tensor | None = None,
         *,
         alone: bool = False,
-    ) -> tuple[EncoderOutput, ...]:
+    ) -> FusionResult:
         """Run both encoders, fusing their last ``fusion_layers`` blocks through the bottleneck.
 
         Args:
@@ -279,8 +256,8 @@ class BottleneckFusion(nn.Module):
                 The unfused blocks run once; each encoder's fused blocks run a second time, alone.
 
         Returns:
-            ``(audio EncoderOutput, video EncoderOutput)`` as each encoder's ``forward_features`` would return them;
-            with ``alone``, followed by ``(audio without video, video without audio)``.
+            A :class:`FusionResult`: each encoder's output as its ``forward_features`` would return it and, with
+            ``alone``, each modality's output without the other.
         """
         enc_a: Any = audio_encoder
         enc_v: Any = video_encoder
@@ -306,10 +283,10 @@ class BottleneckFusion(nn.Module):
         xa, ga, xv, gv = self._fuse(enc_a, enc_v, xa, ga, xv, gv, has_a, has_v)
         out_a, out_v = enc_a.finalize(xa, ga), enc_v.finalize(xv, gv)
         if not alone:
-            return out_a, out_v
+            return FusionResult(out_a, out_v)
         alone_a = self._fuse_alone(enc_a, *ya, self.audio_fusion_start, self.audio_in, self.audio_out)
         alone_v = self._fuse_alone(enc_v, *yv, self.video_fusion_start, self.video_in, self.video_out)
-        return out_a, out_v, enc_a.finalize(*alone_a), enc_v.finalize(*alone_v)
+        return FusionResult(out_a, out_v, enc_a.finalize(*alone_a), enc_v.finalize(*alone_v))
 
     def _fuse_alone(
         self, enc: Any, x: torch.Tensor, grid: tuple[int, ...], start: int, read: nn.ModuleList, write: nn.ModuleList
@@ -359,12 +336,10 @@ class BottleneckFusion(nn.Module):
                         z = torch.where(keep_a, self.audio_out[layer](za), z)
         return xa, ga, xv, gv
 
-    def forward(
-        self,
-        audio_pooled: torch.Tensor,
-        video_pooled: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
-    ) -> FusionLogits:
-        """The prediction head (``LateFusion``) on the pooled features that ``encode`` produced."""
-        return self.head(audio_pooled, video_pooled, has_audio, has_video)
+
+@register_fusion("bottleneck", config=BottleneckFusionConfig)
+def build_bottleneck(
+    audio_encoder: nn.Module, video_encoder: nn.Module, cfg: BottleneckFusionConfig
+) -> BottleneckFusion:
+    """MBT / MMT's AVBottleneck: a few shared tokens carry all cross-modal traffic in the last blocks."""
+    return BottleneckFusion.for_encoders(audio_encoder, video_encoder, cfg)

@@ -1,174 +1,34 @@
-"""Late fusion of an audio and a video encoder, with per-sample missing modalities.
+"""Late fusion: the two encoders run independently; only their pooled features meet, in the classifier head.
 
-Late fusion is the baseline of every audio-visual paper: two encoders run independently and only their clip-level
-outputs meet. Nagrani et al., "Attention Bottlenecks for Multimodal Fusion" (MBT), NeurIPS 2021,
-https://arxiv.org/abs/2107.00135, use it as the reference point (their "late fusion": average of the per-modality
-logits) and their bottleneck model ends the same way, so ``LateFusion`` is also the prediction head of
-``BottleneckFusion``.
-
-Three ways to combine the pooled features ``a`` (B, D_a) and ``v`` (B, D_v)::
-
-    mode="logits"  (MBT)  logits = mean over present m of head_m(f_m)          audio_logits, video_logits returned
-    mode="mean"           logits = head(mean over present m of proj_m(f_m))   proj_m: Linear to max(D_a, D_v), or
-                                                                               identity for the wider modality
-    mode="concat"         logits = head([a or e_a ; v or e_v])                 e_m: learned "modality absent" vector
-
-Missing modalities: ``has_audio`` / ``has_video`` are (B,) bool masks. An absent modality never enters the fused
-result of its sample: it is left out of the means (``torch.where``, so even NaN/inf in the absent input cannot
-leak), and ``concat`` puts the learned absent-vector ``e_m`` in its slot instead of zeros that the head would read as a
-real (silent) feature. A sample with neither modality gets zero logits (``logits``), the head bias (``mean``) or
-``head([e_a ; e_v])`` (``concat``): a constant prior, not an error, so a batch never fails on one bad sample.
-
-What differs from MBT's late fusion: MBT shares one classifier across modalities (equal widths); here each modality
-has its own head (``logits``), because the two encoders may differ in width. ``mean`` and ``concat`` are our
-feature-level variants.
+The baseline of every audio-visual paper (MBT's "late fusion", Nagrani et al. 2021,
+https://arxiv.org/abs/2107.00135). With ``FusionHead(mode="logits")`` it averages per-modality logits as MBT does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # avformer.models imports this package (AVModel): no runtime import back
-    from avformer.models.base import EncoderOutput
+from avformer.fusion.base import FusionResult
+from avformer.fusion.registry import register_fusion
 
-__all__ = ["FusionLogits", "LateFusion", "LateFusionConfig", "masked_pair_mean", "presence_mask"]
-
-_MODES = ("logits", "mean", "concat")
+__all__ = ["LateFusion", "LateFusionConfig"]
 
 
 @dataclass(frozen=True)
 class LateFusionConfig:
-    """How the pooled features of the two modalities are combined.
-
-    Attributes:
-        mode: ``"logits"`` (mean of per-modality logits, MBT), ``"mean"`` (mean of features, one head) or
-            ``"concat"`` (concatenated features, one head).
-        drop_rate: dropout on the pooled features before the head(s).
-    """
-
-    mode: str = "logits"
-    drop_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in _MODES:
-            raise ValueError(f"LateFusionConfig.mode must be one of {_MODES}, got {self.mode!r}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
-
-
-@dataclass
-class FusionLogits:
-    """Output of a fusion head.
-
-    Attributes:
-        logits: (B, K) fused prediction, computed from the present modalities only.
-        audio_logits: (B, K) audio-only logits (``mode="logits"``), else None. Meaningless where audio is absent.
-        video_logits: (B, K) video-only logits, likewise.
-    """
-
-    logits: torch.Tensor
-    audio_logits: torch.Tensor | None
-    video_logits: torch.Tensor | None
-
-
-def presence_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
-    """A (B,) bool presence mask; ``None`` means "present in every sample".
-
-    Raises:
-        ValueError: the mask is not of shape (B,).
-    """
-    if mask is None:
-        return torch.ones(batch, dtype=torch.bool, device=device)
-    if mask.shape != (batch,):
-        raise ValueError(f"presence mask must have shape ({batch},), got {tuple(mask.shape)}")
-    return mask.to(device=device, dtype=torch.bool)
-
-
-def masked_pair_mean(
-    a: torch.Tensor, b: torch.Tensor, has_a: torch.Tensor, has_b: torch.Tensor, neither: torch.Tensor
-) -> torch.Tensor:
-    """Per-sample mean of ``a`` and ``b`` over the present ones; ``neither`` where both are absent.
-
-    Args:
-        a, b: (B, ...) same shape.
-        has_a, has_b: (B,) bool.
-        neither: broadcastable to ``a``: the value of samples with neither input.
-
-    Selection uses ``torch.where`` rather than multiplying by the mask, so an absent input's values (even NaN or
-    inf) never reach the result, and its gradient there is exactly zero.
-    """
-    shape = (-1,) + (1,) * (a.ndim - 1)
-    ma, mb = has_a.reshape(shape), has_b.reshape(shape)
-    one = torch.where(ma, a, torch.where(mb, b, neither))
-    return torch.where(ma & mb, (a + b) * 0.5, one)
-
-
-def _init_linear(m: nn.Linear) -> None:
-    nn.init.trunc_normal_(m.weight, std=0.02)
-    if m.bias is not None:
-        nn.init.zeros_(m.bias)
+    """Late fusion has no settings of its own (the head's are in ``AVModelConfig.head``)."""
 
 
 class LateFusion(nn.Module):
-    """Fusion head over the pooled features of two independently run encoders.
-
-    Args:
-        audio_dim: width of the audio pooled feature ``D_a``.
-        video_dim: width of the video pooled feature ``D_v``.
-        num_classes: ``K`` >= 1.
-        cfg: combination mode and dropout.
-
-    ``encode`` runs the encoders independently (late fusion); ``forward`` combines their pooled features. The same
-    two methods are the interface of every fusion module that ``AVModel`` accepts.
-    """
-
-    def __init__(self, audio_dim: int, video_dim: int, num_classes: int, cfg: LateFusionConfig | None = None) -> None:
-        super().__init__()
-        cfg = cfg or LateFusionConfig()
-        if min(audio_dim, video_dim) < 1 or num_classes < 1:
-            raise ValueError(f"widths and num_classes must be >= 1, got {audio_dim}, {video_dim}, {num_classes}")
-        self.cfg = cfg
-        self.num_classes = num_classes
-        self.drop = nn.Dropout(cfg.drop_rate)
-        self.audio_head: nn.Linear | None = None
-        self.video_head: nn.Linear | None = None
-        self.audio_proj: nn.Module | None = None
-        self.video_proj: nn.Module | None = None
-        self.head: nn.Linear | None = None
-        self.missing_audio: nn.Parameter | None = None
-        self.missing_video: nn.Parameter | None = None
-        if cfg.mode == "logits":
-            self.audio_head = nn.Linear(audio_dim, num_classes)
-            self.video_head = nn.Linear(video_dim, num_classes)
-        elif cfg.mode == "mean":
-            dim = max(audio_dim, video_dim)
-            self.audio_proj = nn.Linear(audio_dim, dim) if audio_dim != dim else nn.Identity()
-            self.video_proj = nn.Linear(video_dim, dim) if video_dim != dim else nn.Identity()
-            self.head = nn.Linear(dim, num_classes)
-        else:
-            self.missing_audio = nn.Parameter(torch.zeros(audio_dim))
-            self.missing_video = nn.Parameter(torch.zeros(video_dim))
-            self.head = nn.Linear(audio_dim + video_dim, num_classes)
-        self.init_weights()
+    """Runs each encoder's ``forward_features`` on its own input; nothing crosses between them."""
 
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) for weights and absent-modality vectors, zero biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                _init_linear(m)
-        for p in (self.missing_audio, self.missing_video):
-            if p is not None:
-                nn.init.trunc_normal_(p, std=0.02)
+        """Nothing to initialise."""
 
-    def no_weight_decay(self) -> set[str]:
-        """The learned absent-modality vectors (``concat``)."""
-        return {n for n, _ in self.named_parameters() if n.startswith("missing_")}
-
-    def encode(
+    def forward(
         self,
         audio_encoder: nn.Module,
         video_encoder: nn.Module,
@@ -178,42 +38,14 @@ class LateFusion(nn.Module):
         has_video: torch.Tensor | None = None,
         *,
         alone: bool = False,
-    ) -> tuple[EncoderOutput, ...]:
-        """Run both encoders independently (``forward_features``); the masks matter only in ``forward``.
+    ) -> FusionResult:
+        """Both encoders independently; the masks matter only in the head. With ``alone`` each modality's features
+        without the other are the same ones."""
+        a, v = audio_encoder.forward_features(audio), video_encoder.forward_features(video)
+        return FusionResult(a, v, a, v) if alone else FusionResult(a, v)
 
-        With ``alone`` the pair is returned twice: each modality's features without the other are the same ones
-        (the ``BottleneckFusion.encode`` interface)."""
-        out = (audio_encoder.forward_features(audio), video_encoder.forward_features(video))
-        return out + out if alone else out
 
-    def forward(
-        self,
-        audio_pooled: torch.Tensor,
-        video_pooled: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
-    ) -> FusionLogits:
-        """Combine ``(B, D_a)`` and ``(B, D_v)`` pooled features into ``(B, K)`` logits.
-
-        Args:
-            audio_pooled: (B, D_a).
-            video_pooled: (B, D_v).
-            has_audio, has_video: (B,) bool presence masks, None = all present.
-        """
-        B, device = audio_pooled.shape[0], audio_pooled.device
-        has_a = presence_mask(has_audio, B, device)
-        has_v = presence_mask(has_video, B, device)
-        a, v = self.drop(audio_pooled), self.drop(video_pooled)
-        if self.audio_head is not None and self.video_head is not None:  # "logits"
-            la, lv = self.audio_head(a), self.video_head(v)  # (B, K) each
-            fused = masked_pair_mean(la, lv, has_a, has_v, torch.zeros((), dtype=la.dtype, device=device))
-            return FusionLogits(fused, la, lv)
-        assert self.head is not None
-        if self.audio_proj is not None and self.video_proj is not None:  # "mean"
-            pa, pv = self.audio_proj(a), self.video_proj(v)  # (B, D) each
-            feat = masked_pair_mean(pa, pv, has_a, has_v, torch.zeros((), dtype=pa.dtype, device=device))
-            return FusionLogits(self.head(feat), None, None)
-        assert self.missing_audio is not None and self.missing_video is not None  # "concat"
-        a = torch.where(has_a[:, None], a, self.missing_audio.to(a.dtype))
-        v = torch.where(has_v[:, None], v, self.missing_video.to(v.dtype))
-        return FusionLogits(self.head(torch.cat((a, v), dim=-1)), None, None)  # (B, D_a + D_v) -> (B, K)
+@register_fusion("late", config=LateFusionConfig)
+def build_late(audio_encoder: nn.Module, video_encoder: nn.Module, cfg: LateFusionConfig) -> LateFusion:
+    """Independent encoders; the head alone combines them."""
+    return LateFusion()

@@ -6,14 +6,17 @@ Papers:
     plus AVC (supervised contrastive across audio and video) and IMC (within each modality).
     Nagrani et al., "Attention Bottlenecks for Multimodal Fusion" (MBT), https://arxiv.org/abs/2107.00135.
 
-Composition (any registered encoders; the fusion decides whether and where they interact)::
+Composition (any registered encoders; a registered fusion decides whether and where they interact)::
 
     audio (B, 1, F, T) ---- audio_encoder --.                      .--> audio_pooled --audio_proj--> audio_emb (B, E)
-                                            +-- fusion.encode -----+
+                                            +-- fusion(...) -------+
     video (B, 3, T, H, W) - video_encoder --'  late: independent   '--> video_pooled --video_proj--> video_emb (B, E)
                                                bottleneck: through      |
-                                               n_b tokens, last blocks  '--> fusion.forward (head): logits (B, K),
+                                               n_b tokens, last blocks  '--> head (FusionHead): logits (B, K),
                                                                              audio_logits, video_logits
+
+The fusion is named in ``AVModelConfig.fusion`` and built from :mod:`avformer.fusion.registry`; the classifier head
+(:class:`~avformer.fusion.head.FusionHead`, ``AVModelConfig.head``) is the same for every fusion.
 
 Missing modalities are (B,) bool masks: ``has_audio=False`` for a sample means its audio input is ignored by the
 fused prediction (and, with bottleneck fusion, by its video tokens); ``has_audio=torch.zeros(B, dtype=bool)`` is
@@ -36,17 +39,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from avformer.fusion.bottleneck import BottleneckFusion, BottleneckFusionConfig
-from avformer.fusion.late import FusionLogits, LateFusion, LateFusionConfig, presence_mask
+from avformer.fusion.base import FusionResult, presence_mask
+from avformer.fusion.bottleneck import BottleneckFusionConfig
+from avformer.fusion.head import FusionHead, FusionLogits, HeadConfig
+from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions
 from avformer.models.base import EncoderOutput
 from avformer.models.registry import create_model, register_model
 
 __all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput"]
 
-FusionConfig = LateFusionConfig | BottleneckFusionConfig
-_FUSION_CONFIGS: dict[str, type[LateFusionConfig] | type[BottleneckFusionConfig]] = {
-    "late": LateFusionConfig,
-    "bottleneck": BottleneckFusionConfig,
+# the classifier settings that configs written before the head was separate kept in fusion_config, per fusion
+_OLD_HEAD_KEYS = {
+    "late": {"mode": "mode", "drop_rate": "drop_rate"},
+    "bottleneck": {"head": "mode", "drop_rate": "drop_rate"},
 }
 
 
@@ -110,9 +115,12 @@ class AVModelConfig:
         audio_overrides: overrides for the audio encoder (config fields and runtime keys such as
             ``drop_path_rate``; not ``num_classes``: the heads belong to the AV model).
         video_overrides: the same for the video encoder.
-        fusion: ``"late"`` or ``"bottleneck"``.
-        fusion_config: the fusion's settings: a ``LateFusionConfig`` / ``BottleneckFusionConfig``, a mapping of
-            its fields (YAML), or None for its defaults. Normalised to the config instance.
+        fusion: a registered fusion (``avformer.fusion.list_fusions()``: ``late``, ``bottleneck``, ...).
+        fusion_config: the fusion's settings: its config instance, a mapping of its fields (YAML), or None for its
+            defaults. Normalised to the config instance. (Old configs kept the head's ``mode`` / ``drop_rate``, or
+            ``head`` / ``drop_rate`` for bottleneck, here; they are moved to ``head``.)
+        head: the classifier over the pooled features (``HeadConfig``: ``mode`` logits / mean / concat, dropout),
+            a mapping of its fields, or None for the defaults.
         num_classes: classifier outputs ``K`` (default: VGGSound's 309).
         proj_dim: width ``E`` of the contrastive projections.
         proj_mlp: Linear-GELU-Linear projection heads (hidden width = encoder width) if True, one Linear if False.
@@ -123,27 +131,26 @@ class AVModelConfig:
     audio_overrides: Mapping[str, Any] = field(default_factory=dict)
     video_overrides: Mapping[str, Any] = field(default_factory=dict)
     fusion: str = "bottleneck"
-    fusion_config: LateFusionConfig | BottleneckFusionConfig | Mapping[str, Any] | None = None
+    fusion_config: Any = None
+    head: HeadConfig | Mapping[str, Any] | None = None
     num_classes: int = 309
     proj_dim: int = 128
     proj_mlp: bool = True
 
     def __post_init__(self) -> None:
-        if self.fusion not in _FUSION_CONFIGS:
-            raise ValueError(f"fusion must be one of {sorted(_FUSION_CONFIGS)}, got {self.fusion!r}")
-        kind = _FUSION_CONFIGS[self.fusion]
-        fc = self.fusion_config
-        if fc is None:
-            fc = kind()
-        elif isinstance(fc, Mapping):
-            valid = {f.name for f in dataclasses.fields(kind)}
-            unknown = sorted(set(fc) - valid)
-            if unknown:
-                raise TypeError(f"unknown {kind.__name__} field(s) {unknown}; valid: {sorted(valid)}")
-            fc = kind(**fc)
-        elif not isinstance(fc, kind):
-            raise TypeError(f"fusion={self.fusion!r} takes a {kind.__name__}, got {type(fc).__name__}")
-        object.__setattr__(self, "fusion_config", fc)
+        entry = get_fusion(self.fusion)
+        fc, head = self.fusion_config, self.head
+        old_head: dict[str, Any] = {}
+        if isinstance(fc, Mapping):
+            fc = dict(fc)
+            for old, new in _OLD_HEAD_KEYS.get(self.fusion, {}).items():
+                if old in fc:
+                    old_head[new] = fc.pop(old)
+        if isinstance(head, HeadConfig):
+            head = dataclasses.asdict(head)
+        head = HeadConfig(**{**old_head, **dict(head or {})})
+        object.__setattr__(self, "fusion_config", entry.make_config(fc))
+        object.__setattr__(self, "head", head)
         for name in ("audio_overrides", "video_overrides"):
             ov = getattr(self, name)
             if "num_classes" in ov:
@@ -151,6 +158,28 @@ class AVModelConfig:
             object.__setattr__(self, name, dict(ov))
         if self.num_classes < 1 or self.proj_dim < 1:
             raise ValueError(f"num_classes and proj_dim must be >= 1, got {self.num_classes}, {self.proj_dim}")
+
+
+def _fusion_entry_of(cfg: Any) -> FusionEntry:
+    """The registered fusion whose config type ``cfg`` is."""
+    for entry in list_fusions():
+        if type(cfg) is entry.config:
+            return entry
+    raise TypeError(f"{type(cfg).__name__} is not the config of a registered fusion")
+
+
+def _head_keys_of_old_checkpoints(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """Rename the classifier's keys of checkpoints written when the fusion module owned it: ``fusion.head.X``
+    (bottleneck) or ``fusion.X`` (late) become ``head.X``, so runs trained before the head was separate still load."""
+    own = set(module.state_dict())
+    for key in [k for k in state_dict if k.startswith(prefix + "fusion.")]:
+        rest = key[len(prefix) + len("fusion.") :]
+        if rest in {k.removeprefix("fusion.") for k in own if k.startswith("fusion.")}:
+            continue  # a parameter of the fusion itself
+        for new in (rest.removeprefix("head."), rest):
+            if f"head.{new}" in own:
+                state_dict[f"{prefix}head.{new}"] = state_dict.pop(key)
+                break
 
 
 def _projection(dim: int, proj_dim: int, mlp: bool) -> nn.Module:
@@ -166,9 +195,10 @@ class AVModel(nn.Module):
         audio_encoder: a headless encoder (``num_classes == 0``) of the audio input; for bottleneck fusion it must
             follow ``avformer.fusion.bottleneck.STAGED_ENCODER_API`` (every multiscale and ViT encoder does).
         video_encoder: the same for video.
-        fusion: a ``LateFusionConfig`` / ``BottleneckFusionConfig`` (the module is built to fit the encoders), or a
-            built fusion module (``encode`` + ``forward``, see ``avformer.fusion``) with ``num_classes``.
+        fusion: a registered fusion's config instance (the module is built to fit the encoders), or a built fusion
+            module (see :mod:`avformer.fusion.base`). Its ``init_weights()`` runs once the head is built.
         num_classes: classifier outputs ``K``.
+        head: the classifier's settings (default ``HeadConfig()``: per-modality logits averaged).
         proj_dim: width ``E`` of ``audio_emb`` / ``video_emb``.
         proj_mlp: Linear-GELU-Linear projection heads (True) or one Linear (False).
     """
@@ -179,9 +209,10 @@ class AVModel(nn.Module):
         self,
         audio_encoder: nn.Module,
         video_encoder: nn.Module,
-        fusion: FusionConfig | nn.Module,
+        fusion: Any,
         num_classes: int,
         *,
+        head: HeadConfig | None = None,
         proj_dim: int = 128,
         proj_mlp: bool = True,
     ) -> None:
@@ -194,23 +225,24 @@ class AVModel(nn.Module):
         self.audio_encoder = audio_encoder
         self.video_encoder = video_encoder
         da, dv = int(audio_encoder.num_features), int(video_encoder.num_features)
-        if isinstance(fusion, LateFusionConfig):
-            self.fusion: nn.Module = LateFusion(da, dv, num_classes, fusion)
-        elif isinstance(fusion, BottleneckFusionConfig):
-            self.fusion = BottleneckFusion.for_encoders(audio_encoder, video_encoder, num_classes, fusion)
-        elif isinstance(fusion, nn.Module) and hasattr(fusion, "encode"):
-            if getattr(fusion, "num_classes", None) != num_classes:
-                raise ValueError(
-                    f"fusion module has num_classes={getattr(fusion, 'num_classes', None)}, expected {num_classes}"
-                )
-            self.fusion = fusion
+        if isinstance(fusion, nn.Module):
+            self.fusion: nn.Module = fusion
+        elif dataclasses.is_dataclass(fusion) and not isinstance(fusion, type):
+            self.fusion = _fusion_entry_of(fusion).build(audio_encoder, video_encoder, fusion)
         else:
-            raise TypeError(f"fusion must be a fusion config or module, got {type(fusion).__name__}")
+            raise TypeError(f"fusion must be a registered fusion's config or a module, got {type(fusion).__name__}")
+        # the head is built before the fusion's init_weights(): the order that fixes the initial weights (and the
+        # order the bottleneck fusion had when it owned the head)
+        self.head = FusionHead(da, dv, num_classes, head or HeadConfig())
+        init = getattr(self.fusion, "init_weights", None)
+        if init is not None:
+            init()
         self.num_classes = num_classes
         self.num_features = proj_dim  # width of audio_emb / video_emb
         self.audio_proj = _projection(da, proj_dim, proj_mlp)
         self.video_proj = _projection(dv, proj_dim, proj_mlp)
         self.cfg: AVModelConfig | None = None  # set by from_config
+        self._register_load_state_dict_pre_hook(_head_keys_of_old_checkpoints, with_module=True)
         for proj in (self.audio_proj, self.video_proj):
             for m in proj.modules():
                 if isinstance(m, nn.Linear):
@@ -223,8 +255,10 @@ class AVModel(nn.Module):
         """Build the encoders by name (headless) and the fusion and heads from ``cfg``."""
         audio = create_model(cfg.audio_encoder, **cfg.audio_overrides, num_classes=0)
         video = create_model(cfg.video_encoder, **cfg.video_overrides, num_classes=0)
-        assert isinstance(cfg.fusion_config, (LateFusionConfig, BottleneckFusionConfig))  # normalised in the config
-        model = cls(audio, video, cfg.fusion_config, cfg.num_classes, proj_dim=cfg.proj_dim, proj_mlp=cfg.proj_mlp)
+        head = cfg.head if isinstance(cfg.head, HeadConfig) else HeadConfig()  # normalised in the config
+        model = cls(
+            audio, video, cfg.fusion_config, cfg.num_classes, head=head, proj_dim=cfg.proj_dim, proj_mlp=cfg.proj_mlp
+        )
         model.cfg = cfg
         return model
 
@@ -235,7 +269,8 @@ class AVModel(nn.Module):
         video_encoder: str,
         *,
         fusion: str = "bottleneck",
-        fusion_config: FusionConfig | Mapping[str, Any] | None = None,
+        fusion_config: Any = None,
+        head: HeadConfig | Mapping[str, Any] | None = None,
         num_classes: int = AVModelConfig.num_classes,
         proj_dim: int = AVModelConfig.proj_dim,
         proj_mlp: bool = AVModelConfig.proj_mlp,
@@ -250,6 +285,7 @@ class AVModel(nn.Module):
             video_overrides=dict(video_overrides or {}),
             fusion=fusion,
             fusion_config=fusion_config,
+            head=head,
             num_classes=num_classes,
             proj_dim=proj_dim,
             proj_mlp=proj_mlp,
@@ -258,11 +294,16 @@ class AVModel(nn.Module):
 
     # -- runtime switches
     def no_weight_decay(self) -> set[str]:
-        """The encoders' (class tokens, position tables) and the fusion's (bottleneck tokens), with their prefixes."""
+        """The encoders' (class tokens, position tables), the fusion's (bottleneck tokens) and the head's (absent-
+        modality vectors), with their prefixes."""
         names: set[str] = set()
-        for prefix, module in (("audio_encoder", self.audio_encoder), ("video_encoder", self.video_encoder)):
+        for prefix, module in (
+            ("audio_encoder", self.audio_encoder),
+            ("video_encoder", self.video_encoder),
+            ("fusion", self.fusion),
+            ("head", self.head),
+        ):
             names |= {f"{prefix}.{n}" for n in getattr(module, "no_weight_decay", set)()}
-        names |= {f"fusion.{n}" for n in getattr(self.fusion, "no_weight_decay", set)()}
         return names
 
     def set_fused(self, fused: bool) -> None:
@@ -289,23 +330,18 @@ class AVModel(nn.Module):
         B = audio.shape[0]
         has_a = presence_mask(has_audio, B, audio.device)
         has_v = presence_mask(has_video, B, audio.device)
-        if not alone:
-            fa, fv = self.fusion.encode(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v)
-            return AVFeatures(fa, fv, has_a, has_v)
-        fa, fv, fa1, fv1 = self.fusion.encode(
-            self.audio_encoder, self.video_encoder, audio, video, has_a, has_v, alone=True
-        )
-        return AVFeatures(fa, fv, has_a, has_v, fa1, fv1)
+        res: FusionResult = self.fusion(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v, alone=alone)
+        return AVFeatures(res.audio, res.video, has_a, has_v, res.audio_alone, res.video_alone)
 
     def forward_head(self, feats: AVFeatures, *, embed: bool = True) -> AVOutput:
         """Classifier(s) and, with ``embed``, the contrastive projections on the pooled features."""
-        out: FusionLogits = self.fusion(feats.audio.pooled, feats.video.pooled, feats.has_audio, feats.has_video)
+        out: FusionLogits = self.head(feats.audio.pooled, feats.video.pooled, feats.has_audio, feats.has_video)
         alone_a = alone_v = None
         if feats.audio_alone is not None and feats.video_alone is not None:
             on, off = torch.ones_like(feats.has_audio), torch.zeros_like(feats.has_audio)
             a1, v1 = feats.audio_alone.pooled, feats.video_alone.pooled
-            alone_a = self.fusion(a1, v1, on, off).logits  # the fused head with one modality present, as in eval
-            alone_v = self.fusion(a1, v1, off, on).logits
+            alone_a = self.head(a1, v1, on, off).logits  # the fused head with one modality present, as in eval
+            alone_v = self.head(a1, v1, off, on).logits
         return AVOutput(
             logits=out.logits,
             audio_logits=out.audio_logits,
@@ -380,9 +416,10 @@ def _with_overrides(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVMode
             new[key] = {**getattr(base, key), **new[key]}
     fc = new.get("fusion_config")
     if isinstance(fc, Mapping) and new.get("fusion", base.fusion) == base.fusion:
-        base_fc = base.fusion_config
-        assert isinstance(base_fc, (LateFusionConfig, BottleneckFusionConfig))  # normalised in __post_init__
-        new["fusion_config"] = {**dataclasses.asdict(base_fc), **fc}
+        new["fusion_config"] = {**dataclasses.asdict(base.fusion_config), **fc}
+    if isinstance(new.get("head"), Mapping):
+        assert isinstance(base.head, HeadConfig)  # normalised in __post_init__
+        new["head"] = {**dataclasses.asdict(base.head), **new["head"]}
     return dataclasses.replace(base, **new)
 
 
@@ -435,6 +472,6 @@ def av_late_tiny(**overrides: Any) -> AVModel:
         video_encoder="mvit_v2_s_16x4",
         video_overrides=dict(_MVIT_TINY_8X64),
         fusion="late",
-        fusion_config=LateFusionConfig(mode="logits"),
+        head=HeadConfig(mode="logits"),
     )
     return _build(base, overrides)

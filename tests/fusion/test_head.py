@@ -1,11 +1,13 @@
-"""Late fusion: the three heads, per-sample missing modalities, gradients and the independent ``encode``."""
+"""The classifier head (three modes, per-sample missing modalities, gradients) and the late-fusion interaction."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from avformer.fusion.late import LateFusion, LateFusionConfig, masked_pair_mean, presence_mask
+from avformer.fusion.base import FusionResult, masked_pair_mean, presence_mask
+from avformer.fusion.head import FusionHead, HeadConfig
+from avformer.fusion.late import LateFusion
 from avformer.models.registry import create_model
 
 B, DA, DV, K = 4, 16, 24, 5
@@ -15,8 +17,8 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(B, DA), torch.randn(B, DV)
 
 
-def _fusion(mode: str) -> LateFusion:
-    return LateFusion(DA, DV, K, LateFusionConfig(mode=mode)).eval()
+def _fusion(mode: str) -> FusionHead:
+    return FusionHead(DA, DV, K, HeadConfig(mode=mode)).eval()
 
 
 @pytest.mark.parametrize("mode", ["logits", "mean", "concat"])
@@ -84,7 +86,7 @@ def test_concat_mode_puts_the_learned_absent_vector_in_the_slot() -> None:
 
 @pytest.mark.parametrize("mode", ["logits", "mean", "concat"])
 def test_every_parameter_gets_a_finite_grad_with_both_present(mode: str) -> None:
-    fusion = LateFusion(DA, DV, K, LateFusionConfig(mode=mode, drop_rate=0.1)).train()
+    fusion = FusionHead(DA, DV, K, HeadConfig(mode=mode, drop_rate=0.1)).train()
     a, v = _inputs()
     fusion(a, v).logits.square().sum().backward()
     for name, p in fusion.named_parameters():
@@ -110,15 +112,17 @@ def test_encode_runs_the_encoders_independently() -> None:
     ).eval()
     a, v = torch.randn(2, 1, 16, 32), torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
-        fa, fv = LateFusion(16, 16, K).encode(audio, video, a, v)
-        torch.testing.assert_close(fa.pooled, audio.forward_features(a).pooled)
-        torch.testing.assert_close(fv.tokens, video.forward_features(v).tokens)
+        res = LateFusion()(audio, video, a, v, alone=True)
+        assert isinstance(res, FusionResult) and res.fused is None
+        torch.testing.assert_close(res.audio.pooled, audio.forward_features(a).pooled)
+        torch.testing.assert_close(res.video.tokens, video.forward_features(v).tokens)
+        assert res.audio_alone is res.audio and res.video_alone is res.video  # nothing crosses: alone = together
 
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="mode"):
-        LateFusionConfig(mode="sum")
+        HeadConfig(mode="sum")
     with pytest.raises(ValueError, match="drop_rate"):
-        LateFusionConfig(drop_rate=1.0)
+        HeadConfig(drop_rate=1.0)
     with pytest.raises(ValueError, match="num_classes"):
-        LateFusion(DA, DV, 0)
+        FusionHead(DA, DV, 0)
