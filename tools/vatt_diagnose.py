@@ -40,7 +40,7 @@ import yaml
 from avformer.config import load
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import read_manifest
-from avformer.eval.vatt import fit_linear_probe
+from avformer.eval.representations import fit_linear_probe
 from avformer.losses import info_nce
 from avformer.metrics.retrieval import class_relevance_map, similarity_matrix
 from avformer.models.registry import create_model

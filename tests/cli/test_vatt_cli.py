@@ -233,7 +233,7 @@ def test_text_embeddings_are_taken_in_eval_mode(pretrained: tuple[Path, Path], t
     """Regression: the text tower ran after the model was put back in training mode (drop-path active)."""
     from avformer.config import load
     from avformer.data.manifest import read_manifest
-    from avformer.eval.vatt import extract_embeddings
+    from avformer.eval.representations import extract_embeddings
     from avformer.models.registry import create_model
 
     data, _ = pretrained

@@ -1,9 +1,11 @@
-"""``avformer embed``: embeddings of every clip of a manifest with a pretrained VATT, written to disk with an index.
+"""``avformer embed``: embeddings of every clip of a manifest with a trained model, written to disk with an index.
 
     avformer embed RUN MANIFEST --out DIR [--batch-size 64] [--workers 0]
 
-``DIR/embeddings.pt`` holds (``torch.load``) the backbone features (``video_pooled``, ``audio_pooled``), the
-common-space embeddings (``video_va``, ``audio_va``, ``video_vt``, ``text_vt`` for clips with text), ``labels``,
+Any run whose model encodes audio and/or video works (VATT, MMT and other AV models, a single encoder).
+``DIR/embeddings.pt`` holds (``torch.load``) the encoder features (``video_pooled``, ``audio_pooled``), the
+common-space embeddings where the model has them (``video_va``, ``audio_va``: VATT's video-audio space or an AV
+model's contrastive projections; ``video_vt``, ``text_vt`` for VATT clips with text), ``labels``,
 ``has_video`` / ``has_audio`` / ``has_text`` and the ``run`` it came from; ``DIR/index.csv`` lists the rows in the
 same order (``row,id,path,label,has_video,has_audio,text``). ``avformer retrieve DIR ...`` searches it. Retrieval
 metrics of the manifest (a→v, v→a, t→v; mAP when it has labels) are printed and saved in ``DIR/retrieval.json``.
@@ -23,8 +25,8 @@ import torch
 
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
-from avformer.eval.vatt import Embeddings, extract_embeddings, retrieval_metrics
-from avformer.models.loading import load_vatt_run
+from avformer.eval.representations import Embeddings, extract_embeddings, retrieval_metrics
+from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "write_index"]
@@ -62,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        cfg, model, ckpt = load_vatt_run(args.run)
+        run = load_run(args.run, require_classes=False)
+        cfg, model, ckpt = run.cfg, run.model, run.checkpoint
         manifest = with_resolved_text(read_manifest(args.manifest, cfg.root))
         emb = extract_embeddings(model, manifest, cfg.data, batch_size=args.batch_size, workers=args.workers)
     except (FileNotFoundError, ManifestError, CheckpointError, TypeError, ValueError) as e:

@@ -1,10 +1,12 @@
-"""``avformer probe-linear``: linear probe on frozen VATT features, next to the same probe on a random encoder.
+"""``avformer probe-linear``: linear probe on a run's frozen features, next to the same probe on a random encoder.
 
     avformer probe-linear RUN --train MANIFEST --val MANIFEST [--modality video audio] [--no-baseline]
 
-Extracts the backbone features (the AGG outputs) of every train and val clip once with the pretrained run's encoders
-(``RUN``: a folder of ``avformer pretrain`` or a checkpoint), fits a multinomial logistic regression per modality
-(:func:`avformer.eval.vatt.fit_linear_probe`: L2 strength chosen on a held-out fifth of train) and prints val top-1.
+Extracts the encoder features of every train and val clip once with the run's encoders (``RUN``: a run folder of
+``avformer pretrain`` or ``avformer train``, or a checkpoint; VATT's AGG outputs, an AV model's per-modality features
+computed with the other modality masked, a single encoder's pooled output), fits a multinomial logistic regression
+per modality (:func:`avformer.eval.representations.fit_linear_probe`: L2 strength chosen on a held-out fifth of train)
+and prints val top-1.
 Unless ``--no-baseline``, the same is done with a randomly initialised encoder of the same architecture
 (``--baseline-seed``), so the gain from pretraining is read off one table. ``--json FILE`` writes the numbers.
 
@@ -20,12 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from avformer.data.manifest import ManifestError, read_manifest
-from avformer.eval.vatt import Embeddings, extract_embeddings, fit_linear_probe, retrieval_metrics
-from avformer.models.loading import load_vatt_run
-from avformer.models.registry import create_model
-from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.eval.representations import (
+    Embeddings,
+    extract_embeddings,
+    fit_linear_probe,
+    represented_modalities,
+    retrieval_metrics,
+)
+from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "probe"]
@@ -44,7 +51,11 @@ def probe(
 ) -> dict[str, Any]:
     """Probe results: ``{"pretrained": {modality: metrics, "retrieval": val retrieval metrics}, "random_init":
     {modality: metrics}, "params": int, "checkpoint": str}``."""
-    cfg, model, ckpt = load_vatt_run(run)
+    loaded = load_run(run, require_classes=False)
+    cfg, model, ckpt = loaded.cfg, loaded.model, loaded.checkpoint
+    missing = [m for m in modalities if m not in represented_modalities(model)]
+    if missing:
+        raise ValueError(f"{ckpt}: model {cfg.model.name!r} has no {' or '.join(missing)} encoder (--modality)")
     train = read_manifest(train_manifest, cfg.root)
     if not train.classes:
         raise ManifestError(f"{train_manifest}: a linear probe needs a label column")
@@ -56,12 +67,10 @@ def probe(
         val = read_manifest(val_manifest, cfg.root, classes=classes)
     if train.classes != classes:
         train = read_manifest(train_manifest, cfg.root, classes=classes)
-    models: dict[str, VisionAudioTextTransformer] = {"pretrained": model}
+    models: dict[str, nn.Module] = {"pretrained": model}
     if baseline:
         torch.manual_seed(baseline_seed)
-        rand = create_model(cfg.model.name, **dict(cfg.model.overrides))
-        assert isinstance(rand, VisionAudioTextTransformer)
-        models["random_init"] = rand.eval()
+        models["random_init"] = loaded.fresh_model()
     out: dict[str, Any] = {"checkpoint": str(ckpt), "params": sum(p.numel() for p in model.parameters())}
     for name, m in models.items():
         emb: dict[str, Embeddings] = {
@@ -73,6 +82,7 @@ def probe(
             res["retrieval"] = retrieval_metrics(emb["val"])
         for mod in modalities:
             feats = {s: getattr(e, f"{mod}_pooled") for s, e in emb.items()}
+            assert feats["train"] is not None and feats["val"] is not None
             res[mod] = fit_linear_probe(
                 feats["train"], emb["train"].labels, feats["val"], emb["val"].labels, len(train.classes)
             )

@@ -3,11 +3,11 @@
     avformer retrieve INDEX --text "a man says two" [-k 5]
     avformer retrieve INDEX --file query.mp4 [--query audio|video] [--gallery video|audio] [-k 5]
 
-``INDEX`` is a folder written by ``avformer embed``; the model is the run recorded there (``--run`` overrides). A
-text query is embedded by the text encoder and ranked against the clips' videos in the video-text space. A file query
-is embedded by its audio (default) or video encoder and ranked in the video-audio space against the gallery's videos
-(default) or audios. Scores are cosine similarities. Prints ``rank, score, id, path, label`` lines (``--json`` for
-machine-readable output).
+``INDEX`` is a folder written by ``avformer embed``; the model is the run recorded there (``--run`` overrides). A text
+query (VATT) is embedded by the text encoder and ranked against the clips' videos in the video-text space. A file query
+is embedded by its audio (default) or video encoder and ranked in the audio-video space (VATT's, or an AV model's
+contrastive projections) against the gallery's videos (default) or audios. Scores are cosine similarities. Prints
+``rank, score, id, path, label`` lines (``--json`` for machine-readable output).
 
 Exit status: 0 done; 2 a bad index, query file or argument.
 """
@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 from avformer.data.manifest import Manifest, ManifestError, ManifestRow
-from avformer.eval.vatt import extract_embeddings
+from avformer.eval.representations import extract_embeddings
 from avformer.metrics.retrieval import similarity_matrix
-from avformer.models.loading import load_vatt_run
+from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
 
 __all__ = ["main", "retrieve"]
@@ -45,19 +45,28 @@ def retrieve(
     if (text is None) == (file is None):
         raise ValueError("give exactly one of --text and --file")
     data = torch.load(Path(index_dir) / "embeddings.pt", weights_only=True)
-    cfg, model, _ = load_vatt_run(run or data["run"])
+    loaded = load_run(run or data["run"], require_classes=False)
+    cfg, model = loaded.cfg, loaded.model
     with torch.no_grad():
         if text is not None:
+            if not hasattr(model, "embed_text") or "video_vt" not in data:
+                raise ValueError(f"model {cfg.model.name!r} does not embed text: use --file")
             q = model.embed_text([text])
             keys, valid = data["video_vt"], data["has_video"]
         else:
             assert file is not None
+            for space in (query, gallery):
+                if f"{space}_va" not in data:
+                    raise ValueError(
+                        f"the index has no {space} embeddings in an audio-video space (model {cfg.model.name!r})"
+                    )
             row = ManifestRow(path=str(Path(file).resolve()), id=Path(file).name)
             emb = extract_embeddings(model, Manifest([row], source=file), cfg.data, batch_size=1)
             present = bool(emb.has_audio[0] if query == "audio" else emb.has_video[0])
             if not present:
                 raise ValueError(f"{file}: has no {query} stream")
             q = emb.audio_va if query == "audio" else emb.video_va
+            assert q is not None
             keys, valid = data[f"{gallery}_va"], data[f"has_{gallery}"]
     scores = similarity_matrix(q, keys)[0].masked_fill(~valid.bool(), float("-inf"))
     top = scores.topk(min(k, int(valid.sum())))

@@ -356,6 +356,24 @@ class AVModel(nn.Module):
             video_alone_logits=alone_v,
         )
 
+    represent_modalities = ("video", "audio")
+
+    def represent(
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor,
+        has_video: torch.Tensor | None = None,
+        has_audio: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-clip representations for probes and retrieval, each from its own modality alone (the other masked
+        for every sample, so no video reaches an audio representation through the fusion and retrieval cannot
+        cheat): ``audio_pooled`` / ``video_pooled`` (encoder features) and ``audio_va`` / ``video_va`` (the
+        contrastive projections AVC aligns, the audio-video common space)."""
+        feats = self.forward_features(audio, video, has_audio, has_video, alone=True)
+        assert feats.audio_alone is not None and feats.video_alone is not None
+        a, v = feats.audio_alone.pooled, feats.video_alone.pooled
+        return {"audio_pooled": a, "video_pooled": v, "audio_va": self.audio_proj(a), "video_va": self.video_proj(v)}
+
     def forward(
         self,
         audio: torch.Tensor,

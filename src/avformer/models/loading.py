@@ -39,6 +39,11 @@ class LoadedRun:
     classes: list[str]  # empty for a run without classes.txt (self-supervised pretraining)
     checkpoint: Path
     epoch: int | None
+    spec: ModelSpec  # what built ``model`` (without any init_from): build_model(spec, ...) is a fresh copy
+
+    def fresh_model(self) -> nn.Module:
+        """The same architecture with new random weights (the baseline of a probe), in eval mode."""
+        return build_model(self.spec, len(self.classes) if self.classes else None).eval()
 
 
 def load_run(
@@ -72,7 +77,7 @@ def load_run(
     model.load_state_dict(ema["shadow"] if use_ema and ema else ckpt["model"])
     model.eval()
     trainer = ckpt.get("trainer") or {}
-    return LoadedRun(cfg, model, classes, ckpt_path, trainer.get("epoch"))
+    return LoadedRun(cfg, model, classes, ckpt_path, trainer.get("epoch"), spec)
 
 
 def load_vatt_run(

@@ -770,6 +770,29 @@ class VisionAudioTextTransformer(nn.Module):
     ) -> VATTOutput:
         return self.forward_head(self.forward_features(video, audio, text_ids))
 
+    represent_modalities = ("video", "audio")
+
+    def represent(
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor,
+        has_video: torch.Tensor | None = None,
+        has_audio: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-clip representations for probes and retrieval: ``video_pooled`` / ``audio_pooled`` (AGG outputs),
+        ``video_va`` / ``audio_va`` (video-audio space), ``video_vt`` (video-text space). The towers never see each
+        other's input, so the masks are not needed here."""
+        out = self(video, audio)
+        assert out.video_pooled is not None and out.audio_pooled is not None and out.video_va is not None
+        assert out.audio_va is not None and out.video_vt is not None
+        return {
+            "video_pooled": out.video_pooled,
+            "audio_pooled": out.audio_pooled,
+            "video_va": out.video_va,
+            "audio_va": out.audio_va,
+            "video_vt": out.video_vt,
+        }
+
     def classify(self, modality: str, x: torch.Tensor) -> torch.Tensor:
         """(B, num_classes) logits of one modality's encoder (``video`` or ``audio``) through its classifier."""
         if not self.num_classes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avformer.eval.vatt import Embeddings, fit_linear_probe, retrieval_metrics
+from avformer.eval.representations import Embeddings, fit_linear_probe, retrieval_metrics
 
 
 def test_probe_separable_vs_random_labels() -> None:

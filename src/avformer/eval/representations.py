@@ -1,7 +1,11 @@
-"""Downstream evaluation of VATT encoders: embeddings of a manifest, linear probe on frozen features, retrieval.
+"""Representations of any run that encodes audio and/or video: embeddings of a manifest, linear probe, retrieval.
 
-* :func:`extract_embeddings` runs a (frozen) VATT over a manifest once: backbone features (the AGG outputs a linear
-  probe reads), common-space embeddings (video-audio, video-text) and, for clips with text, the text embedding.
+* :func:`extract_embeddings` runs a frozen model over a manifest once (one centre window per clip) and keeps, per
+  clip, what the model's ``represent(video, audio, has_video, has_audio)`` returns: ``video_pooled`` /
+  ``audio_pooled`` (encoder features, what a linear probe reads), ``video_va`` / ``audio_va`` (the audio-video
+  common space: VATT's video-audio heads, MMT's contrastive projections) and ``video_vt`` (VATT's video-text space),
+  plus the text embedding of clips with text when the model embeds text (``embed_text``). A single encoder without
+  ``represent`` gives its ``forward_features(x).pooled`` for its own modality (``input_kind``).
 * :func:`fit_linear_probe`: multinomial logistic regression on standardised frozen features, trained full-batch with
   L-BFGS. The L2 strength is picked on a held-out fifth of the *train* features (never on val), then the probe is
   refit on all of train and scored once on val. Deterministic for a given seed.
@@ -13,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from avformer.data.dataset import AVDataset, DataConfig, make_loader
 from avformer.data.manifest import Manifest
@@ -26,16 +31,25 @@ from avformer.metrics.retrieval import (
     retrieval_report,
     similarity_matrix,
 )
-from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.tasks.inference import input_modality
 
-__all__ = ["Embeddings", "extract_embeddings", "fit_linear_probe", "retrieval_metrics"]
+__all__ = [
+    "Embeddings",
+    "extract_embeddings",
+    "fit_linear_probe",
+    "represent",
+    "represented_modalities",
+    "retrieval_metrics",
+]
 
 _WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
+_KEYS = ("video_pooled", "audio_pooled", "video_va", "audio_va", "video_vt")
 
 
 @dataclass
 class Embeddings:
-    """Per-clip outputs of a VATT over a manifest (rows that failed to load are absent; ``index`` says which)."""
+    """Per-clip outputs of a model over a manifest (rows that failed to load are absent; ``index`` says which).
+    A representation the model does not produce is None (e.g. ``video_*`` for an audio encoder)."""
 
     index: Tensor  # (N,) manifest row of each clip
     ids: list[str]
@@ -44,11 +58,11 @@ class Embeddings:
     classes: list[str]
     has_video: Tensor  # (N,) bool
     has_audio: Tensor
-    video_pooled: Tensor  # (N, D) backbone AGG outputs
-    audio_pooled: Tensor
-    video_va: Tensor  # (N, va_dim) common spaces
-    audio_va: Tensor
-    video_vt: Tensor  # (N, vt_dim)
+    video_pooled: Tensor | None = None  # (N, D) encoder features
+    audio_pooled: Tensor | None = None
+    video_va: Tensor | None = None  # (N, E) audio-video common space
+    audio_va: Tensor | None = None
+    video_vt: Tensor | None = None  # (N, vt_dim) video-text space (VATT)
     texts: list[str | None] = field(default_factory=list)
     text_vt: Tensor | None = None  # (N, vt_dim), zeros where the clip has no text
     has_text: Tensor | None = None  # (N,) bool
@@ -57,9 +71,25 @@ class Embeddings:
         return dataclasses.asdict(self)
 
 
+def represented_modalities(model: nn.Module) -> tuple[str, ...]:
+    """The input streams ``model`` represents: ``("video", "audio")`` for AV models and VATT, else its own one."""
+    own = getattr(model, "represent_modalities", None)
+    return tuple(own) if own is not None else (input_modality(model),)
+
+
+def represent(model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+    """The representations of one batch (see the module docstring)."""
+    fn = getattr(model, "represent", None)
+    if fn is not None:
+        out: dict[str, Tensor] = fn(batch["video"], batch["audio"], batch.get("has_video"), batch.get("has_audio"))
+        return out
+    m = input_modality(model)
+    return {f"{m}_pooled": model.forward_features(batch[m]).pooled}
+
+
 @torch.no_grad()
 def extract_embeddings(
-    model: VisionAudioTextTransformer,
+    model: nn.Module,
     manifest: Manifest,
     data: DataConfig,
     *,
@@ -71,7 +101,8 @@ def extract_embeddings(
 
     Labels are read only to be returned (for a probe or mAP); the model never sees them.
     """
-    data = dataclasses.replace(data, num_test_clips=1, num_test_crops=1, modalities=("video", "audio"))
+    modalities = represented_modalities(model)
+    data = dataclasses.replace(data, num_test_clips=1, num_test_crops=1, modalities=modalities)
     ds = AVDataset(manifest, data, train=False)
     loader = make_loader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     was_training = model.training
@@ -81,24 +112,21 @@ def extract_embeddings(
     texts: list[str | None] = []
     try:
         for batch in loader:
-            if batch["batch_size"] == 0:
+            n = int(batch["batch_size"])
+            if n == 0:
                 continue
-            out = model(batch["video"].to(device), batch["audio"].to(device))
-            assert out.video_va is not None and out.audio_va is not None and out.video_vt is not None
-            assert out.video_pooled is not None and out.audio_pooled is not None
-            for k, v in (
-                ("video_pooled", out.video_pooled),
-                ("audio_pooled", out.audio_pooled),
-                ("video_va", out.video_va),
-                ("audio_va", out.audio_va),
-                ("video_vt", out.video_vt),
-                ("has_video", batch["has_video"]),
-                ("has_audio", batch["has_audio"]),
-                ("labels", batch["label"] if batch["label"].ndim == 1 else torch.full_like(batch["index"], -1)),
-            ):
-                parts.setdefault(k, []).append(v.detach().cpu())
+            inputs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+            for k, v in represent(model, inputs).items():
+                parts.setdefault(k, []).append(v.detach().float().cpu())
+            for m in ("video", "audio"):
+                present = batch.get(f"has_{m}")
+                parts.setdefault(f"has_{m}", []).append(
+                    present.bool() if m in modalities and present is not None else torch.full((n,), m in modalities)
+                )
+            labels = batch["label"] if batch["label"].ndim == 1 else torch.full_like(batch["index"], -1)
+            parts.setdefault("labels", []).append(labels)
             index += batch["index"].tolist()
-            texts += batch.get("text") or [None] * int(batch["batch_size"])
+            texts += batch.get("text") or [None] * n
     finally:
         model.train(was_training)
     if not index:
@@ -112,22 +140,19 @@ def extract_embeddings(
         classes=list(manifest.classes),
         has_video=cat["has_video"].bool(),
         has_audio=cat["has_audio"].bool(),
-        video_pooled=cat["video_pooled"].float(),
-        audio_pooled=cat["audio_pooled"].float(),
-        video_va=cat["video_va"].float(),
-        audio_va=cat["audio_va"].float(),
-        video_vt=cat["video_vt"].float(),
         texts=texts,
+        **{k: cat[k] for k in _KEYS if k in cat},
     )
     has_text = torch.tensor([t is not None and bool(t.strip()) for t in texts])
-    if has_text.any():
+    embed_text = getattr(model, "embed_text", None)
+    if has_text.any() and embed_text is not None and emb.video_vt is not None:
         text_vt = torch.zeros(len(texts), emb.video_vt.shape[1])
         which = has_text.nonzero().flatten().tolist()
         model.eval()  # as for the clips above: no dropout / drop-path in the text tower
         try:
             for s in range(0, len(which), batch_size):
                 rows = which[s : s + batch_size]
-                text_vt[rows] = model.embed_text([texts[i] or "" for i in rows]).float().cpu()
+                text_vt[rows] = embed_text([texts[i] or "" for i in rows]).float().cpu()
         finally:
             model.train(was_training)
         emb.text_vt, emb.has_text = text_vt, has_text
@@ -206,11 +231,14 @@ def fit_linear_probe(
 
 # ---- retrieval ----------------------------------------------------------------------------------------------------
 def retrieval_metrics(emb: Embeddings) -> dict[str, float]:
-    """Audio→video / video→audio (``a2v_*``, ``v2a_*``) and text→video (``t2v_*``, over clips with text, against
-    every video) R@1/5/10, median rank, and class-relevance mAP where labels exist."""
+    """Audio→video / video→audio (``a2v_*``, ``v2a_*``; models with an audio-video space) and text→video
+    (``t2v_*``, over clips with text, against every video) R@1/5/10, median rank, and class-relevance mAP where
+    labels exist."""
     labels = emb.labels if (emb.labels >= 0).any() else None
-    out = retrieval_report(emb.video_va, emb.audio_va, labels, has_video=emb.has_video, has_audio=emb.has_audio)
-    if emb.text_vt is not None and emb.has_text is not None and emb.has_text.any():
+    out: dict[str, float] = {}
+    if emb.video_va is not None and emb.audio_va is not None:
+        out = retrieval_report(emb.video_va, emb.audio_va, labels, has_video=emb.has_video, has_audio=emb.has_audio)
+    if emb.video_vt is not None and emb.text_vt is not None and emb.has_text is not None and emb.has_text.any():
         gallery = emb.has_video.nonzero().flatten()
         queries = (emb.has_text & emb.has_video).nonzero().flatten()
         if len(queries):
