@@ -41,6 +41,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from avformer.utils.device import synchronize
+
 __all__ = [
     "FlopCount",
     "MemoryEstimate",
@@ -49,6 +51,7 @@ __all__ = [
     "attention_path",
     "count_flops",
     "count_parameters",
+    "forward_flops",
     "profile_model",
     "throughput",
     "training_peak_memory",
@@ -152,6 +155,14 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
         model.train(was)
 
 
+def forward_flops(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of one forward ``model(*inputs)`` (for the whole batch), eager attention, eval mode; works on ``meta``.
+    Unlike :func:`count_flops` the model may take several inputs and return anything."""
+    with attention_path(model, fused=False), _mode(model, training=False), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return int(counter.get_total_flops())
+
+
 def count_flops(model: nn.Module, x: torch.Tensor, *, eager_attention: bool = True) -> FlopCount:
     """FLOPs of ``model(x)`` and of forward + backward (gradients of the parameters, not of ``x``).
 
@@ -244,11 +255,6 @@ def _cuda_peak_memory(model: nn.Module, x: torch.Tensor, dtype: torch.dtype) -> 
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def throughput(
     model: nn.Module,
     x: torch.Tensor,
@@ -282,10 +288,10 @@ def throughput(
     times: list[float] = []
     with _mode(model, training=train):
         for i in range(warmup + steps):
-            _sync(x.device)
+            synchronize(x.device)
             t0 = time.perf_counter()
             run()
-            _sync(x.device)
+            synchronize(x.device)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     med = statistics.median(times)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed, conv_output_size
+from avformer.layers.conv_embed import conv_out_size
+from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 
 
 def _pick_first_element(embed: torch.nn.Module) -> None:
@@ -56,7 +57,7 @@ def test_waveform_embed_drops_trailing_samples() -> None:
 
 def test_errors() -> None:
     with pytest.raises(ValueError, match="shorter"):
-        conv_output_size(8, 16, 10)
+        conv_out_size((8,), (16,), (10,), (0,))
     with pytest.raises(ValueError, match="expects"):
         PatchEmbed2d(1, 8, 16)(torch.randn(1, 2, 16, 16))  # 2 channels, 1 expected
     with pytest.raises(ValueError):

@@ -9,12 +9,11 @@ import torch
 
 from avformer.config import ModelSpec, OptimConfig
 from avformer.models.registry import create_model
-from avformer.profiling import count_flops
+from avformer.profiling import count_flops, forward_flops
 from avformer.tasks.classification import ClassificationOptions, ClassificationTask
 from avformer.train.speed import (
     BF16_PEAK_TFLOPS,
     device_peak_tflops,
-    forward_flops,
     loader_train_rate,
     synthetic_batch,
     train_step_rate,

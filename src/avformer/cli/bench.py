@@ -52,6 +52,7 @@ from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest, read_manifest
 from avformer.data.media import decode_clip
 from avformer.data.video import VideoTransform, VideoTransformConfig
+from avformer.utils.device import resolve_device
 from avformer.utils.errors import UsageError
 
 __all__ = ["main", "naive_load"]
@@ -237,12 +238,12 @@ def _bench_train(args: Any) -> dict[str, Any]:
     from avformer.data.shards import ShardDataset, make_shard_loader
     from avformer.models.av_model import AVModel
     from avformer.models.loading import build_model
+    from avformer.profiling import forward_flops
     from avformer.tasks.inference import input_modality
     from avformer.tasks.registry import TaskData
     from avformer.train.experiment import compose
     from avformer.train.speed import (
         device_peak_tflops,
-        forward_flops,
         loader_rate,
         loader_train_rate,
         synthetic_batch,
@@ -258,10 +259,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
         cfg = apply_overrides(cfg, list(args.set)) if args.set else cfg
     if args.shards is not None and args.config is None:
         raise ValueError("--shards needs --config (the source files are the config's train_manifest)")
-    if args.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(args.device)
+    device = resolve_device(args.device)
     precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     batch_size = args.batch_size or (cfg.train.batch_size if args.config else 16)
     num_classes = args.num_classes

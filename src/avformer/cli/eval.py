@@ -31,8 +31,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.eval.report import (
     EvalResult,
@@ -45,16 +43,10 @@ from avformer.eval.report import (
 )
 from avformer.models.loading import LoadedRun, load_run
 from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.device import resolve_device
 from avformer.utils.run_folder import CLASSES_FILE
 
-__all__ = ["main", "resolve_device"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:

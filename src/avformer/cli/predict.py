@@ -28,11 +28,11 @@ import json
 import sys
 from pathlib import Path
 
-from avformer.cli.eval import resolve_device
 from avformer.eval.predict import FilePrediction, FilePredictor
 from avformer.eval.report import plot_prediction
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.device import resolve_device
 
 __all__ = ["format_prediction", "main"]
 

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest
 from avformer.eval.plots import plot_confusion_matrix, plot_modality_comparison, plot_per_class_accuracy
-from avformer.metrics.classification import ClassificationMetrics, mean_average_precision
+from avformer.metrics.classification import ClassificationMetrics, mean_average_precision, per_class_from_confusion
 from avformer.models.loading import LoadedRun
 from avformer.tasks.inference import input_modality, predict_batch
 
@@ -122,11 +122,6 @@ def _finite(x: Any) -> Any:
 def _view_names(model: torch.nn.Module) -> list[str]:
     kind = input_modality(model)
     return ["fused", "audio", "video"] if kind == "av" else [kind]
-
-
-def _per_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
-    support = cm.sum(dim=1).double()
-    return torch.where(support > 0, cm.diag().double() / support.clamp_min(1), torch.full_like(support, math.nan))
 
 
 @torch.no_grad()
@@ -235,7 +230,7 @@ def evaluate(
                 result.per_class[v] = ap.per_class
         else:
             result.confusion[v] = acc[v].confusion.clone()
-            result.per_class[v] = _per_class_accuracy(acc[v].confusion)
+            result.per_class[v] = per_class_from_confusion(acc[v].confusion)
     result.info = {
         "checkpoint": str(run.checkpoint),
         "epoch": run.epoch,

@@ -27,8 +27,17 @@ _BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.B
 def conv_out_size(
     size: Sequence[int], kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
 ) -> tuple[int, ...]:
-    """Output grid of a convolution / pooling (floor mode) per axis: ``(n + 2p - k) // s + 1``."""
-    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding, strict=True))
+    """Output grid of a convolution / pooling (floor mode) per axis: ``(n + 2p - k) // s + 1``.
+
+    Raises:
+        ValueError: a padded input axis is shorter than the kernel.
+    """
+    out = []
+    for n, k, s, p in zip(size, kernel, stride, padding, strict=True):
+        if n + 2 * p < k:
+            raise ValueError(f"input length {n} (+2×{p} padding) is shorter than the patch/kernel {k}")
+        out.append((n + 2 * p - k) // s + 1)
+    return tuple(out)
 
 
 class ConvPatchEmbed(nn.Module):

@@ -21,18 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PatchEmbed2d", "TubeletEmbed3d", "WaveformPatchEmbed", "conv_output_size"]
+from avformer.layers.conv_embed import conv_out_size
 
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int = 0) -> int:
-    """Output length of a convolution along one axis: ``(size + 2·padding - kernel) // stride + 1``.
-
-    Raises:
-        ValueError: the padded input is shorter than one kernel.
-    """
-    if size + 2 * padding < kernel:
-        raise ValueError(f"input length {size} (+2×{padding} padding) is shorter than the patch/kernel {kernel}")
-    return (size + 2 * padding - kernel) // stride + 1
+__all__ = ["PatchEmbed2d", "TubeletEmbed3d", "WaveformPatchEmbed"]
 
 
 def _as_tuple(v: int | tuple[int, ...], n: int, name: str) -> tuple[int, ...]:
@@ -73,10 +64,7 @@ class _ConvEmbed(nn.Module):
         """Token grid for a spatial input size (without batch and channel dims)."""
         if len(input_size) != self.ndim:
             raise ValueError(f"expected {self.ndim} spatial dims, got {tuple(input_size)}")
-        return tuple(
-            conv_output_size(s, k, st, p)
-            for s, k, st, p in zip(input_size, self.kernel_size, self.stride, self.padding, strict=True)
-        )
+        return conv_out_size(input_size, self.kernel_size, self.stride, self.padding)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Returns ``(tokens (B, N, D), grid)`` with ``prod(grid) == N``."""

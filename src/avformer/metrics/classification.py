@@ -36,6 +36,7 @@ __all__ = [
     "mean_average_precision",
     "mean_per_class_accuracy",
     "per_class_accuracy",
+    "per_class_from_confusion",
     "roc_auc",
     "roc_auc_per_class",
     "topk_accuracy",
@@ -139,7 +140,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _per_class_from_confusion(cm: torch.Tensor) -> torch.Tensor:
+def per_class_from_confusion(cm: torch.Tensor) -> torch.Tensor:
+    """(K,) float64 accuracy of each class from a (K, K) confusion matrix (rows = truth); NaN for a class without
+    samples."""
     support = cm.sum(dim=1).double()
     acc = cm.diagonal().double() / support
     return torch.where(support > 0, acc, torch.full_like(acc, math.nan))
@@ -156,7 +159,7 @@ def per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: in
     Returns:
         (K,) float64; NaN for classes absent from ``target``.
     """
-    return _per_class_from_confusion(confusion_matrix(pred, target, _infer_num_classes(pred, target, num_classes)))
+    return per_class_from_confusion(confusion_matrix(pred, target, _infer_num_classes(pred, target, num_classes)))
 
 
 def mean_per_class_accuracy(pred: torch.Tensor, target: torch.Tensor, num_classes: int | None = None) -> float:
@@ -388,7 +391,7 @@ class ClassificationMetrics:
                 "AUC_excluded_classes": float(auc.num_excluded),
             }
         out = {f"top{k}": (self._topk_hits[k] / n if n else math.nan) for k in self.ks}
-        acc = _per_class_from_confusion(self.confusion)
+        acc = per_class_from_confusion(self.confusion)
         out["mean_class_acc"] = float(acc.nanmean()) if (~acc.isnan()).any() else math.nan
         out["num_samples"] = float(n)
         return out

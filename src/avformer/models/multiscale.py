@@ -207,7 +207,11 @@ class MultiscaleConfig:
                 raise ValueError(f"stage {i}: width {dim} is not divisible by {heads} heads")
         if self.mlp_ratio <= 0 or self.norm_eps <= 0:
             raise ValueError("mlp_ratio and norm_eps must be > 0")
-        if min(self.patch_grid) < 1:  # (with conv_stem, stem_grid raises unless the strides are powers of 2)
+        try:  # (with conv_stem, stem_grid raises unless the strides are powers of 2)
+            too_small = min(self.patch_grid) < 1
+        except ValueError as e:  # an input axis shorter than the patch
+            raise ValueError(f"input_size {self.input_size} is too small for the patch embedding: {e}") from e
+        if too_small:
             raise ValueError(f"input_size {self.input_size} is too small for the patch embedding")
 
     @property

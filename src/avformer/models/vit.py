@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed, conv_output_size
+from avformer.layers.conv_embed import conv_out_size
+from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
 from avformer.models.registry import register_model, split_overrides
@@ -134,10 +135,10 @@ class ASTConfig:
     @property
     def grid(self) -> tuple[int, int]:
         """(F', T') patch grid of the default input."""
-        return (
-            conv_output_size(self.num_mel_bins, self.patch_size, self.freq_stride),
-            conv_output_size(self.num_frames, self.patch_size, self.time_stride),
+        f, t = conv_out_size(
+            (self.num_mel_bins, self.num_frames), (self.patch_size,) * 2, (self.freq_stride, self.time_stride), (0, 0)
         )
+        return f, t
 
     @property
     def default_input(self) -> tuple[int, int, int]:

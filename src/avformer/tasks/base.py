@@ -27,6 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from avformer.fusion.base import presence_mask
+
 __all__ = ["Batch", "EpochContext", "Task", "present_mask"]
 
 Batch = dict[str, Any]
@@ -34,10 +36,7 @@ Batch = dict[str, Any]
 
 def present_mask(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
     """``batch[key]`` (e.g. ``has_audio``) as a bool mask on ``device``; all True when the batch has no such key."""
-    mask = batch.get(key)
-    if mask is None:
-        return torch.ones(n, dtype=torch.bool, device=device)
-    return mask.to(device=device, dtype=torch.bool)
+    return presence_mask(batch.get(key), n, device)
 
 
 @dataclass

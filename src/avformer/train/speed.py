@@ -30,17 +30,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from avformer.profiling import attention_path
 from avformer.train.optim import build_optimizer
 from avformer.train.trainer import autocast_context
+from avformer.utils.device import synchronize
 
 __all__ = [
     "BF16_PEAK_TFLOPS",
     "StepRate",
     "device_peak_tflops",
-    "forward_flops",
     "loader_rate",
     "loader_train_rate",
     "synthetic_batch",
@@ -89,11 +87,6 @@ class StepRate:
     batch_size: int
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def synthetic_batch(
     audio_shape: tuple[int, ...] | None,
     video_shape: tuple[int, ...] | None,
@@ -113,18 +106,6 @@ def synthetic_batch(
         batch["video"] = torch.randn((batch_size, *video_shape), generator=g)
         batch["has_video"] = torch.ones(batch_size, dtype=torch.bool)
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def forward_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
-    """FLOPs of one forward ``model(*inputs)`` (for the whole batch), eager attention; works on ``meta``."""
-    was = model.training
-    model.eval()
-    try:
-        with attention_path(model, fused=False), FlopCounterMode(display=False) as counter:
-            model(*inputs)
-    finally:
-        model.train(was)
-    return int(counter.get_total_flops())
 
 
 class _Stepper:
@@ -170,10 +151,10 @@ def train_step_rate(
     batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     times: list[float] = []
     for i in range(warmup + steps):
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         step(batch)
-        _sync(device)
+        synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
@@ -221,13 +202,13 @@ def loader_train_rate(
     per_round = steps // rounds
     for _ in range(rounds):
         for name, (stepper, it) in states.items():
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             for _ in range(per_round):
                 batch = _nonempty(it)
                 stepper(batch)
                 clips[name] += int(batch["batch_size"])
-            _sync(device)
+            synchronize(device)
             seconds[name] += time.perf_counter() - t0
     with contextlib.suppress(Exception):
         for _, it in states.values():

@@ -78,6 +78,7 @@ from avformer.train.ema import ModelEma, unwrap_model
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
 from avformer.utils.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
+from avformer.utils.device import resolve_device
 from avformer.utils.distributed import (
     all_reduce_min,
     all_reduce_sum,
@@ -139,12 +140,6 @@ def wrap_model(
         fully_shard(model)
         return model
     raise ValueError(f"unknown strategy {strategy!r} (expected 'ddp' or 'fsdp')")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -365,7 +360,7 @@ class Trainer:
         self.tcfg = cfg.train
         self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
         self.main = is_main()
-        self.device = _device(cfg.train.device)
+        self.device = resolve_device(cfg.train.device)
         self.on_epoch_end = on_epoch_end
         self.console = console
         self.state = TrainState()
