@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from avformer.data.audio import AudioFeatureConfig
 from avformer.data.video import VideoTransformConfig
 
-__all__ = ["DataConfig", "SpecAugmentConfig"]
+__all__ = ["DataConfig", "SpecAugmentConfig", "ViewConfig"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,52 @@ class SpecAugmentConfig:
 
 
 @dataclass(frozen=True)
+class ViewConfig:
+    """Several views of one clip, and audio shifted against the video (defaults: one view, audio in sync).
+
+    For self-supervised and correspondence tasks (contrastive views, audio-visual synchronisation). With
+    ``num_views > 1`` a training sample holds that many views stacked on a leading view axis (``video`` (V, C, T, H,
+    W), ``audio`` (V, ...)), each with its own temporal window (unless ``same_window``) and its own augmentation
+    draw. Evaluation keeps one view (its test views are ``num_test_clips`` x ``num_test_crops``).
+
+    An audio offset moves the audio window against the video window by ``audio_offset`` seconds (positive: the
+    audio comes later), or by a random offset uniform in ``±max_audio_offset`` with ``|offset| >= min_audio_offset``
+    (drawn per view from the sample's generator: deterministic for a given seed, epoch and row). The shifted audio is
+    decoded from the file, never padded with silence: both windows are placed inside the row (or file), and a file
+    too short for the offset, without audio, or whose audio ends before the shifted window is skipped with that
+    reason. Samples then carry ``audio_offset`` (seconds, per view).
+    """
+
+    num_views: int = 1
+    same_window: bool = False  # the views share one temporal window (they differ by augmentation only)
+    audio_offset: float = 0.0  # a fixed shift (s) of the audio against the video
+    max_audio_offset: float = 0.0  # > 0: a random shift uniform in [-max, max] instead (needs audio_offset = 0)
+    min_audio_offset: float = 0.0  # with a random shift: its magnitude is at least this (out-of-sync negatives)
+
+    def __post_init__(self) -> None:
+        if self.num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {self.num_views}")
+        if self.max_audio_offset < 0 or self.min_audio_offset < 0:
+            raise ValueError("max_audio_offset and min_audio_offset must be >= 0")
+        if self.max_audio_offset > 0 and self.audio_offset != 0:
+            raise ValueError("set either audio_offset (fixed) or max_audio_offset (random), not both")
+        if self.min_audio_offset > self.max_audio_offset:
+            raise ValueError(
+                f"min_audio_offset {self.min_audio_offset} exceeds max_audio_offset {self.max_audio_offset}"
+            )
+
+    @property
+    def shifted(self) -> bool:
+        """Whether the audio is moved against the video."""
+        return self.audio_offset != 0 or self.max_audio_offset > 0
+
+    @property
+    def active(self) -> bool:
+        """Whether samples differ from the default one aligned view."""
+        return self.num_views > 1 or self.shifted
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """How a manifest row becomes a sample.
 
@@ -57,6 +103,7 @@ class DataConfig:
             sample has ``num_test_clips * num_test_crops`` views (clip-major; the crops of a window share its
             audio), stacked on a leading view axis when there are several.
         decode_timeout_s: a file that takes longer than this to decode is skipped (bounded time per file).
+        views: several views per training clip and audio offsets (see :class:`ViewConfig`; off by default).
     """
 
     modalities: tuple[str, ...] = ("video", "audio")
@@ -67,6 +114,7 @@ class DataConfig:
     num_test_clips: int = 1
     num_test_crops: int = 1
     decode_timeout_s: float = 60.0
+    views: ViewConfig = field(default_factory=ViewConfig)
 
     def __post_init__(self) -> None:
         bad = set(self.modalities) - {"video", "audio"}

@@ -14,7 +14,12 @@ key             value
 ``id``          str, the row id
 ``index``       int, position in the manifest
 ``text``        str, only when the row has a caption
+``audio_offset`` float32 seconds the audio window is shifted against the video, per view (only with
+                ``DataConfig.views`` offsets; see :class:`~avformer.data.config.ViewConfig`)
 ==============  ==========================================================================================
+
+With ``DataConfig.views.num_views > 1`` a training sample holds its views on a leading view axis: ``video``
+(V, C, T, H, W), ``audio`` (V, ...), ``has_video`` / ``has_audio`` (V,).
 
 A row that cannot be loaded (missing file, undecodable media, neither stream usable) gives a *skip marker*
 instead of a sample; :func:`collate` drops markers and reports them in the batch (``batch["skipped"]``), and
@@ -38,8 +43,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from avformer.data.audio import AudioFeatures, spec_augment
 from avformer.data.config import DataConfig, SpecAugmentConfig
 from avformer.data.manifest import Manifest
-from avformer.data.media import Clip, MediaError, decode_clip
+from avformer.data.media import Clip, MediaError, decode_clip, media_duration
 from avformer.data.video import VideoTransform, random_clip_window, uniform_clip_windows
+from avformer.data.views import ViewError, place_views
 
 __all__ = [
     "AVDataset",
@@ -210,6 +216,20 @@ class AVDataset(Dataset[dict[str, Any]]):
         window: Callable[[float | None], tuple[float, float | None]] | None = None,
     ) -> list[dict[str, Any]]:
         """The views of one window: one, or ``num_test_crops`` spatial crops (evaluation with video)."""
+        want_v, want_a = self.transform.video is not None, self.transform.audio is not None
+        clip = self._decode(path, start, end, video=want_v, audio=want_a, window=window)
+        return self.transform(path, clip.video if clip.has_video else None, clip.audio if clip.has_audio else None, gen)
+
+    def _decode(
+        self,
+        path: str,
+        start: float,
+        end: float | None,
+        *,
+        video: bool,
+        audio: bool,
+        window: Callable[[float | None], tuple[float, float | None]] | None = None,
+    ) -> Clip:
         cfg = self.cfg
         clip: Clip = decode_clip(
             path,
@@ -217,21 +237,64 @@ class AVDataset(Dataset[dict[str, Any]]):
             end,
             window=window,
             fps=cfg.video.fps,
-            size=cfg.video.short_side if self.transform.video is not None else None,
+            size=cfg.video.short_side if video else None,
             sample_rate=cfg.audio.sample_rate,
-            video=self.transform.video is not None,
-            audio=self.transform.audio is not None,
+            video=video,
+            audio=audio,
             timeout_s=cfg.decode_timeout_s,
         )
         for w in clip.warnings:
             log.warning("%s: %s", path, w)
-        return self.transform(path, clip.video if clip.has_video else None, clip.audio if clip.has_audio else None, gen)
+        return clip
+
+    def _view_sample(self, index: int, gen: torch.Generator) -> dict[str, Any]:
+        """A sample of ``DataConfig.views``: its views (windows and audio offsets from :func:`place_views`)."""
+        row, cfg = self.manifest[index], self.cfg
+        if index not in self._durations and row.end is None:
+            self._durations[index] = media_duration(row.path)
+        lo = row.start or 0.0
+        hi = row.end if row.end is not None else self._durations[index]
+        if hi is None:
+            raise MediaError(row.path, "unknown duration: views and audio offsets need the clip's length")
+        length = cfg.window_seconds
+        try:
+            windows = place_views(lo, hi, length, cfg.views, gen, train=self.train)
+        except ViewError as e:
+            raise MediaError(row.path, str(e)) from e
+        want_v, want_a = self.transform.video is not None, self.transform.audio is not None
+        views: list[dict[str, Any]] = []
+        for w in windows:
+            if not cfg.views.shifted:
+                clip = self._decode(row.path, w.video_start, w.video_start + length, video=want_v, audio=want_a)
+                frames, wav = clip.video if clip.has_video else None, clip.audio if clip.has_audio else None
+            else:
+                frames = None
+                if want_v:
+                    vclip = self._decode(row.path, w.video_start, w.video_start + length, video=True, audio=False)
+                    frames = vclip.video if vclip.has_video else None
+                aclip = self._decode(row.path, w.audio_start, w.audio_start + length, video=False, audio=True)
+                need = round(length * cfg.audio.sample_rate * 0.99)  # a frame of resampling slack
+                if not aclip.has_audio or len(aclip.audio) < need:
+                    got = 0.0 if not aclip.has_audio else len(aclip.audio) / cfg.audio.sample_rate
+                    raise MediaError(
+                        row.path,
+                        f"no audio for the window shifted by {w.offset:+.3f} s ({got:.3f} of {length:g} s decoded)",
+                    )
+                wav = aclip.audio
+            for view in self.transform(row.path, frames, wav if want_a else None, gen):
+                if cfg.views.shifted:
+                    view["audio_offset"] = torch.tensor(w.offset, dtype=torch.float32)
+                views.append(view)
+        # every key per view, flags included (test views of one window pool their flags instead: _stack_views)
+        return views[0] if len(views) == 1 else {k: torch.stack([v[k] for v in views]) for k in views[0]}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.manifest[index]
         gen = self._generator(index)
         try:
-            if row.end is not None or index in self._durations:
+            if self.cfg.views.active:
+                sample = self._view_sample(index, gen)
+            elif row.end is not None or index in self._durations:
                 windows = self._windows(index, self._durations.get(index), gen)
                 views = [v for s, e in windows for v in self._load_window(row.path, gen, s, e)]
             else:  # the windows depend on the file's length: choose them once it is open (one open, not two)
@@ -244,11 +307,12 @@ class AVDataset(Dataset[dict[str, Any]]):
 
                 views = self._load_window(row.path, gen, window=choose)
                 views += [v for s, e in windows[1:] for v in self._load_window(row.path, gen, s, e)]
+            if not self.cfg.views.active:
+                sample = views[0] if len(views) == 1 else {k: _stack_views([v[k] for v in views]) for k in views[0]}
         except MediaError as e:
             return {_SKIP: True, "id": row.id, "index": index, "reason": e.reason}
         except (OSError, ValueError, RuntimeError) as e:  # anything else a broken file can raise: skip, never die
             return {_SKIP: True, "id": row.id, "index": index, "reason": f"{type(e).__name__}: {e}"}
-        sample = views[0] if len(views) == 1 else {k: _stack_views([v[k] for v in views]) for k in views[0]}
         sample["label"] = self._label(index)
         sample["id"] = row.id
         sample["index"] = index

@@ -927,6 +927,11 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cfg.views.active:
+            raise ValueError(
+                "data.views (several views, audio offsets) are read from the media files; the shard reader does not "
+                "support them yet: train from the manifest (train_manifest) instead"
+            )
         if isinstance(source, (str, os.PathLike)):
             self.index = load_index(source, timeout_s=timeout_s)
         else:

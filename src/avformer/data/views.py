@@ -1,0 +1,80 @@
+"""Where the views of one clip are read: their video windows and the (possibly shifted) audio windows.
+
+:func:`place_views` turns a row's time span, the window length and a :class:`~avformer.data.config.ViewConfig` into
+``(video_start, audio_start, offset)`` per view, all inside the span, so the audio of every view is real audio of
+the file. It is pure (tested without media); the dataset decodes the windows it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from avformer.data.config import ViewConfig
+
+__all__ = ["ViewError", "ViewWindow", "place_views"]
+
+
+@dataclass(frozen=True)
+class ViewWindow:
+    """One view: the video window starts at ``video_start``, the audio window at ``video_start + offset``; both
+    last the window length (seconds)."""
+
+    video_start: float
+    offset: float
+
+    @property
+    def audio_start(self) -> float:
+        return self.video_start + self.offset
+
+
+class ViewError(ValueError):
+    """The row cannot hold the requested windows (too short for the window and the offset)."""
+
+
+def _uniform(lo: float, hi: float, gen: torch.Generator) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def _offset(cfg: ViewConfig, room: float, gen: torch.Generator) -> float:
+    """The audio shift of one view; ``room`` = span - window length (the most the two windows can differ)."""
+    if cfg.max_audio_offset <= 0:
+        if abs(cfg.audio_offset) > room + 1e-9:
+            raise ViewError(f"an audio offset of {cfg.audio_offset:g} s does not fit ({room:.3g} s of room)")
+        return cfg.audio_offset
+    hi = min(cfg.max_audio_offset, room)
+    lo = cfg.min_audio_offset
+    if lo > hi + 1e-9:
+        raise ViewError(f"an audio offset of at least {lo:g} s does not fit ({room:.3g} s of room)")
+    magnitude = _uniform(lo, hi, gen)
+    return magnitude if float(torch.rand((), generator=gen)) < 0.5 else -magnitude
+
+
+def place_views(
+    start: float, end: float, length: float, cfg: ViewConfig, gen: torch.Generator, *, train: bool
+) -> list[ViewWindow]:
+    """The windows of a sample's views inside ``[start, end]`` (seconds).
+
+    Training draws every window (and random offset) from ``gen``; evaluation takes one view with its video window
+    centred where the offset leaves room (a random offset is still drawn from ``gen``, which an evaluation dataset
+    seeds per row: the same offsets every time).
+
+    Raises:
+        ViewError: the span is shorter than the window, or too short for the offset.
+    """
+    span = end - start
+    room = span - length
+    if room < -1e-9:
+        raise ViewError(f"the clip ({span:.3g} s) is shorter than the {length:g} s window")
+    room = max(room, 0.0)
+    views: list[ViewWindow] = []
+    for _ in range(cfg.num_views if train else 1):
+        if cfg.same_window and views:  # the same window and offset: the views differ by augmentation only
+            views.append(views[0])
+            continue
+        offset = _offset(cfg, room, gen)
+        # video window [v, v + L] and audio window [v + o, v + o + L], both inside [start, end]
+        lo, hi = start + max(0.0, -offset), end - length - max(0.0, offset)
+        views.append(ViewWindow(_uniform(lo, hi, gen) if train else (lo + hi) / 2, offset))
+    return views
