@@ -159,3 +159,28 @@ def test_non_utf8_manifest_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_bytes("path,label\ncafé.mp4,x\n".encode("latin-1"))
     with pytest.raises(ManifestError, match=r"m\.csv: not UTF-8"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_a_format_registered_outside_the_package_is_detected_and_read(tmp_path: Path) -> None:
+    """A dataset's own index (here: ``file;category;fold``) becomes a manifest format with one function."""
+    from avformer.data import manifest as manifest_module
+    from avformer.data.manifest import ManifestRow, ReadOptions, register_manifest_format
+
+    def detect(path: Path, header: list[str]) -> bool:
+        return header[:1] == ["file;category;fold"]
+
+    @register_manifest_format("test_semicolon", detect=detect)
+    def read(path: Path, root: Path, options: ReadOptions) -> list[ManifestRow]:
+        rows = [line.split(";") for line in path.read_text().splitlines()[1:]]
+        keep = [r for r in rows if options.split is None or r[2] == options.split]
+        return [ManifestRow(path=str(root / f), labels=(c,), id=f) for f, c, _ in keep]
+
+    try:
+        index = tmp_path / "index.txt"
+        index.write_text("file;category;fold\na.wav;dog;1\nb.wav;rain;2\nc.wav;dog;2\n")
+        m = read_manifest(index, split="2")
+        assert [r.id for r in m] == ["b.wav", "c.wav"] and m.classes == ["dog", "rain"]
+        assert m[0].path == str(tmp_path / "b.wav")
+        assert "test_semicolon" in manifest_module.manifest_formats()
+    finally:
+        manifest_module._FORMATS.pop("test_semicolon", None)

@@ -25,11 +25,22 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["Manifest", "ManifestError", "ManifestRow", "read_manifest", "write_manifest"]
+__all__ = [
+    "Manifest",
+    "ManifestError",
+    "ManifestFormat",
+    "ManifestRow",
+    "ReadOptions",
+    "manifest_formats",
+    "read_manifest",
+    "register_manifest_format",
+    "write_manifest",
+]
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif"})
 
@@ -96,6 +107,64 @@ class Manifest:
 
     def subset(self, indices: Sequence[int]) -> Manifest:
         return Manifest([self.rows[i] for i in indices], list(self.classes), self.multilabel, self.source)
+
+
+# ---- formats -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What :func:`read_manifest` passes to a format's reader besides the file and the media root."""
+
+    split: str | None = None
+    classes_path: Path | None = None  # a class file the user gave (readers with their own class file use it)
+    vggsound_pattern: str | None = None
+    vggsound_cut: bool = True
+
+
+Reader = Callable[[Path, Path, ReadOptions], "list[ManifestRow] | tuple[list[ManifestRow], list[str]]"]
+
+
+@dataclass(frozen=True)
+class ManifestFormat:
+    """A registered manifest format.
+
+    Attributes:
+        name: the ``fmt`` value that selects it.
+        read: ``read(path, root, options)`` -> rows, or ``(rows, classes)`` when the format fixes the class order.
+        detect: ``detect(path, header)`` -> True when the file is in this format (``header``: its first CSV row,
+            stripped; empty for binary or non-CSV files); None: only chosen by name.
+        multilabel: rows may carry several labels even when each has one (AudioSet).
+    """
+
+    name: str
+    read: Reader
+    detect: Callable[[Path, list[str]], bool] | None = None
+    multilabel: bool = False
+
+
+_FORMATS: dict[str, ManifestFormat] = {}
+_R = TypeVar("_R", bound=Reader)
+
+
+def register_manifest_format(
+    name: str, *, detect: Callable[[Path, list[str]], bool] | None = None, multilabel: bool = False
+) -> Callable[[_R], _R]:
+    """Decorator: register ``read(path, root, options)`` as manifest format ``name``. ``fmt="auto"`` tries the
+    formats' ``detect`` in registration order (the built-in ones first)."""
+
+    def deco(fn: _R) -> _R:
+        if name in _FORMATS:
+            raise ValueError(f"manifest format {name!r} is registered twice")
+        _FORMATS[name] = ManifestFormat(name, fn, detect, multilabel)
+        return fn
+
+    return deco
+
+
+def manifest_formats() -> list[str]:
+    """The registered format names, in detection order."""
+    return list(_FORMATS)
 
 
 def _float_or_none(value: str | float | int | None) -> float | None:
@@ -181,6 +250,14 @@ def _row_from_record(rec: dict[str, object], root: Path, where: str) -> Manifest
     )
 
 
+@register_manifest_format(
+    "csv", detect=lambda path, header: path.suffix not in (".json", ".jsonl") and "path" in header
+)
+def _read_csv_format(path: Path, root: Path, options: ReadOptions) -> list[ManifestRow]:
+    """avformer's CSV (see the module docstring)."""
+    return _read_csv(path, root)
+
+
 def _read_csv(path: Path, root: Path) -> list[ManifestRow]:
     with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
         reader = csv.reader(f)
@@ -201,6 +278,12 @@ def _read_csv(path: Path, root: Path) -> list[ManifestRow]:
             rec = {h: c.strip() for h, c in zip(header, cells, strict=False)}
             rows.append(_row_from_record(rec, root, where))
         return rows
+
+
+@register_manifest_format("jsonl", detect=lambda path, header: path.suffix == ".jsonl")
+def _read_jsonl_format(path: Path, root: Path, options: ReadOptions) -> list[ManifestRow]:
+    """avformer's JSON lines (see the module docstring)."""
+    return _read_jsonl(path, root)
 
 
 def _read_jsonl(path: Path, root: Path) -> list[ManifestRow]:
@@ -312,23 +395,29 @@ def _read_ast_json(path: Path, root: Path, classes_path: Path | None) -> tuple[l
     return rows, names
 
 
+register_manifest_format("ast-json", detect=lambda path, header: path.suffix == ".json", multilabel=True)(
+    lambda path, root, o: _read_ast_json(path, root, o.classes_path)
+)
+register_manifest_format("kinetics", detect=lambda path, header: {"label", "youtube_id", "time_start"} <= set(header))(
+    lambda path, root, o: _read_kinetics(path, root, o.split)
+)
+register_manifest_format(
+    "vggsound",
+    detect=lambda path, header: len(header) >= 3 and (header[0] in {"ytid", "# YouTube ID"} or header[1].isdigit()),
+)(lambda path, root, o: _read_vggsound(path, root, o.split, o.vggsound_pattern, o.vggsound_cut))
+
+
 def _detect_format(path: Path) -> str:
-    if path.suffix == ".jsonl":
-        return "jsonl"
-    if path.suffix == ".json":
-        return "ast-json"
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        first = next(csv.reader(f), [])
-    header = [h.strip() for h in first]
-    if "path" in header:
-        return "csv"
-    if {"label", "youtube_id", "time_start"} <= set(header):
-        return "kinetics"
-    if len(header) >= 3 and (header[0] in {"ytid", "# YouTube ID"} or header[1].strip().isdigit()):
-        return "vggsound"
+    header: list[str] = []
+    if path.suffix not in (".json", ".jsonl"):
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            header = [h.strip() for h in next(csv.reader(f), [])]
+    for fmt in _FORMATS.values():
+        if fmt.detect is not None and fmt.detect(path, header):
+            return fmt.name
     raise ManifestError(
         f"{path}: cannot tell the manifest format from the header {header}: an avformer CSV needs a 'path'"
-        f" column{_path_column_hint(header)}; other formats: jsonl, vggsound, kinetics, ast-json"
+        f" column{_path_column_hint(header)}; other formats: {', '.join(n for n in _FORMATS if n != 'csv')}"
     )
 
 
@@ -348,7 +437,8 @@ def read_manifest(
     Args:
         path: the manifest file.
         root: folder that relative media paths start from (default: the manifest's folder).
-        fmt: ``auto``, ``csv``, ``jsonl``, ``vggsound``, ``kinetics`` or ``ast-json``.
+        fmt: ``auto`` or a registered format: ``csv``, ``jsonl``, ``vggsound``, ``kinetics``, ``ast-json``, ... (see
+            :func:`register_manifest_format`).
         split: keep only rows of this split (VGGSound/Kinetics files carry a split column).
         classes: class order: a list of names, a text file (one a line) or ``class_labels_indices.csv``.
             Default: the sorted set of labels in the file (numbers in numeric order).
@@ -381,29 +471,21 @@ def _read_manifest(
 ) -> Manifest:
     root_dir = Path(root) if root is not None else path.parent
     fmt = _detect_format(path) if fmt == "auto" else fmt
-    class_list: list[str] = []
+    if fmt not in _FORMATS:
+        raise ManifestError(f"unknown manifest format {fmt!r}; use one of {', '.join(_FORMATS)}")
     classes_path = Path(classes) if isinstance(classes, (str, Path)) else None
-    if fmt == "csv":
-        rows = _read_csv(path, root_dir)
-    elif fmt == "jsonl":
-        rows = _read_jsonl(path, root_dir)
-    elif fmt == "vggsound":
-        rows = _read_vggsound(path, root_dir, split, vggsound_pattern, vggsound_cut)
-    elif fmt == "kinetics":
-        rows = _read_kinetics(path, root_dir, split)
-    elif fmt == "ast-json":
-        rows, class_list = _read_ast_json(path, root_dir, classes_path)
+    options = ReadOptions(split, classes_path, vggsound_pattern, vggsound_cut)
+    read = _FORMATS[fmt].read(path, root_dir, options)
+    rows, class_list = read if isinstance(read, tuple) else (read, [])
+    if class_list:  # the format fixed the class order (and read the user's class file itself)
         classes_path = None
-    else:
-        raise ManifestError(f"unknown manifest format {fmt!r}; use csv, jsonl, vggsound, kinetics or ast-json")
-
     if classes_path is not None:
         class_list = _read_classes_file(classes_path)[0]
     elif classes is not None and not isinstance(classes, (str, Path)):
         class_list = list(classes)
     if not class_list:
         class_list = sorted({lab for r in rows for lab in r.labels}, key=_natural_key)
-    multilabel = fmt == "ast-json" or any(len(r.labels) > 1 for r in rows)
+    multilabel = _FORMATS[fmt].multilabel or any(len(r.labels) > 1 for r in rows)
     if drop_missing:
         rows = [r for r in rows if "://" in r.path or Path(r.path).exists()]
     manifest = Manifest(rows, class_list, multilabel, str(path))
