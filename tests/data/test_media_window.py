@@ -9,6 +9,7 @@ import pytest
 import avformer.data.media as media
 from avformer.data.dataset import AVDataset, DataConfig
 from avformer.data.manifest import read_manifest
+from avformer.data.media import decode as media_decode
 from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
 
@@ -38,13 +39,13 @@ def test_window_from_duration_equals_explicit_window(clips: Path) -> None:
 
 def test_dataset_opens_each_file_once(clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real_open = media._open
+    real_open = media_decode._open
 
     def counting_open(path: str) -> object:
         calls.append(path)
         return real_open(path)
 
-    monkeypatch.setattr(media, "_open", counting_open)
+    monkeypatch.setattr(media_decode, "_open", counting_open)  # where decode_clip looks it up
     cfg = DataConfig(clip_seconds=1.0, video=VideoTransformConfig(num_frames=4, fps=4.0, size=32, short_side=32))
     ds = AVDataset(read_manifest(clips / "manifest.csv"), cfg, train=True)
     for i in range(len(ds)):

@@ -19,7 +19,6 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from avformer.data import shards
 from avformer.data.audio import AudioFeatureConfig
 from avformer.data.dataset import AVDataset, DataConfig, collate
 from avformer.data.manifest import Manifest, read_manifest
@@ -35,6 +34,7 @@ from avformer.data.shards import (
     read_sample,
     write_shards,
 )
+from avformer.data.shards import reader as shard_reader
 from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
 
@@ -285,7 +285,7 @@ def test_resume_refuses_another_order(shard_dir: Path, monkeypatch: pytest.Monke
     with pytest.raises(ValueError, match="workers"):
         make_shard_loader(same, num_workers=2)
     # the same check inside a worker, for a loader built by hand (worker 0 of 2, simulated in this process)
-    monkeypatch.setattr(shards, "get_worker_info", lambda: SimpleNamespace(num_workers=2, id=0))
+    monkeypatch.setattr(shard_reader, "get_worker_info", lambda: SimpleNamespace(num_workers=2, id=0))
     with pytest.raises(RuntimeError, match="workers"):
         next(iter(same))
 

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from avformer.data.tokenize import WordPieceTokenizer
 from avformer.losses import mil_nce
 from avformer.models import minilm
-from avformer.models.minilm import BertConfig, BertEncoder, SentenceEncoder, WordPieceTokenizer, read_safetensors
+from avformer.models.minilm import BertConfig, BertEncoder, SentenceEncoder, read_safetensors
 from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avformer.data.tokenize import HashedWordTokenizer, split_segments
+from avformer.layers.drop import drop_tokens
 from avformer.models.registry import create_model
-from avformer.models.vatt import HashedWordTokenizer, VisionAudioTextTransformer, drop_tokens, split_segments
+from avformer.models.vatt import VisionAudioTextTransformer
 
 # 8 frames × 32² video with 4×16×16 tubelets -> (2, 2, 2) = 8 tokens; 1024 samples / 128 -> 8 audio tokens
 TINY = {

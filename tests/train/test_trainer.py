@@ -312,17 +312,18 @@ def test_under_torchrun_rank_zero_decides_whether_to_resume(tmp_path: Path, monk
     """A rank that decided alone (e.g. a node-local out_dir) could start fresh while rank 0 resumes: a hang."""
     import types
 
+    from avformer.train import checkpointing as ck
     from avformer.train import trainer as tr
 
     (tmp_path / "last.pt").write_bytes(b"")
     me = types.SimpleNamespace(tcfg=types.SimpleNamespace(resume="auto"), out_dir=tmp_path)
     me._local_resume_path = types.MethodType(tr.Trainer._local_resume_path, me)
-    monkeypatch.setattr(tr, "is_dist", lambda: True)
-    monkeypatch.setattr(tr, "gather_objects", lambda x: [x, x])
+    monkeypatch.setattr(ck, "is_dist", lambda: True)  # patched where Trainer._resume_path looks them up
+    monkeypatch.setattr(ck, "gather_objects", lambda x: [x, x])
     assert tr.Trainer._resume_path(me) == tmp_path / "last.pt"  # type: ignore[arg-type]
-    monkeypatch.setattr(tr, "gather_objects", lambda x: [None, x])  # rank 0 starts fresh: so does everyone
+    monkeypatch.setattr(ck, "gather_objects", lambda x: [None, x])  # rank 0 starts fresh: so does everyone
     assert tr.Trainer._resume_path(me) is None  # type: ignore[arg-type]
-    monkeypatch.setattr(tr, "gather_objects", lambda x: [x, None])  # rank 1 cannot see rank 0's checkpoint
+    monkeypatch.setattr(ck, "gather_objects", lambda x: [x, None])  # rank 1 cannot see rank 0's checkpoint
     with pytest.raises(FileNotFoundError, match=r"rank\(s\) \[1\] do not see it"):
         tr.Trainer._resume_path(me)  # type: ignore[arg-type]
 

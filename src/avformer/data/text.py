@@ -8,7 +8,7 @@ Text is optional per clip (VATT's video-text loss masks clips without it). :func
 3. the first subtitle stream of the container (``mov_text``, SRT, ASS... decoded by FFmpeg), each event one segment,
    restricted to the row window like SRT cues.
 
-Segments are joined with newlines, the form that :func:`avformer.models.vatt.split_segments` splits again.
+Segments are joined with newlines, the form that :func:`avformer.data.tokenize.split_segments` splits again.
 :func:`with_resolved_text` does this once for a whole manifest before training (a cheap pass: subtitle streams are
 demuxed without decoding any video).
 """

@@ -1,4 +1,4 @@
-"""Video transforms: pure functions on ``(C, T, H, W)`` tensors, thin random wrappers, and temporal sampling.
+"""Video transforms: pure functions on ``(C, T, H, W)`` tensors, thin random wrappers, and the composed transform.
 
 Conventions
 -----------
@@ -9,7 +9,7 @@ Conventions
 - Random ops take an explicit ``torch.Generator``; ``None`` falls back to torch's global RNG. The same generator
   state always gives the same output.
 - Temporal sampling returns *time windows in seconds* (so the decoder reads only the window it needs) or
-  frame indices into an already decoded window.
+  frame indices into an already decoded window; it lives in ``avformer.data.sampling`` and is re-exported here.
 
 Recipes follow pytorchvideo / SlowFast / MViT: training uses a random resized crop and a horizontal flip;
 evaluation resizes the short side and takes a centre crop; test-time multi-clip uses evenly spaced windows and
@@ -30,6 +30,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from avformer.data.sampling import (  # temporal sampling, re-exported; _rand is shared by the random spatial ops
+    _rand,
+    fps_frame_indices,
+    random_clip_window,
+    strided_frame_indices,
+    uniform_clip_windows,
+    uniform_frame_indices,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -78,11 +87,6 @@ def _pair(size: Size) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"size must be positive, got {size}")
     return int(h), int(w)
-
-
-def _rand(generator: torch.Generator | None) -> float:
-    """One uniform float in [0, 1) from ``generator`` (or the global RNG)."""
-    return float(torch.rand((), generator=generator))
 
 
 def _check_video(video: torch.Tensor) -> None:
@@ -408,104 +412,6 @@ def random_channel_shuffle(video: torch.Tensor, p: float, generator: torch.Gener
         raise ValueError(f"p must be in [0, 1], got {p}")
     coin, order = _rand(generator), torch.randperm(video.shape[0], generator=generator)
     return video[order] if coin < p else video
-
-
-# ---- temporal sampling -------------------------------------------------------------------------------------
-
-
-def random_clip_window(
-    duration: float, clip_seconds: float, generator: torch.Generator | None = None
-) -> tuple[float, float]:
-    """A training window: start uniform in ``[0, duration - clip_seconds]``.
-
-    Args:
-        duration: length of the file in seconds.
-        clip_seconds: wanted window length in seconds.
-        generator: RNG; ``None`` uses torch's global RNG.
-
-    Returns:
-        ``(start, end)`` in seconds, inside ``[0, duration]``. A file not longer than ``clip_seconds`` gives
-        ``(0, duration)``: the whole file (pad it afterwards with :func:`pad_or_loop_frames`).
-    """
-    if duration < 0 or clip_seconds <= 0:
-        raise ValueError(f"need duration >= 0 and clip_seconds > 0, got {duration}, {clip_seconds}")
-    if duration <= clip_seconds:
-        return 0.0, float(duration)
-    start = (duration - clip_seconds) * _rand(generator)
-    return start, start + clip_seconds
-
-
-def uniform_clip_windows(duration: float, clip_seconds: float, num_clips: int) -> list[tuple[float, float]]:
-    """Evenly spaced test-time windows (SlowFast/MViT multi-clip testing).
-
-    Starts are ``linspace(0, duration - clip_seconds, num_clips)``: the first window begins the file and the last
-    ends it, so together they cover it. One clip is centred.
-
-    Args:
-        duration: length of the file in seconds.
-        clip_seconds: window length in seconds.
-        num_clips: number of windows.
-
-    Returns:
-        ``num_clips`` windows ``(start, end)`` in seconds. A file not longer than ``clip_seconds`` gives
-        ``num_clips`` copies of ``(0, duration)``, so callers can always average ``num_clips`` predictions.
-    """
-    if duration < 0 or clip_seconds <= 0 or num_clips <= 0:
-        raise ValueError(
-            f"need duration >= 0, clip_seconds > 0, num_clips > 0; got {duration}, {clip_seconds}, {num_clips}"
-        )
-    if duration <= clip_seconds:
-        return [(0.0, float(duration))] * num_clips
-    slack = duration - clip_seconds
-    if num_clips == 1:
-        return [(slack / 2, slack / 2 + clip_seconds)]
-    starts = [slack * i / (num_clips - 1) for i in range(num_clips)]
-    return [(s, min(s + clip_seconds, float(duration))) for s in starts]
-
-
-def uniform_frame_indices(num_available: int, num_frames: int) -> list[int]:
-    """Pick ``num_frames`` evenly spread frames out of ``num_available`` (TSN-style segment centres).
-
-    Index ``i`` is ``floor((i + 0.5) * num_available / num_frames)``: the centre of the i-th of ``num_frames`` equal
-    segments. With fewer frames than wanted, frames repeat (the clip is stretched in time).
-
-    Returns:
-        ``num_frames`` non-decreasing indices in ``[0, num_available)``.
-    """
-    if num_available <= 0 or num_frames <= 0:
-        raise ValueError(f"need num_available > 0 and num_frames > 0, got {num_available}, {num_frames}")
-    step = num_available / num_frames
-    return [min(int((i + 0.5) * step), num_available - 1) for i in range(num_frames)]
-
-
-def strided_frame_indices(num_available: int, num_frames: int, stride: int, start: int = 0) -> list[int]:
-    """``num_frames`` indices ``start, start + stride, ...``; past the end the last frame repeats.
-
-    Returns:
-        ``num_frames`` indices in ``[0, num_available)``.
-    """
-    if num_available <= 0 or num_frames <= 0 or stride <= 0:
-        raise ValueError(
-            f"need positive num_available, num_frames, stride; got {num_available}, {num_frames}, {stride}"
-        )
-    if not 0 <= start < num_available:
-        raise ValueError(f"start {start} outside [0, {num_available})")
-    return [min(start + i * stride, num_available - 1) for i in range(num_frames)]
-
-
-def fps_frame_indices(num_available: int, num_frames: int, src_fps: float, dst_fps: float) -> list[int]:
-    """Resample frames decoded at ``src_fps`` to ``dst_fps``, from the start of the window.
-
-    Output frame ``i`` is the source frame shown at time ``(i + 0.5) / dst_fps``; frames past the end of the
-    window repeat the last one (the same rule as :func:`pad_or_loop_frames`).
-
-    Returns:
-        ``num_frames`` indices in ``[0, num_available)``.
-    """
-    if num_available <= 0 or num_frames <= 0 or src_fps <= 0 or dst_fps <= 0:
-        raise ValueError("num_available, num_frames, src_fps and dst_fps must be positive")
-    step = src_fps / dst_fps
-    return [min(int((i + 0.5) * step), num_available - 1) for i in range(num_frames)]
 
 
 # ---- composed transform ------------------------------------------------------------------------------------

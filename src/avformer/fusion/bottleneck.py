@@ -81,15 +81,8 @@ __all__ = ["STAGED_ENCODER_API", "BottleneckFusion", "BottleneckFusionConfig", "
 _UPDATE_MODES = ("parallel", "sequential")
 
 STAGED_ENCODER_API = ("num_prefix_tokens", "blocks", "block_dims", "embed", "forward_block", "finalize")
-"""What an encoder needs for bottleneck fusion (``MultiscaleTransformer`` and the ViT encoders have it):
-
-* ``num_prefix_tokens: int`` (its own class/distillation tokens), ``blocks`` (sequence of blocks);
-* ``block_dims() -> list[(D_in, D_out)]``;
-* ``embed(x) -> (seq (B, P + N, D), grid)``;
-* ``forward_block(i, seq, grid, *, num_prefix_tokens) -> (seq, grid)``: block ``i`` on ``[own prefix ; extra prefix ;
-  grid tokens]``, extra prefix tokens never pooled;
-* ``finalize(seq, grid) -> EncoderOutput`` on ``[own prefix ; grid tokens]``.
-"""
+"""The members of :class:`avformer.models.base.StagedEncoder` an encoder needs for bottleneck fusion
+(``MultiscaleTransformer`` and the ViT encoders have them)."""
 
 
 def check_staged_encoder(encoder: nn.Module, role: str) -> None:
@@ -98,7 +91,7 @@ def check_staged_encoder(encoder: nn.Module, role: str) -> None:
     if missing:
         raise TypeError(
             f"{role} encoder {type(encoder).__name__} cannot be used for bottleneck fusion: it lacks {missing} "
-            f"(see avformer.fusion.bottleneck.STAGED_ENCODER_API)"
+            f"(see avformer.models.base.StagedEncoder)"
         )
 
 

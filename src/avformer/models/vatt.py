@@ -74,254 +74,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.conv_embed import ConvStemEmbed, stem_strides
-from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
+from avformer.data.tokenize import HashedWordTokenizer, MiniLMTokenizer, SegmentTokenizer
+from avformer.layers.drop import drop_indices, drop_tokens
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
-from avformer.models.minilm import SentenceEncoder, WordPieceTokenizer, load_minilm
+from avformer.models.minilm import SentenceEncoder, load_minilm
 from avformer.models.registry import register_model, split_overrides
+from avformer.models.vatt_config import MODALITIES, VATTConfig
+from avformer.models.vatt_parts import CNNTokenizer, Trunk, build_tokenizer, head, trunc_normal
 
-__all__ = [
-    "MODALITIES",
-    "HashedWordTokenizer",
-    "MiniLMTokenizer",
-    "VATTConfig",
-    "VATTFeatures",
-    "VATTOutput",
-    "VisionAudioTextTransformer",
-    "drop_tokens",
-    "split_segments",
-]
+__all__ = ["MODALITIES", "VATTConfig", "VATTFeatures", "VATTOutput", "VisionAudioTextTransformer"]
 
-MODALITIES = ("video", "audio", "text")
 _RUNTIME_KEYS = (
     "num_classes", "drop_token_rate", "drop_token_modalities", "drop_path_rate", "fused", "grad_checkpointing"
 )  # fmt: skip
-_AUDIO_INPUTS = ("waveform", "spectrogram")
-_TEXT_ENCODERS = ("hashed", "minilm")
-_VIDEO_STEMS = ("linear", "conv", "frame_cnn")
-_AUDIO_STEMS = ("linear", "cnn")
-_VA_HEADS = ("linear", "mlp")
-_POOLS = ("agg", "mean")
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_SEGMENT_SPLIT = re.compile(r"\s*(?:\n|\s\|\s)\s*")
-
-
-# ---- text tokenizer -----------------------------------------------------------------------------------------------
-def split_segments(text: str | None) -> list[str]:
-    """Text segments of one clip: lines (or ``" | "``-separated parts) that hold at least one word.
-
-    A ``text`` manifest column with several captions, an ``.srt`` with several cues or a ``.txt`` with several lines
-    gives several segments, each a MIL-NCE positive of its clip.
-    """
-    if not text:
-        return []
-    return [s for s in _SEGMENT_SPLIT.split(text.strip()) if _WORD.search(s.lower())]
-
-
-class _SegmentTokenizer:
-    """Text of B clips -> padded ``(B, P, L)`` ids of their segments; subclasses give :meth:`encode` (0 = padding)."""
-
-    def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
-
-    def __call__(
-        self, texts: Sequence[str | None], *, max_segments: int | None = None, device: torch.device | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokenize one text (or None) per clip, split into segments (:func:`split_segments`).
-
-        Args:
-            texts: B clips' texts; None or empty for a clip without text.
-            max_segments: keep at most this many segments per clip (None: all).
-            device: where the tensors go.
-
-        Returns:
-            ``ids`` (B, P, L) int64 with 0 as padding and ``segment_mask`` (B, P) bool (False: padding segment).
-            ``P`` and ``L`` are the batch maxima (at least 1), so a batch without any text gives (B, 1, 1) zeros.
-        """
-        segs = [split_segments(t)[:max_segments] for t in texts]
-        enc = [[self.encode(s) for s in clip] for clip in segs]
-        P = max([len(c) for c in enc] + [1])
-        L = max([len(s) for c in enc for s in c] + [1])
-        ids = torch.zeros(len(texts), P, L, dtype=torch.long)
-        mask = torch.zeros(len(texts), P, dtype=torch.bool)
-        for b, clip in enumerate(enc):
-            for p, seg in enumerate(clip):
-                ids[b, p, : len(seg)] = torch.tensor(seg, dtype=torch.long)
-                mask[b, p] = len(seg) > 0
-        return ids.to(device), mask.to(device)
-
-
-class HashedWordTokenizer(_SegmentTokenizer):
-    """Lower-cased words to hashed ids (see the module docstring); stateless, so nothing to save with a checkpoint.
-
-    Args:
-        vocab_size: number of ids including padding (0).
-        max_tokens: words kept per segment (the rest are cut).
-    """
-
-    def __init__(self, vocab_size: int, max_tokens: int) -> None:
-        if vocab_size < 2 or max_tokens < 1:
-            raise ValueError(f"need vocab_size >= 2 and max_tokens >= 1, got {vocab_size}, {max_tokens}")
-        self.vocab_size = vocab_size
-        self.max_tokens = max_tokens
-
-    def word_id(self, word: str) -> int:
-        return 1 + zlib.crc32(word.encode("utf-8")) % (self.vocab_size - 1)
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the first ``max_tokens`` words of ``text``."""
-        return [self.word_id(w) for w in _WORD.findall(text.lower())[: self.max_tokens]]
-
-
-class MiniLMTokenizer(_SegmentTokenizer):
-    """MiniLM's WordPiece ids per segment: ``[CLS] pieces [SEP]``, at most ``max_tokens`` (>= 3) in all."""
-
-    def __init__(self, wordpiece: WordPieceTokenizer, max_tokens: int) -> None:
-        if max_tokens < 3:
-            raise ValueError(f"MiniLM segments need max_tokens >= 3 ([CLS], a piece, [SEP]), got {max_tokens}")
-        self.wordpiece = wordpiece
-        self.max_tokens = max_tokens
-
-    def encode(self, text: str) -> list[int]:
-        return self.wordpiece.encode(text, self.max_tokens)
-
-
-# ---- config -------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VATTConfig:
-    """VATT architecture (defaults: VATT-Base on the paper's 32 × 224² video; audio at our 16 kHz).
-
-    ``embed_dim`` / ``depth`` / ``num_heads`` size the video trunk (and the one shared trunk when ``shared_backbone``);
-    ``audio_trunk`` / ``text_trunk`` are ``(embed_dim, depth, num_heads)`` of the other trunks (None: as video).
-    """
-
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    layer_scale: float | None = None  # LayerScale init of every block (CaiT); None = off (VATT)
-    shared_backbone: bool = False  # True: the modality-agnostic variant (VATT-MA)
-    audio_trunk: tuple[int, int, int] | None = None
-    text_trunk: tuple[int, int, int] | None = None
-    # video
-    in_chans: int = 3
-    num_frames: int = 32  # VATT: 32 frames at 10 fps
-    img_size: int = 224
-    tubelet_size: tuple[int, int, int] = (4, 16, 16)
-    video_stem: str = "linear"  # "linear": VATT's tubelet projection | "conv": a conv stem, same grid | "frame_cnn":
-    # one token per frame, a 2-D CNN's map max-pooled over space (the last two are ours; see the module docstring)
-    # audio
-    audio_input: str = "waveform"  # "waveform" (VATT) | "spectrogram" (ours: log-mel patches)
-    num_samples: int = 51_200  # waveform: 3.2 s at 16 kHz (VATT: 3.2 s at 48 kHz)
-    audio_patch_size: int = 128  # waveform samples per patch
-    spec_size: tuple[int, int] = (128, 320)  # spectrogram: (mel bins F, frames T)
-    spec_patch: tuple[int, int] = (16, 16)  # spectrogram patch (F, T), non-overlapping
-    audio_stem: str = "linear"  # spectrogram: "linear" patches | "cnn": one token per CNN frequency band (ours)
-    # CNN stems (video_stem="frame_cnn", audio_stem="cnn"): channels of the last conv layer, total stride per axis
-    stem_width: int = 128
-    stem_stride: int = 8
-    # text
-    text_encoder: str = "hashed"  # "hashed": hashed words + a text trunk (VATT-like) | "minilm": frozen MiniLM (ours)
-    vocab_size: int = 65_536  # hashed word ids, 0 = padding
-    max_text_tokens: int = 16  # words per segment (VATT: 16); word pieces incl. [CLS]/[SEP] with MiniLM
-    text_word_dim: int = 300  # word-embedding width before the projection to the text trunk (word2vec's 300)
-    # common spaces
-    va_dim: int = 512  # video-audio (fine) space
-    vt_dim: int = 256  # video-text (coarse) space
-    pool: str = "agg"  # video/audio pooled feature: "agg" token output (VATT) | "mean" of the output tokens (ours)
-    va_head: str = "linear"  # video/audio -> va space: "linear" (+ BN; VATT/MMV) | "mlp": Linear-BN-ReLU-Linear (ours)
-    head_batch_norm: bool = True  # BatchNorm1d in the video/audio heads (VATT/MMV); without it NCE from scratch
-    # collapses here (every clip maps to one point within ~10 steps on AV-Digits)
-
-    def __post_init__(self) -> None:
-        for name in ("tubelet_size", "spec_size", "spec_patch"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))  # YAML gives lists
-        for name in ("audio_trunk", "text_trunk"):
-            v = getattr(self, name)
-            if v is not None:
-                object.__setattr__(self, name, tuple(v))
-        for name, (d, n, h) in (("video", self.trunk("video")), ("audio", self.trunk("audio")),
-                                ("text", self.trunk("text"))):  # fmt: skip
-            if min(d, n, h) < 1 or d % h:
-                raise ValueError(f"VATTConfig: {name} trunk (embed_dim, depth, num_heads) = {(d, n, h)} is invalid")
-        if self.shared_backbone and (self.audio_trunk is not None or self.text_trunk is not None):
-            raise ValueError("VATTConfig: shared_backbone=True has one trunk; leave audio_trunk / text_trunk unset")
-        if self.audio_input not in _AUDIO_INPUTS:
-            raise ValueError(f"VATTConfig.audio_input must be one of {_AUDIO_INPUTS}, got {self.audio_input!r}")
-        if len(self.tubelet_size) != 3 or min(self.tubelet_size) < 1:
-            raise ValueError(f"VATTConfig.tubelet_size must be 3 positive ints, got {self.tubelet_size}")
-        if self.video_stem not in _VIDEO_STEMS:
-            raise ValueError(f"VATTConfig.video_stem must be one of {_VIDEO_STEMS}, got {self.video_stem!r}")
-        if self.video_stem == "conv":
-            stem_strides(self.tubelet_size)  # raises unless every tubelet side is a power of 2
-        if self.audio_stem not in _AUDIO_STEMS:
-            raise ValueError(f"VATTConfig.audio_stem must be one of {_AUDIO_STEMS}, got {self.audio_stem!r}")
-        if self.audio_stem == "cnn" and self.audio_input != "spectrogram":
-            raise ValueError("VATTConfig: audio_stem='cnn' needs audio_input='spectrogram'")
-        if self.video_stem == "frame_cnn" or self.audio_stem == "cnn":
-            stem_strides((self.stem_stride,))  # raises unless a power of 2 > 1
-            if self.stem_width < 8:
-                raise ValueError(f"VATTConfig.stem_width must be >= 8, got {self.stem_width}")
-        t, ph, pw = self.tubelet_size
-        if self.num_frames < t or self.img_size < max(ph, pw):
-            raise ValueError(f"VATTConfig: video {self.num_frames}×{self.img_size}² is smaller than one tubelet")
-        if self.audio_patch_size < 1 or self.num_samples < self.audio_patch_size:
-            raise ValueError("VATTConfig: need num_samples >= audio_patch_size >= 1")
-        if min(self.spec_patch) < 1 or any(s < p for s, p in zip(self.spec_size, self.spec_patch, strict=True)):
-            raise ValueError(f"VATTConfig: spec_size {self.spec_size} is smaller than one patch {self.spec_patch}")
-        if self.text_encoder not in _TEXT_ENCODERS:
-            raise ValueError(f"VATTConfig.text_encoder must be one of {_TEXT_ENCODERS}, got {self.text_encoder!r}")
-        if self.text_encoder == "minilm" and self.max_text_tokens < 3:
-            raise ValueError("VATTConfig: text_encoder='minilm' needs max_text_tokens >= 3 ([CLS], a piece, [SEP])")
-        if self.vocab_size < 2 or self.max_text_tokens < 1 or self.text_word_dim < 1:
-            raise ValueError("VATTConfig: need vocab_size >= 2, max_text_tokens >= 1, text_word_dim >= 1")
-        if self.pool not in _POOLS:
-            raise ValueError(f"VATTConfig.pool must be one of {_POOLS}, got {self.pool!r}")
-        if self.va_head not in _VA_HEADS:
-            raise ValueError(f"VATTConfig.va_head must be one of {_VA_HEADS}, got {self.va_head!r}")
-        if self.va_dim < 1 or self.vt_dim < 1 or self.mlp_ratio <= 0:
-            raise ValueError("VATTConfig: va_dim, vt_dim and mlp_ratio must be positive")
-
-    def trunk(self, modality: str) -> tuple[int, int, int]:
-        """``(embed_dim, depth, num_heads)`` of the trunk that encodes ``modality``."""
-        own = {"audio": self.audio_trunk, "text": self.text_trunk}.get(modality)
-        return own if own is not None else (self.embed_dim, self.depth, self.num_heads)
-
-    @property
-    def video_grid(self) -> tuple[int, ...]:
-        """Video token grid: (t, h, w) tubelets, or (frames,) with ``video_stem="frame_cnn"``."""
-        if self.video_stem == "frame_cnn":
-            return (self.num_frames,)
-        t, ph, pw = self.tubelet_size
-        return (self.num_frames // t, self.img_size // ph, self.img_size // pw)
-
-    @property
-    def audio_grid(self) -> tuple[int, ...]:
-        """Audio token grid: (patches,) of a waveform, (F, T) spectrogram patches, or (F,) CNN frequency bands."""
-        if self.audio_input == "waveform":
-            return (self.num_samples // self.audio_patch_size,)
-        if self.audio_stem == "cnn":
-            return (-(-self.spec_size[0] // self.stem_stride),)
-        return (self.spec_size[0] // self.spec_patch[0], self.spec_size[1] // self.spec_patch[1])
-
-    @property
-    def audio_input_shape(self) -> tuple[int, ...]:
-        """One audio sample's shape: (1, S) waveform or (1, F, T) spectrogram."""
-        return (1, self.num_samples) if self.audio_input == "waveform" else (1, *self.spec_size)
 
 
 # ---- outputs ------------------------------------------------------------------------------------------------------
@@ -353,185 +126,6 @@ class VATTOutput:
     audio_pooled: torch.Tensor | None
     logit_scale_va: torch.Tensor
     logit_scale_vt: torch.Tensor
-
-
-# ---- DropToken ----------------------------------------------------------------------------------------------------
-def drop_indices(
-    batch: int, n: int, rate: float, generator: torch.Generator | None = None, device: torch.device | None = None
-) -> torch.Tensor | None:
-    """(batch, N_keep) sorted indices of the tokens DropToken keeps per sample, or None when it keeps all of them.
-
-    ``N_keep = floor(n · (1 - rate))`` (at least 1), drawn uniformly without replacement.
-    """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"drop-token rate must be in [0, 1), got {rate}")
-    keep = max(1, math.floor(n * (1.0 - rate)))
-    if keep >= n:
-        return None
-    scores = torch.rand(batch, n, generator=generator, device=device if generator is None else "cpu")
-    return scores.to(device).topk(keep, dim=1).indices.sort(dim=1).values
-
-
-def drop_tokens(tokens: torch.Tensor, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Keep a random ``floor(N · (1 - rate))`` (at least 1) of the ``N`` tokens of every sample, in their order.
-
-    Args:
-        tokens: (B, N, D) patch tokens with position embeddings already added.
-        rate: fraction to drop, in [0, 1).
-        generator: optional RNG for the choice.
-
-    Returns:
-        (B, N_keep, D); ``tokens`` itself when nothing is dropped.
-    """
-    B, N, D = tokens.shape
-    idx = drop_indices(B, N, rate, generator, tokens.device)  # (B, N_keep)
-    return tokens if idx is None else tokens.gather(1, idx[:, :, None].expand(-1, -1, D))
-
-
-# ---- pieces -------------------------------------------------------------------------------------------------------
-def _trunc_normal(t: torch.Tensor, std: float = 0.02) -> None:
-    nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
-
-
-def _resize_1d(table: torch.Tensor, n: int) -> torch.Tensor:
-    """(1, N0, D) learned table -> (1, n, D), linear interpolation when the length differs."""
-    if table.shape[1] == n:
-        return table
-    return F.interpolate(table.transpose(1, 2), size=n, mode="linear", align_corners=False).transpose(1, 2)
-
-
-class _Trunk(nn.Module):
-    """Pre-norm blocks + final norm over ``(B, N, D)``, with an optional additive attention bias."""
-
-    def __init__(
-        self, dim: int, depth: int, num_heads: int, cfg: VATTConfig, drop_path_rate: float, fused: bool
-    ) -> None:
-        super().__init__()
-        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            Block(dim, num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i], fused, cfg.norm_eps, cfg.layer_scale)
-            for i in range(depth)
-        )
-        self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps)
-        self.grad_checkpointing = False
-
-    def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
-        for blk in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(blk, x, attn_bias, use_reentrant=False)
-            else:
-                x = blk(x, attn_bias)
-        return self.norm(x)
-
-
-class _VideoTokenizer(nn.Module):
-    def __init__(self, cfg: VATTConfig, dim: int) -> None:
-        super().__init__()
-        self.base_grid = cfg.video_grid
-        self.patch_embed: nn.Module
-        if cfg.video_stem == "conv":
-            self.patch_embed = ConvStemEmbed(cfg.in_chans, dim, cfg.tubelet_size)
-        else:
-            self.patch_embed = TubeletEmbed3d(cfg.in_chans, dim, cfg.tubelet_size)
-        t, h, w = cfg.video_grid
-        self.pos_t = nn.Parameter(torch.zeros(1, t, dim))
-        self.pos_h = nn.Parameter(torch.zeros(1, h, dim))
-        self.pos_w = nn.Parameter(torch.zeros(1, w, dim))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        tokens, grid = self.patch_embed(x)  # (B, t·h·w, D)
-        t, h, w = grid
-        pt, ph, pw = _resize_1d(self.pos_t, t)[0], _resize_1d(self.pos_h, h)[0], _resize_1d(self.pos_w, w)[0]
-        pos = (pt[:, None, None] + ph[None, :, None] + pw[None, None, :]).reshape(1, t * h * w, -1)  # (1, N, D)
-        return tokens + pos.to(tokens.dtype), tuple(grid)
-
-
-class _AudioTokenizer(nn.Module):
-    def __init__(self, cfg: VATTConfig, dim: int) -> None:
-        super().__init__()
-        self.kind = cfg.audio_input
-        if self.kind == "waveform":
-            self.patch_embed: nn.Module = WaveformPatchEmbed(1, dim, cfg.audio_patch_size)
-            self.pos = nn.Parameter(torch.zeros(1, cfg.audio_grid[0], dim))
-        else:
-            self.patch_embed = PatchEmbed2d(1, dim, cfg.spec_patch, stride=cfg.spec_patch)
-            f, t = cfg.audio_grid
-            self.pos_f = nn.Parameter(torch.zeros(1, f, dim))
-            self.pos_t = nn.Parameter(torch.zeros(1, t, dim))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        tokens, grid = self.patch_embed(x)  # (B, N, D)
-        if self.kind == "waveform":
-            pos = _resize_1d(self.pos, grid[0])
-        else:
-            f, t = grid
-            pf, pt = _resize_1d(self.pos_f, f)[0], _resize_1d(self.pos_t, t)[0]
-            pos = (pf[:, None] + pt[None, :]).reshape(1, f * t, -1)  # freq-major, as the conv flattens
-        return tokens + pos.to(tokens.dtype), tuple(grid)
-
-
-class _CNNTokenizer(nn.Module):
-    """Tokens from a 2-D CNN stem (:class:`ConvStemEmbed` with ``refine``), pooled so that each token is invariant
-    to where its content sits: video ``(B, C, T, H, W)`` -> one token per frame (the frame's map, max over space);
-    spectrogram ``(B, 1, F, T)`` -> one token per frequency band of the map (max over time: when a sound starts
-    does not change its tokens, its pitch does). A learned 1-D position table over frames / bands, linearly
-    interpolated for other lengths.
-    """
-
-    def __init__(self, cfg: VATTConfig, dim: int, modality: str) -> None:
-        super().__init__()
-        self.modality = modality
-        in_chans = cfg.in_chans if modality == "video" else 1
-        s = cfg.stem_stride
-        self.stem = ConvStemEmbed(in_chans, dim, (s, s), width=cfg.stem_width, refine=True)
-        n = cfg.video_grid[0] if modality == "video" else cfg.audio_grid[0]
-        self.pos_t = nn.Parameter(torch.zeros(1, n, dim))
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Tokens (B, N, D) with positions and the full grid (N,); ``keep`` (B, N_keep) sorted frame indices encodes
-        only those frames (video DropToken before the CNN: the dropped frames cost nothing)."""
-        if self.modality == "video":
-            B, C, T, H, W = x.shape
-            frames = x.transpose(1, 2)  # (B, T, C, H, W)
-            if keep is not None:
-                frames = frames.gather(1, keep[:, :, None, None, None].expand(-1, -1, C, H, W))
-            n = frames.shape[1]
-            feats = self.stem.features(frames.reshape(B * n, C, H, W)).amax((2, 3)).view(B, n, -1)  # (B, n, width)
-        else:
-            if keep is not None:
-                raise ValueError("audio CNN tokens are dropped after the stem (drop_tokens), not through keep")
-            feats = self.stem.features(x).amax(3).transpose(1, 2)  # (B, F', width)
-            B, T = feats.shape[:2]
-        tokens = self.stem.project(feats.transpose(1, 2)).transpose(1, 2)  # (B, n, D)
-        pos = _resize_1d(self.pos_t, T)[0]  # (T, D)
-        pos = pos[None] if keep is None else pos[keep]  # (1 or B, n, D)
-        return tokens + pos.to(tokens.dtype), (T,)
-
-
-class _TextTokenizer(nn.Module):
-    def __init__(self, cfg: VATTConfig, dim: int) -> None:
-        super().__init__()
-        self.word_embed = nn.Embedding(cfg.vocab_size, cfg.text_word_dim, padding_idx=0)
-        self.proj = nn.Linear(cfg.text_word_dim, dim)
-        self.pos = nn.Parameter(torch.zeros(1, cfg.max_text_tokens, dim))
-
-    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        L = ids.shape[1]
-        if self.pos.shape[1] < L:
-            raise ValueError(f"text has {L} tokens, more than max_text_tokens={self.pos.shape[1]}")
-        tokens = self.proj(self.word_embed(ids)) + self.pos[:, :L]  # (B, L, D)
-        return tokens, (L,)
-
-
-def _head(dim: int, out_dim: int, batch_norm: bool, mlp: bool = False) -> nn.Module:
-    """Linear projection into a common space, followed by BatchNorm1d when ``batch_norm``; or with ``mlp`` a
-    SimCLR-style Linear(dim, dim)-BN-ReLU-Linear(dim, out_dim) (the BN only when ``batch_norm``)."""
-    if mlp:
-        norm = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
-        return nn.Sequential(nn.Linear(dim, dim), norm, nn.ReLU(inplace=True), nn.Linear(dim, out_dim))
-    if not batch_norm:
-        return nn.Linear(dim, out_dim)
-    return nn.Sequential(nn.Linear(dim, out_dim), nn.BatchNorm1d(out_dim))
 
 
 # ---- the model ----------------------------------------------------------------------------------------------------
@@ -585,7 +179,7 @@ class VisionAudioTextTransformer(nn.Module):
         self.drop_token_rate = drop_token_rate
         self.drop_token_modalities = tuple(drop_token_modalities)
         dims = {m: cfg.trunk(m)[0] for m in MODALITIES}
-        self.tokenizer: _SegmentTokenizer
+        self.tokenizer: SegmentTokenizer
         if cfg.text_encoder == "minilm":  # frozen, kept out of the module tree: see _sentence_encoder
             own = ("video", "audio")
             self.tokenizer = MiniLMTokenizer(self._sentence_encoder.tokenizer, cfg.max_text_tokens)
@@ -594,21 +188,17 @@ class VisionAudioTextTransformer(nn.Module):
             own = MODALITIES
             self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         self.num_features = self.embed_dim = dims["video"]
-        cnn = {"video": cfg.video_stem == "frame_cnn", "audio": cfg.audio_stem == "cnn", "text": False}
-        kinds = {"video": _VideoTokenizer, "audio": _AudioTokenizer, "text": _TextTokenizer}
-        self.tokenizers = nn.ModuleDict(
-            {m: _CNNTokenizer(cfg, dims[m], m) if cnn[m] else kinds[m](cfg, dims[m]) for m in own}
-        )
+        self.tokenizers = nn.ModuleDict({m: build_tokenizer(cfg, dims[m], m) for m in own})
         agg = [m for m in own if m == "text" or cfg.pool == "agg"]  # mean pooling needs no AGG token
         self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in agg})
         if cfg.shared_backbone:
-            self.trunk = _Trunk(*cfg.trunk("video"), cfg, drop_path_rate, fused)
+            self.trunk = Trunk(*cfg.trunk("video"), cfg, drop_path_rate, fused)
         else:
-            self.trunks = nn.ModuleDict({m: _Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in own})
+            self.trunks = nn.ModuleDict({m: Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in own})
         # MMV-style heads: fine video-audio space, coarse video-text space reached from the video's fine embedding
         mlp = cfg.va_head == "mlp"
-        self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm, mlp)
-        self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm, mlp)
+        self.head_video_va = head(dims["video"], cfg.va_dim, cfg.head_batch_norm, mlp)
+        self.head_audio_va = head(dims["audio"], cfg.va_dim, cfg.head_batch_norm, mlp)
         self.head_video_vt = nn.Sequential(
             nn.Linear(cfg.va_dim, cfg.va_dim),
             nn.BatchNorm1d(cfg.va_dim) if cfg.head_batch_norm else nn.Identity(),
@@ -637,14 +227,14 @@ class VisionAudioTextTransformer(nn.Module):
         with torch.no_grad():
             for m in self.modules():
                 if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
-                    _trunc_normal(m.weight)
+                    trunc_normal(m.weight)
                     if getattr(m, "bias", None) is not None:
                         nn.init.zeros_(m.bias)
                 elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
             for tok in self.tokenizers.values():  # CNN stems: PyTorch's default init for the convs before a BN
-                if isinstance(tok, _CNNTokenizer):
+                if isinstance(tok, CNNTokenizer):
                     for conv in tok.stem.proj[:-1]:
                         if isinstance(conv, nn.Conv2d):
                             conv.reset_parameters()
@@ -652,7 +242,7 @@ class VisionAudioTextTransformer(nn.Module):
                 self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
             for name in sorted(self.no_weight_decay()):  # sorted: a set's order changes with PYTHONHASHSEED
                 if "logit_scale" not in name:
-                    _trunc_normal(self.get_parameter(name))
+                    trunc_normal(self.get_parameter(name))
 
     def no_weight_decay(self) -> set[str]:
         """Position tables, AGG tokens and the logit scales."""
@@ -662,7 +252,7 @@ class VisionAudioTextTransformer(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for m in self.modules():
-            if isinstance(m, _Trunk):
+            if isinstance(m, Trunk):
                 m.grad_checkpointing = enable
 
     def set_fused(self, fused: bool) -> None:
@@ -670,12 +260,12 @@ class VisionAudioTextTransformer(nn.Module):
             if isinstance(m, Block):
                 m.attn.fused = fused
 
-    def trunk_of(self, modality: str) -> _Trunk:
+    def trunk_of(self, modality: str) -> Trunk:
         """The transformer that encodes ``modality`` (the same module for all three when shared)."""
         if self.cfg.shared_backbone:
             return self.trunk
         trunk = self.trunks[modality]
-        assert isinstance(trunk, _Trunk)
+        assert isinstance(trunk, Trunk)
         return trunk
 
     @property
@@ -704,7 +294,7 @@ class VisionAudioTextTransformer(nn.Module):
             return EncoderOutput(tokens=tokens, pooled=pooled, grid=(x.shape[1],))
         tokenizer = self.tokenizers[modality]
         drop = self.training and self.drop_token_rate > 0 and modality in self.drop_token_modalities
-        if drop and isinstance(tokenizer, _CNNTokenizer) and modality == "video":  # drop frames before the CNN
+        if drop and isinstance(tokenizer, CNNTokenizer) and modality == "video":  # drop frames before the CNN
             keep = drop_indices(x.shape[0], x.shape[2], self.drop_token_rate, device=x.device)
             tokens, grid = tokenizer(x, keep)
             drop = False

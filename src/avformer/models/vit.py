@@ -9,6 +9,9 @@ Parity: ``AudioSpectrogramTransformer`` matches ``transformers``' ``ASTModel`` (
 ``pooler_output``) and ``ASTForAudioClassification`` (logits) after ``convert_transformers_ast_state_dict``
 (tests/models/test_parity_transformers.py, random tiny configs, asserted max abs error ≤ 1e-4).
 
+The configs (``ASTConfig``, ``VideoViTConfig``, ``WaveformViTConfig``) live in ``avformer.models.vit_config`` and are
+re-exported here.
+
 All three share one trunk (pre-norm ``Block`` stack + final LayerNorm) and differ in tokenizer, position embedding,
 prefix tokens and pooling::
 
@@ -43,7 +46,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import torch
@@ -51,11 +53,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.conv_embed import conv_out_size
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
 from avformer.models.registry import register_model, split_overrides
+from avformer.models.vit_config import ASTConfig, VideoViTConfig, WaveformViTConfig
 
 __all__ = [
     "ASTConfig",
@@ -68,171 +70,6 @@ __all__ = [
 ]
 
 _RUNTIME_KEYS = ("num_classes", "drop_path_rate", "fused", "grad_checkpointing")
-_POS_RESIZE = ("interpolate", "crop")
-
-
-# ---- configs ------------------------------------------------------------------------------------------------------
-def _check_trunk(cfg: Any) -> None:
-    """Validation shared by the three configs (fields embed_dim, depth, num_heads, mlp_ratio, norm_eps)."""
-    for name in ("embed_dim", "depth", "num_heads"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{type(cfg).__name__}.{name} must be a positive int, got {v!r}")
-    if cfg.embed_dim % cfg.num_heads != 0:
-        raise ValueError(f"embed_dim {cfg.embed_dim} is not divisible by num_heads {cfg.num_heads}")
-    if cfg.mlp_ratio <= 0 or cfg.norm_eps <= 0:
-        raise ValueError(f"mlp_ratio and norm_eps must be > 0, got {cfg.mlp_ratio}, {cfg.norm_eps}")
-
-
-def _check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
-    v = getattr(cfg, name)
-    if v not in choices:
-        raise ValueError(f"{type(cfg).__name__}.{name} must be one of {choices}, got {v!r}")
-
-
-@dataclass(frozen=True)
-class ASTConfig:
-    """AST architecture (defaults: AST-Base as published, AudioSet 10 s clips). Runtime knobs are constructor args."""
-
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    num_mel_bins: int = 128  # F of the default input (Kaldi fbank, 25 ms window)
-    num_frames: int = 1024  # T of the default input: 10.24 s at a 10 ms hop
-    patch_size: int = 16  # square patches
-    freq_stride: int = 10  # < patch_size: overlapping patches (AST: 10 on both axes)
-    time_stride: int = 10
-    class_token: bool = True
-    dist_token: bool = True  # DeiT distillation token; AST-Base starts from distilled DeiT and keeps it
-    pool: str = "prefix"  # "prefix": mean of the prefix tokens, (cls + dist) / 2 as in AST | "mean": of patches
-    pos_embed: str = "joint"  # "joint": one table over prefix + F'·T' (transformers layout) | "separable": F + T
-    pos_embed_resize: str = "interpolate"  # how the table meets another input length: "interpolate" | "crop"
-
-    def __post_init__(self) -> None:
-        _check_trunk(self)
-        _check_choice(self, "pool", ("prefix", "mean"))
-        _check_choice(self, "pos_embed", ("joint", "separable"))
-        _check_choice(self, "pos_embed_resize", _POS_RESIZE)
-        if min(self.patch_size, self.freq_stride, self.time_stride) < 1:
-            raise ValueError("patch_size, freq_stride and time_stride must be >= 1")
-        if self.num_mel_bins < self.patch_size or self.num_frames < self.patch_size:
-            raise ValueError(
-                f"input ({self.num_mel_bins} mel × {self.num_frames} frames) is smaller than one patch "
-                f"({self.patch_size})"
-            )
-        if self.dist_token and not self.class_token:
-            raise ValueError("dist_token=True needs class_token=True")
-        if self.pool == "prefix" and not self.class_token:
-            raise ValueError('pool="prefix" needs class_token=True; use pool="mean"')
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token) + int(self.dist_token)
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """(F', T') patch grid of the default input."""
-        f, t = conv_out_size(
-            (self.num_mel_bins, self.num_frames), (self.patch_size,) * 2, (self.freq_stride, self.time_stride), (0, 0)
-        )
-        return f, t
-
-    @property
-    def default_input(self) -> tuple[int, int, int]:
-        """One sample's shape: (1, F, T)."""
-        return (1, self.num_mel_bins, self.num_frames)
-
-
-@dataclass(frozen=True)
-class VideoViTConfig:
-    """Video ViT over tubelets with VATT's separable position embedding (defaults: VATT-Base video encoder)."""
-
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    in_chans: int = 3
-    num_frames: int = 32  # VATT: 32 frames at 10 fps (3.2 s)
-    img_size: int = 224  # square frames
-    tubelet_size: tuple[int, int, int] = (4, 16, 16)  # (t, p, p); VATT 4×16×16, ViViT 2×16×16
-    class_token: bool = True  # VATT's [AGG] token
-    pool: str = "cls"  # "cls" | "mean" (of patch tokens)
-    pos_embed_resize: str = "interpolate"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tubelet_size", tuple(self.tubelet_size))  # YAML gives lists
-        _check_trunk(self)
-        _check_choice(self, "pool", ("cls", "mean"))
-        _check_choice(self, "pos_embed_resize", _POS_RESIZE)
-        if len(self.tubelet_size) != 3 or min(self.tubelet_size) < 1:
-            raise ValueError(f"tubelet_size must be 3 positive ints (t, p, p), got {self.tubelet_size}")
-        t, ph, pw = self.tubelet_size
-        if self.num_frames < t or self.img_size < max(ph, pw):
-            raise ValueError(
-                f"input {self.num_frames}×{self.img_size}² is smaller than one tubelet {self.tubelet_size}"
-            )
-        if self.pool == "cls" and not self.class_token:
-            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token)
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """(t, h, w) tubelet grid of the default input."""
-        t, ph, pw = self.tubelet_size
-        return (self.num_frames // t, self.img_size // ph, self.img_size // pw)
-
-    @property
-    def default_input(self) -> tuple[int, int, int, int]:
-        """One sample's shape: (C, T, H, W)."""
-        return (self.in_chans, self.num_frames, self.img_size, self.img_size)
-
-
-@dataclass(frozen=True)
-class WaveformViTConfig:
-    """Transformer on raw-waveform patches (defaults: VATT-Base audio encoder)."""
-
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    in_chans: int = 1
-    num_samples: int = 153_600  # VATT: 3.2 s at 48 kHz (9.6 s at our 16 kHz) -> 1200 patches
-    patch_size: int = 128  # samples per patch (VATT)
-    class_token: bool = True
-    pool: str = "cls"  # "cls" | "mean"
-    pos_embed_resize: str = "interpolate"
-
-    def __post_init__(self) -> None:
-        _check_trunk(self)
-        _check_choice(self, "pool", ("cls", "mean"))
-        _check_choice(self, "pos_embed_resize", _POS_RESIZE)
-        if self.patch_size < 1 or self.num_samples < self.patch_size:
-            raise ValueError(f"num_samples {self.num_samples} must be >= patch_size {self.patch_size} >= 1")
-        if self.pool == "cls" and not self.class_token:
-            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token)
-
-    @property
-    def grid(self) -> tuple[int]:
-        return (self.num_samples // self.patch_size,)
-
-    @property
-    def default_input(self) -> tuple[int, int]:
-        """One sample's shape: (C, S)."""
-        return (self.in_chans, self.num_samples)
 
 
 # ---- position-table resizing --------------------------------------------------------------------------------------

@@ -5,25 +5,19 @@ knows nothing else about models. Per optimizer step it runs ``accum_steps`` micr
 share of the step's clips (uneven and partly skipped batches give the exact mean over the clips), clips the
 global grad norm, steps AdamW and the warmup+cosine schedule, and updates the EMA.
 
-Reproducibility and resume
---------------------------
-- Seeds: ``train.seed`` seeds python, numpy and torch at the start (``seed + rank`` under torchrun, so the
-  processes draw different mixup / modality-dropout / DropToken samples; rank 0 matches one process). The loader
-  is re-seeded at each epoch from ``(seed, epoch)`` (its ``generator``, ``sampler.set_epoch`` and
-  ``dataset.set_epoch`` when present), so an epoch's data order does not depend on what ran before it.
+The pieces: :mod:`avformer.train.rng` (seeding, RNG state and how a resumed run stays bit-identical),
+:mod:`avformer.train.checkpointing` (what a checkpoint holds, which one a run resumes from),
+:mod:`avformer.train.parallel` (DDP / FSDP wrapping), :mod:`avformer.train.evaluation` (validation, autocast).
+
+Checkpoints and resume
+----------------------
 - ``last.pt`` is written atomically at every epoch end, every ``train.checkpoint_every`` optimizer steps and on
   SIGTERM/SIGINT (a flag checked between steps; the run then returns cleanly). ``best.pt`` holds the state of
   the epoch with the best ``train.best_metric``.
-- A checkpoint holds the model, optimizer, schedule, EMA, counters, best metric, running epoch sums and the RNG
-  states (at the checkpoint and at the start of its epoch; under torchrun every rank's, and each rank resumes its
-  own when the process count is unchanged). Resuming replays the epoch start (RNG, loader
-  seeding), fast-forwards the loader over the batches already trained (they are loaded and dropped), then
-  restores the RNG of the checkpoint. On CPU with the same library versions a run killed at any point and
-  resumed from its last checkpoint ends with bit-identical weights and metrics (tests/train/test_trainer.py).
-- Limits of that guarantee: DataLoader worker processes keep their own RNG, which is not checkpointed, so with
-  ``workers > 0`` the dataset must draw its randomness from ``(seed, epoch, index)`` as ``AVDataset`` does; on GPU
-  bit-exactness also needs ``train.deterministic``. A mid-epoch resume re-reads (and drops) the batches already
-  trained in that epoch, which costs their loading time.
+- A checkpoint holds everything needed to carry on, RNG states included. Resuming replays the epoch start (RNG,
+  loader seeding), fast-forwards the loader over the batches already trained (they are loaded and dropped), then
+  restores the RNG of the checkpoint: on CPU a run killed at any point and resumed from its last checkpoint ends
+  with bit-identical weights and metrics (the details and limits are in :mod:`avformer.train.rng`).
 
 Distributed (``torchrun``)
 --------------------------
@@ -38,10 +32,8 @@ N processes follows the loss curve of one process with an N times larger batch (
 The logged loss and metrics are global means (all-reduced); the number of batches per epoch is the smallest over
 ranks (so no rank waits on a collective that others never reach); a stop signal seen by any rank stops all of
 them at the same step. Rank 0 alone writes files (checkpoints, logs, plots); every rank reads the checkpoint on
-resume. Evaluation: each rank scores its share of the validation set (no padding: no clip counted twice or
-dropped), the outputs are gathered on every rank and put back in dataset order (``batch["index"]``), so the
-metrics equal a single-process evaluation. Under FSDP, whose forward is a collective, ranks with fewer
-validation batches repeat their last one (outputs discarded) until all are done; EMA is not supported with FSDP.
+resume. Evaluation gives the metrics of a single-process evaluation (:mod:`avformer.train.evaluation`); EMA is
+not supported with FSDP.
 
 Shards: when the train loader's dataset has ``fast_forward`` (:class:`~avformer.data.shards.ShardDataset`), a
 mid-epoch resume asks it to skip the trained batches without reading or decoding them (they come out as empty
@@ -53,286 +45,54 @@ Differences from a framework trainer: no callbacks zoo, one ``on_epoch_end`` hoo
 from __future__ import annotations
 
 import math
-import random
 import re
 import signal
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
-from torch import Tensor, nn
+from torch import nn
 
-from avformer.config import ExperimentConfig, dump, to_dict
+from avformer.config import ExperimentConfig, dump
 from avformer.data.dataset import LoadStats
 from avformer.tasks.base import Batch, EpochContext, Task
-from avformer.train.ema import ModelEma, unwrap_model
+from avformer.train.checkpointing import CheckpointMixin, TrainState
+from avformer.train.ema import ModelEma
+from avformer.train.evaluation import _to_device, autocast_context, evaluate
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
-from avformer.utils.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint, versions
-from avformer.utils.device import resolve_device
-from avformer.utils.distributed import (
-    all_reduce_min,
-    all_reduce_sum,
-    barrier,
-    gather_objects,
-    is_dist,
-    is_main,
-    rank,
-    world_size,
+from avformer.train.parallel import wrap_model
+from avformer.train.rng import (
+    _iter_keeping_rng,
+    _rank_rng,
+    _rng_state,
+    _set_rng_state,
+    seed_everything,
+    set_loader_epoch,
 )
+from avformer.utils.checkpoint import load_checkpoint, remove_stale_temps
+from avformer.utils.device import resolve_device
+from avformer.utils.distributed import all_reduce_min, all_reduce_sum, is_dist, is_main, rank, world_size
 
 __all__ = ["TrainState", "Trainer", "evaluate", "fit", "seed_everything", "set_loader_epoch"]
 
-CHECKPOINT_FORMAT = 1
 EpochHook = Callable[[dict[str, Any]], None]
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy's global RNG and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _is_fsdp(model: nn.Module) -> bool:
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # pragma: no cover - torch without FSDP2
-        return False
-    return isinstance(model, FSDPModule)
-
-
-def wrap_model(
-    model: nn.Module, strategy: str, device: torch.device, *, find_unused_parameters: bool = False
-) -> nn.Module:
-    """The module that training calls under an initialised process group: DDP, or the model sharded in place.
-
-    Returns ``model`` itself in a single process, and for ``fsdp`` (FSDP2 shards the module in place: its
-    parameters become DTensors; build the optimizer afterwards). ``find_unused_parameters`` is DDP's flag: set it
-    when the task's loss leaves some parameters without gradients (e.g. contrastive projection heads of a CE-only
-    recipe), which DDP otherwise reports as an error at the next step.
-    """
-    if not is_dist():
-        return model
-    if strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            return DistributedDataParallel(model, device_ids=[index], find_unused_parameters=find_unused_parameters)
-        return DistributedDataParallel(model, find_unused_parameters=find_unused_parameters)
-    if strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
-
-        for module in list(model.modules()):
-            if isinstance(module, nn.ModuleList):
-                for block in module:
-                    fully_shard(block)
-        fully_shard(model)
-        return model
-    raise ValueError(f"unknown strategy {strategy!r} (expected 'ddp' or 'fsdp')")
-
-
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def autocast_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` for ``precision == "bf16"``, else a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-# ---- RNG state in a weights_only-loadable form ---------------------------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
-    version, internal, py_gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"name": name, "keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
-        "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], np.array(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _rank_rng(ckpt: Mapping[str, Any], index: int, world: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """``(rng, epoch_start_rng)`` that process ``index`` of ``world`` resumes with: its own when the checkpoint holds
-    one per process of a run with the same count (``rng_ranks``), rank 0's in one process; None when the process
-    count changed (the caller falls back to rank 0's state)."""
-    ranks = ckpt.get("rng_ranks")
-    if ranks is not None and len(ranks) == world:
-        return ranks[index]["rng"], ranks[index]["epoch_start_rng"]
-    if world == 1:
-        return ckpt["rng"], ckpt["epoch_start_rng"]
-    return None
-
-
-def set_loader_epoch(loader: Any, seed: int, epoch: int) -> None:
-    """Make ``loader``'s order and augmentations for ``epoch`` a function of ``(seed, epoch)`` only.
-
-    Re-seeds the loader's ``generator`` (shuffling and worker seeds) and calls ``set_epoch`` on the dataset, the
-    sampler and the batch sampler when they have it (``AVDataset``, ``DistributedSampler``).
-    """
-    gen = getattr(loader, "generator", None)
-    if isinstance(gen, torch.Generator):
-        gen.manual_seed(zlib.crc32(f"{seed}:{epoch}".encode()))
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    seen: set[int] = set()
-    for obj in (
-        getattr(loader, "dataset", None),
-        getattr(loader, "sampler", None),
-        batch_sampler,
-        getattr(batch_sampler, "sampler", None),
-    ):
-        fn = getattr(obj, "set_epoch", None)
-        if callable(fn) and id(obj) not in seen:
-            seen.add(id(obj))
-            fn(epoch)
-
-
-def _iter_keeping_rng(loader: Any) -> Iterator[Batch]:
-    """``iter(loader)`` without advancing the global torch RNG.
-
-    A DataLoader draws its workers' base seed from the global RNG when it creates an iterator: every epoch, or
-    only once with persistent workers, so a resumed run would draw at a point where the uninterrupted one did
-    not. Restoring the state makes the main process's random stream (dropout, ...) independent of that.
-    """
-    state = torch.get_rng_state()
-    it = iter(loader)
-    torch.set_rng_state(state)
-    return it
-
-
-# ---- evaluation -------------------------------------------------------------------------------------------------
-
-
-def _lockstep(loader: Iterable[Batch], device: torch.device) -> Iterator[tuple[Batch, bool]]:
-    """``(batch, real)`` pairs, padded with repeats of the last real batch (``real`` False) up to the largest
-    number of batches of any rank, for models whose forward is a collective (FSDP)."""
-    n = len(loader)  # type: ignore[arg-type]
-    most = -all_reduce_min(-n, device)
-    last: Batch | None = None
-    for batch in loader:
-        if batch["batch_size"] > 0:
-            last = batch
-        yield batch, True
-    for _ in range(most - n):
-        if last is None:
-            raise RuntimeError("FSDP evaluation: a rank has no validation clip to pad its batches with")
-        yield last, False
-
-
-@torch.no_grad()
-def evaluate(
-    task: Task,
-    loader: Iterable[Batch],
-    *,
-    device: torch.device,
-    precision: str = "fp32",
-    lockstep: bool = False,
-) -> tuple[dict[str, float], LoadStats]:
-    """Run ``validation_step`` over ``loader``, concatenate its outputs and return ``validation_end``'s metrics.
-
-    Floating-point outputs are gathered on the CPU as float32 (bf16 logits would round the metrics). Under
-    distributed training each rank passes its own share of the validation set; the outputs (and the load stats)
-    of all ranks are gathered and sorted by ``batch["index"]`` (dataset order), so every rank computes the
-    metrics of the whole set. ``lockstep``: ranks with fewer batches repeat their last one, discarding its
-    outputs (needed when the forward itself is a collective, as under FSDP).
-    """
-    model = task.model
-    was_training = model.training
-    model.eval()
-    stats = LoadStats()
-    gathered: dict[str, list[Tensor]] = {}
-    order: list[Tensor] = []
-    pairs = _lockstep(loader, device) if lockstep and is_dist() else ((b, True) for b in loader)
-    try:
-        for batch, real in pairs:
-            if real:
-                stats.update(batch)
-            if batch["batch_size"] == 0:
-                continue
-            with autocast_context(device, precision):
-                out = task.validation_step(_to_device(batch, device))
-            if not real:
-                continue
-            for k, v in out.items():
-                v = v.detach().cpu()
-                gathered.setdefault(k, []).append(v.float() if v.is_floating_point() else v)
-            if isinstance(batch.get("index"), Tensor):
-                order.append(batch["index"].cpu())
-    finally:
-        model.train(was_training)
-    local = {k: torch.cat(v) for k, v in gathered.items()}
-    if is_dist():
-        rows = len(next(iter(local.values()))) if local else 0
-        index = torch.cat(order) if order and sum(len(o) for o in order) == rows else None
-        parts = gather_objects((local, index, stats.loaded, stats.skipped))
-        stats = LoadStats(sum(p[2] for p in parts), [s for p in parts for s in p[3]])
-        parts = [p for p in parts if p[0]]
-        if not parts:
-            return {}, stats
-        local = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
-        if all(p[1] is not None for p in parts):
-            perm = torch.argsort(torch.cat([p[1] for p in parts]), stable=True)  # back to dataset order
-            local = {k: v[perm] for k, v in local.items()}
-    if not local:
-        return {}, stats
-    metrics = task.validation_end(local)
-    return {k: float(v) for k, v in metrics.items()}, stats
 
 
 # ---- training -----------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainState:
-    """Counters and running sums; all of it goes into the checkpoint."""
-
-    epoch: int = 0  # epoch in progress, 0-based (== epochs when training is done)
-    batches_done: int = 0  # loader batches consumed in `epoch` (0 at an epoch boundary)
-    step: int = 0  # optimizer steps so far
-    best_value: float | None = None
-    best_epoch: int | None = None  # 1-based, as in metrics.csv
-    loss_sum: float = 0.0  # sum over this epoch's clips of the loss
-    clips: int = 0  # clips trained on this epoch
-    metric_sums: dict[str, float] = field(default_factory=dict)  # clip-weighted sums of training_step scalars
-    loaded: int = 0  # LoadStats of this epoch
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    last_lr: float = 0.0  # lr of the last optimizer step
-    last_row: dict[str, Any] = field(default_factory=dict)  # the last metrics.csv row
-
-    def start_epoch(self) -> None:
-        self.batches_done, self.loss_sum, self.clips = 0, 0.0, 0
-        self.metric_sums, self.loaded, self.skipped = {}, 0, []
-
-
-class Trainer:
+class Trainer(CheckpointMixin):
     """State of one run; :meth:`fit` is the loop. Most callers use the :func:`fit` function.
+
+    Checkpoint I/O (``state_dict``, ``load_state_dict``, ``save``, the resume path) comes from
+    :class:`~avformer.train.checkpointing.CheckpointMixin`.
 
     Args:
         task: model + objectives.
@@ -382,125 +142,6 @@ class Trainer:
         self.scheduler: WarmupCosine | None = None
         self.logger: RunLogger | None = None
         self._warned_best = False
-
-    # -- checkpoint state --------------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict[str, Any]:
-        assert self.scheduler is not None
-        self.state.loaded, self.state.skipped = self.stats.loaded, list(self.stats.skipped)
-        if self.fsdp:  # full (unsharded) tensors on the CPU of rank 0: a collective, every rank calls it
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                get_model_state_dict,
-                get_optimizer_state_dict,
-            )
-
-            opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            model_state = get_model_state_dict(self.task.model, options=opts)
-            optim_state = get_optimizer_state_dict(self.task.model, self.optimizer, options=opts)
-        else:
-            model_state = unwrap_model(self.task.model).state_dict()
-            optim_state = self.optimizer.state_dict()
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": model_state,
-            "optimizer": optim_state,
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "trainer": asdict(self.state),
-            "rng": _rng_state(),
-            "epoch_start_rng": self.epoch_start_rng,
-            "config": to_dict(self.cfg),
-            "versions": versions(),
-            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else None,
-            **self.extras,  # model_overrides: how to rebuild a model built from another run; load_run prefers it
-        }
-
-    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
-        """Restore everything but the RNG (the loop restores it at the right moment, see the module docstring)."""
-        assert self.scheduler is not None
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"unsupported checkpoint format {ckpt.get('format')!r} (expected {CHECKPOINT_FORMAT})")
-        if self.fsdp:  # every rank read the full state; each keeps its shard
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_model_state_dict,
-                set_optimizer_state_dict,
-            )
-
-            opts = StateDictOptions(full_state_dict=True)
-            set_model_state_dict(self.task.model, ckpt["model"], options=opts)
-            set_optimizer_state_dict(self.task.model, self.optimizer, ckpt["optimizer"], options=opts)
-        else:
-            unwrap_model(self.task.model).load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.ema is not None:
-            if ckpt["ema"] is not None:
-                self.ema.load_state_dict(ckpt["ema"])
-            else:  # EMA switched on for a resumed run: start the average from the restored weights
-                self.ema = ModelEma(self.task.model, self.tcfg.ema_decay)
-        t = dict(ckpt["trainer"])
-        t["skipped"] = [tuple(s) for s in t["skipped"]]
-        self.state = TrainState(**t)
-        self.stats = LoadStats(self.state.loaded, list(self.state.skipped))
-        self.epoch_start_rng = ckpt["epoch_start_rng"]
-        if ckpt.get("task") is not None and hasattr(self.task, "load_state_dict"):
-            self.task.load_state_dict(ckpt["task"])
-
-    def save(self, name: str = "last.pt") -> None:
-        """Rank 0 writes ``out_dir/name`` atomically; the other ranks wait for it (a resume reads it)."""
-        state = self.state_dict() if self.main or self.fsdp else None
-        rngs = gather_objects((_rng_state(), self.epoch_start_rng)) if self.world > 1 else None
-        if self.main:
-            assert state is not None
-            if rngs is not None:  # every process's RNG, so a resumed rank carries on with its own stream
-                state["rng_ranks"] = [{"rng": r, "epoch_start_rng": e} for r, e in rngs]
-            save_checkpoint(self.out_dir / name, state)
-        barrier()
-
-    def _local_resume_path(self) -> Path | None:
-        resume = self.tcfg.resume
-        if resume is None:
-            return None
-        if resume == "auto":
-            path = self.out_dir / "last.pt"
-            return path if path.is_file() else None
-        path = Path(resume)
-        if not path.is_file():
-            raise FileNotFoundError(f"train.resume: no checkpoint at {path}")
-        return path
-
-    def _resume_path(self) -> Path | None:
-        """The checkpoint to resume from. Under torchrun rank 0 decides for all (a collective): a rank that
-        decided on its own could start fresh while the others resume, and the run would hang."""
-        local = self._local_resume_path()
-        if not is_dist():
-            return local
-        choices = gather_objects(None if local is None else str(local))
-        if choices[0] is None:
-            return None
-        missing = [r for r, c in enumerate(choices) if c != choices[0]]
-        if missing:
-            raise FileNotFoundError(
-                f"rank 0 resumes from {choices[0]} but rank(s) {missing} do not see it: train.out_dir (or "
-                "train.resume) must be on a filesystem that every node shares"
-            )
-        return Path(choices[0])
-
-    def _report_config_changes(self, saved: dict[str, Any]) -> None:
-        assert self.logger is not None
-        now = to_dict(self.cfg)
-        changed = [
-            f"{sec}.{k}: {saved.get(sec, {}).get(k)!r} -> {v!r}"
-            for sec, fields in now.items()
-            if isinstance(fields, dict)
-            for k, v in fields.items()
-            if sec != "train" or k not in ("resume", "out_dir")
-            if saved.get(sec, {}).get(k) != v
-        ]
-        if changed:
-            self.logger.info("resuming with config changes: " + "; ".join(changed))
 
     # -- signals -----------------------------------------------------------------------------------------------
 
