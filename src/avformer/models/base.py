@@ -35,7 +35,8 @@ class EncoderOutput:
         tokens: (B, N, D) final patch tokens after the last norm, *without* the class token.
         pooled: (B, D) clip-level feature (class token or mean of ``tokens``), the input of the head.
         grid: the token grid of ``tokens`` per axis, e.g. ``(F', T')`` for a spectrogram or ``(t, h, w)`` for video;
-            ``prod(grid) == N``.
+            ``prod(grid) == N``, unless a keep-mask dropped tokens (then ``grid`` is the full grid and ``tokens``
+            the kept ones, in grid order).
     """
 
     tokens: torch.Tensor

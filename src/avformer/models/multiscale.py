@@ -354,17 +354,24 @@ class MultiscaleTransformer(nn.Module):
             pooled = tokens.mean(dim=1)
         return EncoderOutput(tokens=tokens, pooled=pooled, grid=tuple(grid))
 
-    def forward_features(self, x: torch.Tensor) -> EncoderOutput:
+    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> EncoderOutput:
         """Encode a spectrogram or a clip.
 
         Args:
             x: (B, C, *size): ``(B, 1, F, T)`` log-mel (mel bins first) or ``(B, C, T, H, W)`` video, with as many
                 axes as ``cfg.input_size``; the sizes may differ from ``cfg.input_size``.
+            keep: not supported: pooling attention works on the whole token grid, so a multiscale encoder cannot
+                drop tokens (a ``ValueError`` says so; use a ViT encoder for DropToken or masked modelling).
 
         Returns:
             ``EncoderOutput`` with tokens (B, N, D) after the final norm (no class token), pooled (B, D) (the class
             token, or the mean of the tokens) and the final grid (``prod(grid) == N``).
         """
+        if keep is not None:
+            raise ValueError(
+                f"{type(self).__name__} pools over the whole token grid and cannot drop tokens (keep); "
+                "DropToken and masked modelling need a ViT encoder (ast_*, vit_video_*, vit_wave_*)"
+            )
         x, grid = self.embed(x)
         for i in range(len(self.blocks)):
             x, grid = self.forward_block(i, x, grid)

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from avformer.layers.drop import keep_tokens
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
@@ -207,10 +208,13 @@ class _ViTEncoder(nn.Module):
         """``(input width, output width)`` of every block: ``(D, D)``."""
         return [(self.embed_dim, self.embed_dim)] * len(self.blocks)
 
-    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Tokens with positions, prefix tokens first: ``(B, P + N, D)`` and the patch grid."""
+    def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Tokens with positions, prefix tokens first: ``(B, P + N, D)`` and the patch grid. With ``keep`` (a token
+        keep-mask, :func:`~avformer.layers.drop.keep_tokens`) only the kept patch tokens follow the prefix."""
         tokens, grid = self.patch_embed(x)  # (B, N, D)
         tokens = tokens + self._patch_pos(grid).to(tokens.dtype)
+        if keep is not None:
+            tokens = keep_tokens(tokens, keep)  # (B, N_keep, D), positions already added
         prefix = self._prefix(tokens.shape[0])
         x = tokens if prefix is None else torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + N, D)
         return x, tuple(grid)
@@ -237,15 +241,20 @@ class _ViTEncoder(nn.Module):
         return EncoderOutput(tokens=tokens, pooled=self._pool(prefix, tokens), grid=grid)
 
     # -- forward
-    def forward_sequence(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    def forward_sequence(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[int, ...]]:
         """The whole normed sequence ``[prefix tokens, patch tokens]`` (B, P + N, D) and the patch grid."""
-        x, grid = self.embed(x)
+        x, grid = self.embed(x, keep)
         for i in range(len(self.blocks)):
             x, grid = self.forward_block(i, x, grid)
         return self.norm(x), grid
 
-    def forward_features(self, x: torch.Tensor) -> EncoderOutput:
-        seq, grid = self.forward_sequence(x)
+    def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> EncoderOutput:
+        """Encode ``x``; with ``keep`` (B, N_keep) indices or a (B, N) bool mask over the patch grid, only those
+        tokens are encoded (DropToken, masked modelling): ``tokens`` is then (B, N_keep, D) in grid order and
+        ``grid`` the full grid."""
+        seq, grid = self.forward_sequence(x, keep)
         return self._split(seq, grid)
 
     def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
