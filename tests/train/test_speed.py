@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from avformer.config import ModelSpec, OptimConfig
+from avformer.config import ExperimentConfig, ModelSpec, OptimConfig
 from avformer.models.registry import create_model
 from avformer.profiling import count_flops, forward_flops
 from avformer.tasks.classification import ClassificationOptions, ClassificationTask
@@ -47,20 +47,43 @@ def test_train_step_rate_takes_optimizer_steps() -> None:
     task = _task()
     before = [p.detach().clone() for p in task.model.parameters()]
     batch = synthetic_batch((1, 32, 100), None, 4, 5)
-    rate = train_step_rate(task, batch, OptimConfig(lr=1e-3), device=torch.device("cpu"), steps=2, warmup=1)
+    cfg = ExperimentConfig(name="t", model=SPEC, optim=OptimConfig(lr=1e-3))
+    rate = train_step_rate(task, batch, cfg, device=torch.device("cpu"), steps=2, warmup=1)
     assert rate.clips_per_s > 0 and rate.batch_size == 4 and rate.steps == 2
     assert any(not torch.equal(a, b) for a, b in zip(before, task.model.parameters(), strict=True))
     with pytest.raises(ValueError):
-        train_step_rate(task, batch, OptimConfig(), device=torch.device("cpu"), steps=0)
+        train_step_rate(task, batch, cfg, device=torch.device("cpu"), steps=0)
 
 
 def test_loader_train_rate_alternates_loaders() -> None:
     batches = [synthetic_batch((1, 32, 100), None, 4, 5, seed=i) for i in range(3)]
     empty = {"batch_size": 0, "skipped": []}
     rates = loader_train_rate(
-        _task, {"a": batches, "b": [empty, *batches]}, OptimConfig(), device=torch.device("cpu"), steps=4, warmup=1
+        _task,
+        {"a": batches, "b": [empty, *batches]},
+        ExperimentConfig(name="t", model=SPEC),
+        device=torch.device("cpu"),
+        steps=4,
+        warmup=1,
     )
     assert set(rates) == {"a", "b"} and all(v > 0 for v in rates.values())
+
+
+def test_the_benchmark_steps_are_the_trainers_steps() -> None:
+    """``train_step_rate`` times Trainer.train_step: from the same weights, its steps give the weights of the
+    trainer's own steps on those batches (one loop, not a second copy of it)."""
+    from avformer.train.trainer import Trainer
+
+    batch = synthetic_batch((1, 32, 100), None, 4, 5)
+    cfg = ExperimentConfig(name="t", model=SPEC, optim=OptimConfig(lr=1e-3, grad_clip=1.0))
+    bench = _task()
+    train_step_rate(bench, batch, cfg, device=torch.device("cpu"), steps=2, warmup=0)
+    own = _task()
+    trainer = Trainer(own, cfg)
+    for _ in range(2):
+        trainer.train_step(batch)
+    for a, b in zip(bench.model.parameters(), own.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_nonempty_gives_up_when_every_batch_is_empty() -> None:

@@ -289,9 +289,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
     if any(v is None for v in shapes.values()):
         raise ValueError(f"{cfg.model.name}: no default input size to build a synthetic batch from")
     batch = synthetic_batch(shapes.get("audio"), shapes.get("video"), batch_size, num_classes, device)
-    rate = train_step_rate(
-        task, batch, cfg.optim, device=device, precision=precision, steps=args.steps, warmup=args.warmup
-    )
+    rate = train_step_rate(task, batch, cfg, device=device, precision=precision, steps=args.steps, warmup=args.warmup)
     with torch.device("meta"):
         meta_model = build_model(cfg.model, num_classes)
         one = synthetic_batch(shapes.get("audio"), shapes.get("video"), 1, num_classes, "meta")
@@ -330,7 +328,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
             ),
         }  # fmt: skip
         e2e = loader_train_rate(
-            new_task, loaders, cfg.optim, device=device, precision=precision, steps=args.data_steps,
+            new_task, loaders, cfg, device=device, precision=precision, steps=args.data_steps,
             warmup=args.warmup, rounds=args.rounds,
         )  # fmt: skip
         only = loader_rate(loaders, steps=args.data_steps, warmup=args.warmup, rounds=args.rounds)

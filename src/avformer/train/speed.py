@@ -1,8 +1,8 @@
 """Training throughput: clips/s of full optimizer steps, model FLOPs utilisation (MFU), and the data pipeline's share.
 
-Behind ``avformer bench train``. Two measurements, both of what :class:`~avformer.train.trainer.Trainer` does per
-step (``task.training_step`` under the same autocast, ``backward``, grad clipping when configured, AdamW step,
-``zero_grad``):
+Behind ``avformer bench train``. Two measurements, both of :meth:`avformer.train.trainer.Trainer.train_step`: the
+trainer's own step (``task.training_step`` under its autocast, ``backward``, grad clipping when configured, AdamW,
+the learning-rate schedule, EMA when configured), so a benchmark times exactly what training runs:
 
 * :func:`train_step_rate` — **model only**: one synthetic batch of the model's input size, kept on the device, so
   no data loading. Warmup steps (allocator, ``torch.compile``, cuDNN/SDPA autotuning) are not timed; the rate is
@@ -25,14 +25,14 @@ import contextlib
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from avformer.train.optim import build_optimizer
-from avformer.train.trainer import autocast_context
+from avformer.config import ExperimentConfig
+from avformer.train.trainer import Trainer
 from avformer.utils.device import synchronize
 
 __all__ = [
@@ -108,24 +108,14 @@ def synthetic_batch(
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-class _Stepper:
-    """One training step of ``task`` as the trainer runs it (see the module docstring)."""
-
-    def __init__(self, task: Any, optim_cfg: Any, device: torch.device, precision: str) -> None:
-        self.task, self.device, self.precision = task, device, precision
-        self.optimizer = build_optimizer(_plain(task.model), optim_cfg)
-        self.clip = float(optim_cfg.grad_clip)
-        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def __call__(self, batch: dict[str, Any]) -> None:
-        batch = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        with autocast_context(self.device, self.precision):
-            loss, _ = self.task.training_step(batch)
-        loss.backward()
-        if self.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+def _trainer(task: Any, cfg: ExperimentConfig, device: torch.device, precision: str) -> Trainer:
+    """A :class:`Trainer` of ``task`` on ``device`` (nothing is written); a compiled model is stepped compiled."""
+    compiled = task.model
+    task.model = _plain(compiled)
+    cfg = replace(cfg, train=replace(cfg.train, device=str(device), precision=precision))
+    trainer = Trainer(task, cfg)
+    trainer.model = compiled if compiled is not task.model else trainer.model
+    return trainer
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -136,7 +126,7 @@ def _plain(model: nn.Module) -> nn.Module:
 def train_step_rate(
     task: Any,
     batch: dict[str, Any],
-    optim_cfg: Any,
+    cfg: ExperimentConfig,
     *,
     device: torch.device,
     precision: str = "fp32",
@@ -146,14 +136,13 @@ def train_step_rate(
     """Clips/s of full training steps on one fixed batch (no data loading); warmup steps are not timed."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
-    step = _Stepper(task, optim_cfg, device, precision)
-    task.model.train()
+    trainer = _trainer(task, cfg, device, precision)
     batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     times: list[float] = []
     for i in range(warmup + steps):
         synchronize(device)
         t0 = time.perf_counter()
-        step(batch)
+        trainer.train_step(batch)
         synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -176,7 +165,7 @@ def _cycle(loader: Any) -> Iterator[dict[str, Any]]:
 def loader_train_rate(
     make_task: Callable[[], Any],
     loaders: dict[str, Any],
-    optim_cfg: Any,
+    cfg: ExperimentConfig,
     *,
     device: torch.device,
     precision: str = "fp32",
@@ -189,24 +178,22 @@ def loader_train_rate(
     task from ``make_task()`` (same initial weights when ``make_task`` seeds). Returns clips/s per loader name."""
     if steps < rounds or rounds < 1:
         raise ValueError(f"need steps >= rounds >= 1, got steps={steps}, rounds={rounds}")
-    states: dict[str, tuple[_Stepper, Iterator[dict[str, Any]]]] = {}
+    states: dict[str, tuple[Trainer, Iterator[dict[str, Any]]]] = {}
     for name, loader in loaders.items():
-        task = make_task()
-        task.model.to(device).train()
-        stepper, it = _Stepper(task, optim_cfg, device, precision), _cycle(loader)
+        trainer, it = _trainer(make_task(), cfg, device, precision), _cycle(loader)
         for _ in range(warmup):
-            stepper(_nonempty(it))
-        states[name] = (stepper, it)
+            trainer.train_step(_nonempty(it))
+        states[name] = (trainer, it)
     clips = dict.fromkeys(loaders, 0)
     seconds = dict.fromkeys(loaders, 0.0)
     per_round = steps // rounds
     for _ in range(rounds):
-        for name, (stepper, it) in states.items():
+        for name, (trainer, it) in states.items():
             synchronize(device)
             t0 = time.perf_counter()
             for _ in range(per_round):
                 batch = _nonempty(it)
-                stepper(batch)
+                trainer.train_step(batch)
                 clips[name] += int(batch["batch_size"])
             synchronize(device)
             seconds[name] += time.perf_counter() - t0

@@ -282,6 +282,22 @@ class Trainer(CheckpointMixin):
     def _agree_on_stop(self) -> None:
         self._set_stop(*all_reduce_sum(self._signal_flags(), self._reduce_device))
 
+    def train_step(self, batch: Batch) -> float:
+        """One optimizer step on one batch, exactly as the training loop takes it (autocast, backward, gradient
+        clipping, AdamW, the learning-rate schedule, EMA), on the trainer's device; returns the batch's loss.
+
+        For benchmarks and diagnostics, which time this rather than a loop of their own. Outside :meth:`fit` the
+        schedule is a constant ``optim.lr``; nothing is logged or saved.
+        """
+        if self.scheduler is None:
+            lr = self.cfg.optim.lr
+            self.scheduler = WarmupCosine(self.optimizer, base_lr=lr, min_lr=lr, warmup_steps=0, total_steps=1)
+        self.task.model.train()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        with self._training_model():
+            loss, _ = self._step([batch], int(batch["batch_size"]), params, self.cfg.optim.grad_clip)
+        return loss
+
     def _step(
         self, group: list[Batch], clips: int, params: list[nn.Parameter], clip: float
     ) -> tuple[float, float | None]:
