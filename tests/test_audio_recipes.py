@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from avformer.config import from_dict, load, to_dict
+from avformer.config import apply_overrides, from_dict, load, to_dict
+from avformer.data.manifest import ManifestError, read_manifest
 from avformer.models.loading import build_model
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "configs" / "experiment"
@@ -67,9 +68,9 @@ def test_audio_recipes_have_dataset_stats_specaugment_and_mixup(name: str) -> No
 
 def test_esc50_folds_are_five_and_differ_only_in_fold() -> None:
     cfgs = [load(EXPERIMENT / f"esc50_fold{k}.yaml") for k in range(1, 6)]
-    assert [c.val_manifest for c in cfgs] == [f"data/esc50/fold{k}_val.csv" for k in range(1, 6)]
+    assert [(c.train_split, c.val_split) for c in cfgs] == [(f"except-fold{k}", f"fold{k}") for k in range(1, 6)]
     assert len({c.train.out_dir for c in cfgs}) == 5
-    strip = ("name", "train_manifest", "val_manifest", "train.out_dir")
+    strip = ("name", "train_split", "val_split", "train.out_dir")
     assert all(_without(to_dict(c), *strip) == _without(to_dict(cfgs[0]), *strip) for c in cfgs)
 
 
@@ -77,3 +78,38 @@ def test_audioset_recipe_is_multilabel_map() -> None:
     cfg = load(EXPERIMENT / "audioset_mat_small.yaml")
     assert cfg.train.best_metric == "mAP" and cfg.train.best_mode == "max"
     assert cfg.classes is not None and cfg.classes.endswith("class_labels_indices.csv")
+
+
+def _fake_esc50(root: Path) -> Path:
+    """The ESC-50 layout: meta/esc50.csv (2 clips per fold, one of them ESC-10) and audio/ beside it."""
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").mkdir()
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in range(1, 6):
+        lines += [f"{fold}-a.wav,{fold},0,dog,True,x,A", f"{fold}-b.wav,{fold},1,rain,False,x,A"]
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+    return root / "meta" / "esc50.csv"
+
+
+def test_esc50_reads_as_it_ships_and_splits_by_fold(tmp_path: Path) -> None:
+    meta = _fake_esc50(tmp_path / "ESC-50-master")
+    val = read_manifest(meta, split="fold2")
+    assert [r.id for r in val] == ["2-a.wav", "2-b.wav"] and val.classes == ["dog", "rain"]
+    assert val[0].path == str(tmp_path / "ESC-50-master" / "audio" / "2-a.wav")
+    train = read_manifest(meta, split="except-fold2")
+    assert len(train) == 8 and not {r.id for r in train} & {r.id for r in val}
+    assert [r.id for r in read_manifest(meta, split="esc10:except-fold2")] == [f"{k}-a.wav" for k in (1, 3, 4, 5)]
+    assert len(read_manifest(meta)) == 10
+    with pytest.raises(ManifestError, match="foldK or except-foldK"):
+        read_manifest(meta, split="fold9")
+
+
+def test_an_esc50_fold_config_builds_its_split_data(tmp_path: Path) -> None:
+    from avformer.train.experiment import load_data
+
+    meta = _fake_esc50(tmp_path / "ESC-50-master")
+    cfg = apply_overrides(load(EXPERIMENT / "esc50_fold3.yaml"), [f"train_manifest={meta}", f"val_manifest={meta}"])
+    data = load_data(cfg)
+    assert data.train is not None and data.val is not None
+    assert {r.id[0] for r in data.val} == {"3"} and "3" not in {r.id[0] for r in data.train}
+    assert data.classes == ["dog", "rain"]

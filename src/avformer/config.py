@@ -226,6 +226,10 @@ class ExperimentConfig:
     loss: LossConfig | None = None  # old configs only: migrated into task.options by the composition
     train_manifest: str | None = None
     val_manifest: str | None = None
+    # the split of a manifest file that holds several (VGGSound/Kinetics `split` column, ESC-50 folds: `fold1`,
+    # `except-fold1`); None = every row
+    train_split: str | None = None
+    val_split: str | None = None
     root: str | None = None  # media root that relative manifest paths resolve against
     classes: str | None = None  # class order, one name a line (e.g. synth's classes.txt); None = sorted train labels
     # shards written by `avformer prepare` (a folder, its index.json, or a URL of one); used instead of the manifests

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from avformer.data import esc50  # noqa: F401  (registers the esc50 manifest format; light: no decoder)
+
 _EXPORTS = {
     "AVDataset": "avformer.data.dataset",
     "AudioFeatureConfig": "avformer.data.audio",

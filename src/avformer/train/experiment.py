@@ -118,13 +118,13 @@ def strip_labels(manifest: Manifest) -> Manifest:
 # ---- data ---------------------------------------------------------------------------------------------------
 
 
-def _manifest(path: str | None, what: str, root: str | None, classes: Any = None) -> Manifest:
+def _manifest(path: str | None, what: str, root: str | None, classes: Any = None, split: str | None = None) -> Manifest:
     if path is None:
         raise UsageError(f"{what} is not set in the config (set it in the YAML or as {what}=PATH)")
     if not Path(path).is_file():
         raise UsageError(f"{what}: no such file: {path}")
     try:
-        return read_manifest(path, root, classes=classes)
+        return read_manifest(path, root, classes=classes, split=split)
     except ManifestError as e:
         raise UsageError(f"{what}: {e}") from e
 
@@ -199,16 +199,21 @@ def _labeled_data(cfg: ExperimentConfig) -> ExperimentData:
             val_ds = _shards(cfg, cfg.val_shards, "val_shards", False, classes)
             val_loader = make_shard_loader(val_ds, num_workers=tcfg.workers)
         elif cfg.val_manifest:
-            val = replace(_manifest(cfg.val_manifest, "val_manifest", cfg.root, classes), multilabel=multilabel)
+            val = _manifest(cfg.val_manifest, "val_manifest", cfg.root, classes, cfg.val_split)
+            val = replace(val, multilabel=multilabel)
             val_loader = _eval_loader(cfg, val, one_view=False)
         train_loader = make_shard_loader(train_ds, num_workers=tcfg.workers)
         return ExperimentData(classes, multilabel, None, val, train_loader, val_loader)
     if cfg.classes is not None and not Path(cfg.classes).is_file():
         raise UsageError(f"classes: no such file: {cfg.classes}")
-    train = _manifest(cfg.train_manifest, "train_manifest", cfg.root, cfg.classes)
+    train = _manifest(cfg.train_manifest, "train_manifest", cfg.root, cfg.classes, cfg.train_split)
     if not train.classes:
         raise UsageError(f"train_manifest {cfg.train_manifest}: no labels (a classifier needs a label column)")
-    val = _manifest(cfg.val_manifest, "val_manifest", cfg.root, train.classes) if cfg.val_manifest else None
+    val = (
+        _manifest(cfg.val_manifest, "val_manifest", cfg.root, train.classes, cfg.val_split)
+        if cfg.val_manifest
+        else None
+    )
     if val is not None and val.multilabel != train.multilabel:
         if val.multilabel:
             raise UsageError(
@@ -225,14 +230,14 @@ def _unlabeled_data(cfg: ExperimentConfig, reads_text: bool, subtitles: bool) ->
     tcfg = cfg.train
     world, _ = _world()
     need = max(2, tcfg.batch_size) * world
-    val = _manifest(cfg.val_manifest, "val_manifest", cfg.root) if cfg.val_manifest else None
+    val = _manifest(cfg.val_manifest, "val_manifest", cfg.root, split=cfg.val_split) if cfg.val_manifest else None
     val_loader = _eval_loader(cfg, val, one_view=True) if val is not None else None
     if cfg.train_shards is not None:
         train_ds = _shards(cfg, cfg.train_shards, "train_shards", True, [], labels=False)
         if len(train_ds) < need:
             raise UsageError(f"train_shards {cfg.train_shards}: {len(train_ds)} clips, fewer than one full batch")
         return ExperimentData([], False, None, val, make_shard_loader(train_ds, num_workers=tcfg.workers), val_loader)
-    train = strip_labels(_manifest(cfg.train_manifest, "train_manifest", cfg.root))
+    train = strip_labels(_manifest(cfg.train_manifest, "train_manifest", cfg.root, split=cfg.train_split))
     if reads_text:
         train = with_resolved_text(train, subtitles=subtitles)
     if len(train) < need:
