@@ -53,6 +53,8 @@ def test_an_offset_that_does_not_fit_is_refused() -> None:
         place_views(0.0, 1.5, 1.0, ViewConfig(max_audio_offset=1.0, min_audio_offset=0.8), _gen(), train=True)
     with pytest.raises(ValueError, match="not both"):
         ViewConfig(audio_offset=0.1, max_audio_offset=0.5)
+    with pytest.raises(ValueError, match="needs audio"):
+        DataConfig(modalities=("video",), views=ViewConfig(audio_offset=0.5))
 
 
 @pytest.fixture(scope="module")

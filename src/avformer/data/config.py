@@ -126,6 +126,8 @@ class DataConfig:
             raise ValueError(f"num_test_clips must be >= 1, got {self.num_test_clips}")
         if self.num_test_crops < 1:
             raise ValueError(f"num_test_crops must be >= 1, got {self.num_test_crops}")
+        if self.views.shifted and "audio" not in self.modalities:
+            raise ValueError("views: an audio offset needs audio in data.modalities")
 
     @property
     def window_seconds(self) -> float:

@@ -273,7 +273,7 @@ class AVDataset(Dataset[dict[str, Any]]):
                     vclip = self._decode(row.path, w.video_start, w.video_start + length, video=True, audio=False)
                     frames = vclip.video if vclip.has_video else None
                 aclip = self._decode(row.path, w.audio_start, w.audio_start + length, video=False, audio=True)
-                need = round(length * cfg.audio.sample_rate * 0.99)  # a frame of resampling slack
+                need = round(length * cfg.audio.sample_rate * 0.99)  # 1 % of slack for the resampler's edges
                 if not aclip.has_audio or len(aclip.audio) < need:
                     got = 0.0 if not aclip.has_audio else len(aclip.audio) / cfg.audio.sample_rate
                     raise MediaError(
