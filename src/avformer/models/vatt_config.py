@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from avformer.layers.conv_embed import stem_strides
+from avformer.models.vit_config import TrunkConfig
 
 __all__ = ["MODALITIES", "VATTConfig"]
 
@@ -19,19 +20,13 @@ _POOLS = ("agg", "mean")
 
 # ---- config -------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class VATTConfig:
+class VATTConfig(TrunkConfig):
     """VATT architecture (defaults: VATT-Base on the paper's 32 × 224² video; audio at our 16 kHz).
 
     ``embed_dim`` / ``depth`` / ``num_heads`` size the video trunk (and the one shared trunk when ``shared_backbone``);
     ``audio_trunk`` / ``text_trunk`` are ``(embed_dim, depth, num_heads)`` of the other trunks (None: as video).
     """
 
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
     layer_scale: float | None = None  # LayerScale init of every block (CaiT); None = off (VATT)
     shared_backbone: bool = False  # True: the modality-agnostic variant (VATT-MA)
     audio_trunk: tuple[int, int, int] | None = None

@@ -12,7 +12,7 @@ from typing import Any
 
 from avformer.layers.conv_embed import conv_out_size
 
-__all__ = ["ASTConfig", "VideoViTConfig", "WaveformViTConfig"]
+__all__ = ["ASTConfig", "TrunkConfig", "VideoViTConfig", "WaveformViTConfig"]
 
 _POS_RESIZE = ("interpolate", "crop")
 
@@ -37,8 +37,9 @@ def _check_choice(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
 
 
 @dataclass(frozen=True)
-class ASTConfig:
-    """AST architecture (defaults: AST-Base as published, AudioSet 10 s clips). Runtime knobs are constructor args."""
+class TrunkConfig:
+    """The transformer trunk every ViT-family config starts with (defaults: ViT-Base); the families add their
+    tokenizer and pooling fields after these."""
 
     embed_dim: int = 768
     depth: int = 12
@@ -46,6 +47,12 @@ class ASTConfig:
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
     norm_eps: float = 1e-6
+
+
+@dataclass(frozen=True)
+class ASTConfig(TrunkConfig):
+    """AST architecture (defaults: AST-Base as published, AudioSet 10 s clips). Runtime knobs are constructor args."""
+
     num_mel_bins: int = 128  # F of the default input (Kaldi fbank, 25 ms window)
     num_frames: int = 1024  # T of the default input: 10.24 s at a 10 ms hop
     patch_size: int = 16  # square patches
@@ -93,15 +100,9 @@ class ASTConfig:
 
 
 @dataclass(frozen=True)
-class VideoViTConfig:
+class VideoViTConfig(TrunkConfig):
     """Video ViT over tubelets with VATT's separable position embedding (defaults: VATT-Base video encoder)."""
 
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
     in_chans: int = 3
     num_frames: int = 32  # VATT: 32 frames at 10 fps (3.2 s)
     img_size: int = 224  # square frames
@@ -142,15 +143,9 @@ class VideoViTConfig:
 
 
 @dataclass(frozen=True)
-class WaveformViTConfig:
+class WaveformViTConfig(TrunkConfig):
     """Transformer on raw-waveform patches (defaults: VATT-Base audio encoder)."""
 
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
     in_chans: int = 1
     num_samples: int = 153_600  # VATT: 3.2 s at 48 kHz (9.6 s at our 16 kHz) -> 1200 patches
     patch_size: int = 128  # samples per patch (VATT)
