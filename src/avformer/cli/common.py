@@ -7,16 +7,18 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch.distributed as dist
+from rich.console import Console
 
 from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
+from avformer.train.experiment import RunResult, run_experiment
 from avformer.utils.checkpoint import CheckpointError
-from avformer.utils.distributed import init_distributed
+from avformer.utils.distributed import init_distributed, is_main
 from avformer.utils.errors import UsageError
 
-__all__ = ["add_config_args", "config_from_args", "exit_status", "run_in_group"]
+__all__ = ["add_config_args", "config_from_args", "exit_status", "run_and_report", "run_in_group"]
 
 T = TypeVar("T")
 
@@ -63,3 +65,24 @@ def run_in_group(prog: str, device: str, fn: Callable[[], T]) -> T | int:
 def exit_status(stopped: str | None) -> int:
     """0 for a finished run, 128 + N when signal N stopped it (after saving ``last.pt``)."""
     return 0 if stopped is None else 128 + int(signal.Signals[stopped])
+
+
+def run_and_report(prog: str, cfg: ExperimentConfig, headline: Callable[[RunResult], str], **kwargs: Any) -> int:
+    """``run_experiment(cfg, **kwargs)`` inside the process group; rank 0 prints ``headline(result)`` (or how to
+    resume a run a signal stopped). Returns the exit status."""
+
+    def run() -> tuple[bool, RunResult]:
+        main = is_main()  # rank 0 alone prints
+        return main, run_experiment(cfg, console=Console(quiet=not main), **kwargs)
+
+    out = run_in_group(prog, cfg.train.device, run)
+    if isinstance(out, int):
+        return out
+    main, result = out
+    stopped = result.summary.get("stopped")
+    if main:
+        if stopped is not None:
+            print(f"stopped by {stopped} after saving {result.out_dir / 'last.pt'}; run the same command to resume")
+        else:
+            print(headline(result))
+    return exit_status(stopped)

@@ -26,12 +26,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.console import Console
-
-from avformer.cli.common import add_config_args, config_from_args, exit_status, run_in_group
+from avformer.cli.common import add_config_args, config_from_args, run_and_report
 from avformer.config import ConfigError
-from avformer.train.experiment import RunResult, run_experiment
-from avformer.utils.distributed import is_main
+from avformer.train.experiment import RunResult
 from avformer.utils.errors import UsageError
 
 __all__ = ["main"]
@@ -54,23 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avformer pretrain: error: {e}", file=sys.stderr)
         return 2
 
-    def run() -> tuple[bool, RunResult]:
-        main = is_main()  # rank 0 alone prints
-        console = Console(quiet=not main)
-        return main, run_experiment(
-            cfg, mode="pretrain", out_dir=args.out, console=console, subtitles=not args.no_subtitles
-        )
+    return run_and_report(
+        "avformer pretrain", cfg, _headline, mode="pretrain", out_dir=args.out, subtitles=not args.no_subtitles
+    )
 
-    out = run_in_group("avformer pretrain", cfg.train.device, run)
-    if isinstance(out, int):
-        return out
-    main, result = out
-    stopped = result.summary.get("stopped")
-    if not main:
-        return exit_status(stopped)
-    if stopped is not None:
-        print(f"stopped by {stopped} after saving {result.out_dir / 'last.pt'}; run the same command to resume")
-        return exit_status(stopped)
+
+def _headline(result: RunResult) -> str:
     s = result.summary
     parts = [f"done in {result.seconds / 60:.1f} min", f"run folder {result.out_dir}", f"{result.num_params:,} params"]
     if result.experiment.entry.reads_text:
@@ -78,5 +64,4 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("val_a2v_mAP", "val_a2v_R@1", "val_a2v_median_rank"):
         if key in s:
             parts.append(f"{key.removeprefix('val_')} {s[key]:.4f}")
-    print("; ".join(parts))
-    return 0
+    return "; ".join(parts)

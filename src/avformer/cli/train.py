@@ -33,12 +33,9 @@ import argparse
 import shlex
 import sys
 
-from rich.console import Console
-
-from avformer.cli.common import add_config_args, config_from_args, exit_status, run_in_group
+from avformer.cli.common import add_config_args, config_from_args, run_and_report
 from avformer.config import ConfigError
-from avformer.train.experiment import RunResult, run_experiment
-from avformer.utils.distributed import is_main
+from avformer.train.experiment import RunResult
 from avformer.utils.errors import UsageError
 
 __all__ = ["main"]
@@ -75,18 +72,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"avformer train: error: {e}", file=sys.stderr)
         return 2
 
-    def run() -> tuple[bool, RunResult]:
-        main = is_main()  # rank 0 alone prints
-        return main, run_experiment(cfg, out_dir=args.out, console=Console(quiet=not main), command=command)
-
-    out = run_in_group("avformer train", cfg.train.device, run)
-    if isinstance(out, int):
-        return out
-    main, result = out
-    stopped = result.summary.get("stopped")
-    if main:
-        if stopped is not None:
-            print(f"stopped by {stopped} after saving {result.out_dir / 'last.pt'}; run the same command to resume")
-        else:
-            print(_headline(result))
-    return exit_status(stopped)
+    return run_and_report("avformer train", cfg, _headline, out_dir=args.out, command=command)
