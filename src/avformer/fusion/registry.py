@@ -15,12 +15,13 @@ built-in fusions register themselves when :mod:`avformer.fusion` is imported.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
+
+from avformer.utils.names import unknown_name_hint
 
 __all__ = ["FusionEntry", "get_fusion", "list_fusions", "register_fusion", "unregister_fusion"]
 
@@ -82,8 +83,7 @@ def unregister_fusion(name: str) -> None:
 def get_fusion(name: str) -> FusionEntry:
     """The registered fusion ``name`` (ValueError listing close names, or all of them)."""
     if name not in _FUSIONS:
-        close = difflib.get_close_matches(name, _FUSIONS, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"registered: {', '.join(sorted(_FUSIONS))}"
+        hint = unknown_name_hint(name, _FUSIONS)
         raise ValueError(f"unknown fusion {name!r}; {hint}")
     return _FUSIONS[name]
 

@@ -22,7 +22,6 @@ column, sidecar file, subtitle stream).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,6 +30,7 @@ from torch import nn
 
 from avformer.config import ConfigError, ExperimentConfig, LossConfig, TaskSpec, structure, to_dict
 from avformer.tasks.base import Task
+from avformer.utils.names import unknown_name_hint
 
 __all__ = [
     "TaskData",
@@ -114,8 +114,7 @@ def get_task(name: str) -> TaskEntry:
         ConfigError: no such task (the message lists close names, or all of them).
     """
     if name not in _TASKS:
-        close = difflib.get_close_matches(name, _TASKS, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(map(repr, close))}?" if close else f"registered: {', '.join(sorted(_TASKS))}"
+        hint = unknown_name_hint(name, _TASKS)
         raise ConfigError(f"task.name: unknown task {name!r}; {hint}")
     return _TASKS[name]
 
