@@ -29,9 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from avformer.config import from_dict
 from avformer.models.base import EncoderOutput
 from avformer.models.registry import create_model, register_model
 from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.utils.checkpoint import find_checkpoint, load_checkpoint
 
 __all__ = ["VATTClassifier", "vatt_classifier"]
 
@@ -104,9 +106,10 @@ def _prune(vatt: VisionAudioTextTransformer, modality: str) -> None:
 
 
 def _architecture(
-    init_from: str | None, base: str, overrides: dict[str, Any]
+    init_from: str | None, base: str, overrides: dict[str, Any], *, weights: bool = True
 ) -> tuple[str, dict[str, Any], VisionAudioTextTransformer | None, Path | None]:
-    """``(VATT variant, its overrides, the pretrained model or None, its checkpoint or None)``."""
+    """``(VATT variant, its overrides, the pretrained model or None, its checkpoint or None)``; with
+    ``weights=False`` only the pretraining run's config is read (no model is built)."""
     overrides = {"drop_token_rate": 0.0, **overrides}
     if init_from is None:
         return base, overrides, None, None
@@ -114,8 +117,12 @@ def _architecture(
 
     if not Path(init_from).exists():
         raise ValueError(f"init_from: no such run folder or checkpoint: {init_from}")
+    pretrained = path = None
     try:
-        cfg, pretrained, path = load_vatt_run(init_from)
+        if weights:
+            cfg, pretrained, path = load_vatt_run(init_from)
+        else:
+            cfg = from_dict(load_checkpoint(find_checkpoint(init_from))["config"])
     except (FileNotFoundError, TypeError) as e:
         raise ValueError(f"init_from {init_from}: {e}") from e
     return cfg.model.name, {**dict(cfg.model.overrides), **overrides}, pretrained, path
@@ -128,7 +135,7 @@ def _standalone(
     if init_from is None:
         return None
     overrides.pop("num_classes", None)
-    name, kwargs, _, _ = _architecture(init_from, base, overrides)
+    name, kwargs, _, _ = _architecture(init_from, base, overrides, weights=False)
     return {"base": name, **kwargs, "modality": modality}
 
 
