@@ -172,9 +172,10 @@ def _head_keys_of_old_checkpoints(module: nn.Module, state_dict: dict[str, Any],
     """Rename the classifier's keys of checkpoints written when the fusion module owned it: ``fusion.head.X``
     (bottleneck) or ``fusion.X`` (late) become ``head.X``, so runs trained before the head was separate still load."""
     own = set(module.state_dict())
+    fusion_own = {k.removeprefix("fusion.") for k in own if k.startswith("fusion.")}
     for key in [k for k in state_dict if k.startswith(prefix + "fusion.")]:
         rest = key[len(prefix) + len("fusion.") :]
-        if rest in {k.removeprefix("fusion.") for k in own if k.startswith("fusion.")}:
+        if rest in fusion_own:
             continue  # a parameter of the fusion itself
         for new in (rest.removeprefix("head."), rest):
             if f"head.{new}" in own:
