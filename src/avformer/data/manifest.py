@@ -250,14 +250,6 @@ def _row_from_record(rec: dict[str, object], root: Path, where: str) -> Manifest
     )
 
 
-@register_manifest_format(
-    "csv", detect=lambda path, header: path.suffix not in (".json", ".jsonl") and "path" in header
-)
-def _read_csv_format(path: Path, root: Path, options: ReadOptions) -> list[ManifestRow]:
-    """avformer's CSV (see the module docstring)."""
-    return _read_csv(path, root)
-
-
 def _read_csv(path: Path, root: Path) -> list[ManifestRow]:
     with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's "CSV UTF-8" starts with a BOM
         reader = csv.reader(f)
@@ -278,12 +270,6 @@ def _read_csv(path: Path, root: Path) -> list[ManifestRow]:
             rec = {h: c.strip() for h, c in zip(header, cells, strict=False)}
             rows.append(_row_from_record(rec, root, where))
         return rows
-
-
-@register_manifest_format("jsonl", detect=lambda path, header: path.suffix == ".jsonl")
-def _read_jsonl_format(path: Path, root: Path, options: ReadOptions) -> list[ManifestRow]:
-    """avformer's JSON lines (see the module docstring)."""
-    return _read_jsonl(path, root)
 
 
 def _read_jsonl(path: Path, root: Path) -> list[ManifestRow]:
@@ -395,6 +381,13 @@ def _read_ast_json(path: Path, root: Path, classes_path: Path | None) -> tuple[l
     return rows, names
 
 
+# the built-in formats, in the order fmt="auto" tries them
+register_manifest_format("csv", detect=lambda path, header: "path" in header)(
+    lambda path, root, o: _read_csv(path, root)
+)
+register_manifest_format("jsonl", detect=lambda path, header: path.suffix == ".jsonl")(
+    lambda path, root, o: _read_jsonl(path, root)
+)
 register_manifest_format("ast-json", detect=lambda path, header: path.suffix == ".json", multilabel=True)(
     lambda path, root, o: _read_ast_json(path, root, o.classes_path)
 )
