@@ -22,6 +22,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -112,25 +113,22 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
         val_manifest=str(data_dir / "val.csv"),
         classes=str(data_dir / "classes.txt"),
     )
-    single = TaskSpec("classification")
+
+    def alone(modality: str, encoder: str, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """One of MMT-Tiny's encoders with a classifier, on its own modality."""
+        return replace(
+            base,
+            name=f"demo_{modality}_only",
+            model=ModelSpec(encoder, dict(overrides)),
+            data=replace(data, modalities=(modality,)),
+            task=TaskSpec("classification"),
+            train=replace(base.train, out_dir=str(out / modality)),
+        )
+
     return {
         "fused": replace(base, name="demo_mmt_tiny", train=replace(base.train, out_dir=str(out / "fused"))),
-        "audio": replace(
-            base,
-            name="demo_audio_only",
-            model=ModelSpec(mmt.cfg.audio_encoder, dict(mmt.cfg.audio_overrides)),
-            data=replace(data, modalities=("audio",)),
-            task=single,
-            train=replace(base.train, out_dir=str(out / "audio")),
-        ),
-        "video": replace(
-            base,
-            name="demo_video_only",
-            model=ModelSpec(mmt.cfg.video_encoder, dict(mmt.cfg.video_overrides)),
-            data=replace(data, modalities=("video",)),
-            task=single,
-            train=replace(base.train, out_dir=str(out / "video")),
-        ),
+        "audio": alone("audio", mmt.cfg.audio_encoder, mmt.cfg.audio_overrides),
+        "video": alone("video", mmt.cfg.video_encoder, mmt.cfg.video_overrides),
     }
 
 

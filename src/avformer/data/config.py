@@ -21,6 +21,7 @@ class SpecAugmentConfig:
     normalised spectrogram, where ``mask_value = 0`` is the dataset mean), with the sample's own generator: the masks
     are a function of ``(seed, epoch, index)`` whatever the number of workers. Never applied at evaluation, to
     waveforms, or to clips without audio. AST's AudioSet recipe masks up to 48 mel bins and 192 frames (of 1024).
+    The fields are :func:`~avformer.data.audio.spec_augment`'s options, passed to it as they are.
     """
 
     freq_mask_param: int = 0  # maximum width of a frequency band, in mel bins; 0 = no frequency masking

@@ -33,7 +33,7 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -130,16 +130,7 @@ class WindowTransform:
             if not has_audio:
                 out["audio"] = torch.zeros_like(out["audio"])
             elif self.train and cfg.spec_augment.enabled and cfg.audio.kind != "waveform":
-                sa = cfg.spec_augment
-                out["audio"] = spec_augment(
-                    out["audio"],
-                    freq_mask_param=sa.freq_mask_param,
-                    time_mask_param=sa.time_mask_param,
-                    num_freq_masks=sa.num_freq_masks,
-                    num_time_masks=sa.num_time_masks,
-                    mask_value=sa.mask_value,
-                    generator=gen,
-                )
+                out["audio"] = spec_augment(out["audio"], **asdict(cfg.spec_augment), generator=gen)
             out["has_audio"] = torch.tensor(has_audio)
         return [{**out, "video": v} for v in videos] if videos else [out]
 

@@ -79,6 +79,20 @@ def _as_batch(waveform: Tensor) -> tuple[Tensor, bool]:
     raise ValueError(f"waveform must be (S,) or (B, S), got shape {tuple(waveform.shape)}")
 
 
+def _as_compute_batch(waveform: Tensor) -> tuple[Tensor, bool, torch.dtype]:
+    """(S,) or (B, S) -> ((B, S) in float32, or float64 for float64 input; was_unbatched; the input dtype)."""
+    x, unbatched = _as_batch(waveform)
+    return x.to(_compute_dtype(x.dtype)), unbatched, x.dtype
+
+
+def _frame_sizes(sample_rate: int, frame_length_ms: float, frame_shift_ms: float) -> tuple[int, int, int]:
+    """Window length and hop in samples, and the FFT size (the next power of two of the window length)."""
+    length, shift = _samples(sample_rate, frame_length_ms), _samples(sample_rate, frame_shift_ms)
+    if length < 2 or shift < 1:
+        raise ValueError(f"frame length {length} / shift {shift} samples too small")
+    return length, shift, _next_pow2(length)
+
+
 def num_fbank_frames(num_samples: int, frame_length: int = 400, frame_shift: int = 160) -> int:
     """Number of Kaldi frames with ``snip_edges=True``: ``1 + (S - L) // H``, or 0 when ``S < L``."""
     return 0 if num_samples < frame_length else 1 + (num_samples - frame_length) // frame_shift
@@ -250,14 +264,9 @@ def kaldi_fbank(
     Returns:
         (T, F) or (B, T, F) log mel energies, ``T = 1 + (S - L) // H`` (0 when S < L), in the waveform's dtype.
     """
-    x, unbatched = _as_batch(waveform)
-    out_dtype = x.dtype
-    dtype = _compute_dtype(out_dtype)
-    x = x.to(dtype)
-    frame_length, frame_shift = _samples(sample_rate, frame_length_ms), _samples(sample_rate, frame_shift_ms)
-    if frame_length < 2 or frame_shift < 1:
-        raise ValueError(f"frame length {frame_length} / shift {frame_shift} samples too small")
-    n_fft = _next_pow2(frame_length)
+    x, unbatched, out_dtype = _as_compute_batch(waveform)
+    dtype = x.dtype
+    frame_length, frame_shift, n_fft = _frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
     fb = mel_filter_bank(
         num_mel_bins, n_fft, sample_rate, low_freq, high_freq, mel_scale="kaldi", device=x.device, dtype=dtype
     )
@@ -320,14 +329,9 @@ def log_mel_spectrogram(
     Returns:
         (T, F) or (B, T, F) with ``T = 1 + S // H``, in the waveform's dtype.
     """
-    x, unbatched = _as_batch(waveform)
-    out_dtype = x.dtype
-    dtype = _compute_dtype(out_dtype)
-    x = x.to(dtype)
-    win_length, hop = _samples(sample_rate, frame_length_ms), _samples(sample_rate, frame_shift_ms)
-    if win_length < 2 or hop < 1:
-        raise ValueError(f"frame length {win_length} / shift {hop} samples too small")
-    n_fft = _next_pow2(win_length)
+    x, unbatched, out_dtype = _as_compute_batch(waveform)
+    dtype = x.dtype
+    win_length, hop, n_fft = _frame_sizes(sample_rate, frame_length_ms, frame_shift_ms)
     if x.shape[-1] <= n_fft // 2:
         raise ValueError(f"logmel needs more than n_fft // 2 = {n_fft // 2} samples, got {x.shape[-1]}")
     fb = mel_filter_bank(

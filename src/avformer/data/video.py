@@ -494,6 +494,14 @@ class VideoTransform:
             return uniform_frame_indices(num_available, self.cfg.num_frames)
         return strided_frame_indices(num_available, self.cfg.num_frames, stride=1)
 
+    def _selected(self, frames: np.ndarray | torch.Tensor, src_fps: float | None) -> torch.Tensor:
+        """The decoded window ``(T, H, W, 3)`` uint8 (checked) cut to the frames to keep: ``(num_frames, H, W, 3)``."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
+        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
+            raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {tuple(x.shape)}")
+        idx = self.select_frames(x.shape[0], src_fps)
+        return x if idx == list(range(x.shape[0])) else x[idx]
+
     def __call__(
         self,
         frames: np.ndarray | torch.Tensor,
@@ -511,12 +519,7 @@ class VideoTransform:
             ``(3, cfg.num_frames, cfg.size, cfg.size)`` float32, normalised.
         """
         cfg = self.cfg
-        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
-            raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {tuple(x.shape)}")
-        idx = self.select_frames(x.shape[0], src_fps)
-        if idx != list(range(x.shape[0])):
-            x = x[idx]  # (num_frames, H, W, 3) uint8
+        x = self._selected(frames, src_fps)
         height, width = x.shape[1:3]
         if self.train:
             top, left, h, w = random_resized_crop_params(height, width, cfg.train_scale, cfg.train_ratio, generator)
@@ -551,12 +554,6 @@ class VideoTransform:
         if self.train:
             raise RuntimeError("test_views is for evaluation; build the transform with train=False")
         cfg = self.cfg
-        x = torch.from_numpy(np.ascontiguousarray(frames)) if isinstance(frames, np.ndarray) else frames
-        if x.ndim != 4 or x.shape[-1] != 3 or x.shape[0] == 0:
-            raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {tuple(x.shape)}")
-        idx = self.select_frames(x.shape[0], src_fps)
-        if idx != list(range(x.shape[0])):
-            x = x[idx]
-        video = short_side_resize(to_tensor(x), cfg.short_side)
+        video = short_side_resize(to_tensor(self._selected(frames, src_fps)), cfg.short_side)
         # not in place: crops that fill the frame share its memory
         return [normalize(c, cfg.mean, cfg.std).contiguous() for c in spatial_crops(video, cfg.size, num_crops)]

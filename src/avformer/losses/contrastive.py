@@ -75,6 +75,7 @@ __all__ = [
 ]
 
 Temperature = float | torch.Tensor
+Mask = torch.Tensor | None  # (B,) bool, True = present; None: all present
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
@@ -241,6 +242,26 @@ def supcon_within(
         return _reduce(total, count, gathered)
 
 
+def _both_ways(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: Temperature,
+    a_mask: Mask,
+    b_mask: Mask,
+    normalize: bool,
+    gather: bool,
+) -> torch.Tensor:
+    """Mean of :func:`supcon_cross` a→b and b→a: AVC, and InfoNCE with the pair index as the label."""
+    a2b = supcon_cross(
+        a, b, labels, temperature, anchor_mask=a_mask, other_mask=b_mask, normalize=normalize, gather=gather
+    )
+    b2a = supcon_cross(
+        b, a, labels, temperature, anchor_mask=b_mask, other_mask=a_mask, normalize=normalize, gather=gather
+    )
+    return 0.5 * (a2b + b2a)
+
+
 # ---- InfoNCE / MIL-NCE (VATT) ------------------------------------------------------------------------------------
 def info_nce(
     a: torch.Tensor,
@@ -271,13 +292,7 @@ def info_nce(
         raise ValueError(f"a and b must both be (B, D), got {tuple(a.shape)}, {tuple(b.shape)}")
     offset = rank_offset(a.shape[0], a.device) if _use_gather(gather) else 0
     ids = torch.arange(a.shape[0], device=a.device) + offset  # the pair index is the "class"
-    a2b = supcon_cross(
-        a, b, ids, temperature, anchor_mask=a_mask, other_mask=b_mask, normalize=normalize, gather=gather
-    )
-    b2a = supcon_cross(
-        b, a, ids, temperature, anchor_mask=b_mask, other_mask=a_mask, normalize=normalize, gather=gather
-    )
-    return 0.5 * (a2b + b2a)
+    return _both_ways(a, b, ids, temperature, a_mask, b_mask, normalize, gather)
 
 
 def mil_nce(
@@ -344,7 +359,7 @@ def mil_nce(
 
 # ---- modules -----------------------------------------------------------------------------------------------------
 class _ContrastiveLoss(nn.Module):
-    """Shared constructor of ``AVCLoss`` and ``IMCLoss``.
+    """Shared constructor and ``forward`` of ``AVCLoss`` and ``IMCLoss`` (each computes its loss in ``_loss``).
 
     Args:
         temperature: initial (or fixed) temperature; 0.07 is our default, not a value from the MMT paper.
@@ -395,6 +410,26 @@ class _ContrastiveLoss(nn.Module):
             f"normalize={self.normalize}, gather={self.gather}"
         )
 
+    def forward(
+        self,
+        audio: torch.Tensor,
+        video: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        audio_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Args: audio, video (B, D) embeddings; labels (B,) int; masks (B,) bool (e.g. ``has_audio``).
+
+        Returns: 0-d loss.
+        """
+        return self._loss(audio, video, labels, audio_mask, video_mask)
+
+    def _loss(
+        self, audio: torch.Tensor, video: torch.Tensor, labels: torch.Tensor, audio_mask: Mask, video_mask: Mask
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
 
 class AVCLoss(_ContrastiveLoss):
     """MMT audio-video contrastive loss: mean of supervised contrastive audio→video and video→audio.
@@ -403,27 +438,10 @@ class AVCLoss(_ContrastiveLoss):
     ``max_logit_scale``, ``normalize``, ``gather``).
     """
 
-    def forward(
-        self,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        audio_mask: torch.Tensor | None = None,
-        video_mask: torch.Tensor | None = None,
+    def _loss(
+        self, audio: torch.Tensor, video: torch.Tensor, labels: torch.Tensor, audio_mask: Mask, video_mask: Mask
     ) -> torch.Tensor:
-        """Args: audio, video (B, D) embeddings; labels (B,) int; masks (B,) bool (e.g. ``has_audio``).
-
-        Returns: 0-d loss.
-        """
-        t, norm, gather = self.temperature, self.normalize, self.gather
-        a2v = supcon_cross(
-            audio, video, labels, t, anchor_mask=audio_mask, other_mask=video_mask, normalize=norm, gather=gather
-        )
-        v2a = supcon_cross(
-            video, audio, labels, t, anchor_mask=video_mask, other_mask=audio_mask, normalize=norm, gather=gather
-        )
-        return 0.5 * (a2v + v2a)
+        return _both_ways(audio, video, labels, self.temperature, audio_mask, video_mask, self.normalize, self.gather)
 
 
 class IMCLoss(_ContrastiveLoss):
@@ -432,19 +450,9 @@ class IMCLoss(_ContrastiveLoss):
     Constructor arguments: as ``AVCLoss``.
     """
 
-    def forward(
-        self,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        audio_mask: torch.Tensor | None = None,
-        video_mask: torch.Tensor | None = None,
+    def _loss(
+        self, audio: torch.Tensor, video: torch.Tensor, labels: torch.Tensor, audio_mask: Mask, video_mask: Mask
     ) -> torch.Tensor:
-        """Args: audio, video (B, D) embeddings; labels (B,) int; masks (B,) bool (e.g. ``has_audio``).
-
-        Returns: 0-d loss.
-        """
         t, norm, gather = self.temperature, self.normalize, self.gather
         aa = supcon_within(audio, labels, t, mask=audio_mask, normalize=norm, gather=gather)
         vv = supcon_within(video, labels, t, mask=video_mask, normalize=norm, gather=gather)

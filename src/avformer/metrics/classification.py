@@ -21,7 +21,7 @@ Everything is plain torch (float64 for the reductions); scikit-learn is only the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -211,6 +211,54 @@ def _tie_group_start(sorted_scores: torch.Tensor) -> torch.Tensor:
     return torch.where(is_first, ar, torch.zeros_like(ar)).cummax(dim=0).values
 
 
+def _per_class_sorted(
+    scores: torch.Tensor,
+    target: torch.Tensor,
+    metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    descending: bool,
+) -> torch.Tensor:
+    """(K,) float64 ``metric(s_sorted, y_sorted)`` of every class; all NaN when there are no rows.
+
+    The columns are taken ``_CLASS_CHUNK`` at a time in float64 (exact counts, bounded memory), each sorted by score;
+    ``metric`` maps the sorted scores and the targets in the same order, (N, C), to (C,).
+    """
+    scores, target = _check_multilabel(scores, target)
+    out = torch.full((scores.shape[1],), math.nan, dtype=torch.float64)
+    if scores.shape[0] == 0:
+        return out
+    for c0 in range(0, scores.shape[1], _CLASS_CHUNK):
+        s_sorted, order = scores[:, c0 : c0 + _CLASS_CHUNK].double().sort(dim=0, descending=descending)
+        y_sorted = target[:, c0 : c0 + _CLASS_CHUNK].double().gather(0, order)  # (N, C) positives in rank order
+        out[c0 : c0 + s_sorted.shape[1]] = metric(s_sorted, y_sorted)
+    return out
+
+
+def _average_precision_sorted(s_sorted: torch.Tensor, y_sorted: torch.Tensor) -> torch.Tensor:
+    """AP of columns sorted by decreasing score; NaN for a column without a positive."""
+    tp = y_sorted.cumsum(dim=0)
+    rank = torch.arange(1, s_sorted.shape[0] + 1, dtype=torch.float64)[:, None]
+    precision = tp / rank  # precision after each row
+    # A threshold sits at the end of each run of tied scores: every positive in the run gains the precision
+    # measured there (its share of the recall step R_n − R_{n−1}).
+    prec_at_threshold = precision.gather(0, _tie_group_end(s_sorted))
+    num_pos = y_sorted.sum(dim=0)
+    ap = (y_sorted * prec_at_threshold).sum(dim=0) / num_pos
+    return torch.where(num_pos > 0, ap, torch.full_like(ap, math.nan))
+
+
+def _roc_auc_sorted(s_sorted: torch.Tensor, y_sorted: torch.Tensor) -> torch.Tensor:
+    """ROC AUC of columns sorted by increasing score; NaN for a column without both positives and negatives."""
+    # 1-based mid-rank of each run of ties
+    mid_rank = (_tie_group_start(s_sorted) + _tie_group_end(s_sorted)).double() / 2 + 1
+    num_pos = y_sorted.sum(dim=0)
+    num_neg = s_sorted.shape[0] - num_pos
+    u = (mid_rank * y_sorted).sum(dim=0) - num_pos * (num_pos + 1) / 2  # Mann-Whitney U of the positives
+    auc = u / (num_pos * num_neg)
+    valid = (num_pos > 0) & (num_neg > 0)
+    return torch.where(valid, auc, torch.full_like(auc, math.nan))
+
+
 def average_precision(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Average precision per class, one operating point per distinct score (sklearn's definition).
 
@@ -223,25 +271,7 @@ def average_precision(scores: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     Returns:
         (K,) float64 AP; NaN for classes with no positive.
     """
-    scores, target = _check_multilabel(scores, target)
-    out = torch.full((scores.shape[1],), math.nan, dtype=torch.float64)
-    if scores.shape[0] == 0:
-        return out
-    for c0 in range(0, scores.shape[1], _CLASS_CHUNK):
-        s = scores[:, c0 : c0 + _CLASS_CHUNK].double()  # float64 per chunk: exact counts, bounded memory
-        y = target[:, c0 : c0 + _CLASS_CHUNK].double()
-        s_sorted, order = s.sort(dim=0, descending=True)
-        y_sorted = y.gather(0, order)  # (N, C) positives in rank order
-        tp = y_sorted.cumsum(dim=0)
-        rank = torch.arange(1, s.shape[0] + 1, dtype=torch.float64)[:, None]
-        precision = tp / rank  # precision after each row
-        # A threshold sits at the end of each run of tied scores: every positive in the run gains the precision
-        # measured there (its share of the recall step R_n − R_{n−1}).
-        prec_at_threshold = precision.gather(0, _tie_group_end(s_sorted))
-        num_pos = y.sum(dim=0)
-        ap = (y_sorted * prec_at_threshold).sum(dim=0) / num_pos
-        out[c0 : c0 + s.shape[1]] = torch.where(num_pos > 0, ap, torch.full_like(ap, math.nan))
-    return out
+    return _per_class_sorted(scores, target, _average_precision_sorted, descending=True)
 
 
 def mean_average_precision(scores: torch.Tensor, target: torch.Tensor) -> ClassAverage:
@@ -263,24 +293,7 @@ def roc_auc_per_class(scores: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     Returns:
         (K,) float64; NaN for classes without both positives and negatives.
     """
-    scores, target = _check_multilabel(scores, target)
-    out = torch.full((scores.shape[1],), math.nan, dtype=torch.float64)
-    if scores.shape[0] == 0:
-        return out
-    for c0 in range(0, scores.shape[1], _CLASS_CHUNK):
-        s = scores[:, c0 : c0 + _CLASS_CHUNK].double()  # float64 per chunk: exact counts, bounded memory
-        y = target[:, c0 : c0 + _CLASS_CHUNK].double()
-        s_sorted, order = s.sort(dim=0)
-        y_sorted = y.gather(0, order)
-        # 1-based mid-rank of each run of ties
-        mid_rank = (_tie_group_start(s_sorted) + _tie_group_end(s_sorted)).double() / 2 + 1
-        num_pos = y.sum(dim=0)
-        num_neg = s.shape[0] - num_pos
-        u = (mid_rank * y_sorted).sum(dim=0) - num_pos * (num_pos + 1) / 2  # Mann-Whitney U of the positives
-        auc = u / (num_pos * num_neg)
-        valid = (num_pos > 0) & (num_neg > 0)
-        out[c0 : c0 + s.shape[1]] = torch.where(valid, auc, torch.full_like(auc, math.nan))
-    return out
+    return _per_class_sorted(scores, target, _roc_auc_sorted, descending=False)
 
 
 def roc_auc(scores: torch.Tensor, target: torch.Tensor) -> ClassAverage:

@@ -264,34 +264,10 @@ class AVModel(nn.Module):
         return model
 
     @classmethod
-    def from_names(
-        cls,
-        audio_encoder: str,
-        video_encoder: str,
-        *,
-        fusion: str = "bottleneck",
-        fusion_config: Any = None,
-        head: HeadConfig | Mapping[str, Any] | None = None,
-        num_classes: int = AVModelConfig.num_classes,
-        proj_dim: int = AVModelConfig.proj_dim,
-        proj_mlp: bool = AVModelConfig.proj_mlp,
-        audio_overrides: Mapping[str, Any] | None = None,
-        video_overrides: Mapping[str, Any] | None = None,
-    ) -> AVModel:
-        """``from_config(AVModelConfig(...))`` with the encoders given by registered name."""
-        cfg = AVModelConfig(
-            audio_encoder=audio_encoder,
-            video_encoder=video_encoder,
-            audio_overrides=dict(audio_overrides or {}),
-            video_overrides=dict(video_overrides or {}),
-            fusion=fusion,
-            fusion_config=fusion_config,
-            head=head,
-            num_classes=num_classes,
-            proj_dim=proj_dim,
-            proj_mlp=proj_mlp,
-        )
-        return cls.from_config(cfg)
+    def from_names(cls, audio_encoder: str, video_encoder: str, **fields: Any) -> AVModel:
+        """``from_config(AVModelConfig(audio_encoder, video_encoder, **fields))``: the encoders by registered name,
+        any other field of :class:`AVModelConfig` by keyword (``fusion``, ``fusion_config``, ``num_classes``, ...)."""
+        return cls.from_config(AVModelConfig(audio_encoder, video_encoder, **fields))
 
     # -- runtime switches
     def no_weight_decay(self) -> set[str]:
@@ -446,41 +422,31 @@ def _build(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVModel:
     return AVModel.from_config(_with_overrides(base, overrides))
 
 
+def _mmt(
+    audio_encoder: str, video_encoder: str, fusion_layers: int, overrides: Mapping[str, Any], **fields: Any
+) -> AVModel:
+    """An MMT variant: the two encoders fused through 4 bottleneck tokens over their last ``fusion_layers`` blocks."""
+    fusion_config = BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=fusion_layers)
+    base = AVModelConfig(audio_encoder, video_encoder, fusion="bottleneck", fusion_config=fusion_config, **fields)
+    return _build(base, overrides)
+
+
 @register_model("mmt_tiny")
 def mmt_tiny(**overrides: Any) -> AVModel:
     """MMT-Tiny: mat_tiny + a 5-block MViTv2 on 8 x 64² frames, bottleneck over the last 2 blocks; CPU-trainable."""
-    base = AVModelConfig(
-        audio_encoder="mat_tiny",
-        video_encoder="mvit_v2_s_16x4",
-        video_overrides=dict(_MVIT_TINY_8X64),
-        fusion="bottleneck",
-        fusion_config=BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=2),
-    )
-    return _build(base, overrides)
+    return _mmt("mat_tiny", "mvit_v2_s_16x4", 2, overrides, video_overrides=dict(_MVIT_TINY_8X64))
 
 
 @register_model("mmt_small")
 def mmt_small(**overrides: Any) -> AVModel:
     """MMT-Small: mat_small + MViTv2-S (16 x 224²), 4 bottleneck tokens over the last 4 blocks (768 wide)."""
-    base = AVModelConfig(
-        audio_encoder="mat_small",
-        video_encoder="mvit_v2_s_16x4",
-        fusion="bottleneck",
-        fusion_config=BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=4),
-    )
-    return _build(base, overrides)
+    return _mmt("mat_small", "mvit_v2_s_16x4", 4, overrides)
 
 
 @register_model("mmt_base")
 def mmt_base(**overrides: Any) -> AVModel:
     """MMT-Base: mat_base + MViTv2-B (32 x 224²), the paper's pairing; bottleneck over the last 4 blocks."""
-    base = AVModelConfig(
-        audio_encoder="mat_base",
-        video_encoder="mvit_v2_b_32x3",
-        fusion="bottleneck",
-        fusion_config=BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=4),
-    )
-    return _build(base, overrides)
+    return _mmt("mat_base", "mvit_v2_b_32x3", 4, overrides)
 
 
 @register_model("av_late_tiny")

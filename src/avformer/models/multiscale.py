@@ -424,30 +424,30 @@ _MAT_COMMON: dict[str, Any] = {
 }
 
 
-def _mat_stages(depths: tuple[int, int, int, int]) -> tuple[StageSpec, ...]:
+def _mat(embed_dim: int, depths: tuple[int, int, int, int], overrides: dict[str, Any]) -> MultiscaleTransformer:
+    """A MAT of ``embed_dim`` with ``depths`` blocks in its four stages (heads and width double at each)."""
     strides = ((1, 1), (1, 2), (2, 2), (2, 2))  # (F, T): none, time only, time + frequency, time + frequency
-    return tuple(StageSpec(d, s, 2**i, 2**i) for i, (d, s) in enumerate(zip(depths, strides, strict=True)))
+    stages = tuple(StageSpec(d, s, 2**i, 2**i) for i, (d, s) in enumerate(zip(depths, strides, strict=True)))
+    cfg = MultiscaleConfig(**_MAT_COMMON, embed_dim=embed_dim, num_heads=1, stages=stages)
+    return MultiscaleTransformer.from_config(cfg, **overrides)
 
 
 @register_model("mat_tiny")
 def mat_tiny(**overrides: Any) -> MultiscaleTransformer:
     """MAT-Tiny: 8 blocks, widths 32-256, ~1.7M parameters; a CPU smoke-training model."""
-    cfg = MultiscaleConfig(**_MAT_COMMON, embed_dim=32, num_heads=1, stages=_mat_stages((1, 2, 4, 1)))
-    return MultiscaleTransformer.from_config(cfg, **overrides)
+    return _mat(32, (1, 2, 4, 1), overrides)
 
 
 @register_model("mat_small")
 def mat_small(**overrides: Any) -> MultiscaleTransformer:
     """MAT-Small: MViTv2-S schedule (16 blocks, widths 96-768) on a 2-D (F, T) grid."""
-    cfg = MultiscaleConfig(**_MAT_COMMON, embed_dim=96, num_heads=1, stages=_mat_stages((1, 2, 11, 2)))
-    return MultiscaleTransformer.from_config(cfg, **overrides)
+    return _mat(96, (1, 2, 11, 2), overrides)
 
 
 @register_model("mat_base")
 def mat_base(**overrides: Any) -> MultiscaleTransformer:
     """MAT-Base: MViTv2-B schedule (24 blocks, widths 96-768) on a 2-D (F, T) grid."""
-    cfg = MultiscaleConfig(**_MAT_COMMON, embed_dim=96, num_heads=1, stages=_mat_stages((2, 3, 16, 3)))
-    return MultiscaleTransformer.from_config(cfg, **overrides)
+    return _mat(96, (2, 3, 16, 3), overrides)
 
 
 @register_model("mvit_v2_s_16x4")

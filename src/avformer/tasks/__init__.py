@@ -6,7 +6,7 @@ Importing this package registers the built-in tasks (``classification``, ``av_cl
 from __future__ import annotations
 
 from avformer.tasks import classification, vatt_pretrain  # noqa: F401  (they register themselves)
-from avformer.tasks.base import Batch, EpochContext, Task, present_mask
+from avformer.tasks.base import Batch, EpochContext, Task, av_present, present_mask
 from avformer.tasks.registry import TaskData, TaskEntry, get_task, list_tasks, register_task
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Task",
     "TaskData",
     "TaskEntry",
+    "av_present",
     "get_task",
     "list_tasks",
     "present_mask",

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from avformer.fusion.base import presence_mask
 
-__all__ = ["Batch", "EpochContext", "Task", "present_mask"]
+__all__ = ["Batch", "EpochContext", "Task", "av_present", "present_mask"]
 
 Batch = dict[str, Any]
 
@@ -37,6 +37,12 @@ Batch = dict[str, Any]
 def present_mask(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:
     """``batch[key]`` (e.g. ``has_audio``) as a bool mask on ``device``; all True when the batch has no such key."""
     return presence_mask(batch.get(key), n, device)
+
+
+def av_present(batch: Batch) -> tuple[Tensor, Tensor]:
+    """``(has_audio, has_video)`` of a batch with both streams: (B,) bool masks on the device of its ``audio``."""
+    n, device = batch["audio"].shape[0], batch["audio"].device
+    return present_mask(batch, "has_audio", n, device), present_mask(batch, "has_video", n, device)
 
 
 @dataclass

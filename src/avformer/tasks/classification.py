@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
 from avformer.metrics.classification import ClassificationMetrics
 from avformer.models.av_model import AVModel
-from avformer.tasks.base import Batch, present_mask
+from avformer.tasks.base import Batch, av_present, present_mask
 from avformer.tasks.inference import input_modality, predict_batch
 from avformer.tasks.registry import TaskData, register_task
 from avformer.utils.distributed import rank_offset
@@ -226,8 +226,7 @@ class AVClassificationTask(_ClassifierBase):
         cfg = self.options
         audio, video = batch["audio"], batch["video"]
         n, device = audio.shape[0], audio.device
-        has_a = present_mask(batch, "has_audio", n, device)
-        has_v = present_mask(batch, "has_video", n, device)
+        has_a, has_v = av_present(batch)
         target, keep = self._targets(batch)
         inputs, target, keep, index, lam = self._mix({"audio": audio, "video": video}, target, keep)
         if lam < 1.0:  # a mixed clip has a stream only if both of its sources had it

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from avformer.losses import info_nce, mil_nce
 from avformer.metrics.retrieval import retrieval_report
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.tasks.base import Batch, present_mask
+from avformer.tasks.base import Batch, av_present
 from avformer.tasks.registry import TaskData, register_task
 
 __all__ = ["VATTPretrainOptions", "VATTPretrainTask"]
@@ -94,8 +94,7 @@ class VATTPretrainTask:
         cfg = self.options
         video, audio = batch["video"], batch["audio"]
         n, device = video.shape[0], video.device
-        has_v = present_mask(batch, "has_video", n, device)
-        has_a = present_mask(batch, "has_audio", n, device)
+        has_a, has_v = av_present(batch)
         text_ids = seg_mask = None
         if cfg.mil_nce_weight > 0:
             texts = batch.get("text") or [None] * n
@@ -123,16 +122,16 @@ class VATTPretrainTask:
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
         video, audio = batch["video"], batch["audio"]
-        n, device = video.shape[0], video.device
         if video.ndim == 6:  # (B, V, C, T, H, W): multi-view test batches are not supported here
             raise ValueError("VATT validation takes one view per clip (data.num_test_clips = num_test_crops = 1)")
         out = self.model(video, audio)
         assert out.video_va is not None and out.audio_va is not None
+        has_audio, has_video = av_present(batch)
         res = {
             "video_va": out.video_va.float(),
             "audio_va": out.audio_va.float(),
-            "has_video": present_mask(batch, "has_video", n, device),
-            "has_audio": present_mask(batch, "has_audio", n, device),
+            "has_video": has_video,
+            "has_audio": has_audio,
         }
         label = batch.get("label")
         if isinstance(label, Tensor) and label.ndim == 1:
