@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -103,11 +105,13 @@ def test_drop_token_only_in_training() -> None:
 def test_agnostic_shares_the_trunk() -> None:
     ma, ms = _model("vatt_ma_tiny"), _model("vatt_tiny")
     assert ma.trunk_of("video") is ma.trunk_of("audio") is ma.trunk_of("text")
+    assert ma.encoders["video"].norm is ma.encoders["text"].norm
     assert ms.trunk_of("video") is not ms.trunk_of("audio")
-    trunk = sum(p.numel() for p in ma.trunk.parameters())
+    trunk = sum(p.numel() for p in [*ma.trunk_of("video").parameters(), *ma.encoders["video"].norm.parameters()])
     n_ma, n_ms = (sum(p.numel() for p in m.parameters()) for m in (ma, ms))
     assert n_ms - n_ma == 2 * trunk  # two trunks fewer, everything else identical
-    assert ma.tokenizers["video"] is not ma.tokenizers["audio"]
+    assert ma.encoders["video"].patch_embed is not ma.encoders["audio"].patch_embed
+    assert ma.encoders["video"].cls_token is not ma.encoders["audio"].cls_token
 
 
 def test_text_padding_does_not_change_the_embedding() -> None:
@@ -161,7 +165,7 @@ def test_conv_stem_video_tokenizer_keeps_the_tubelet_grid() -> None:
     x = torch.randn(2, 3, 8, 32, 32)
     a, b = lin.encode("video", x), conv.encode("video", x)
     assert a.grid == b.grid == (2, 2, 2) and a.tokens.shape == b.tokens.shape
-    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in conv.tokenizers["video"].modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in conv.encoders["video"].patch_embed.modules())
     with pytest.raises(ValueError, match="power-of-2"):
         _model(video_stem="conv", tubelet_size=(3, 16, 16), num_frames=9)
     with pytest.raises(ValueError, match="video_stem"):
@@ -189,7 +193,7 @@ def test_cnn_tokens_do_not_depend_on_where_or_when_the_content_is() -> None:
     video = torch.zeros(1, 3, 8, 64, 64)  # content far from the borders (zero padding differs from background)
     video[..., 24:32, 24:32] = torch.randn(3, 8, 8, 8)
     moved = torch.roll(video, shifts=(8, -4), dims=(3, 4))
-    tok = m.tokenizers["video"]
+    tok = m.encoders["video"].patch_embed
     torch.testing.assert_close(tok(video)[0], tok(moved)[0])
     other = video.clone()
     other[..., 24:32, 24:32] = torch.randn(3, 8, 8, 8)
@@ -197,7 +201,8 @@ def test_cnn_tokens_do_not_depend_on_where_or_when_the_content_is() -> None:
     spec = torch.zeros(1, 1, 16, 64)
     spec[..., 4:12, 20:28] = torch.randn(8, 8)
     later = torch.roll(spec, 12, dims=3)  # the sound starts 12 frames later: same band tokens
-    torch.testing.assert_close(m.tokenizers["audio"](spec)[0], m.tokenizers["audio"](later)[0])
+    band = m.encoders["audio"].patch_embed
+    torch.testing.assert_close(band(spec)[0], band(later)[0])
 
 
 def test_video_droptoken_drops_frames_before_the_cnn() -> None:
@@ -205,7 +210,7 @@ def test_video_droptoken_drops_frames_before_the_cnn() -> None:
     video = torch.randn(3, 3, 8, 32, 32)
     m.train()
     assert m.encode("video", video).tokens.shape == (3, 4, 32)  # 4 of 8 frames kept
-    tok = m.tokenizers["video"].eval()  # eval BN: a frame's token does not depend on the other frames
+    tok = m.encoders["video"].patch_embed.eval()  # eval BN: a frame's token does not depend on the other frames
     keep = torch.tensor([[0, 2, 5, 7], [1, 2, 3, 4], [4, 5, 6, 7]])
     full, _ = tok(video)
     some, grid = tok(video, keep)
@@ -220,7 +225,7 @@ def test_cnn_tokenizers_train_and_validate() -> None:
     out = m(torch.randn(3, 3, 8, 32, 32), torch.randn(3, 1, 16, 20))
     (out.video_va.sum() + out.audio_va.sum()).backward()
     for name, p in m.named_parameters():
-        if name.startswith(("tokenizers.video", "tokenizers.audio", "trunk.")):
+        if name.startswith(("encoders.video", "encoders.audio")):
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
     with pytest.raises(ValueError, match="audio_stem='cnn' needs"):
         _model(audio_stem="cnn")
@@ -232,7 +237,7 @@ def test_cnn_tokenizers_train_and_validate() -> None:
 
 def test_mean_pooling_and_mlp_heads() -> None:
     m = _model(pool="mean", va_head="mlp").eval()
-    assert set(m.agg_tokens) == {"text"}  # video and audio need no AGG token
+    assert [m.encoders[k].cls_token is None for k in ("video", "audio", "text")] == [True, True, False]  # no AGG
     video, audio = _inputs(2)
     enc = m.encode("video", video)
     assert enc.tokens.shape == (2, 8, 32)
@@ -243,3 +248,47 @@ def test_mean_pooling_and_mlp_heads() -> None:
         _model(pool="max")
     with pytest.raises(ValueError, match="va_head"):
         _model(va_head="deep")
+
+
+# Written by the VATT of commit 5415ff1 (its own tokenizers and trunks, before VATT ran on the vit.py encoders): four
+# tiny variants (modality-specific and -agnostic; tubelets / conv stem / frame CNN; waveform / log-mel patches / CNN
+# bands; AGG or mean pooling; LayerScale), every weight and BatchNorm statistic perturbed, with their outputs in eval
+# mode and in training mode with DropToken 0.5 after torch.manual_seed(7), on stored inputs.
+OLD_CHECKPOINTS = Path(__file__).parent / "data" / "vatt_format1.pt"
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_checkpoints_of_the_old_layout_load_and_give_the_same_outputs(index: int) -> None:
+    stored = torch.load(OLD_CHECKPOINTS, weights_only=True)
+    v, inputs = stored["variants"][index], stored["inputs"]
+    m = create_model(v["name"], **v["overrides"])
+    assert isinstance(m, VisionAudioTextTransformer)
+    assert any(k.startswith(("tokenizers.", "trunk")) for k in v["state_dict"])  # really the old layout
+    m.load_state_dict(v["state_dict"])  # strict: every old key found a place, every new key was filled
+    args = (inputs["video"], inputs[v["audio_input"]], inputs["text_ids"])
+    with torch.no_grad():
+        out = m.eval()(*args)
+        for name, ref in v["outputs"].items():
+            torch.testing.assert_close(getattr(out, name), ref, rtol=0, atol=1e-6, msg=name)
+        m.train().drop_token_rate = 0.5
+        torch.manual_seed(7)
+        out = m(*args)  # the same tokens dropped, from the same random draws
+        for name, ref in v["train_outputs"].items():
+            torch.testing.assert_close(getattr(out, name), ref, rtol=0, atol=1e-6, msg=name)
+
+
+def test_an_old_fine_tuned_classifier_loads() -> None:
+    """A VATTClassifier checkpoint holds ``vatt.<old keys>``: the hook renames them under the prefix too."""
+    from avformer.models.vatt_classifier import VATTClassifier
+
+    stored = torch.load(OLD_CHECKPOINTS, weights_only=True)
+    v = stored["variants"][1]  # modality-agnostic: the shared trunk must land in the one encoder kept
+    pruned = ("tokenizers.video", "tokenizers.text", "agg_tokens.video", "agg_tokens.text", "head_", "logit_scale")
+    old = {f"vatt.{k}": t for k, t in v["state_dict"].items() if not k.startswith(pruned)}
+    old["head.weight"], old["head.bias"] = torch.randn(3, 16), torch.randn(3)
+    clf = VATTClassifier(create_model(v["name"], **v["overrides"]), "audio", num_classes=3)
+    clf.load_state_dict(old)
+    ref = create_model(v["name"], **v["overrides"])
+    ref.load_state_dict(v["state_dict"])
+    audio = stored["inputs"]["waveform"]
+    torch.testing.assert_close(clf.eval().forward_features(audio).pooled, ref.eval().encode("audio", audio).pooled)

@@ -299,3 +299,49 @@ def test_torch_compile_fullgraph_smoke(name: str) -> None:
     x = torch.randn(shape)
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_trunk_from_shares_the_blocks_and_leaves_their_weights_alone() -> None:
+    """VATT-MA: a second encoder runs the first one's blocks and norm (the same modules) and its own init does not
+    redraw them."""
+    torch.manual_seed(0)
+    video = _video()
+    before = {k: v.clone() for k, v in video.state_dict().items()}
+    audio = WaveformViT(WaveformViTConfig(**TINY, num_samples=256, patch_size=16), trunk_from=video)
+    assert audio.blocks is video.blocks and audio.norm is video.norm
+    assert all(torch.equal(before[k], v) for k, v in video.state_dict().items())
+    own = [p for n, p in audio.named_parameters() if not n.startswith(("blocks.", "norm."))]  # tokenizer, positions
+    both = torch.nn.ModuleList([video, audio])
+    assert len(list(both.parameters())) == len(list(video.parameters())) + len(own)  # the trunk counted once
+    with pytest.raises(ValueError, match="another width or depth"):
+        WaveformViT(WaveformViTConfig(**{**TINY, "depth": 1}, num_samples=256, patch_size=16), trunk_from=video)
+
+
+def test_frame_cnn_stem_drops_frames_before_the_cnn_with_any_keep_mask() -> None:
+    m = _video(stem="frame_cnn", stem_width=8, stem_stride=4, num_frames=6).eval()
+    x = torch.randn(2, 3, 6, 32, 32)
+    assert m.token_grid(tuple(x.shape[1:])) == (6,)
+    full = m.forward_features(x)
+    assert full.grid == (6,) and full.tokens.shape == (2, 6, 32)
+    mask = torch.tensor([[True, False, True, False, False, True], [False, True, True, True, False, False]])
+    idx = mask.nonzero()[:, 1].view(2, 3)
+    by_mask, by_idx = m.embed(x, mask)[0], m.embed(x, idx)[0]
+    torch.testing.assert_close(by_mask, by_idx)
+    every = m.embed(x)[0]  # (B, 1 + 6, D): cls first; the kept frames' tokens are those of the full pass
+    torch.testing.assert_close(by_idx[:, 1:], every[:, 1:].gather(1, idx[:, :, None].expand(-1, -1, 32)))
+
+
+def test_text_transformer_masks_padding_and_refuses_long_texts() -> None:
+    from avformer.models.text_encoder import TextTransformer, TextTransformerConfig
+
+    torch.manual_seed(0)
+    m = TextTransformer(TextTransformerConfig(**TINY, vocab_size=50, max_tokens=6, word_dim=8)).eval()
+    assert torch.equal(m.patch_embed.word_embed.weight[0], torch.zeros(8))  # padding row
+    ids = torch.tensor([[5, 9, 0, 0], [7, 3, 2, 0]])
+    a = m.forward_features(ids).pooled
+    b = m.forward_features(torch.cat([ids, torch.zeros(2, 2, dtype=torch.long)], 1)).pooled
+    torch.testing.assert_close(a, b)  # more padding: the same [AGG] output
+    m.attn_bias = lambda x: None  # type: ignore[method-assign]  # without the mask, padding changes it
+    assert not torch.allclose(m.forward_features(ids).pooled, a, atol=1e-4)
+    with pytest.raises(ValueError, match="max_tokens=6"):
+        m.forward_features(torch.ones(1, 7, dtype=torch.long))

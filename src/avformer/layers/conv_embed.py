@@ -8,6 +8,9 @@ gives a well-defined grid (``conv_out_size``).
 ``ConvStemEmbed`` is the "early convolutions" alternative (Xiao et al. 2021, *Early Convolutions Help Transformers
 See Better*): a few stride-2 3×3 convolutions with BatchNorm and ReLU, then a 1×1 convolution to the token width.
 It gives transformers a local, translation-equivariant first stage, which helps most when data are few.
+
+``CNNTokenEmbed`` (ours, for small data) pools such a stem's map into tokens that do not depend on where the content
+is: one token per video frame (max over space) or one per frequency band of a spectrogram (max over time).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_grid", "stem_strides"]
+__all__ = ["CNNTokenEmbed", "ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_grid", "stem_strides"]
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -156,3 +159,61 @@ class ConvStemEmbed(nn.Module):
         """(B, C, *size) -> tokens (B, N, D) in row-major grid order, and the grid."""
         x = self.proj(x)  # (B, D, *grid)
         return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])
+
+
+class CNNTokenEmbed(nn.Module):
+    """Tokens from a 2-D CNN stem (:class:`ConvStemEmbed` with ``refine``), pooled so that a token does not depend on
+    where its content sits.
+
+    ``per="frame"``: video ``(B, C, T, H, W)`` -> one token per frame (the frame's map, max over space), grid
+    ``(T,)``; the frames a keep-mask drops never enter the CNN (DropToken before the stem costs nothing).
+    ``per="band"``: spectrogram ``(B, C, F, T)`` -> one token per frequency band of the map (max over time: when a
+    sound starts does not change its tokens, its pitch does), grid ``(ceil(F / stride),)``.
+
+    Args:
+        in_chans: input channels.
+        embed_dim: token width ``D``.
+        stride: total stride of the stem on both axes of a frame / the spectrogram (a power of 2 > 1).
+        width: channels of the stem's last conv layer.
+        per: ``"frame"`` or ``"band"``.
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, stride: int, width: int, per: str) -> None:
+        super().__init__()
+        if per not in ("frame", "band"):
+            raise ValueError(f"per must be 'frame' or 'band', got {per!r}")
+        self.per = per
+        self.stem = ConvStemEmbed(in_chans, embed_dim, (stride, stride), width=width, refine=True)
+
+    @property
+    def keeps_before_stem(self) -> bool:
+        """True when a keep-mask selects inputs before the CNN (frames); the encoder then passes it to forward."""
+        return self.per == "frame"
+
+    def grid_size(self, size: Sequence[int]) -> tuple[int, ...]:
+        """Token grid for an input of ``size``: ``(T,)`` of ``(T, H, W)``, or ``(ceil(F / stride),)`` of ``(F, T)``."""
+        return (size[0],) if self.per == "frame" else self.stem.grid_size(size)[:1]
+
+    def init_weights(self) -> None:
+        """PyTorch's default init for the convolutions that feed a BatchNorm (an encoder's trunc-normal init of every
+        conv would start them far smaller)."""
+        for conv in self.stem.proj[:-1]:
+            if isinstance(conv, nn.Conv2d):
+                conv.reset_parameters()
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """Tokens (B, N, D) and the full grid; with ``keep`` (B, N_keep) sorted frame indices only those frames."""
+        if self.per == "frame":
+            B, C, T, H, W = x.shape
+            frames = x.transpose(1, 2)  # (B, T, C, H, W)
+            if keep is not None:
+                frames = frames.gather(1, keep[:, :, None, None, None].expand(-1, -1, C, H, W))
+            n = frames.shape[1]
+            feats = self.stem.features(frames.reshape(B * n, C, H, W)).amax((2, 3)).view(B, n, -1)  # (B, n, width)
+            grid: tuple[int, ...] = (T,)
+        else:
+            if keep is not None:
+                raise ValueError("band tokens are selected after the stem (keep_tokens), not through keep")
+            feats = self.stem.features(x).amax(3).transpose(1, 2)  # (B, F', width)
+            grid = (feats.shape[1],)
+        return self.stem.project(feats.transpose(1, 2)).transpose(1, 2), grid  # (B, n, D)

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["DropPath", "drop_indices", "drop_path", "drop_tokens", "keep_tokens"]
+__all__ = ["DropPath", "as_keep_indices", "drop_indices", "drop_path", "drop_tokens", "keep_tokens"]
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -82,13 +82,20 @@ def keep_tokens(tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         ValueError: a bool mask whose rows keep different numbers of tokens, or a shape that does not match.
     """
     B, N, D = tokens.shape
+    keep = as_keep_indices(keep, B, N)
+    return tokens.gather(1, keep[:, :, None].expand(-1, -1, D))
+
+
+def as_keep_indices(keep: torch.Tensor, batch: int, n: int) -> torch.Tensor:
+    """A keep-mask as (batch, N_keep) int64 indices: a (batch, n) bool mask becomes its sorted True positions,
+    indices pass through (checked for shape). Raises ValueError as :func:`keep_tokens`."""
     if keep.dtype == torch.bool:
-        if keep.shape != (B, N):
-            raise ValueError(f"a bool keep-mask must have shape {(B, N)}, got {tuple(keep.shape)}")
+        if keep.shape != (batch, n):
+            raise ValueError(f"a bool keep-mask must have shape {(batch, n)}, got {tuple(keep.shape)}")
         counts = keep.sum(1)
         if bool((counts != counts[0]).any()):
             raise ValueError("every sample must keep the same number of tokens (a batch stays rectangular)")
-        keep = keep.nonzero()[:, 1].view(B, -1)  # row-major: sorted indices per row
-    elif keep.ndim != 2 or keep.shape[0] != B:
-        raise ValueError(f"keep indices must have shape (B={B}, N_keep), got {tuple(keep.shape)}")
-    return tokens.gather(1, keep[:, :, None].expand(-1, -1, D))
+        return keep.nonzero()[:, 1].view(batch, -1)  # row-major: sorted indices per row
+    if keep.ndim != 2 or keep.shape[0] != batch:
+        raise ValueError(f"keep indices must have shape (B={batch}, N_keep), got {tuple(keep.shape)}")
+    return keep

@@ -2,9 +2,9 @@
 
 :class:`Encoder`: ``forward_features(x) -> EncoderOutput``, ``forward_head(feats) -> logits``,
 ``forward(x) = forward_head(forward_features(x))``, ``num_features`` (width of ``pooled``), ``input_kind`` (the input
-it reads: ``"spectrogram"`` (B, 1, F, T), ``"waveform"`` (B, 1, S) or ``"video"`` (B, C, T, H, W)) and
-``no_weight_decay() -> set[str]`` (parameter names to exclude from weight decay). Encoders whose tokens can be
-dropped (ViT family) take ``forward_features(x, keep=...)``: a token keep-mask (see
+it reads: ``"spectrogram"`` (B, 1, F, T), ``"waveform"`` (B, 1, S), ``"video"`` (B, C, T, H, W) or ``"text"`` (B, L)
+int word ids) and ``no_weight_decay() -> set[str]`` (parameter names to exclude from weight decay). Encoders whose
+tokens can be dropped (ViT family) take ``forward_features(x, keep=...)``: a token keep-mask (see
 :func:`avformer.layers.drop.keep_tokens`), the one path of DropToken and masked modelling; multiscale encoders,
 whose pooling attention needs the whole grid, refuse it with a clear error.
 
@@ -24,7 +24,7 @@ import torch
 
 __all__ = ["INPUT_KINDS", "Encoder", "EncoderOutput", "StagedEncoder"]
 
-INPUT_KINDS = ("spectrogram", "waveform", "video")
+INPUT_KINDS = ("spectrogram", "waveform", "video", "text")
 
 
 @dataclass

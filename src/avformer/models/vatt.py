@@ -4,10 +4,14 @@ Paper: Akbari et al., "VATT: Transformers for Multimodal Self-Supervised Learnin
 NeurIPS 2021, https://arxiv.org/abs/2104.11178. Common spaces: Alayrac et al., "Self-Supervised MultiModal Versatile
 Networks" (MMV), NeurIPS 2020, https://arxiv.org/abs/2006.16228.
 Reference implementation: google-research/google-research ``vatt/`` (TF2); it is not run here, so there is no parity
-test. Objectives (NCE, MIL-NCE) live in ``avformer.losses.contrastive``; the pretraining task in
+test. The encoders are the ViT family of :mod:`avformer.models.vit` (``VideoViT``, ``WaveformViT``, or
+``AudioSpectrogramTransformer`` on log-mel patches or CNN bands) and the
+:class:`~avformer.models.text_encoder.TextTransformer`, built from :meth:`VATTConfig.encoder_config`; VATT adds
+DropToken (a keep-mask into the encoders), the common-space heads and the weight sharing of the modality-agnostic
+variant. Objectives (NCE, MIL-NCE) live in ``avformer.losses.contrastive``; the pretraining task in
 ``avformer.tasks.vatt_pretrain``.
 
-Data flow (one modality; the modality-agnostic variant shares ``trunk`` between all three)::
+Data flow (one modality; the modality-agnostic variant shares the blocks and final norm between all three)::
 
     video (B,3,T,H,W) ─ tubelets ─┐
     audio (B,1,S)     ─ 1-D patch ─┼─▶ tokens + pos ─▶ DropToken (train, video/audio) ─▶ [AGG ‖ tokens] ─▶ trunk ─▶ AGG
@@ -82,13 +86,13 @@ import torch
 from torch import nn
 
 from avformer.data.tokenize import HashedWordTokenizer, MiniLMTokenizer, SegmentTokenizer
-from avformer.layers.drop import drop_indices, drop_tokens
-from avformer.layers.vit_block import Block
+from avformer.layers.drop import drop_indices
 from avformer.models.base import EncoderOutput
 from avformer.models.minilm import SentenceEncoder, load_minilm
 from avformer.models.registry import register_model, split_overrides
+from avformer.models.text_encoder import TextTransformer
 from avformer.models.vatt_config import MODALITIES, VATTConfig
-from avformer.models.vatt_parts import CNNTokenizer, Trunk, build_tokenizer, head, trunc_normal
+from avformer.models.vit import AudioSpectrogramTransformer, VideoViT, ViTEncoder, WaveformViT, trunc_normal
 
 __all__ = ["MODALITIES", "VATTConfig", "VATTFeatures", "VATTOutput", "VisionAudioTextTransformer"]
 
@@ -188,17 +192,16 @@ class VisionAudioTextTransformer(nn.Module):
             own = MODALITIES
             self.tokenizer = HashedWordTokenizer(cfg.vocab_size, cfg.max_text_tokens)
         self.num_features = self.embed_dim = dims["video"]
-        self.tokenizers = nn.ModuleDict({m: build_tokenizer(cfg, dims[m], m) for m in own})
-        agg = [m for m in own if m == "text" or cfg.pool == "agg"]  # mean pooling needs no AGG token
-        self.agg_tokens = nn.ParameterDict({m: nn.Parameter(torch.zeros(1, 1, dims[m])) for m in agg})
-        if cfg.shared_backbone:
-            self.trunk = Trunk(*cfg.trunk("video"), cfg, drop_path_rate, fused)
-        else:
-            self.trunks = nn.ModuleDict({m: Trunk(*cfg.trunk(m), cfg, drop_path_rate, fused) for m in own})
+        self.encoders = nn.ModuleDict()
+        for m in own:
+            trunk_from = self.encoders["video"] if cfg.shared_backbone and m != "video" else None
+            self.encoders[m] = _encoder_class(cfg, m)(
+                cfg.encoder_config(m), drop_path_rate=drop_path_rate, fused=fused, trunk_from=trunk_from
+            )
         # MMV-style heads: fine video-audio space, coarse video-text space reached from the video's fine embedding
         mlp = cfg.va_head == "mlp"
-        self.head_video_va = head(dims["video"], cfg.va_dim, cfg.head_batch_norm, mlp)
-        self.head_audio_va = head(dims["audio"], cfg.va_dim, cfg.head_batch_norm, mlp)
+        self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm, mlp)
+        self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm, mlp)
         self.head_video_vt = nn.Sequential(
             nn.Linear(cfg.va_dim, cfg.va_dim),
             nn.BatchNorm1d(cfg.va_dim) if cfg.head_batch_norm else nn.Identity(),
@@ -214,6 +217,7 @@ class VisionAudioTextTransformer(nn.Module):
         self.logit_scale_vt = nn.Parameter(torch.tensor(init))
         self.init_weights()
         self.set_grad_checkpointing(grad_checkpointing)
+        self._register_load_state_dict_pre_hook(_keys_of_old_checkpoints, with_module=True)
 
     @classmethod
     def from_config(cls, cfg: VATTConfig, **overrides: Any) -> Self:
@@ -223,50 +227,36 @@ class VisionAudioTextTransformer(nn.Module):
 
     # -- weights
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) for linear/conv/embedding weights, positions and AGG tokens; zero biases."""
+        """The heads' weights: truncated normal (std 0.02), zero biases (the encoders initialise themselves)."""
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
+            for name, m in self.named_modules():
+                if name.startswith("encoders"):
+                    continue
+                if isinstance(m, nn.Linear):
                     trunc_normal(m.weight)
-                    if getattr(m, "bias", None) is not None:
-                        nn.init.zeros_(m.bias)
-                elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                    nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.BatchNorm1d):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
-            for tok in self.tokenizers.values():  # CNN stems: PyTorch's default init for the convs before a BN
-                if isinstance(tok, CNNTokenizer):
-                    for conv in tok.stem.proj[:-1]:
-                        if isinstance(conv, nn.Conv2d):
-                            conv.reset_parameters()
-            if "text" in self.tokenizers:
-                self.tokenizers["text"].word_embed.weight[0].zero_()  # padding
-            for name in sorted(self.no_weight_decay()):  # sorted: a set's order changes with PYTHONHASHSEED
-                if "logit_scale" not in name:
-                    trunc_normal(self.get_parameter(name))
 
     def no_weight_decay(self) -> set[str]:
-        """Position tables, AGG tokens and the logit scales."""
-        return {
-            n for n, _ in self.named_parameters() if ".pos" in n or n.startswith("agg_tokens.") or "logit_scale" in n
-        }
+        """The encoders' position tables and AGG tokens, and the logit scales."""
+        own = {f"encoders.{m}.{n}" for m, enc in self.encoders.items() for n in enc.no_weight_decay()}
+        return own | {"logit_scale_va", "logit_scale_vt"} & {n for n, _ in self.named_parameters()}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for m in self.modules():
-            if isinstance(m, Trunk):
-                m.grad_checkpointing = enable
+        for enc in self.encoders.values():
+            enc.set_grad_checkpointing(enable)
 
     def set_fused(self, fused: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, Block):
-                m.attn.fused = fused
+        for enc in self.encoders.values():
+            enc.set_fused(fused)
 
-    def trunk_of(self, modality: str) -> Trunk:
-        """The transformer that encodes ``modality`` (the same module for all three when shared)."""
-        if self.cfg.shared_backbone:
-            return self.trunk
-        trunk = self.trunks[modality]
-        assert isinstance(trunk, Trunk)
-        return trunk
+    def trunk_of(self, modality: str) -> nn.ModuleList:
+        """The transformer blocks that encode ``modality`` (the same modules for all three when shared)."""
+        blocks = self.encoders[modality].blocks
+        assert isinstance(blocks, nn.ModuleList)
+        return blocks
 
     @property
     def _sentence_encoder(self) -> SentenceEncoder:
@@ -282,7 +272,8 @@ class VisionAudioTextTransformer(nn.Module):
             modality: ``video`` (B, C, T, H, W), ``audio`` (B, 1, S) or (B, 1, F, T), ``text`` (B, L) int ids.
 
         Returns:
-            :class:`EncoderOutput`: tokens (B, N', D) after DropToken, pooled = the AGG output (B, D), the full grid.
+            :class:`EncoderOutput`: tokens (B, N', D) after DropToken, pooled = the AGG output (or the mean of the
+            tokens with ``pool="mean"``) (B, D), the full grid.
         """
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
@@ -292,27 +283,12 @@ class VisionAudioTextTransformer(nn.Module):
                 enc.to(x.device)
             tokens, pooled = enc.features(x)
             return EncoderOutput(tokens=tokens, pooled=pooled, grid=(x.shape[1],))
-        tokenizer = self.tokenizers[modality]
-        drop = self.training and self.drop_token_rate > 0 and modality in self.drop_token_modalities
-        if drop and isinstance(tokenizer, CNNTokenizer) and modality == "video":  # drop frames before the CNN
-            keep = drop_indices(x.shape[0], x.shape[2], self.drop_token_rate, device=x.device)
-            tokens, grid = tokenizer(x, keep)
-            drop = False
-        else:
-            tokens, grid = tokenizer(x)  # (B, N, D) with positions
-        bias = None
-        if modality == "text":
-            pad = torch.cat([torch.zeros_like(x[:, :1], dtype=torch.bool), x == 0], dim=1)  # (B, 1 + L), AGG valid
-            bias = torch.zeros(pad.shape, dtype=tokens.dtype, device=tokens.device)
-            bias = bias.masked_fill(pad, torch.finfo(tokens.dtype).min)[:, None, None, :]  # (B, 1, 1, 1 + L)
-        elif drop:
-            tokens = drop_tokens(tokens, self.drop_token_rate)
-        if modality not in self.agg_tokens:  # pool="mean"
-            seq = self.trunk_of(modality)(tokens)  # (B, N', D)
-            return EncoderOutput(tokens=seq, pooled=seq.mean(1), grid=grid)
-        agg = self.agg_tokens[modality].expand(tokens.shape[0], -1, -1).to(tokens.dtype)
-        seq = self.trunk_of(modality)(torch.cat([agg, tokens], dim=1), bias)  # (B, 1 + N', D)
-        return EncoderOutput(tokens=seq[:, 1:], pooled=seq[:, 0], grid=grid)
+        enc = self.encoders[modality]
+        keep = None
+        if self.training and self.drop_token_rate > 0 and modality in self.drop_token_modalities:
+            n = math.prod(enc.token_grid(tuple(x.shape[1:])))
+            keep = drop_indices(x.shape[0], n, self.drop_token_rate, device=x.device)
+        return enc.forward_features(x, keep)
 
     def encode_text(self, ids: torch.Tensor) -> EncoderOutput:
         """``ids`` (B, P, L) -> pooled (B, P, D) (segments encoded independently), tokens (B·P, L, D)."""
@@ -396,6 +372,57 @@ class VisionAudioTextTransformer(nn.Module):
         out = self.forward(text_ids=ids.to(device))
         assert out.text_vt is not None
         return out.text_vt[:, 0]
+
+
+# ---- parts --------------------------------------------------------------------------------------------------------
+def _encoder_class(cfg: VATTConfig, modality: str) -> type[ViTEncoder]:
+    if modality == "audio":
+        return WaveformViT if cfg.audio_input == "waveform" else AudioSpectrogramTransformer
+    return {"video": VideoViT, "text": TextTransformer}[modality]
+
+
+def _head(dim: int, out_dim: int, batch_norm: bool, mlp: bool = False) -> nn.Module:
+    """Linear projection into a common space, followed by BatchNorm1d when ``batch_norm``; or with ``mlp`` a
+    SimCLR-style Linear(dim, dim)-BN-ReLU-Linear(dim, out_dim) (the BN only when ``batch_norm``)."""
+    if mlp:
+        norm = nn.BatchNorm1d(dim) if batch_norm else nn.Identity()
+        return nn.Sequential(nn.Linear(dim, dim), norm, nn.ReLU(inplace=True), nn.Linear(dim, out_dim))
+    if not batch_norm:
+        return nn.Linear(dim, out_dim)
+    return nn.Sequential(nn.Linear(dim, out_dim), nn.BatchNorm1d(out_dim))
+
+
+_OLD_TABLES = {"pos_h": "pos_embed_h", "pos_w": "pos_embed_w", "pos": "pos_embed", "pos_f": "pos_embed_freq"}
+
+
+def _new_keys(model: VisionAudioTextTransformer, key: str) -> list[str]:
+    """Where a key of a checkpoint written before VATT ran on the ``vit.py`` encoders (commit 5415ff1 and earlier:
+    ``tokenizers.*``, ``agg_tokens.*``, ``trunks.*``, ``trunk.*``) lives now; other keys map to themselves."""
+    head, _, rest = key.partition(".")
+    if head == "trunk":  # the modality-agnostic trunk: every encoder holds it
+        return [f"encoders.{m}.{rest}" for m in model.encoders]
+    modality, _, rest = rest.partition(".")
+    if head in ("trunks", "agg_tokens"):
+        return [f"encoders.{modality}.{rest or 'cls_token'}"]
+    if head != "tokenizers":
+        return [key]
+    if rest.startswith(("stem.", "word_embed.", "proj.")):  # CNN stems, text words: inside patch_embed now
+        rest = f"patch_embed.{rest}"
+    elif rest == "pos_t":  # video: frames or tubelet time; audio: CNN bands or spectrogram time
+        cnn = model.cfg.audio_stem == "cnn"
+        rest = "pos_embed_t" if modality == "video" else "pos_embed_freq" if cnn else "pos_embed_time"
+    rest = _OLD_TABLES.get(rest, rest)
+    return [f"encoders.{modality}.{rest}"]
+
+
+def _keys_of_old_checkpoints(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load-state-dict pre-hook: rename the keys of an old-layout VATT checkpoint in place (see :func:`_new_keys`)."""
+    assert isinstance(module, VisionAudioTextTransformer)
+    old = ("tokenizers.", "agg_tokens.", "trunks.", "trunk.")
+    for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix) :].startswith(old)]:
+        value = state_dict.pop(key)
+        for new in _new_keys(module, key[len(prefix) :]):
+            state_dict[prefix + new] = value
 
 
 # ---- variants -----------------------------------------------------------------------------------------------------

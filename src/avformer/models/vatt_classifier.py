@@ -42,7 +42,7 @@ class VATTClassifier(nn.Module):
     """One VATT encoder (``video`` or ``audio``) + a linear head: the encoder API of every single-encoder model.
 
     Args:
-        vatt: a VATT model; it is pruned in place to the modality's tokenizer, AGG token and trunk.
+        vatt: a VATT model; it is pruned in place to the encoder of the modality (tokenizer, AGG token, trunk).
         modality: ``video`` or ``audio``.
         num_classes: classifier outputs (0: ``forward`` returns the pooled features).
     """
@@ -96,9 +96,8 @@ def _prune(vatt: VisionAudioTextTransformer, modality: str) -> None:
     for other in ("video", "audio", "text"):
         if other == modality:
             continue
-        for container in (vatt.tokenizers, vatt.agg_tokens, getattr(vatt, "trunks", {})):
-            if other in container:
-                del container[other]
+        if other in vatt.encoders:
+            del vatt.encoders[other]
     for name in ("head_video_va", "head_audio_va", "head_video_vt", "head_text_vt", "classifiers"):
         delattr(vatt, name)
     for name in ("logit_scale_va", "logit_scale_vt"):

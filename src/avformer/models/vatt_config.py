@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from avformer.layers.conv_embed import stem_strides
-from avformer.models.vit_config import TrunkConfig
+from avformer.models.vit_config import (
+    ASTConfig,
+    TextTransformerConfig,
+    TrunkConfig,
+    VideoViTConfig,
+    WaveformViTConfig,
+)
 
 __all__ = ["MODALITIES", "VATTConfig"]
 
@@ -27,7 +34,6 @@ class VATTConfig(TrunkConfig):
     ``audio_trunk`` / ``text_trunk`` are ``(embed_dim, depth, num_heads)`` of the other trunks (None: as video).
     """
 
-    layer_scale: float | None = None  # LayerScale init of every block (CaiT); None = off (VATT)
     shared_backbone: bool = False  # True: the modality-agnostic variant (VATT-MA)
     audio_trunk: tuple[int, int, int] | None = None
     text_trunk: tuple[int, int, int] | None = None
@@ -110,6 +116,40 @@ class VATTConfig(TrunkConfig):
         if self.va_dim < 1 or self.vt_dim < 1 or self.mlp_ratio <= 0:
             raise ValueError("VATTConfig: va_dim, vt_dim and mlp_ratio must be positive")
 
+    def encoder_config(self, modality: str) -> TrunkConfig:
+        """The config of the ``avformer.models.vit`` / ``text_encoder`` encoder of ``modality`` (VideoViT, WaveformViT
+        or AST on log-mel patches / CNN bands, TextTransformer): VATT's [AGG] token is their ``class_token``."""
+        d, n, h = self.trunk(modality)
+        trunk: dict[str, Any] = {
+            "embed_dim": d, "depth": n, "num_heads": h, "mlp_ratio": self.mlp_ratio, "qkv_bias": self.qkv_bias,
+            "norm_eps": self.norm_eps, "layer_scale": self.layer_scale,
+        }  # fmt: skip
+        agg = self.pool == "agg"
+        stem = {"stem_width": self.stem_width, "stem_stride": self.stem_stride}
+        if modality == "video":
+            return VideoViTConfig(
+                **trunk, in_chans=self.in_chans, num_frames=self.num_frames, img_size=self.img_size,
+                tubelet_size=self.tubelet_size, class_token=agg, pool="cls" if agg else "mean", stem=self.video_stem,
+                **stem,
+            )  # fmt: skip
+        if modality == "audio" and self.audio_input == "waveform":
+            return WaveformViTConfig(
+                **trunk, in_chans=1, num_samples=self.num_samples, patch_size=self.audio_patch_size, class_token=agg,
+                pool="cls" if agg else "mean",
+            )  # fmt: skip
+        if modality == "audio":
+            (f, t), (pf, pt) = self.spec_size, self.spec_patch
+            return ASTConfig(
+                **trunk, num_mel_bins=f, num_frames=t, patch_size=(pf, pt), freq_stride=pf, time_stride=pt,
+                class_token=agg, dist_token=False, pool="prefix" if agg else "mean", pos_embed="separable",
+                stem=self.audio_stem, **stem,
+            )  # fmt: skip
+        if modality == "text":
+            return TextTransformerConfig(
+                **trunk, vocab_size=self.vocab_size, max_tokens=self.max_text_tokens, word_dim=self.text_word_dim
+            )
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
     def trunk(self, modality: str) -> tuple[int, int, int]:
         """``(embed_dim, depth, num_heads)`` of the trunk that encodes ``modality``."""
         own = {"audio": self.audio_trunk, "text": self.text_trunk}.get(modality)
@@ -118,19 +158,12 @@ class VATTConfig(TrunkConfig):
     @property
     def video_grid(self) -> tuple[int, ...]:
         """Video token grid: (t, h, w) tubelets, or (frames,) with ``video_stem="frame_cnn"``."""
-        if self.video_stem == "frame_cnn":
-            return (self.num_frames,)
-        t, ph, pw = self.tubelet_size
-        return (self.num_frames // t, self.img_size // ph, self.img_size // pw)
+        return tuple(self.encoder_config("video").grid)  # type: ignore[attr-defined]
 
     @property
     def audio_grid(self) -> tuple[int, ...]:
         """Audio token grid: (patches,) of a waveform, (F, T) spectrogram patches, or (F,) CNN frequency bands."""
-        if self.audio_input == "waveform":
-            return (self.num_samples // self.audio_patch_size,)
-        if self.audio_stem == "cnn":
-            return (-(-self.spec_size[0] // self.stem_stride),)
-        return (self.spec_size[0] // self.spec_patch[0], self.spec_size[1] // self.spec_patch[1])
+        return tuple(self.encoder_config("audio").grid)  # type: ignore[attr-defined]
 
     @property
     def audio_input_shape(self) -> tuple[int, ...]:

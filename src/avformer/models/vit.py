@@ -39,11 +39,17 @@ Differences from the references:
         * VATT's [AGG] token is ``class_token`` (it gets no position embedding here); ``pool="cls"`` or ``"mean"``.
         * Video position embedding is VATT's separable sum ``pos_t[t] + pos_h[h] + pos_w[w]``; waveform uses one
           learned 1-D table. Both are interpolated (linear per axis) for other input sizes.
-        * No DropToken yet, no modality-agnostic weight sharing, no projection heads (those live outside encoders).
+        * DropToken and masked modelling pass a token keep-mask to ``forward_features``; the modality-agnostic
+          weight sharing of VATT is ``trunk_from=`` (one encoder runs another's blocks and final norm); projection
+          heads live outside the encoders (``avformer.models.vatt``).
+    Options of ours for small data (``stem``): a conv stem with the tubelet grid (``"conv"``), one token per video
+    frame (``"frame_cnn"``) or per frequency band of a spectrogram (AST ``"cnn"``) from a small 2-D CNN
+    (:class:`~avformer.layers.conv_embed.CNNTokenEmbed`), with a 1-D position table over frames / bands.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -53,7 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.drop import keep_tokens
+from avformer.layers.conv_embed import CNNTokenEmbed, ConvStemEmbed
+from avformer.layers.drop import as_keep_indices, keep_tokens
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 from avformer.layers.vit_block import Block
 from avformer.models.base import EncoderOutput
@@ -63,6 +70,7 @@ from avformer.models.vit_config import ASTConfig, VideoViTConfig, WaveformViTCon
 __all__ = [
     "ASTConfig",
     "AudioSpectrogramTransformer",
+    "ViTEncoder",
     "VideoViT",
     "VideoViTConfig",
     "WaveformViT",
@@ -98,18 +106,20 @@ def _resize_pos_table(table: torch.Tensor, old: tuple[int, ...], new: tuple[int,
     return x.movedim(1, -1).reshape(1, -1, D)  # (1, prod(new), D)
 
 
-def _trunc_normal(t: torch.Tensor, std: float = 0.02) -> None:
+def trunc_normal(t: torch.Tensor, std: float = 0.02) -> None:
+    """Truncated normal init at ``std``, cut at two standard deviations (ViT / DeiT / VATT)."""
     nn.init.trunc_normal_(t, std=std, a=-2 * std, b=2 * std)
 
 
 # ---- shared trunk -------------------------------------------------------------------------------------------------
-class _ViTEncoder(nn.Module):
+class ViTEncoder(nn.Module):
     """Blocks + final norm + head and the shared encoder API; subclasses supply the tokenizer and positions.
 
     A subclass implements ``_build_embedding(cfg)`` (sets ``patch_embed``, ``cls_token``, position tables) and
     ``_patch_pos(grid) -> (1, N, D)``; it overrides ``_prefix(B) -> (B, P, D) | None`` when it has more prefix
-    tokens than ``cls_token`` or gives them positions, and ``_build_head`` when its head is more than a Linear.
-    Constructor arguments are documented on ``AudioSpectrogramTransformer``.
+    tokens than ``cls_token`` or gives them positions, ``_build_head`` when its head is more than a Linear, and
+    ``attn_bias(x)`` when some tokens must not be attended to (text padding). Constructor arguments are documented
+    on ``AudioSpectrogramTransformer``.
     """
 
     config_class: ClassVar[type]
@@ -126,6 +136,7 @@ class _ViTEncoder(nn.Module):
         drop_path_rate: float = 0.0,
         fused: bool = True,
         grad_checkpointing: bool = False,
+        trunk_from: ViTEncoder | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(cfg, self.config_class):
@@ -141,15 +152,24 @@ class _ViTEncoder(nn.Module):
         self.default_input: tuple[int, ...] = cfg.default_input
         self.grad_checkpointing = grad_checkpointing
         self._build_embedding(cfg)
-        # stochastic depth grows linearly with depth (plain Python: works under `with torch.device("meta")`)
-        dpr = [drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, dpr[i], fused, cfg.norm_eps)
-            for i in range(cfg.depth)
-        )
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
+        self.blocks: nn.ModuleList
+        self.norm: nn.Module
+        if trunk_from is not None:  # modality-agnostic weight sharing (VATT-MA): the same modules, not copies
+            if (trunk_from.embed_dim, len(trunk_from.blocks)) != (cfg.embed_dim, cfg.depth):
+                raise ValueError("trunk_from: the shared trunk has another width or depth than this config")
+            self.blocks, self.norm = trunk_from.blocks, trunk_from.norm
+        else:
+            # stochastic depth grows linearly with depth (plain Python: works under `with torch.device("meta")`)
+            dpr = [drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
+            self.blocks = nn.ModuleList(
+                Block(
+                    cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, p, fused, cfg.norm_eps, cfg.layer_scale
+                )
+                for p in dpr
+            )
+            self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self._build_head(cfg)
-        self.init_weights()
+        self.init_weights(skip=() if trunk_from is None else (self.blocks, self.norm))
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides: Any) -> Self:
@@ -175,20 +195,32 @@ class _ViTEncoder(nn.Module):
             return tokens.mean(dim=1)
         return prefix.mean(dim=1)  # cls (VATT), or (cls + dist) / 2 (AST)
 
+    def attn_bias(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Additive attention bias for the whole sequence of input ``x`` (None: every token attends to all)."""
+        return None
+
     # -- weights
-    def init_weights(self) -> None:
-        """Truncated normal (std 0.02) for linear/conv weights, position tables and prefix tokens; zero biases."""
+    def init_weights(self, skip: tuple[nn.Module, ...] = ()) -> None:
+        """Truncated normal (std 0.02) for linear/conv/embedding weights, position tables and prefix tokens; zero
+        biases; then the ``init_weights()`` of tokenizers that have their own. ``skip``: modules (and what they
+        hold) left as they are (a trunk borrowed from another encoder)."""
+        skipped = {id(m) for s in skip for m in s.modules()}
         with torch.no_grad():
             for m in self.modules():
-                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                    _trunc_normal(m.weight)
-                    if m.bias is not None:
+                if id(m) in skipped:
+                    continue
+                if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)):
+                    trunc_normal(m.weight)
+                    if getattr(m, "bias", None) is not None:
                         nn.init.zeros_(m.bias)
-                elif isinstance(m, nn.LayerNorm):
+                elif isinstance(m, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
                     nn.init.ones_(m.weight)
                     nn.init.zeros_(m.bias)
+            for m in self.patch_embed.modules():
+                if hasattr(m, "init_weights"):
+                    m.init_weights()
             for name in sorted(self.no_weight_decay()):  # sorted: a set's order changes with PYTHONHASHSEED
-                _trunc_normal(self.get_parameter(name))
+                trunc_normal(self.get_parameter(name))
 
     def no_weight_decay(self) -> set[str]:
         """Position tables and prefix tokens (biases and norms are the optimizer builder's concern)."""
@@ -208,27 +240,46 @@ class _ViTEncoder(nn.Module):
         """``(input width, output width)`` of every block: ``(D, D)``."""
         return [(self.embed_dim, self.embed_dim)] * len(self.blocks)
 
+    def token_grid(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The full token grid of one input of ``input_shape`` (without the batch axis), e.g. ``(C, T, H, W)`` ->
+        ``(t, h, w)``: what a keep-mask indexes (``prod(grid)`` tokens)."""
+        return tuple(self.patch_embed.grid_size(tuple(input_shape[1:])))
+
     def embed(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Tokens with positions, prefix tokens first: ``(B, P + N, D)`` and the patch grid. With ``keep`` (a token
-        keep-mask, :func:`~avformer.layers.drop.keep_tokens`) only the kept patch tokens follow the prefix."""
-        tokens, grid = self.patch_embed(x)  # (B, N, D)
-        tokens = tokens + self._patch_pos(grid).to(tokens.dtype)
-        if keep is not None:
-            tokens = keep_tokens(tokens, keep)  # (B, N_keep, D), positions already added
+        keep-mask, :func:`~avformer.layers.drop.keep_tokens`) only the kept patch tokens follow the prefix; a
+        tokenizer that ``keeps_before_stem`` (per-frame CNN) never computes the dropped ones."""
+        if keep is not None and getattr(self.patch_embed, "keeps_before_stem", False):
+            keep = as_keep_indices(keep, x.shape[0], self.token_grid(tuple(x.shape[1:]))[0])
+            tokens, grid = self.patch_embed(x, keep)  # (B, N_keep, D)
+            pos = self._patch_pos(grid).to(tokens.dtype)  # (1, N, D)
+            tokens = tokens + keep_tokens(pos.expand(tokens.shape[0], -1, -1), keep)
+        else:
+            tokens, grid = self.patch_embed(x)  # (B, N, D)
+            tokens = tokens + self._patch_pos(grid).to(tokens.dtype)
+            if keep is not None:
+                tokens = keep_tokens(tokens, keep)  # (B, N_keep, D), positions already added
         prefix = self._prefix(tokens.shape[0])
         x = tokens if prefix is None else torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + N, D)
         return x, tuple(grid)
 
     def forward_block(
-        self, index: int, x: torch.Tensor, grid: tuple[int, ...], *, num_prefix_tokens: int | None = None
+        self,
+        index: int,
+        x: torch.Tensor,
+        grid: tuple[int, ...],
+        *,
+        num_prefix_tokens: int | None = None,
+        attn_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Run block ``index`` on ``(B, P + N, D)``; the grid is unchanged. Plain attention treats every token alike,
-        so extra prefix tokens (``num_prefix_tokens``, fusion tokens) need no special handling here."""
+        so extra prefix tokens (``num_prefix_tokens``, fusion tokens) need no special handling here; ``attn_bias``
+        is added to the attention logits (:meth:`attn_bias`)."""
         blk = self.blocks[index]
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            x = checkpoint(blk, x, use_reentrant=False)
+            x = checkpoint(blk, x, attn_bias, use_reentrant=False)
         else:
-            x = blk(x)
+            x = blk(x, attn_bias)
         return x, grid
 
     def finalize(self, x: torch.Tensor, grid: tuple[int, ...]) -> EncoderOutput:
@@ -245,10 +296,11 @@ class _ViTEncoder(nn.Module):
         self, x: torch.Tensor, keep: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, tuple[int, ...]]:
         """The whole normed sequence ``[prefix tokens, patch tokens]`` (B, P + N, D) and the patch grid."""
-        x, grid = self.embed(x, keep)
+        seq, grid = self.embed(x, keep)
+        bias = self.attn_bias(x)
         for i in range(len(self.blocks)):
-            x, grid = self.forward_block(i, x, grid)
-        return self.norm(x), grid
+            seq, grid = self.forward_block(i, seq, grid, attn_bias=bias)
+        return self.norm(seq), grid
 
     def forward_features(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> EncoderOutput:
         """Encode ``x``; with ``keep`` (B, N_keep) indices or a (B, N) bool mask over the patch grid, only those
@@ -266,7 +318,7 @@ class _ViTEncoder(nn.Module):
 
 
 # ---- AST ----------------------------------------------------------------------------------------------------------
-class AudioSpectrogramTransformer(_ViTEncoder):
+class AudioSpectrogramTransformer(ViTEncoder):
     """AST on a log-mel spectrogram.
 
     Args:
@@ -287,15 +339,18 @@ class AudioSpectrogramTransformer(_ViTEncoder):
 
     def _build_embedding(self, cfg: ASTConfig) -> None:
         D = cfg.embed_dim
-        self.patch_embed = PatchEmbed2d(1, D, cfg.patch_size, stride=(cfg.freq_stride, cfg.time_stride))
+        if cfg.stem == "cnn":
+            self.patch_embed = CNNTokenEmbed(1, D, cfg.stem_stride, cfg.stem_width, per="band")
+        else:
+            self.patch_embed = PatchEmbed2d(1, D, cfg.patch, stride=(cfg.freq_stride, cfg.time_stride))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.dist_token else None
-        Fp, Tp = cfg.grid
         if cfg.pos_embed == "joint":
-            self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_prefix_tokens + Fp * Tp, D))
-        else:
-            self.pos_embed_freq = nn.Parameter(torch.zeros(1, Fp, D))
-            self.pos_embed_time = nn.Parameter(torch.zeros(1, Tp, D))
+            self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_prefix_tokens + math.prod(cfg.grid), D))
+        else:  # a table per axis of the grid: frequency (patches or CNN bands), then time (patches only)
+            self.pos_embed_freq = nn.Parameter(torch.zeros(1, cfg.grid[0], D))
+            if len(cfg.grid) == 2:
+                self.pos_embed_time = nn.Parameter(torch.zeros(1, cfg.grid[1], D))
 
     def _build_head(self, cfg: ASTConfig) -> None:
         # ASTMLPHead: LayerNorm + Linear over the pooled feature; absent without classes (strict ASTModel loading)
@@ -307,8 +362,10 @@ class AudioSpectrogramTransformer(_ViTEncoder):
         if cfg.pos_embed == "joint":
             table = self.pos_embed[:, self.num_prefix_tokens :]  # (1, F'·T', D), freq-major
             return _resize_pos_table(table, cfg.grid, grid, mode)
+        pf = _resize_pos_table(self.pos_embed_freq, cfg.grid[:1], grid[:1], mode)  # (1, F', D)
+        if len(grid) == 1:  # CNN bands
+            return pf
         Fp, Tp = grid
-        pf = _resize_pos_table(self.pos_embed_freq, cfg.grid[:1], (Fp,), mode)  # (1, F', D)
         pt = _resize_pos_table(self.pos_embed_time, cfg.grid[1:], (Tp,), mode)  # (1, T', D)
         return (pf[:, :, None, :] + pt[:, None, :, :]).reshape(1, Fp * Tp, -1)  # (1, F'·T', D)
 
@@ -326,7 +383,7 @@ class AudioSpectrogramTransformer(_ViTEncoder):
 
 
 # ---- video --------------------------------------------------------------------------------------------------------
-class VideoViT(_ViTEncoder):
+class VideoViT(ViTEncoder):
     """ViT over video tubelets with VATT's separable (t, h, w) position embedding.
 
     ``forward_features``: ``(B, C, T, H, W)`` -> tokens ``(B, t·h·w, D)``, pooled ``(B, D)``,
@@ -339,17 +396,25 @@ class VideoViT(_ViTEncoder):
 
     def _build_embedding(self, cfg: VideoViTConfig) -> None:
         D = cfg.embed_dim
-        self.patch_embed = TubeletEmbed3d(cfg.in_chans, D, cfg.tubelet_size)
+        if cfg.stem == "frame_cnn":
+            self.patch_embed = CNNTokenEmbed(cfg.in_chans, D, cfg.stem_stride, cfg.stem_width, per="frame")
+        elif cfg.stem == "conv":
+            self.patch_embed = ConvStemEmbed(cfg.in_chans, D, cfg.tubelet_size)
+        else:
+            self.patch_embed = TubeletEmbed3d(cfg.in_chans, D, cfg.tubelet_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D)) if cfg.class_token else None
-        t, h, w = cfg.grid
-        self.pos_embed_t = nn.Parameter(torch.zeros(1, t, D))
-        self.pos_embed_h = nn.Parameter(torch.zeros(1, h, D))
-        self.pos_embed_w = nn.Parameter(torch.zeros(1, w, D))
+        self.pos_embed_t = nn.Parameter(torch.zeros(1, cfg.grid[0], D))  # frames with frame_cnn
+        if cfg.stem != "frame_cnn":
+            self.pos_embed_h = nn.Parameter(torch.zeros(1, cfg.grid[1], D))
+            self.pos_embed_w = nn.Parameter(torch.zeros(1, cfg.grid[2], D))
 
     def _patch_pos(self, grid: tuple[int, ...]) -> torch.Tensor:
+        mode = self.cfg.pos_embed_resize
+        pt = _resize_pos_table(self.pos_embed_t, self.cfg.grid[:1], grid[:1], mode)[0]  # (t, D)
+        if len(grid) == 1:  # one token per frame
+            return pt[None]
         t, h, w = grid
-        (t0, h0, w0), mode = self.cfg.grid, self.cfg.pos_embed_resize
-        pt = _resize_pos_table(self.pos_embed_t, (t0,), (t,), mode)[0]  # (t, D)
+        h0, w0 = self.cfg.grid[1:]
         ph = _resize_pos_table(self.pos_embed_h, (h0,), (h,), mode)[0]  # (h, D)
         pw = _resize_pos_table(self.pos_embed_w, (w0,), (w,), mode)[0]  # (w, D)
         pos = pt[:, None, None] + ph[None, :, None] + pw[None, None, :]  # (t, h, w, D)
@@ -357,7 +422,7 @@ class VideoViT(_ViTEncoder):
 
 
 # ---- waveform -----------------------------------------------------------------------------------------------------
-class WaveformViT(_ViTEncoder):
+class WaveformViT(ViTEncoder):
     """Transformer on raw-waveform patches (VATT's audio encoder).
 
     ``forward_features``: ``(B, C, S)`` -> tokens ``(B, S', D)``, pooled ``(B, D)``, grid ``(S' = S // patch_size,)``
