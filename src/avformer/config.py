@@ -153,6 +153,14 @@ class TrainConfig:
             _check(isinstance(n, int) and n >= 0, f"train.freeze_epochs[{pattern!r}] must be an int >= 0, got {n!r}")
 
 
+def _checked_spec(kind: str, name: str, what: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The ``values`` of a ``kind`` ("model" / "task") spec, lists made tuples, once its registry ``name`` is
+    non-empty and the keys of its ``what`` ("override" / "option") mapping are strings."""
+    _check(bool(name), f"{kind} name must be a non-empty registry key")
+    _check(all(isinstance(k, str) for k in values), f"{kind} {what} keys must be strings")
+    return _tuplify(values)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A registered model variant plus keyword overrides for ``create_model(name, **overrides)``.
@@ -164,9 +172,7 @@ class ModelSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "model name must be a non-empty registry key")
-        _check(all(isinstance(k, str) for k in self.overrides), "model override keys must be strings")
-        object.__setattr__(self, "overrides", _tuplify(self.overrides))
+        object.__setattr__(self, "overrides", _checked_spec("model", self.name, "override", self.overrides))
 
 
 @dataclass(frozen=True)
@@ -177,9 +183,7 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "task name must be a non-empty registry key")
-        _check(all(isinstance(k, str) for k in self.options), "task option keys must be strings")
-        object.__setattr__(self, "options", _tuplify(self.options))
+        object.__setattr__(self, "options", _checked_spec("task", self.name, "option", self.options))
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from avformer.fusion.base import FusionResult, masked_pair_mean, presence_mask
+from avformer.fusion.base import FusionResult, Mask, masked_pair_mean, presence_mask
 from avformer.fusion.bottleneck import (
     STAGED_ENCODER_API,
     BottleneckFusion,
@@ -29,6 +29,7 @@ __all__ = [
     "HeadConfig",
     "LateFusion",
     "LateFusionConfig",
+    "Mask",
     "check_staged_encoder",
     "get_fusion",
     "list_fusions",

@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import Tensor
 
 if TYPE_CHECKING:  # the encoder contract; avformer.models imports this package (AVModel)
     from avformer.models.base import EncoderOutput
 
-__all__ = ["FusionResult", "masked_pair_mean", "presence_mask"]
+__all__ = ["FusionResult", "Mask", "masked_pair_mean", "presence_mask"]
+
+Mask = Tensor | None  # a (B,) bool presence mask, True = present; None: present in every sample
 
 
 @dataclass
@@ -46,10 +49,10 @@ class FusionResult:
     video: EncoderOutput
     audio_alone: EncoderOutput | None = None
     video_alone: EncoderOutput | None = None
-    fused: torch.Tensor | None = None
+    fused: Tensor | None = None
 
 
-def presence_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+def presence_mask(mask: Mask, batch: int, device: torch.device) -> Tensor:
     """A (B,) bool presence mask; ``None`` means "present in every sample".
 
     Raises:
@@ -62,9 +65,7 @@ def presence_mask(mask: torch.Tensor | None, batch: int, device: torch.device) -
     return mask.to(device=device, dtype=torch.bool)
 
 
-def masked_pair_mean(
-    a: torch.Tensor, b: torch.Tensor, has_a: torch.Tensor, has_b: torch.Tensor, neither: torch.Tensor
-) -> torch.Tensor:
+def masked_pair_mean(a: Tensor, b: Tensor, has_a: Tensor, has_b: Tensor, neither: Tensor) -> Tensor:
     """Per-sample mean of ``a`` and ``b`` over the present ones; ``neither`` where both are absent.
 
     Args:

@@ -71,9 +71,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, masked_pair_mean, presence_mask
+from avformer.fusion.base import FusionResult, Mask, masked_pair_mean, presence_mask
 from avformer.fusion.registry import register_fusion
 
 __all__ = ["STAGED_ENCODER_API", "BottleneckFusion", "BottleneckFusionConfig", "check_staged_encoder"]
@@ -182,10 +182,7 @@ class BottleneckFusion(nn.Module):
 
     @classmethod
     def for_encoders(
-        cls,
-        audio_encoder: nn.Module,
-        video_encoder: nn.Module,
-        cfg: BottleneckFusionConfig | None = None,
+        cls, audio_encoder: nn.Module, video_encoder: nn.Module, cfg: BottleneckFusionConfig | None = None
     ) -> BottleneckFusion:
         """Size the fusion for two encoders that follow ``STAGED_ENCODER_API``."""
         check_staged_encoder(audio_encoder, "audio")
@@ -216,8 +213,8 @@ class BottleneckFusion(nn.Module):
 
     @staticmethod
     def _fused_block(
-        encoder: Any, index: int, x: torch.Tensor, grid: tuple[int, ...], z: torch.Tensor
-    ) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor]:
+        encoder: Any, index: int, x: Tensor, grid: tuple[int, ...], z: Tensor
+    ) -> tuple[Tensor, tuple[int, ...], Tensor]:
         """Block ``index`` of ``encoder`` on ``[own prefix ; z ; grid tokens]``; returns tokens, grid and new z."""
         p, nb = encoder.num_prefix_tokens, z.shape[1]
         seq = torch.cat((x[:, :p], z.to(x.dtype), x[:, p:]), dim=1)  # (B, P + n_b + N, D_in)
@@ -229,10 +226,10 @@ class BottleneckFusion(nn.Module):
         self,
         audio_encoder: nn.Module,
         video_encoder: nn.Module,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
+        audio: Tensor,
+        video: Tensor,
+        has_audio: Mask = None,
+        has_video: Mask = None,
         *,
         alone: bool = False,
     ) -> FusionResult:
@@ -282,8 +279,8 @@ class BottleneckFusion(nn.Module):
         return FusionResult(out_a, out_v, enc_a.finalize(*alone_a), enc_v.finalize(*alone_v))
 
     def _fuse_alone(
-        self, enc: Any, x: torch.Tensor, grid: tuple[int, ...], start: int, read: nn.ModuleList, write: nn.ModuleList
-    ) -> tuple[torch.Tensor, tuple[int, ...]]:
+        self, enc: Any, x: Tensor, grid: tuple[int, ...], start: int, read: nn.ModuleList, write: nn.ModuleList
+    ) -> tuple[Tensor, tuple[int, ...]]:
         """One modality's fused blocks with the other modality absent from every sample: the bottleneck carries only
         this modality's own writes (what ``_fuse`` computes for it when the other's mask is all False, in either
         mode, without running the other encoder)."""
@@ -301,13 +298,13 @@ class BottleneckFusion(nn.Module):
         self,
         enc_a: Any,
         enc_v: Any,
-        xa: torch.Tensor,
+        xa: Tensor,
         ga: tuple[int, ...],
-        xv: torch.Tensor,
+        xv: Tensor,
         gv: tuple[int, ...],
-        has_a: torch.Tensor,
-        has_v: torch.Tensor,
-    ) -> tuple[torch.Tensor, tuple[int, ...], torch.Tensor, tuple[int, ...]]:
+        has_a: Tensor,
+        has_v: Tensor,
+    ) -> tuple[Tensor, tuple[int, ...], Tensor, tuple[int, ...]]:
         """The fused blocks (the last ``fusion_layers`` of each encoder) on the unfused blocks' tokens."""
         B = xa.shape[0]
         if self.bottleneck is not None:

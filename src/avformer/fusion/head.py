@@ -28,9 +28,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from avformer.fusion.base import masked_pair_mean, presence_mask
+from avformer.fusion.base import Mask, masked_pair_mean, presence_mask
 
 __all__ = ["FusionHead", "FusionLogits", "HeadConfig"]
 
@@ -67,9 +67,9 @@ class FusionLogits:
         video_logits: (B, K) video-only logits, likewise.
     """
 
-    logits: torch.Tensor
-    audio_logits: torch.Tensor | None
-    video_logits: torch.Tensor | None
+    logits: Tensor
+    audio_logits: Tensor | None
+    video_logits: Tensor | None
 
 
 def _init_linear(m: nn.Linear) -> None:
@@ -131,11 +131,7 @@ class FusionHead(nn.Module):
         return {n for n, _ in self.named_parameters() if n.startswith("missing_")}
 
     def forward(
-        self,
-        audio_pooled: torch.Tensor,
-        video_pooled: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
+        self, audio_pooled: Tensor, video_pooled: Tensor, has_audio: Mask = None, has_video: Mask = None
     ) -> FusionLogits:
         """Combine ``(B, D_a)`` and ``(B, D_v)`` pooled features into ``(B, K)`` logits.
 

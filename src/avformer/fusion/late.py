@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
+from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult
+from avformer.fusion.base import FusionResult, Mask
 from avformer.fusion.registry import register_fusion
 
 __all__ = ["LateFusion", "LateFusionConfig"]
@@ -32,10 +31,10 @@ class LateFusion(nn.Module):
         self,
         audio_encoder: nn.Module,
         video_encoder: nn.Module,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
+        audio: Tensor,
+        video: Tensor,
+        has_audio: Mask = None,
+        has_video: Mask = None,
         *,
         alone: bool = False,
     ) -> FusionResult:

@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, presence_mask
+from avformer.fusion.base import FusionResult, Mask, presence_mask
 from avformer.fusion.bottleneck import BottleneckFusionConfig
 from avformer.fusion.head import FusionHead, FusionLogits, HeadConfig
 from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions
@@ -79,17 +79,17 @@ class AVOutput:
     no meaning: mask them with ``has_audio`` / ``has_video``.
     """
 
-    logits: torch.Tensor
-    audio_logits: torch.Tensor | None
-    video_logits: torch.Tensor | None
-    audio_emb: torch.Tensor | None
-    video_emb: torch.Tensor | None
-    audio_pooled: torch.Tensor
-    video_pooled: torch.Tensor
-    has_audio: torch.Tensor
-    has_video: torch.Tensor
-    audio_alone_logits: torch.Tensor | None = None
-    video_alone_logits: torch.Tensor | None = None
+    logits: Tensor
+    audio_logits: Tensor | None
+    video_logits: Tensor | None
+    audio_emb: Tensor | None
+    video_emb: Tensor | None
+    audio_pooled: Tensor
+    video_pooled: Tensor
+    has_audio: Tensor
+    has_video: Tensor
+    audio_alone_logits: Tensor | None = None
+    video_alone_logits: Tensor | None = None
 
 
 @dataclass
@@ -99,8 +99,8 @@ class AVFeatures:
 
     audio: EncoderOutput
     video: EncoderOutput
-    has_audio: torch.Tensor
-    has_video: torch.Tensor
+    has_audio: Tensor
+    has_video: Tensor
     audio_alone: EncoderOutput | None = None
     video_alone: EncoderOutput | None = None
 
@@ -295,13 +295,7 @@ class AVModel(nn.Module):
 
     # -- forward
     def forward_features(
-        self,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
-        *,
-        alone: bool = False,
+        self, audio: Tensor, video: Tensor, has_audio: Mask = None, has_video: Mask = None, *, alone: bool = False
     ) -> AVFeatures:
         """Run the encoders through the fusion; see ``forward`` for the arguments."""
         B = audio.shape[0]
@@ -336,12 +330,8 @@ class AVModel(nn.Module):
     represent_modalities = ("video", "audio")
 
     def represent(
-        self,
-        video: torch.Tensor,
-        audio: torch.Tensor,
-        has_video: torch.Tensor | None = None,
-        has_audio: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+        self, video: Tensor, audio: Tensor, has_video: Mask = None, has_audio: Mask = None
+    ) -> dict[str, Tensor]:
         """Per-clip representations for probes and retrieval, each from its own modality alone (the other masked
         for every sample, so no video reaches an audio representation through the fusion and retrieval cannot
         cheat): ``audio_pooled`` / ``video_pooled`` (encoder features) and ``audio_va`` / ``video_va`` (the
@@ -353,10 +343,10 @@ class AVModel(nn.Module):
 
     def forward(
         self,
-        audio: torch.Tensor,
-        video: torch.Tensor,
-        has_audio: torch.Tensor | None = None,
-        has_video: torch.Tensor | None = None,
+        audio: Tensor,
+        video: Tensor,
+        has_audio: Mask = None,
+        has_video: Mask = None,
         *,
         embed: bool = True,
         alone: bool = False,

@@ -83,7 +83,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from avformer.data.tokenize import HashedWordTokenizer, MiniLMTokenizer, SegmentTokenizer
 from avformer.layers.drop import drop_indices
@@ -122,14 +122,14 @@ class VATTOutput:
         logit_scale_va, logit_scale_vt: 0-d log(1 / temperature) parameters.
     """
 
-    video_va: torch.Tensor | None
-    audio_va: torch.Tensor | None
-    video_vt: torch.Tensor | None
-    text_vt: torch.Tensor | None
-    video_pooled: torch.Tensor | None
-    audio_pooled: torch.Tensor | None
-    logit_scale_va: torch.Tensor
-    logit_scale_vt: torch.Tensor
+    video_va: Tensor | None
+    audio_va: Tensor | None
+    video_vt: Tensor | None
+    text_vt: Tensor | None
+    video_pooled: Tensor | None
+    audio_pooled: Tensor | None
+    logit_scale_va: Tensor
+    logit_scale_vt: Tensor
 
 
 # ---- the model ----------------------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ class VisionAudioTextTransformer(nn.Module):
         return load_minilm()
 
     # -- encoding
-    def encode(self, modality: str, x: torch.Tensor) -> EncoderOutput:
+    def encode(self, modality: str, x: Tensor) -> EncoderOutput:
         """One modality through its tokenizer, DropToken (video/audio, training only) and trunk.
 
         Args:
@@ -290,17 +290,14 @@ class VisionAudioTextTransformer(nn.Module):
             keep = drop_indices(x.shape[0], n, self.drop_token_rate, device=x.device)
         return enc.forward_features(x, keep)
 
-    def encode_text(self, ids: torch.Tensor) -> EncoderOutput:
+    def encode_text(self, ids: Tensor) -> EncoderOutput:
         """``ids`` (B, P, L) -> pooled (B, P, D) (segments encoded independently), tokens (B·P, L, D)."""
         B, P, L = ids.shape
         out = self.encode("text", ids.reshape(B * P, L))
         return EncoderOutput(tokens=out.tokens, pooled=out.pooled.reshape(B, P, -1), grid=out.grid)
 
     def forward_features(
-        self,
-        video: torch.Tensor | None = None,
-        audio: torch.Tensor | None = None,
-        text_ids: torch.Tensor | None = None,
+        self, video: Tensor | None = None, audio: Tensor | None = None, text_ids: Tensor | None = None
     ) -> VATTFeatures:
         return VATTFeatures(
             video=None if video is None else self.encode("video", video),
@@ -329,22 +326,15 @@ class VisionAudioTextTransformer(nn.Module):
         )
 
     def forward(
-        self,
-        video: torch.Tensor | None = None,
-        audio: torch.Tensor | None = None,
-        text_ids: torch.Tensor | None = None,
+        self, video: Tensor | None = None, audio: Tensor | None = None, text_ids: Tensor | None = None
     ) -> VATTOutput:
         return self.forward_head(self.forward_features(video, audio, text_ids))
 
     represent_modalities = ("video", "audio")
 
     def represent(
-        self,
-        video: torch.Tensor,
-        audio: torch.Tensor,
-        has_video: torch.Tensor | None = None,
-        has_audio: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+        self, video: Tensor, audio: Tensor, has_video: Tensor | None = None, has_audio: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Per-clip representations for probes and retrieval: ``video_pooled`` / ``audio_pooled`` (AGG outputs),
         ``video_va`` / ``audio_va`` (video-audio space), ``video_vt`` (video-text space). The towers never see each
         other's input, so the masks are not needed here."""
@@ -359,13 +349,13 @@ class VisionAudioTextTransformer(nn.Module):
             "video_vt": out.video_vt,
         }
 
-    def classify(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+    def classify(self, modality: str, x: Tensor) -> Tensor:
         """(B, num_classes) logits of one modality's encoder (``video`` or ``audio``) through its classifier."""
         if not self.num_classes:
             raise ValueError("built with num_classes=0: no classifier heads")
         return self.classifiers[modality](self.encode(modality, x).pooled)
 
-    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+    def embed_text(self, texts: Sequence[str]) -> Tensor:
         """(Q, vt_dim) video-text-space embeddings of ``texts`` (each text one segment, the whole string)."""
         ids, _ = self.tokenizer([t.replace("\n", " ").replace(" | ", " ") for t in texts], max_segments=1)
         device = self.logit_scale_vt.device

@@ -49,6 +49,7 @@ Differences from the references:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -444,58 +445,27 @@ class WaveformViT(ViTEncoder):
 
 
 # ---- variants -----------------------------------------------------------------------------------------------------
-# AST sizes follow the AST repo's DeiT starting points (tiny224 / small224 / base384), all 12 layers, stride 10.
-@register_model("ast_tiny")
-def ast_tiny(**overrides: Any) -> AudioSpectrogramTransformer:
-    return AudioSpectrogramTransformer.from_config(ASTConfig(embed_dim=192, num_heads=3), **overrides)
-
-
-@register_model("ast_small")
-def ast_small(**overrides: Any) -> AudioSpectrogramTransformer:
-    return AudioSpectrogramTransformer.from_config(ASTConfig(embed_dim=384, num_heads=6), **overrides)
-
-
-@register_model("ast_base")
-def ast_base(**overrides: Any) -> AudioSpectrogramTransformer:
-    """Published AST-Base: 12 × 101 = 1212 patches of a 128 × 1024 input (+2 prefix tokens), 86.6 M params
-    with the 527-class AudioSet head."""
-    return AudioSpectrogramTransformer.from_config(ASTConfig(), **overrides)
-
-
-# VATT video encoders: 32 × 224² input, 4×16×16 tubelets -> 8 × 14 × 14 = 1568 tokens.
-@register_model("vit_video_tiny_t4p16")
-def vit_video_tiny_t4p16(**overrides: Any) -> VideoViT:
-    return VideoViT.from_config(VideoViTConfig(embed_dim=192, num_heads=3), **overrides)
-
-
-@register_model("vit_video_base_t4p16")
-def vit_video_base_t4p16(**overrides: Any) -> VideoViT:
-    """VATT-Base video: 12 layers, 768 wide, 12 heads."""
-    return VideoViT.from_config(VideoViTConfig(), **overrides)
-
-
-@register_model("vit_video_medium_t4p16")
-def vit_video_medium_t4p16(**overrides: Any) -> VideoViT:
-    """VATT-Medium video: 12 layers, 1024 wide, 16 heads."""
-    return VideoViT.from_config(VideoViTConfig(embed_dim=1024, num_heads=16), **overrides)
-
-
-@register_model("vit_video_large_t4p16")
-def vit_video_large_t4p16(**overrides: Any) -> VideoViT:
-    """VATT-Large video: 24 layers, 1024 wide, 16 heads."""
-    return VideoViT.from_config(VideoViTConfig(embed_dim=1024, depth=24, num_heads=16), **overrides)
-
-
-# VATT audio encoders: 128-sample patches of the raw waveform.
-@register_model("vit_wave_tiny_p128")
-def vit_wave_tiny_p128(**overrides: Any) -> WaveformViT:
-    return WaveformViT.from_config(WaveformViTConfig(embed_dim=192, num_heads=3), **overrides)
-
-
-@register_model("vit_wave_base_p128")
-def vit_wave_base_p128(**overrides: Any) -> WaveformViT:
-    """VATT-Base audio: 12 layers, 768 wide, 12 heads."""
-    return WaveformViT.from_config(WaveformViTConfig(), **overrides)
+# name -> (encoder class, config): each variant is its family's default config with a few sizes replaced, built by
+# ``cls.from_config(cfg, **overrides)``.
+_VARIANTS: dict[str, tuple[type[ViTEncoder], ASTConfig | VideoViTConfig | WaveformViTConfig]] = {
+    # AST sizes follow the AST repo's DeiT starting points (tiny224 / small224 / base384), all 12 layers, stride 10.
+    "ast_tiny": (AudioSpectrogramTransformer, ASTConfig(embed_dim=192, num_heads=3)),
+    "ast_small": (AudioSpectrogramTransformer, ASTConfig(embed_dim=384, num_heads=6)),
+    # Published AST-Base: 12 × 101 = 1212 patches of a 128 × 1024 input (+2 prefix tokens), 86.6 M params with the
+    # 527-class AudioSet head.
+    "ast_base": (AudioSpectrogramTransformer, ASTConfig()),
+    # VATT video encoders: 32 × 224² input, 4×16×16 tubelets -> 8 × 14 × 14 = 1568 tokens. VATT-Base: 12 layers,
+    # 768 wide, 12 heads; VATT-Medium: 12 layers, 1024 wide, 16 heads; VATT-Large: 24 layers, 1024 wide, 16 heads.
+    "vit_video_tiny_t4p16": (VideoViT, VideoViTConfig(embed_dim=192, num_heads=3)),
+    "vit_video_base_t4p16": (VideoViT, VideoViTConfig()),
+    "vit_video_medium_t4p16": (VideoViT, VideoViTConfig(embed_dim=1024, num_heads=16)),
+    "vit_video_large_t4p16": (VideoViT, VideoViTConfig(embed_dim=1024, depth=24, num_heads=16)),
+    # VATT audio encoders: 128-sample patches of the raw waveform. VATT-Base: 12 layers, 768 wide, 12 heads.
+    "vit_wave_tiny_p128": (WaveformViT, WaveformViTConfig(embed_dim=192, num_heads=3)),
+    "vit_wave_base_p128": (WaveformViT, WaveformViTConfig()),
+}
+for _name, (_cls, _cfg) in _VARIANTS.items():
+    register_model(_name)(functools.partial(_cls.from_config, _cfg))
 
 
 # ---- weight conversion --------------------------------------------------------------------------------------------

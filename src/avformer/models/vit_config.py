@@ -62,6 +62,22 @@ class TrunkConfig:
     layer_scale: float | None = None  # LayerScale init of every block (CaiT); None = off (ViT, AST, VATT)
 
 
+class _ClassTokenPool:
+    """What the configs that pool the class token (``pool="cls"``: VATT's [AGG] token) or the mean of the other tokens
+    (``pool="mean"``) share: the class token is their only prefix token."""
+
+    class_token: bool
+    pool: str
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.class_token)
+
+    def _check_cls_pool(self) -> None:
+        if self.pool == "cls" and not self.class_token:
+            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
+
+
 @dataclass(frozen=True)
 class ASTConfig(TrunkConfig):
     """AST architecture (defaults: AST-Base as published, AudioSet 10 s clips). Runtime knobs are constructor args."""
@@ -128,7 +144,7 @@ class ASTConfig(TrunkConfig):
 
 
 @dataclass(frozen=True)
-class VideoViTConfig(TrunkConfig):
+class VideoViTConfig(TrunkConfig, _ClassTokenPool):
     """Video ViT over tubelets with VATT's separable position embedding (defaults: VATT-Base video encoder)."""
 
     in_chans: int = 3
@@ -158,12 +174,7 @@ class VideoViTConfig(TrunkConfig):
             raise ValueError(
                 f"input {self.num_frames}×{self.img_size}² is smaller than one tubelet {self.tubelet_size}"
             )
-        if self.pool == "cls" and not self.class_token:
-            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token)
+        self._check_cls_pool()
 
     @property
     def grid(self) -> tuple[int, ...]:
@@ -180,7 +191,7 @@ class VideoViTConfig(TrunkConfig):
 
 
 @dataclass(frozen=True)
-class WaveformViTConfig(TrunkConfig):
+class WaveformViTConfig(TrunkConfig, _ClassTokenPool):
     """Transformer on raw-waveform patches (defaults: VATT-Base audio encoder)."""
 
     in_chans: int = 1
@@ -196,12 +207,7 @@ class WaveformViTConfig(TrunkConfig):
         _check_choice(self, "pos_embed_resize", _POS_RESIZE)
         if self.patch_size < 1 or self.num_samples < self.patch_size:
             raise ValueError(f"num_samples {self.num_samples} must be >= patch_size {self.patch_size} >= 1")
-        if self.pool == "cls" and not self.class_token:
-            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token)
+        self._check_cls_pool()
 
     @property
     def grid(self) -> tuple[int]:
@@ -214,7 +220,7 @@ class WaveformViTConfig(TrunkConfig):
 
 
 @dataclass(frozen=True)
-class TextTransformerConfig(TrunkConfig):
+class TextTransformerConfig(TrunkConfig, _ClassTokenPool):
     """Transformer over word ids (VATT's text encoder; defaults: VATT-Base width, 16 words of a 2^16 hashed
     vocabulary, 300-d word embeddings as word2vec's)."""
 
@@ -229,12 +235,7 @@ class TextTransformerConfig(TrunkConfig):
         _check_choice(self, "pool", ("cls", "mean"))
         if self.vocab_size < 2 or self.max_tokens < 1 or self.word_dim < 1:
             raise ValueError("TextTransformerConfig: need vocab_size >= 2, max_tokens >= 1, word_dim >= 1")
-        if self.pool == "cls" and not self.class_token:
-            raise ValueError('pool="cls" needs class_token=True; use pool="mean"')
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.class_token)
+        self._check_cls_pool()
 
     @property
     def grid(self) -> tuple[int]:

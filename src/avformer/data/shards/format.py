@@ -57,7 +57,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -133,6 +133,12 @@ class ShardIndex:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_urls(cls, urls: Sequence[str], *, timeout_s: float = 60.0) -> ShardIndex:
+        """The index of shards that come without ``index.json``: their sample counts read from the tar headers
+        (:func:`count_samples`), no class list."""
+        return cls([ShardInfo(u, count_samples(u, timeout_s=timeout_s)) for u in urls], [])
 
     @property
     def num_samples(self) -> int:

@@ -42,15 +42,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from avformer.data.dataset import _SKIP, DataConfig, WindowTransform, _stack_views, collate, worker_init
 from avformer.data.media import MediaError
-from avformer.data.shards.format import (
-    ShardIndex,
-    ShardInfo,
-    StoredSample,
-    count_samples,
-    iter_shard,
-    load_index,
-    read_sample,
-)
+from avformer.data.shards.format import ShardIndex, StoredSample, iter_shard, load_index, read_sample
 from avformer.data.shards.plan import WorkerPlan, _batches_before, _split_even, epoch_plan
 from avformer.data.video import random_clip_window, uniform_clip_windows
 
@@ -150,8 +142,7 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         else:
             if classes is None:
                 raise ValueError("a list of shards has no class list: pass classes= (or [] for unlabeled data)")
-            urls = [os.fspath(s) for s in source]
-            self.index = ShardIndex([ShardInfo(u, count_samples(u, timeout_s=timeout_s)) for u in urls], [])
+            self.index = ShardIndex.from_urls([os.fspath(s) for s in source], timeout_s=timeout_s)
         if not self.index.shards:
             raise ValueError(f"{self.index.source or 'shard list'}: no shards")
         self.cfg = cfg
