@@ -292,3 +292,15 @@ def test_an_old_fine_tuned_classifier_loads() -> None:
     ref.load_state_dict(v["state_dict"])
     audio = stored["inputs"]["waveform"]
     torch.testing.assert_close(clf.eval().forward_features(audio).pooled, ref.eval().encode("audio", audio).pooled)
+
+
+def test_a_shared_trunk_is_saved_once_and_loads_into_every_encoder() -> None:
+    ma = _model("vatt_ma_tiny")
+    state = ma.state_dict()
+    assert any(k.startswith("encoders.video.blocks.") for k in state)
+    assert not any(k.startswith(("encoders.audio.blocks.", "encoders.text.norm.")) for k in state)
+    other = _model("vatt_ma_tiny")
+    torch.nn.init.constant_(other.trunk_of("audio")[0].mlp.fc1.weight, 0.5)
+    other.load_state_dict(state)  # strict: the audio and text copies come from the video keys
+    assert torch.equal(other.trunk_of("text")[0].mlp.fc1.weight, ma.trunk_of("video")[0].mlp.fc1.weight)
+    assert len(_model("vatt_tiny").state_dict()) > len(state)  # modality-specific: three trunks saved

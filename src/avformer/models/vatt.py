@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -217,7 +217,8 @@ class VisionAudioTextTransformer(nn.Module):
         self.logit_scale_vt = nn.Parameter(torch.tensor(init))
         self.init_weights()
         self.set_grad_checkpointing(grad_checkpointing)
-        self._register_load_state_dict_pre_hook(_keys_of_old_checkpoints, with_module=True)
+        self._register_load_state_dict_pre_hook(_load_hook, with_module=True)
+        self._register_state_dict_hook(_drop_shared_copies)
 
     @classmethod
     def from_config(cls, cfg: VATTConfig, **overrides: Any) -> Self:
@@ -389,8 +390,8 @@ def _new_keys(model: VisionAudioTextTransformer, key: str) -> list[str]:
     """Where a key of a checkpoint written before VATT ran on the ``vit.py`` encoders (commit 5415ff1 and earlier:
     ``tokenizers.*``, ``agg_tokens.*``, ``trunks.*``, ``trunk.*``) lives now; other keys map to themselves."""
     head, _, rest = key.partition(".")
-    if head == "trunk":  # the modality-agnostic trunk: every encoder holds it
-        return [f"encoders.{m}.{rest}" for m in model.encoders]
+    if head == "trunk":  # the modality-agnostic trunk: the first encoder holds it (see _load_hook)
+        return [f"encoders.{next(iter(model.encoders))}.{rest}"]
     modality, _, rest = rest.partition(".")
     if head in ("trunks", "agg_tokens"):
         return [f"encoders.{modality}.{rest or 'cls_token'}"]
@@ -405,14 +406,37 @@ def _new_keys(model: VisionAudioTextTransformer, key: str) -> list[str]:
     return [f"encoders.{modality}.{rest}"]
 
 
-def _keys_of_old_checkpoints(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
-    """Load-state-dict pre-hook: rename the keys of an old-layout VATT checkpoint in place (see :func:`_new_keys`)."""
+def _shared_keys(model: VisionAudioTextTransformer, keys: Iterable[str], prefix: str) -> list[tuple[str, list[str]]]:
+    """Modality-agnostic VATT: each key of the shared trunk under the first encoder, with the same key under the
+    other encoders (which hold the same modules). Empty for a modality-specific model."""
+    if not model.cfg.shared_backbone:
+        return []
+    owner, *others = model.encoders
+    src = f"{prefix}encoders.{owner}."
+    shared = [k for k in keys if k.startswith((f"{src}blocks.", f"{src}norm."))]
+    return [(k, [f"{prefix}encoders.{m}.{k[len(src) :]}" for m in others]) for k in shared]
+
+
+def _drop_shared_copies(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """State-dict hook: the shared trunk is saved once, under the first encoder (not once per modality)."""
+    assert isinstance(module, VisionAudioTextTransformer)
+    for _, copies in _shared_keys(module, list(state_dict), prefix):
+        for k in copies:
+            state_dict.pop(k, None)
+
+
+def _load_hook(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Load-state-dict pre-hook: rename the keys of an old-layout VATT checkpoint (see :func:`_new_keys`), then give
+    every encoder of a shared trunk the first encoder's trunk keys (saved once by :func:`_drop_shared_copies`)."""
     assert isinstance(module, VisionAudioTextTransformer)
     old = ("tokenizers.", "agg_tokens.", "trunks.", "trunk.")
     for key in [k for k in state_dict if k.startswith(prefix) and k[len(prefix) :].startswith(old)]:
         value = state_dict.pop(key)
         for new in _new_keys(module, key[len(prefix) :]):
             state_dict[prefix + new] = value
+    for key, copies in _shared_keys(module, list(state_dict), prefix):
+        for k in copies:
+            state_dict.setdefault(k, state_dict[key])
 
 
 # ---- variants -----------------------------------------------------------------------------------------------------
