@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from avformer.data.audio import AudioFeatureConfig
-from avformer.data.dataset import AVDataset, DataConfig, collate
+from avformer.data.dataset import _SKIP, AVDataset, DataConfig, collate
 from avformer.data.manifest import Manifest, read_manifest
 from avformer.data.media import decode_clip
 from avformer.data.shards import (
@@ -147,6 +148,39 @@ def test_shard_eval_sample_matches_avdataset(manifest: Manifest, tmp_path: Path)
         assert torch.equal(s["video"], r["video"])
         assert torch.equal(s["audio"], r["audio"])  # float32 audio: the same waveform
         assert torch.equal(s["label"], r["label"]) and bool(s["has_audio"]) and bool(s["has_video"])
+
+
+def test_shard_views_match_avdataset_views(manifest: Manifest, tmp_path: Path) -> None:
+    """Audio shifted 0.5 s against the video (the 1.5 s clips leave exactly that room): evaluation places the video
+    window at 0 and the audio at 0.5 s in both readers; training gives two views with their offsets; a shift the clip
+    cannot hold is skipped with its reason, as AVDataset skips it."""
+    from avformer.data.config import ViewConfig
+
+    cfg = DataConfig(
+        clip_seconds=1.0,
+        video=VideoTransformConfig(num_frames=4, fps=8.0, size=24, short_side=32),
+        audio=AudioFeatureConfig(num_mel_bins=32, num_frames=100),
+        views=ViewConfig(audio_offset=0.5),
+    )
+    sub = manifest.subset(range(3))  # rows with an end: both readers place the views in the same 1.5 s span
+    good = dataclasses.replace(sub, rows=[dataclasses.replace(r, start=0.0, end=1.5) for r in sub.rows])
+    write_shards(good, tmp_path, PrepareConfig(fps=8.0, size=32, audio_dtype="float32"))  # whole 1.5 s clips
+    shards = list(ShardDataset(tmp_path, cfg, train=False))
+    ref = AVDataset(good, cfg, train=False)
+    for s in shards:
+        r = ref[s["index"]]
+        assert set(s) == set(r) and float(s["audio_offset"]) == 0.5
+        assert torch.equal(s["video"], r["video"]) and torch.equal(s["audio"], r["audio"])
+    unshifted = ShardDataset(tmp_path, dataclasses.replace(cfg, views=ViewConfig()), train=False)
+    assert not torch.equal(next(iter(unshifted))["audio"], shards[0]["audio"])  # the shift moved the audio
+    two = ShardDataset(
+        tmp_path, dataclasses.replace(cfg, views=ViewConfig(num_views=2, max_audio_offset=0.4)), train=True
+    )
+    s = next(iter(two))
+    assert s["video"].shape[:2] == (2, 3) and s["audio_offset"].shape == (2,) and s["audio_offset"].abs().max() <= 0.4
+    too_far = ShardDataset(tmp_path, dataclasses.replace(cfg, views=ViewConfig(audio_offset=0.8)), train=False)
+    skipped = list(too_far)
+    assert all(x.get(_SKIP) for x in skipped) and "does not fit" in skipped[0]["reason"]
 
 
 # ---- streaming: exact epochs, order ----------------------------------------------------------------------------

@@ -136,10 +136,3 @@ def test_two_views_of_a_video_clip(tmp_path: Path) -> None:
     assert sample["video"].shape == (2, 3, 2, 32, 32) and sample["audio"].shape == (2, 1, 32, 50)
     assert sample["has_video"].tolist() == [True, True] and "audio_offset" not in sample
     assert not torch.equal(sample["video"][0], sample["video"][1])  # two windows / augmentations
-
-
-def test_the_shard_reader_refuses_views_instead_of_ignoring_them(tmp_path: Path) -> None:
-    from avformer.data.shards import ShardDataset
-
-    with pytest.raises(ValueError, match="shard reader does not support them yet"):
-        ShardDataset(tmp_path / "index.json", DataConfig(views=ViewConfig(num_views=2)))

@@ -45,6 +45,7 @@ from avformer.data.media import MediaError
 from avformer.data.shards.format import ShardIndex, StoredSample, iter_shard, load_index, read_sample
 from avformer.data.shards.plan import WorkerPlan, _batches_before, _split_even, epoch_plan
 from avformer.data.video import random_clip_window, uniform_clip_windows
+from avformer.data.views import ViewError, place_views
 
 __all__ = ["ShardDataset", "make_shard_loader"]
 
@@ -132,11 +133,6 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if cfg.views.active:
-            raise ValueError(
-                "data.views (several views, audio offsets) are read from the media files; the shard reader does not "
-                "support them yet: train from the manifest (train_manifest) instead"
-            )
         if isinstance(source, (str, os.PathLike)):
             self.index = load_index(source, timeout_s=timeout_s)
         else:
@@ -387,7 +383,12 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             return {_SKIP: True, "id": meta["id"], "index": index, "reason": e.reason}
         except (OSError, ValueError, RuntimeError, KeyError) as e:
             return {_SKIP: True, "id": meta["id"], "index": index, "reason": f"{type(e).__name__}: {e}"}
-        sample = views[0] if len(views) == 1 else {k: _stack_views([v[k] for v in views]) for k in views[0]}
+        if len(views) == 1:
+            sample = views[0]
+        elif self.cfg.views.active:  # every key per view, as AVDataset
+            sample = {k: torch.stack([v[k] for v in views]) for k in views[0]}
+        else:
+            sample = {k: _stack_views([v[k] for v in views]) for k in views[0]}
         sample["label"] = self._label(meta["labels"])
         sample["id"] = meta["id"]
         sample["index"] = index
@@ -399,25 +400,55 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         """Windows of the stored clip -> views, as ``AVDataset._windows`` + ``_load_window`` do for a file."""
         cfg, meta = self.cfg, stored.meta
         duration, length = float(meta["duration"]), cfg.window_seconds
+        if cfg.views.active:
+            return self._offset_views(stored, duration, length, gen)
         if self.train:
             windows = [random_clip_window(duration, length, gen)]
         else:
             windows = uniform_clip_windows(duration, length, cfg.num_test_clips)
         return [v for s, e in windows for v in self._window_views(stored, s, e, gen)]
 
+    def _offset_views(
+        self, stored: StoredSample, duration: float, length: float, gen: torch.Generator
+    ) -> list[dict[str, Any]]:
+        """``DataConfig.views`` from the stored clip, as ``AVDataset._view_sample`` from a file: the windows of
+        :func:`place_views` over the stored span, the audio of a shifted view cut from the stored waveform."""
+        cfg, meta = self.cfg, stored.meta
+        try:
+            windows = place_views(0.0, duration, length, cfg.views, gen, train=self.train)
+        except ViewError as e:
+            raise MediaError(meta["path"], str(e)) from e
+        views: list[dict[str, Any]] = []
+        for w in windows:
+            frames, _ = self._cut(stored, w.video_start, w.video_start + length)
+            _, wav = self._cut(stored, w.audio_start, w.audio_start + length)
+            if cfg.views.shifted and (wav is None or len(wav) < round(length * int(meta["sample_rate"]) * 0.99)):
+                got = 0.0 if wav is None else len(wav) / int(meta["sample_rate"])
+                raise MediaError(
+                    meta["path"], f"no audio for the window shifted by {w.offset:+.3f} s ({got:.3f} of {length:g} s)"
+                )
+            for view in self.transform(meta["path"], frames, wav, gen):
+                if cfg.views.shifted:
+                    view["audio_offset"] = torch.tensor(w.offset, dtype=torch.float32)
+                views.append(view)
+        return views
+
+    def _cut(self, stored: StoredSample, start: float, end: float) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The stored frames (at the config's fps) and samples of ``[start, end]`` seconds (None: no such stream)."""
+        meta, frames, wav = stored.meta, None, None
+        if stored.video is not None:
+            frames = _frames_at(stored.video, float(meta["fps"]), start, end, self.cfg.video.fps)
+        if stored.audio is not None:
+            rate = int(meta["sample_rate"])
+            wav = stored.audio[round(start * rate) : round(start * rate) + max(round((end - start) * rate), 0)]
+        return frames, wav
+
     def _window_views(
         self, stored: StoredSample, start: float, end: float, gen: torch.Generator
     ) -> list[dict[str, Any]]:
         # the same WindowTransform as AVDataset, on stored arrays instead of a decode (tests compare the two)
-        cfg, meta = self.cfg, stored.meta
-        frames = None
-        if stored.video is not None:
-            frames = _frames_at(stored.video, float(meta["fps"]), start, end, cfg.video.fps)
-        wav = None
-        if stored.audio is not None:
-            a0 = round(start * int(meta["sample_rate"]))
-            wav = stored.audio[a0 : a0 + max(round((end - start) * int(meta["sample_rate"])), 0)]
-        return self.transform(meta["path"], frames, wav, gen)
+        frames, wav = self._cut(stored, start, end)
+        return self.transform(stored.meta["path"], frames, wav, gen)
 
 
 def make_shard_loader(
