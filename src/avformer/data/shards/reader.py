@@ -420,8 +420,8 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             raise MediaError(meta["path"], str(e)) from e
         views: list[dict[str, Any]] = []
         for w in windows:
-            frames, _ = self._cut(stored, w.video_start, w.video_start + length)
-            _, wav = self._cut(stored, w.audio_start, w.audio_start + length)
+            frames = self._frames(stored, w.video_start, w.video_start + length)
+            wav = self._wav(stored, w.audio_start, w.audio_start + length)
             if cfg.views.shifted and (wav is None or len(wav) < round(length * int(meta["sample_rate"]) * 0.99)):
                 got = 0.0 if wav is None else len(wav) / int(meta["sample_rate"])
                 raise MediaError(
@@ -433,21 +433,24 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                 views.append(view)
         return views
 
-    def _cut(self, stored: StoredSample, start: float, end: float) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The stored frames (at the config's fps) and samples of ``[start, end]`` seconds (None: no such stream)."""
-        meta, frames, wav = stored.meta, None, None
-        if stored.video is not None:
-            frames = _frames_at(stored.video, float(meta["fps"]), start, end, self.cfg.video.fps)
-        if stored.audio is not None:
-            rate = int(meta["sample_rate"])
-            wav = stored.audio[round(start * rate) : round(start * rate) + max(round((end - start) * rate), 0)]
-        return frames, wav
+    def _frames(self, stored: StoredSample, start: float, end: float) -> np.ndarray | None:
+        """The stored frames of ``[start, end]`` seconds at the config's fps (None: no video)."""
+        if stored.video is None:
+            return None
+        return _frames_at(stored.video, float(stored.meta["fps"]), start, end, self.cfg.video.fps)
+
+    def _wav(self, stored: StoredSample, start: float, end: float) -> np.ndarray | None:
+        """The stored samples of ``[start, end]`` seconds (None: no audio)."""
+        if stored.audio is None:
+            return None
+        rate = int(stored.meta["sample_rate"])
+        return stored.audio[round(start * rate) : round(start * rate) + max(round((end - start) * rate), 0)]
 
     def _window_views(
         self, stored: StoredSample, start: float, end: float, gen: torch.Generator
     ) -> list[dict[str, Any]]:
         # the same WindowTransform as AVDataset, on stored arrays instead of a decode (tests compare the two)
-        frames, wav = self._cut(stored, start, end)
+        frames, wav = self._frames(stored, start, end), self._wav(stored, start, end)
         return self.transform(stored.meta["path"], frames, wav, gen)
 
 
