@@ -202,12 +202,7 @@ class VisionAudioTextTransformer(nn.Module):
         mlp = cfg.va_head == "mlp"
         self.head_video_va = _head(dims["video"], cfg.va_dim, cfg.head_batch_norm, mlp)
         self.head_audio_va = _head(dims["audio"], cfg.va_dim, cfg.head_batch_norm, mlp)
-        self.head_video_vt = nn.Sequential(
-            nn.Linear(cfg.va_dim, cfg.va_dim),
-            nn.BatchNorm1d(cfg.va_dim) if cfg.head_batch_norm else nn.Identity(),
-            nn.ReLU(inplace=True),
-            nn.Linear(cfg.va_dim, cfg.vt_dim),
-        )
+        self.head_video_vt = _head(cfg.va_dim, cfg.vt_dim, cfg.head_batch_norm, mlp=True)
         self.head_text_vt = nn.Linear(dims["text"], cfg.vt_dim)
         self.classifiers = nn.ModuleDict(
             {m: nn.Linear(dims[m], num_classes) for m in ("video", "audio")} if num_classes > 0 else {}
@@ -243,7 +238,7 @@ class VisionAudioTextTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """The encoders' position tables and AGG tokens, and the logit scales."""
         own = {f"encoders.{m}.{n}" for m, enc in self.encoders.items() for n in enc.no_weight_decay()}
-        return own | {"logit_scale_va", "logit_scale_vt"} & {n for n, _ in self.named_parameters()}
+        return own | {n for n in ("logit_scale_va", "logit_scale_vt") if hasattr(self, n)}  # pruned in a classifier
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for enc in self.encoders.values():
