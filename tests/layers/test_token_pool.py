@@ -1,0 +1,53 @@
+"""Sparse token pooling (SFT): token counts and what each operator keeps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avformer.layers.token_pool import POOL_OPS, TokenPool, pooled_length
+
+
+@pytest.mark.parametrize("op", POOL_OPS)
+@pytest.mark.parametrize(("n", "k"), [(40, 4), (64, 8), (10, 3), (5, 1)])
+def test_every_op_gives_ceil_n_over_k_tokens(op: str, n: int, k: int) -> None:
+    x = torch.randn(2, n, 16)
+    assert TokenPool(16, op, k)(x).shape == (2, pooled_length(n, k), 16) == (2, -(-n // k), 16)
+
+
+def test_max_and_avg_pool_each_window_a_shorter_last_one_over_its_own_tokens() -> None:
+    x = torch.randn(2, 10, 8)
+    mx, av = TokenPool(8, "max", 4)(x), TokenPool(8, "avg", 4)(x)
+    for w, (s, e) in enumerate([(0, 4), (4, 8), (8, 10)]):
+        torch.testing.assert_close(mx[:, w], x[:, s:e].amax(1))
+        torch.testing.assert_close(av[:, w], x[:, s:e].mean(1))
+
+
+def test_topk_keeps_per_channel_values_and_topk_norm_keeps_whole_tokens_in_order() -> None:
+    x = torch.randn(3, 12, 8)
+    torch.testing.assert_close(TokenPool(8, "topk", 4)(x), x.topk(3, dim=1).values)
+    out = TokenPool(8, "topk_norm", 4)(x)
+    idx = x.norm(dim=-1).topk(3, dim=1).indices.sort(dim=1).values
+    for b in range(3):
+        torch.testing.assert_close(out[b], x[b, idx[b]])  # the 3 largest-norm tokens, in sequence order
+
+
+def test_attn_pool_is_a_softmax_weighted_mean_within_each_window_padding_excluded() -> None:
+    torch.manual_seed(0)
+    pool = TokenPool(8, "attn", 4)
+    with torch.no_grad():
+        pool.query.normal_()
+    x = torch.randn(2, 6, 8)  # windows of 4 and 2 tokens
+    out = pool(x)
+    for w, (s, e) in enumerate([(0, 4), (4, 6)]):
+        wts = ((x[:, s:e] @ pool.query) / 8**0.5).softmax(-1)
+        torch.testing.assert_close(out[:, w], (wts[..., None] * x[:, s:e]).sum(1))
+    out.sum().backward()
+    assert pool.query.grad is not None and pool.query.grad.abs().sum() > 0
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="pooling op"):
+        TokenPool(8, "median", 2)
+    with pytest.raises(ValueError, match="kernel"):
+        TokenPool(8, "max", 0)
