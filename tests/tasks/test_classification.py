@@ -294,3 +294,37 @@ def test_ce_only_task_tells_ddp_that_the_projection_heads_get_no_gradient() -> N
     assert not AVClassificationTask(
         _av_model(), AVClassificationOptions(avc_weight=0.1), num_classes=K
     ).unused_parameters
+
+
+def test_a_fusion_that_drops_a_modality_masks_it_out_of_every_term() -> None:
+    """UAVM trains on one modality per batch: the video it did not run must not enter AVC / IMC (its features are
+    zeros), exactly as if the batch had no video."""
+    from avformer.models.av_variants import vit_audio, vit_video
+
+    def uavm() -> AVModel:
+        torch.manual_seed(0)
+        m = create_model(
+            "uavm_tiny", num_classes=K, proj_dim=16, audio_overrides=vit_audio(1, 32, 2),
+            video_overrides=vit_video(1, 32, 2), fusion_config={"num_heads": 2, "audio_prob": 1.0},
+        )  # fmt: skip
+        assert isinstance(m, AVModel)
+        return m
+
+    def batch() -> dict[str, Any]:
+        g = torch.Generator().manual_seed(1)
+        return {
+            "audio": torch.randn(B, 1, 64, 100, generator=g),
+            "video": torch.randn(B, 3, 8, 32, 32, generator=g),
+            "has_audio": torch.ones(B, dtype=torch.bool),
+            "has_video": torch.ones(B, dtype=torch.bool),
+            "label": torch.tensor([0, 1, 2, 0, 1, 3]),
+            "batch_size": B,
+        }
+
+    cfg = AVClassificationOptions(avc_weight=0.5, imc_weight=0.5)
+    dropped = AVClassificationTask(uavm(), cfg, num_classes=K).training_step(batch())
+    no_video = batch()
+    no_video["has_video"] = torch.zeros(B, dtype=torch.bool)
+    absent = AVClassificationTask(uavm(), cfg, num_classes=K).training_step(no_video)
+    assert dropped[1] == pytest.approx(absent[1], rel=1e-5)
+    assert float(dropped[0].detach()) == pytest.approx(float(absent[0].detach()), rel=1e-5)

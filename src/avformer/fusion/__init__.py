@@ -2,11 +2,14 @@
 
 ``AVModel`` runs ``fusion(audio_encoder, video_encoder, audio, video, has_audio, has_video) -> FusionResult`` (see
 :mod:`avformer.fusion.base`), then ``FusionHead`` on the pooled features. Registered fusions (``AVModelConfig.fusion``):
-``late`` (independent encoders) and ``bottleneck`` (MBT / MMT's AVBottleneck). Importing this package registers them.
+``late`` (independent encoders), ``bottleneck`` (MBT / MMT's AVBottleneck), ``concat`` (joint blocks over all
+tokens), ``agnostic`` (Everything-at-Once), ``sparse`` (SFT), ``cross_attention`` (TCaF) and ``uavm`` (shared
+blocks and head). Importing this package registers them.
 """
 
 from __future__ import annotations
 
+from avformer.fusion import cross_attention, joint, sparse, uavm  # noqa: F401  (register the fusions)
 from avformer.fusion.base import FusionResult, Mask, masked_pair_mean, presence_mask
 from avformer.fusion.bottleneck import (
     STAGED_ENCODER_API,

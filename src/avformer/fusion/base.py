@@ -43,6 +43,12 @@ class FusionResult:
             fusion without interaction (late) these are ``audio`` itself.
         video_alone: likewise for video.
         fused: (B, D) a joint clip feature when the fusion makes one (e.g. a shared stack's pooled token), else None.
+        has_audio: (B,) bool, the presence the head and the losses must use when the fusion changed it (UAVM trains
+            on one modality per batch and reports the other absent); None = the presence it was given.
+        has_video: likewise for video.
+
+    A fusion whose clip feature is one joint token (SFT, cross-attention) returns it as both ``audio.pooled`` and
+    ``video.pooled`` (``HeadConfig(mode="mean")`` then gives one classifier on it).
     """
 
     audio: EncoderOutput
@@ -50,6 +56,8 @@ class FusionResult:
     audio_alone: EncoderOutput | None = None
     video_alone: EncoderOutput | None = None
     fused: Tensor | None = None
+    has_audio: Tensor | None = None
+    has_video: Tensor | None = None
 
 
 def presence_mask(mask: Mask, batch: int, device: torch.device) -> Tensor:

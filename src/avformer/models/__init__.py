@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from avformer.models import (
     av_model,  # noqa: F401
+    av_variants,  # noqa: F401
     multiscale,  # noqa: F401
     vatt,  # noqa: F401
     vatt_classifier,  # noqa: F401

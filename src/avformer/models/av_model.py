@@ -46,7 +46,7 @@ from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions
 from avformer.models.base import EncoderOutput
 from avformer.models.registry import create_model, register_model
 
-__all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput"]
+__all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput", "build_with_overrides"]
 
 # the classifier settings that configs written before the head was separate kept in fusion_config, per fusion
 _OLD_HEAD_KEYS = {
@@ -302,6 +302,8 @@ class AVModel(nn.Module):
         has_a = presence_mask(has_audio, B, audio.device)
         has_v = presence_mask(has_video, B, audio.device)
         res: FusionResult = self.fusion(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v, alone=alone)
+        has_a = has_a if res.has_audio is None else res.has_audio  # a fusion that trains on one modality (UAVM)
+        has_v = has_v if res.has_video is None else res.has_video
         return AVFeatures(res.audio, res.video, has_a, has_v, res.audio_alone, res.video_alone)
 
     def forward_head(self, feats: AVFeatures, *, embed: bool = True) -> AVOutput:
@@ -408,7 +410,8 @@ def _with_overrides(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVMode
     return dataclasses.replace(base, **new)
 
 
-def _build(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVModel:
+def build_with_overrides(base: AVModelConfig, overrides: Mapping[str, Any]) -> AVModel:
+    """The model of ``base`` updated by a variant's ``overrides`` (see ``_with_overrides``)."""
     return AVModel.from_config(_with_overrides(base, overrides))
 
 
@@ -418,7 +421,7 @@ def _mmt(
     """An MMT variant: the two encoders fused through 4 bottleneck tokens over their last ``fusion_layers`` blocks."""
     fusion_config = BottleneckFusionConfig(num_bottleneck_tokens=4, fusion_layers=fusion_layers)
     base = AVModelConfig(audio_encoder, video_encoder, fusion="bottleneck", fusion_config=fusion_config, **fields)
-    return _build(base, overrides)
+    return build_with_overrides(base, overrides)
 
 
 @register_model("mmt_tiny")
@@ -449,4 +452,4 @@ def av_late_tiny(**overrides: Any) -> AVModel:
         fusion="late",
         head=HeadConfig(mode="logits"),
     )
-    return _build(base, overrides)
+    return build_with_overrides(base, overrides)

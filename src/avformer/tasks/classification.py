@@ -235,6 +235,7 @@ class AVClassificationTask(_ClassifierBase):
             has_a, has_v = drop_modality(has_a, has_v, cfg.modality_dropout)
         alone = cfg.modality_ce_weight > 0
         out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters, alone=alone)
+        has_a, has_v = out.has_audio, out.has_video  # the fusion's: UAVM trains on one modality and masks the other
 
         terms: dict[str, Tensor] = {}
         if cfg.ce_weight > 0:

@@ -1,0 +1,135 @@
+"""What the fusions that work on the encoders' output tokens share (concatenation, agnostic, sparse, cross-attention,
+UAVM): the encoders run whole, their tokens are mapped to one fusion width, and the fusion's own transformer blocks
+see them, with absent modalities masked out of attention.
+
+Masking: a sample whose ``has_audio`` is False has its audio tokens removed from every attention (an additive
+``-inf`` on those keys), so nothing of its audio reaches any output of that sample; a sample with neither modality
+attends over everything (its outputs are meaningless and the head ignores it, as with late fusion), so no row of
+the attention is empty.
+
+Time embedding (an option of the concatenation and cross-attention fusions): each token gets the sinusoidal code of
+the time at the centre of its bin, as a fraction of the clip (audio tokens: their column of the (F', T') grid;
+video tokens: their frame slot of the (t, h, w) grid), so audio and video tokens of the same moment get the same code
+whatever their grids (TCaF's time alignment, Mercea et al. 2022; TCaF uses random Fourier features of the time in
+seconds, concatenated to the features; here a fixed sinusoid, added).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from avformer.layers.vit_block import Block
+
+if TYPE_CHECKING:  # avformer.models imports this package (AVModel)
+    from avformer.models.base import EncoderOutput
+
+__all__ = ["FusionBlocks", "key_bias", "output", "project", "run_encoders", "sinusoid", "token_times", "zero_absent"]
+
+
+def token_times(grid: Sequence[int], input_kind: str, device: torch.device | None = None) -> Tensor:
+    """(N,) the time of each token of a ``grid`` in row-major order, as a fraction of the clip in (0, 1).
+
+    Time is the last axis of a spectrogram grid (F', T') and the first of any other (video (t, h, w), waveform
+    (N,), one token per frame (t,)). A spectrogram grid of frequency bands only (F',) (a CNN stem that pooled time
+    away) has no time: every token is the whole clip, 0.5."""
+    grid = tuple(grid)
+    if input_kind == "spectrogram" and len(grid) == 1:
+        return torch.full((grid[0],), 0.5, device=device)
+    axis = len(grid) - 1 if input_kind == "spectrogram" else 0
+    steps = grid[axis]
+    t = (torch.arange(steps, device=device, dtype=torch.float32) + 0.5) / steps
+    shape = [1] * len(grid)
+    shape[axis] = steps
+    return t.reshape(shape).expand(grid).reshape(-1)
+
+
+def sinusoid(times: Tensor, dim: int, scale: float = 100.0) -> Tensor:
+    """(N, dim) sinusoidal codes of ``times`` (fractions of the clip, scaled to ``scale`` positions): the Transformer's
+    table at position ``scale * t``, so a clip spans about as many positions as a 100-token sequence."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=times.device, dtype=torch.float32) / half)
+    arg = scale * times[:, None].float() * freq[None]
+    out = torch.cat((arg.sin(), arg.cos()), dim=-1)
+    return torch.nn.functional.pad(out, (0, dim - 2 * half))
+
+
+def key_bias(present: Sequence[tuple[int, Tensor]], dtype: torch.dtype) -> Tensor:
+    """(B, 1, 1, N) additive attention bias: ``-inf`` on the keys of a part that is absent in a sample.
+
+    Args:
+        present: per part of the sequence, in order: (its token count, its (B,) bool presence). A sample where no
+            part is present keeps every key (see the module docstring).
+    """
+    keep = torch.cat([m[:, None].expand(-1, n) for n, m in present], dim=1)  # (B, N)
+    keep = keep | ~keep.any(dim=1, keepdim=True)
+    bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, float("-inf"))
+    return bias[:, None, None, :]
+
+
+def zero_absent(tokens: Tensor, present: Tensor) -> Tensor:
+    """``tokens`` (B, N, D) with the samples where ``present`` (B,) is False set to zero by selection, so that even
+    NaN or inf in an absent input cannot reach another token through attention (a masked key still multiplies its
+    value by a zero weight, and 0 * NaN is NaN)."""
+    return torch.where(present[:, None, None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
+
+
+def project(dim_in: int, dim: int) -> nn.Module:
+    """Linear ``dim_in -> dim``, the identity where they agree."""
+    return nn.Linear(dim_in, dim) if dim_in != dim else nn.Identity()
+
+
+class FusionBlocks(nn.Module):
+    """The fusion's own pre-norm transformer blocks and final LayerNorm, with the per-modality input maps.
+
+    Args:
+        audio_dim, video_dim: the encoders' token widths.
+        dim: the fusion width (None: the wider encoder's).
+        depth, num_heads, mlp_ratio: of the blocks (:class:`~avformer.layers.vit_block.Block`).
+    """
+
+    def __init__(
+        self, audio_dim: int, video_dim: int, dim: int | None, depth: int, num_heads: int, mlp_ratio: float
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"fusion depth must be >= 1, got {depth}")
+        self.dim = dim or max(audio_dim, video_dim)
+        self.audio_in = project(audio_dim, self.dim)
+        self.video_in = project(video_dim, self.dim)
+        self.blocks = nn.ModuleList(Block(self.dim, num_heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(self.dim, eps=1e-6)
+
+    def init_weights(self) -> None:
+        """Truncated normal (std 0.02) Linear weights, zero biases, unit LayerNorms."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor, attn_bias: Tensor | None = None) -> Tensor:
+        """``x``: (B, N, dim) through every block, then the norm."""
+        for blk in self.blocks:
+            x = blk(x, attn_bias)
+        return self.norm(x)
+
+
+def run_encoders(audio_encoder: Any, video_encoder: Any, audio: Tensor, video: Tensor) -> tuple[Any, Any]:
+    """Both encoders' ``forward_features`` (checked batch sizes)."""
+    if audio.shape[0] != video.shape[0]:
+        raise ValueError(f"audio and video batch sizes differ: {audio.shape[0]} vs {video.shape[0]}")
+    return audio_encoder.forward_features(audio), video_encoder.forward_features(video)
+
+
+def output(tokens: Tensor, pooled: Tensor, grid: Sequence[int]) -> EncoderOutput:
+    """An :class:`EncoderOutput` of fused tokens."""
+    from avformer.models.base import EncoderOutput
+
+    return EncoderOutput(tokens, pooled, tuple(grid))
