@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / torch threads per process (default 1)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="override, all runs")
     p.add_argument("--table-only", action="store_true", help="do not train: read the run folders, write the table")
+    p.add_argument(
+        "--by",
+        default=None,
+        metavar="CSV:COLUMN",
+        help="audio-visual runs: also top-1 per group of COLUMN of a CSV keyed by the val manifest's path/id "
+        "(e.g. ../shared/data/av-digits/val_meta.csv:condition), a second table",
+    )
     return p
 
 
@@ -108,6 +115,16 @@ class _LoadSampler:
         }
 
 
+_WALL_FILE = "wall_s.txt"  # the wall time of a run's last `avformer train` process, for --table-only
+
+
+def _recorded_wall(run_dir: Path) -> float | None:
+    try:
+        return float((run_dir / _WALL_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _run_jobs(jobs: list[_Job], overrides: list[str], n_parallel: int, threads: int) -> dict[tuple[str, int], Any]:
     """Run ``avformer train`` for every job, ``n_parallel`` at a time; returns ``{(name, seed): (rc, wall_s)}``."""
     env = dict(os.environ)
@@ -139,6 +156,8 @@ def _run_jobs(jobs: list[_Job], overrides: list[str], n_parallel: int, threads: 
                 log.close()
                 running.remove(item)
                 done[(job.name, job.seed)] = (rc, wall)
+                if rc == 0:
+                    (job.out_dir / _WALL_FILE).write_text(f"{wall:.1f}\n")
                 status = "done" if rc == 0 else f"FAILED (exit {rc}; see {job.out_dir / 'train.out'})"
                 print(f"{status:6s} {job.name} seed {job.seed} in {wall / 60:.1f} min", flush=True)
     finally:  # interrupted: stop the children (they save last.pt on SIGTERM and resume next time)
@@ -196,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         load_summary = sampler.summary()
     train_wall = time.perf_counter() - t0
 
-    from avformer.train.compare import format_table, read_run, summarize
+    from avformer.train.compare import evaluate_views, format_table, read_run, summarize
 
     summaries = []
     for name, path, cfg in zip(names, args.configs, cfgs, strict=True):
@@ -208,6 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             if (name, seed) in finished:
                 r.returncode, r.wall_s = finished[(name, seed)]
+            else:
+                r.wall_s = _recorded_wall(run_dir)
+            if r.value is not None and r.audio_value is not None:  # a finished audio-visual run
+                try:
+                    views = evaluate_views(run_dir, cfg, args.by)
+                except (OSError, ValueError) as e:
+                    print(f"avformer compare: {run_dir}: no modality confusion ({e})", file=sys.stderr)
+                else:
+                    r.confusion, r.groups = views["confusion"], views.get("groups")
             runs.append(r)
         print(f"measuring {name} ({cfg.model.name})", flush=True)
         try:
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"1-min load average while training: mean {load_summary['mean']:.1f}, max {load_summary['max']:.1f} "
                 f"(this comparison alone adds about {args.jobs * args.threads})."
             )
-    table = format_table(summaries, command=command, notes=notes)
+    table = format_table(summaries, command=command, notes=notes, by=args.by)
     (out / "table.md").write_text(table)
     results = {
         "command": command,

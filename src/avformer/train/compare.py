@@ -20,9 +20,10 @@ this module reads those folders and measures the models:
 from __future__ import annotations
 
 import csv
+import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +33,18 @@ from torch import nn
 
 from avformer.config import ExperimentConfig
 from avformer.models.loading import build_model
-from avformer.profiling import count_flops, count_parameters, training_peak_memory
+from avformer.profiling import count_flops, count_parameters, forward_flops, training_peak_memory
 from avformer.utils.run_folder import read_classes
 
 __all__ = [
     "ModelCost",
     "RunResult",
     "Summary",
+    "evaluate_views",
+    "format_groups",
     "format_table",
     "measure_cost",
+    "modality_confusion",
     "read_run",
     "sample_shape",
     "summarize",
@@ -61,6 +65,10 @@ class RunResult:
     train_clips_per_s: float | None  # mean over epochs of metrics.csv clips_per_s
     wall_s: float | None = None  # wall time of the `avformer train` process
     returncode: int | None = None
+    audio_value: float | None = None  # audio-visual runs: the last epoch's audio-only / video-only metric
+    video_value: float | None = None
+    confusion: float | None = None  # audio-visual runs: see evaluate_views
+    groups: dict[str, dict[str, float]] | None = None  # group -> view -> top-1 (``--by``)
 
 
 @dataclass
@@ -74,6 +82,7 @@ class ModelCost:
     peak_train_memory_bytes: int  # at train_batch_size
     memory_measured: bool  # False: CPU estimate
     memory_parts: dict[str, int] = field(default_factory=dict)
+    fusion_flops_per_clip: int | None = None  # audio-visual models: forward FLOPs beyond the two encoders run alone
 
 
 @dataclass
@@ -90,6 +99,11 @@ class Summary:
     std: float | None = None
     n: int = 0
     train_clips_per_s: float | None = None
+    audio: tuple[float, float] | None = None  # (mean, std) over seeds of the audio-only metric
+    video: tuple[float, float] | None = None
+    confusion: tuple[float, float] | None = None
+    wall_s: float | None = None  # mean over seeds
+    groups: dict[str, dict[str, float]] | None = None  # group -> view -> top-1, mean over seeds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,16 +133,61 @@ def read_run(out_dir: str | Path, *, config: str, seed: int, metric: str, epochs
     values = [_float(r.get(metric)) for r in rows]
     finite = [v for v in values if v is not None]
     speeds = [s for s in (_float(r.get("clips_per_s")) for r in rows) if s is not None]
+    finished = done >= epochs and bool(values)
+    view = {m: _float(rows[-1].get(f"val_{m}_top1")) if finished else None for m in ("audio", "video")}
     return RunResult(
         config=config,
         seed=seed,
         out_dir=str(out_dir),
         metric=metric,
-        value=values[-1] if done >= epochs and values else None,
+        value=values[-1] if finished else None,
         best_value=max(finite) if finite else None,
         epochs=done,
         train_clips_per_s=statistics.fmean(speeds) if speeds else None,
+        audio_value=view["audio"],
+        video_value=view["video"],
     )
+
+
+def modality_confusion(rows: Sequence[Mapping[str, Any]]) -> float:
+    """The fraction of clips that a single-modality view classified right and the fused view got wrong (VGGSounder's
+    modality confusion, Zverev et al. 2025): what fusing cost. Rows are :class:`~avformer.eval.report.EvalResult`
+    rows (``label``, ``fused_pred``, ``audio_pred``, ``video_pred``; an empty prediction = the stream is absent)."""
+    if not rows:
+        return math.nan
+    lost = sum(
+        1 for r in rows if r["fused_pred"] != r["label"] and r["label"] in (r.get("audio_pred"), r.get("video_pred"))
+    )
+    return lost / len(rows)
+
+
+def evaluate_views(run_dir: str | Path, cfg: ExperimentConfig, by: str | None = None) -> dict[str, Any]:
+    """Modality confusion (and top-1 per group of ``by`` = ``CSV:COLUMN``) of a finished audio-visual run on its
+    validation manifest, from the last checkpoint; cached in ``run_dir/compare_eval.json`` until ``last.pt``
+    changes."""
+    from avformer.data.manifest import read_manifest
+    from avformer.eval.report import evaluate, group_accuracy, read_groups
+    from avformer.models.loading import load_run
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "last.pt"
+    cache = run_dir / "compare_eval.json"
+    stamp = [ckpt.stat().st_mtime_ns, by]
+    if cache.is_file():
+        old = json.loads(cache.read_text())
+        if old.get("stamp") == stamp:
+            return dict(old["result"])
+    run = load_run(ckpt)
+    if cfg.val_manifest is None:
+        raise ValueError("the config has no val_manifest")
+    manifest = read_manifest(cfg.val_manifest, root=cfg.root, classes=run.classes)
+    res = evaluate(run, manifest, run.cfg.data, batch_size=cfg.train.batch_size)
+    out: dict[str, Any] = {"confusion": modality_confusion(res.rows)}
+    if by:
+        _, groups = read_groups(by)
+        out["groups"] = {g: {k: float(v) for k, v in d.items()} for g, d in group_accuracy(res, groups).items()}
+    cache.write_text(json.dumps({"stamp": stamp, "result": out}))
+    return out
 
 
 def sample_shape(cfg: ExperimentConfig, modality: str) -> tuple[int, ...]:
@@ -162,6 +221,24 @@ class _OneInput(nn.Module):
         return self.model(audio, video).logits
 
 
+class _Features(nn.Module):
+    """An audio-visual model up to its fused features (encoders and fusion, no head)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, video: torch.Tensor) -> Any:
+        return self.model.forward_features(audio, video)
+
+
+class _Encoders(_Features):
+    """The two encoders of an audio-visual model, each alone."""
+
+    def forward(self, audio: torch.Tensor, video: torch.Tensor) -> Any:
+        return self.model.audio_encoder.forward_features(audio), self.model.video_encoder.forward_features(video)
+
+
 def _one_input(model: nn.Module, shapes: tuple[tuple[int, ...], ...]) -> tuple[nn.Module, tuple[int, ...]]:
     """``model`` and its one-input sample shape: itself for one input, :class:`_OneInput` for audio + video."""
     if len(shapes) == 1:
@@ -184,6 +261,10 @@ def measure_cost(cfg: ExperimentConfig, num_classes: int) -> ModelCost:
     shapes = tuple(sample_shape(cfg, m) for m in modalities)
     meta_in, flat = _one_input(meta, shapes)
     flops = count_flops(meta_in, torch.empty((1, *flat), device="meta"))
+    fusion_flops = None
+    if isinstance(meta, AVModel):
+        clip = tuple(torch.empty((1, *sh), device="meta") for sh in shapes)
+        fusion_flops = forward_flops(_Features(meta), clip) - forward_flops(_Encoders(meta), clip)
     model = build_model(cfg.model, num_classes)
     params, _ = count_parameters(model)
     batch = cfg.train.batch_size
@@ -197,6 +278,7 @@ def measure_cost(cfg: ExperimentConfig, num_classes: int) -> ModelCost:
         peak_train_memory_bytes=mem.peak_bytes,
         memory_measured=mem.measured,
         memory_parts=dict(mem.parts),
+        fusion_flops_per_clip=fusion_flops,
     )
 
 
@@ -212,6 +294,7 @@ def summarize(config: str, path: str, cfg: ExperimentConfig, runs: list[RunResul
             model_cost = measure_cost(cfg, len(classes))
         except ValueError:  # a model the one- and two-input profiles cannot feed (VATT's three towers)
             model_cost = None
+    walls = [r.wall_s for r in runs if r.wall_s is not None]
     return Summary(
         config=config,
         path=path,
@@ -220,10 +303,35 @@ def summarize(config: str, path: str, cfg: ExperimentConfig, runs: list[RunResul
         cost=model_cost,
         metric=metric,
         mean=statistics.fmean(values) if values else None,
-        std=statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
+        std=_std(values) if values else None,
         n=len(values),
         train_clips_per_s=statistics.fmean(speeds) if speeds else None,
+        audio=_mean_std([r.audio_value for r in runs]),
+        video=_mean_std([r.video_value for r in runs]),
+        confusion=_mean_std([r.confusion for r in runs]),
+        wall_s=statistics.fmean(walls) if walls else None,
+        groups=_mean_groups([r.groups for r in runs if r.groups]),
     )
+
+
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return (statistics.fmean(vals), _std(vals)) if vals else None
+
+
+def _mean_groups(per_run: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]] | None:
+    """Group -> view -> the mean over runs (``n`` stays the clip count)."""
+    if not per_run:
+        return None
+    out: dict[str, dict[str, float]] = {}
+    for g in per_run[0]:
+        keys = per_run[0][g]
+        out[g] = {k: statistics.fmean(r[g][k] for r in per_run if g in r) for k in keys}
+    return out
 
 
 # ---- table ----------------------------------------------------------------------------------------------------
@@ -277,20 +385,70 @@ def _verdict(a: Summary, b: Summary) -> str:
     return text
 
 
-def format_table(summaries: Sequence[Summary], *, command: str | None = None, notes: Sequence[str] = ()) -> str:
-    """The Markdown table of ``summaries`` (one row per config) with a verdict of the first against the others."""
+def _pair(v: tuple[float, float] | None, metric: str) -> str:
+    if v is None:
+        return "n/a"
+    scale = 100.0 if _pct(metric) else 1.0
+    return f"{v[0] * scale:.1f} ± {v[1] * scale:.1f}"
+
+
+def _cells(s: Summary, av: bool) -> list[str]:
+    """The cells of one config's row."""
+    c = s.cost
+    params = f"{c.params / 1e6:.2f} M" if c else "n/a"
+    flops = f"{c.flops_per_clip / 1e9:.3f} G" if c else "n/a"
+    mem = f"{_mib(c.peak_train_memory_bytes)} (batch {c.train_batch_size})" if c else "n/a"
+    speed = f"{s.train_clips_per_s:.1f}" if s.train_clips_per_s is not None else "n/a"
+    if not av:
+        return [s.config, s.model, _score(s), params, flops, mem, speed]
+    fusion = f"{c.fusion_flops_per_clip / 1e6:.1f} M" if c and c.fusion_flops_per_clip is not None else "n/a"
+    wall = f"{s.wall_s / 60:.1f} min" if s.wall_s is not None else "n/a"
+    views = [_pair(s.audio, s.metric), _pair(s.video, s.metric), _pair(s.confusion, "top1")]
+    return [s.config, s.model, _score(s), *views, params, fusion, flops, mem, speed, wall]
+
+
+def format_groups(summaries: Sequence[Summary], column: str) -> list[str]:
+    """Top-1 per group (e.g. per ``condition`` of ``val_meta.csv``), fused / audio-only / video-only, mean over
+    seeds: one row per config and group."""
+    rows = [s for s in summaries if s.groups]
+    if not rows:
+        return []
+    lines = [f"| config | {column} | clips | fused | audio-only | video-only |", "|---|---|---:|---:|---:|---:|"]
+    for s in rows:
+        assert s.groups is not None
+        for g, d in s.groups.items():
+            cells = [
+                f"{d[v] * 100:.1f}" if v in d and math.isfinite(d[v]) else "n/a" for v in ("fused", "audio", "video")
+            ]
+            lines.append(f"| {s.config} | {g} | {int(d.get('n', 0))} | " + " | ".join(cells) + " |")
+    return ["", f"Top-1 by {column} (val, last checkpoint, mean over seeds):", "", *lines]
+
+
+def format_table(
+    summaries: Sequence[Summary], *, command: str | None = None, notes: Sequence[str] = (), by: str | None = None
+) -> str:
+    """The Markdown table of ``summaries`` (one row per config) with a verdict of the first against the others.
+
+    Audio-visual runs (``val_audio_top1`` in their metrics) get audio-only, video-only, modality-confusion, fusion
+    FLOPs and wall-time columns, and, with ``by`` (the ``CSV:COLUMN`` the runs were grouped by), a per-group table.
+    """
     if not summaries:
         return "no configs\n"
     metric = summaries[0].metric.removeprefix("val_")
-    head = f"| config | model | val {metric} (mean ± std) | params | FLOPs / clip | peak train memory | train clips/s |"
-    lines = [head, "|---|---|---|---:|---:|---:|---:|"]
-    for s in summaries:
-        c = s.cost
-        params = f"{c.params / 1e6:.2f} M" if c else "n/a"
-        flops = f"{c.flops_per_clip / 1e9:.3f} G" if c else "n/a"
-        mem = f"{_mib(c.peak_train_memory_bytes)} (batch {c.train_batch_size})" if c else "n/a"
-        speed = f"{s.train_clips_per_s:.1f}" if s.train_clips_per_s is not None else "n/a"
-        lines.append(f"| {s.config} | {s.model} | {_score(s)} | {params} | {flops} | {mem} | {speed} |")
+    av = any(s.audio is not None for s in summaries)
+    if av:
+        head = (
+            f"| config | model | val {metric} fused (mean ± std) | audio-only | video-only | modality confusion | "
+            "params | fusion FLOPs / clip | FLOPs / clip | peak train memory | train clips/s | wall / run |"
+        )
+        rule = "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    else:
+        head = (
+            f"| config | model | val {metric} (mean ± std) | params | FLOPs / clip | peak train memory | "
+            "train clips/s |"
+        )
+        rule = "|---|---|---|---:|---:|---:|---:|"
+    lines = [head, rule] + ["| " + " | ".join(_cells(s, av)) + " |" for s in summaries]
     lines.append("")
     seeds = [", ".join(f"{r.seed}: {_fmt_value(r.value, s.metric)}" for r in s.runs) for s in summaries]
     lines += [f"- {s.config} per seed: {txt}" for s, txt in zip(summaries, seeds, strict=True)]
@@ -306,7 +464,17 @@ def format_table(summaries: Sequence[Summary], *, command: str | None = None, no
         + ("(CPU estimate: params + grads + AdamW state + saved activations). " if _estimated(summaries) else ". ")
         + "Train clips/s: mean over epochs of the trainer's own rate, data loading included.",
     ]
+    if av:
+        lines.append(
+            "Audio-only / video-only: the same model with the other stream masked for every clip. Modality confusion: "
+            "the fraction of val clips that the audio-only or the video-only view got right and the fused view got "
+            "wrong (VGGSounder, Zverev et al. 2025), from the last checkpoint. Fusion FLOPs: the forward FLOPs of "
+            "the encoders plus fusion minus those of the two encoders run alone (0 for late fusion; for bottleneck "
+            "fusion only what the bottleneck tokens add, as its fused blocks are the encoders' own)."
+        )
     lines += [f"- {n}" for n in notes]
+    if by:
+        lines += format_groups(summaries, by.rpartition(":")[2])
     if command:
         lines += ["", "```", command, "```"]
     return "\n".join(lines) + "\n"
