@@ -233,3 +233,65 @@ def test_uavm_base_is_the_papers_scale() -> None:
     assert len(fus.shared.blocks) == 3 and fus.shared.dim == 1024
     assert len(m.audio_encoder.blocks) == 3 and len(m.video_encoder.blocks) == 3
     assert fus.shared.blocks[0].attn.num_heads == 4
+
+
+def test_sft_latent_mixup_mixes_one_joint_layer_and_reports_it() -> None:
+    m = _model("sft_tiny", fusion_config={"mixup_alpha": 0.3}).train()
+    fus: Any = m.fusion
+    a, v = _inputs(b=4)
+    torch.manual_seed(7)
+    out = m(a, v, embed=False)
+    assert out.mix is not None and out.mix.lam.shape == (4,) and sorted(out.mix.index.tolist()) == [0, 1, 2, 3]
+    assert ((out.mix.lam >= 0) & (out.mix.lam <= 1)).all()
+    # the same draw, replayed by hand: the joint sequence of sample i mixed with its partner's before that layer
+    torch.manual_seed(7)
+    layer, mix = fus._draw_mix(4, a.device)
+    torch.testing.assert_close(mix.lam, out.mix.lam)
+    with torch.no_grad():
+        fa, fv = m.audio_encoder.forward_features(a), m.video_encoder.forward_features(v)
+    on = torch.ones(4, dtype=torch.bool)
+    parts = [
+        (fus.joint.audio_in(fa.pooled), fus.audio_pool(fus.joint.audio_in(fa.tokens)), on),
+        (fus.joint.video_in(fv.pooled), fus.video_pool(fus.joint.video_in(fv.tokens)), on),
+    ]
+    with torch.no_grad():
+        z_mixed = fus._joint(parts, (layer, mix))[0]
+        z_plain = fus._joint(parts)[0]
+    torch.testing.assert_close(out.audio_pooled.detach(), z_mixed)
+    assert (z_mixed - z_plain).abs().max() > 1e-4
+    m.eval()
+    assert m(a, v).mix is None  # evaluation never mixes
+
+
+def test_latent_mixup_mixes_the_fused_targets_in_the_task() -> None:
+    from avformer.fusion.base import LatentMix
+    from avformer.tasks.classification import AVClassificationOptions, AVClassificationTask
+
+    m = _model("sft_tiny")
+    task = AVClassificationTask(m, AVClassificationOptions(), num_classes=5)
+    soft = task._latent_mix(torch.tensor([0, 1, 2]), LatentMix(torch.tensor([1, 2, 0]), torch.tensor([1.0, 0.25, 0.5])))
+    expected = torch.tensor([[1.0, 0, 0, 0, 0], [0, 0.25, 0.75, 0, 0], [0.5, 0, 0.5, 0, 0]])
+    torch.testing.assert_close(soft, expected)
+
+
+def test_task_trains_latent_mixup_against_the_mixed_targets() -> None:
+    from avformer.tasks.classification import AVClassificationOptions, AVClassificationTask
+
+    m = _model("sft_tiny", fusion_config={"mixup_alpha": 1.0}).train()
+    task = AVClassificationTask(m, AVClassificationOptions(), num_classes=5)
+    a, v = _inputs(b=6)
+    label = torch.tensor([0, 1, 2, 3, 4, 0])
+    ones = torch.ones(6, dtype=torch.bool)
+    batch = {"audio": a, "video": v, "has_audio": ones, "has_video": ones, "label": label, "batch_size": 6}
+    torch.manual_seed(11)
+    _, logs = task.training_step(batch)
+    torch.manual_seed(11)  # the same draw inside the fusion
+    out = m(a, v, embed=False)
+    assert out.mix is not None and not torch.equal(out.mix.index, torch.arange(6))
+    soft = out.mix.lam[:, None] * torch.nn.functional.one_hot(label, 5) + (1 - out.mix.lam[:, None]) * (
+        torch.nn.functional.one_hot(label[out.mix.index], 5)
+    )
+    expected = -(soft * out.logits.log_softmax(-1)).sum(-1).mean()
+    plain = torch.nn.functional.cross_entropy(out.logits, label)
+    assert logs["ce"] == pytest.approx(float(expected), rel=1e-5)
+    assert abs(float(expected) - float(plain)) > 1e-3  # the test can tell the two apart

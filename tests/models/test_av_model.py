@@ -280,7 +280,10 @@ def test_config_normalisation_and_errors() -> None:
         AVModelConfig(fusion_config={"n_tokens": 2})
     with pytest.raises(TypeError, match="takes a LateFusionConfig"):
         AVModelConfig(fusion="late", fusion_config=BottleneckFusionConfig())
-    with pytest.raises(ValueError, match="unknown fusion 'early'; registered: bottleneck, late"):
+    with pytest.raises(
+        ValueError,
+        match="unknown fusion 'early'; registered: agnostic, bottleneck, concat, cross_attention, late, sparse, uavm",
+    ):
         AVModelConfig(fusion="early")
     with pytest.raises(ValueError, match="owns the heads"):
         AVModelConfig(audio_overrides={"num_classes": 3})

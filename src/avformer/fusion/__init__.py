@@ -10,7 +10,7 @@ blocks and head). Importing this package registers them.
 from __future__ import annotations
 
 from avformer.fusion import cross_attention, joint, sparse, uavm  # noqa: F401  (register the fusions)
-from avformer.fusion.base import FusionResult, Mask, masked_pair_mean, presence_mask
+from avformer.fusion.base import FusionResult, LatentMix, Mask, masked_pair_mean, presence_mask
 from avformer.fusion.bottleneck import (
     STAGED_ENCODER_API,
     BottleneckFusion,
@@ -32,6 +32,7 @@ __all__ = [
     "HeadConfig",
     "LateFusion",
     "LateFusionConfig",
+    "LatentMix",
     "Mask",
     "check_staged_encoder",
     "get_fusion",

@@ -26,9 +26,24 @@ from torch import Tensor
 if TYPE_CHECKING:  # the encoder contract; avformer.models imports this package (AVModel)
     from avformer.models.base import EncoderOutput
 
-__all__ = ["FusionResult", "Mask", "masked_pair_mean", "presence_mask"]
+__all__ = ["FusionResult", "LatentMix", "Mask", "masked_pair_mean", "presence_mask"]
 
 Mask = Tensor | None  # a (B,) bool presence mask, True = present; None: present in every sample
+
+
+@dataclass
+class LatentMix:
+    """A fusion mixed the hidden states of the batch (SFT's latent mixup): the fused output of sample ``i`` is that of
+    ``lam[i] * (sample i) + (1 - lam[i]) * (sample index[i])`` at some layer, so its fused loss must mix the two
+    targets the same way (the classification task does).
+
+    Attributes:
+        index: (B,) long, the partner of each sample.
+        lam: (B,) float in [0, 1], the weight of the sample itself.
+    """
+
+    index: Tensor
+    lam: Tensor
 
 
 @dataclass
@@ -46,6 +61,8 @@ class FusionResult:
         has_audio: (B,) bool, the presence the head and the losses must use when the fusion changed it (UAVM trains
             on one modality per batch and reports the other absent); None = the presence it was given.
         has_video: likewise for video.
+        mix: set when the fusion mixed samples (SFT's latent mixup, training only); the fused outputs and
+            ``audio`` / ``video`` are mixed, the ``*_alone`` ones are not.
 
     A fusion whose clip feature is one joint token (SFT, cross-attention) returns it as both ``audio.pooled`` and
     ``video.pooled`` (``HeadConfig(mode="mean")`` then gives one classifier on it).
@@ -58,6 +75,7 @@ class FusionResult:
     fused: Tensor | None = None
     has_audio: Tensor | None = None
     has_video: Tensor | None = None
+    mix: LatentMix | None = None
 
 
 def presence_mask(mask: Mask, batch: int, device: torch.device) -> Tensor:

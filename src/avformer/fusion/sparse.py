@@ -17,8 +17,10 @@ tokens and the class token: their cost is that of ``1 + ceil(N_a/k_a) + ceil(N_v
 What differs from SFT: the class tokens are the encoders' pooled features (our encoders pool by mean; SFT's
 tokenizers prepend a learned class token per modality); ``attn`` pooling weighs tokens with a learned query, not
 with the attention map of SFT's sparse-attention sub-layer; ``topk_norm`` (whole tokens by L2 norm) is ours, SFT's
-``topk`` keeps per-channel values. SFT's latent mixup (a random layer, Beta(0.3, 0.3)) is not implemented; the
-task's input mixup (``mixup_alpha``) is. SFT's recipe: 1 unimodal and 11 joint blocks, max pooling, kernels 38-64.
+``topk`` keeps per-channel values. Latent mixup (``mixup_alpha``, SFT: 0.3) mixes the joint sequence before a joint
+block drawn per batch with one λ per sample (SFT draws among its unimodal layer too, with a λ per modality there);
+the single-modality passes of ``alone`` stay unmixed. SFT's recipe: 1 unimodal and 11 joint blocks, max pooling,
+kernels 38-64.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, Mask, presence_mask
+from avformer.fusion.base import FusionResult, LatentMix, Mask, presence_mask
 from avformer.fusion.registry import register_fusion
 from avformer.fusion.tokens import FusionBlocks, key_bias, output, run_encoders, zero_absent
 from avformer.layers.token_pool import POOL_OPS, TokenPool
@@ -49,6 +51,9 @@ class SparseFusionConfig:
         pool: pooling op of both modalities (``max`` (SFT), ``avg``, ``topk``, ``topk_norm``, ``attn``).
         audio_kernel: window (= stride) over the audio tokens.
         video_kernel: window (= stride) over the video tokens.
+        mixup_alpha: latent mixup in training (0 = off; SFT: 0.3): λ ~ Beta(α, α) per sample, one permutation per
+            batch, mixed into the joint sequence before a joint block drawn uniformly per batch (or after the last);
+            the task mixes the targets the same way (:class:`~avformer.fusion.base.LatentMix`).
     """
 
     depth: int = 2
@@ -58,8 +63,11 @@ class SparseFusionConfig:
     pool: str = "max"
     audio_kernel: int = 4
     video_kernel: int = 8
+    mixup_alpha: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.mixup_alpha < 0:
+            raise ValueError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.pool not in POOL_OPS:
             raise ValueError(f"pool must be one of {POOL_OPS}, got {self.pool!r}")
         if min(self.audio_kernel, self.video_kernel) < 1:
@@ -84,7 +92,18 @@ class SparseFusion(nn.Module):
             if pool.query is not None:
                 nn.init.trunc_normal_(pool.query, std=0.02)
 
-    def _joint(self, parts: list[tuple[Tensor, Tensor, Tensor]]) -> list[Tensor]:
+    def _draw_mix(self, batch: int, device: torch.device) -> tuple[int, LatentMix] | None:
+        """The latent mixup of a training batch (torch's global RNG, so a resumed run draws the same)."""
+        a = self.cfg.mixup_alpha
+        if not (self.training and a > 0):
+            return None
+        layer = int(torch.randint(0, self.cfg.depth + 1, ()))
+        lam = torch.distributions.Beta(torch.tensor(a), torch.tensor(a)).sample((batch,))
+        return layer, LatentMix(torch.randperm(batch).to(device), lam.to(device))
+
+    def _joint(
+        self, parts: list[tuple[Tensor, Tensor, Tensor]], mix: tuple[int, LatentMix] | None = None
+    ) -> list[Tensor]:
         """Joint blocks over ``[sum of present class tokens ; pooled tokens of each part]``.
 
         ``parts``: per modality (class token (B, D), pooled tokens (B, n, D), presence (B,)). Returns the class
@@ -96,7 +115,7 @@ class SparseFusion(nn.Module):
         seq = torch.cat([z[:, None]] + [zero_absent(t, m) for _, t, m in parts], dim=1)
         first = torch.ones_like(keep[:, 0])
         bias = key_bias([(1, first)] + [(t.shape[1], m) for _, t, m in parts], seq.dtype)
-        x = self.joint(seq, bias)
+        x = self.joint(seq, bias, mix)
         outs, start = [x[:, 0]], 1
         for _, t, _ in parts:
             outs.append(x[:, start : start + t.shape[1]])
@@ -121,9 +140,10 @@ class SparseFusion(nn.Module):
         ca, cv = self.joint.audio_in(a.pooled), self.joint.video_in(v.pooled)
         pa = self.audio_pool(self.joint.audio_in(a.tokens))  # (B, ceil(N_a / k_a), D)
         pv = self.video_pool(self.joint.video_in(v.tokens))
-        z, xa, xv = self._joint([(ca, pa, has_a), (cv, pv, has_v)])
+        mix = self._draw_mix(B, audio.device)  # the alone passes below stay unmixed
+        z, xa, xv = self._joint([(ca, pa, has_a), (cv, pv, has_v)], mix)
         ga, gv = (pa.shape[1],), (pv.shape[1],)
-        res = FusionResult(output(xa, z, ga), output(xv, z, gv))
+        res = FusionResult(output(xa, z, ga), output(xv, z, gv), mix=None if mix is None else mix[1])
         if alone:
             on = torch.ones_like(has_a)
             za, ya = self._joint([(ca, pa, on)])

@@ -114,11 +114,23 @@ class FusionBlocks(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor, attn_bias: Tensor | None = None) -> Tensor:
-        """``x``: (B, N, dim) through every block, then the norm."""
-        for blk in self.blocks:
+    def forward(self, x: Tensor, attn_bias: Tensor | None = None, mix: tuple[int, Any] | None = None) -> Tensor:
+        """``x``: (B, N, dim) through every block, then the norm.
+
+        ``mix = (layer, LatentMix)``: before block ``layer`` (``depth``: after the last block, before the norm) the
+        tokens of each sample become ``lam * x + (1 - lam) * x[index]`` (latent mixup)."""
+        for i, blk in enumerate(self.blocks):
+            if mix is not None and mix[0] == i:
+                x = _mix(x, mix[1])
             x = blk(x, attn_bias)
+        if mix is not None and mix[0] == len(self.blocks):
+            x = _mix(x, mix[1])
         return self.norm(x)
+
+
+def _mix(x: Tensor, mix: Any) -> Tensor:
+    lam = mix.lam.to(x.dtype)[:, None, None]
+    return lam * x + (1.0 - lam) * x[mix.index]
 
 
 def run_encoders(audio_encoder: Any, video_encoder: Any, audio: Tensor, video: Tensor) -> tuple[Any, Any]:

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, Mask, presence_mask
+from avformer.fusion.base import FusionResult, LatentMix, Mask, presence_mask
 from avformer.fusion.bottleneck import BottleneckFusionConfig
 from avformer.fusion.head import FusionHead, FusionLogits, HeadConfig
 from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions
@@ -74,6 +74,8 @@ class AVOutput:
             evaluation computes it; only with ``forward(alone=True)``, else None. Unlike ``audio_logits`` under
             bottleneck fusion, no video information reaches it.
         video_alone_logits: (B, K) likewise from video with audio masked.
+        mix: the fusion mixed samples in training (SFT's latent mixup): ``logits`` (and the pooled features and
+            embeddings) of sample ``i`` belong to ``lam[i]`` of it and ``1 - lam[i]`` of ``index[i]``.
 
     Per-modality outputs of a sample whose modality is absent are computed from whatever input was passed and carry
     no meaning: mask them with ``has_audio`` / ``has_video``.
@@ -90,6 +92,7 @@ class AVOutput:
     has_video: Tensor
     audio_alone_logits: Tensor | None = None
     video_alone_logits: Tensor | None = None
+    mix: LatentMix | None = None
 
 
 @dataclass
@@ -103,6 +106,7 @@ class AVFeatures:
     has_video: Tensor
     audio_alone: EncoderOutput | None = None
     video_alone: EncoderOutput | None = None
+    mix: LatentMix | None = None
 
 
 @dataclass(frozen=True)
@@ -304,7 +308,7 @@ class AVModel(nn.Module):
         res: FusionResult = self.fusion(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v, alone=alone)
         has_a = has_a if res.has_audio is None else res.has_audio  # a fusion that trains on one modality (UAVM)
         has_v = has_v if res.has_video is None else res.has_video
-        return AVFeatures(res.audio, res.video, has_a, has_v, res.audio_alone, res.video_alone)
+        return AVFeatures(res.audio, res.video, has_a, has_v, res.audio_alone, res.video_alone, res.mix)
 
     def forward_head(self, feats: AVFeatures, *, embed: bool = True) -> AVOutput:
         """Classifier(s) and, with ``embed``, the contrastive projections on the pooled features."""
@@ -327,6 +331,7 @@ class AVModel(nn.Module):
             has_video=feats.has_video,
             audio_alone_logits=alone_a,
             video_alone_logits=alone_v,
+            mix=feats.mix,
         )
 
     represent_modalities = ("video", "audio")

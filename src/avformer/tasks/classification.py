@@ -23,6 +23,10 @@ Choices (where MMT is silent or our data differs):
     * Mixup (``mixup_alpha > 0``): one λ and one permutation for audio and video, drawn from torch's global RNG
       (the trainer checkpoints it, so resume stays exact). A mixed clip keeps a modality only if both of its sources
       had it. Contrastive terms take the label of the dominant source (λ ≥ 0.5), as hard labels are what SupCon needs.
+    * What the fusion decides (``AVOutput``): the presence masks it used (UAVM feeds one modality per batch and
+      reports the other absent) replace the batch's in every term; a fusion that mixed hidden states (SFT's latent
+      mixup, ``AVOutput.mix``) gets its fused CE against the targets mixed the same way, per sample, and the
+      contrastive terms take the dominant source's label.
     * Multi-label data: contrastive positives are only the clip's own pair (instance discrimination, the sample
       index as label), since "same class" is ill-defined for label sets.
     * Modality dropout (``modality_dropout > 0``, our option): after mixup, a clip with both streams loses one of
@@ -46,8 +50,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avformer.fusion.base import LatentMix
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
 from avformer.metrics.classification import ClassificationMetrics
 from avformer.models.av_model import AVModel
@@ -148,6 +154,12 @@ class _ClassifierBase:
             return binary_cross_entropy(logits, target.float(), mask=mask)
         return cross_entropy(logits, target, label_smoothing=self.options.label_smoothing, mask=mask)
 
+    def _latent_mix(self, target: Tensor, mix: LatentMix) -> Tensor:
+        """Soft (B, K) targets mixed as the fusion mixed the samples: ``lam * t + (1 - lam) * t[index]``."""
+        soft = target.float() if target.is_floating_point() else F.one_hot(target.long(), self.num_classes).float()
+        lam = mix.lam.to(soft)[:, None]
+        return lam * soft + (1.0 - lam) * soft[mix.index]
+
     def _mix(
         self, inputs: dict[str, Tensor], target: Tensor, keep: Tensor
     ) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, float]:
@@ -236,10 +248,16 @@ class AVClassificationTask(_ClassifierBase):
         alone = cfg.modality_ce_weight > 0
         out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters, alone=alone)
         has_a, has_v = out.has_audio, out.has_video  # the fusion's: UAVM trains on one modality and masks the other
+        fused_target, fused_keep = target, keep & (has_a | has_v)
+        con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
+        if out.mix is not None:  # the fusion mixed hidden states (SFT's latent mixup): mix the targets alike
+            fused_target, fused_keep = self._latent_mix(target, out.mix), fused_keep & fused_keep[out.mix.index]
+            if not self.multilabel:  # contrastive terms: the label of the dominant source, as with input mixup
+                con_labels = torch.where(out.mix.lam >= 0.5, con_labels, con_labels[out.mix.index])
 
         terms: dict[str, Tensor] = {}
         if cfg.ce_weight > 0:
-            terms["ce"] = cfg.ce_weight * self._classification_loss(out.logits, target, keep & (has_a | has_v))
+            terms["ce"] = cfg.ce_weight * self._classification_loss(out.logits, fused_target, fused_keep)
         if alone:
             assert out.audio_alone_logits is not None and out.video_alone_logits is not None
             w = cfg.modality_ce_weight
@@ -248,8 +266,6 @@ class AVClassificationTask(_ClassifierBase):
         if cfg.avc_weight > 0 or cfg.imc_weight > 0:
             if self.multilabel:  # instance discrimination: the clip's own pair is its only positive
                 con_labels = torch.arange(n, device=device) + rank_offset(n, device)  # unique across ranks
-            else:
-                con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
             a_mask, v_mask = keep & has_a, keep & has_v
             assert out.audio_emb is not None and out.video_emb is not None  # embed=True whenever AVC/IMC are on
             if cfg.avc_weight > 0:
