@@ -28,17 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, Mask, presence_mask
+from avformer.fusion.base import FusionResult
 from avformer.fusion.registry import register_fusion
-from avformer.fusion.tokens import (
-    FusionBlocks,
-    key_bias,
-    output,
-    run_encoders,
-    sinusoid,
-    token_times,
-    zero_absent,
-)
+from avformer.fusion.tokens import FusionBlocks, TokenFusion, key_bias, output, zero_absent
 
 __all__ = ["CrossAttentionFusion", "CrossAttentionFusionConfig", "cross_mask"]
 
@@ -83,7 +75,7 @@ def cross_mask(na: int, nv: int, device: torch.device | None = None) -> Tensor:
     return allowed
 
 
-class CrossAttentionFusion(nn.Module):
+class CrossAttentionFusion(TokenFusion):
     """TCaF-style fused blocks over two encoders' tokens (see the module docstring)."""
 
     def __init__(
@@ -92,32 +84,20 @@ class CrossAttentionFusion(nn.Module):
         super().__init__()
         cfg = cfg or CrossAttentionFusionConfig()
         self.cfg = cfg
-        self.joint = FusionBlocks(audio_dim, video_dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio)
-        dim = self.joint.dim
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.modality_embed = nn.Parameter(torch.zeros(2, dim)) if cfg.modality_embed else None
-        self.audio_kind = audio_kind or "spectrogram"
+        self.joint = FusionBlocks(
+            audio_dim, video_dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio,
+            modality_embed=cfg.modality_embed, time_embed=cfg.time_embed, audio_kind=audio_kind or "spectrogram",
+        )  # fmt: skip
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.joint.dim))
 
     def init_weights(self) -> None:
-        """The blocks' init; cls token and modality embeddings truncated normal (std 0.02)."""
+        """The blocks' init; the cls token truncated normal (std 0.02)."""
         self.joint.init_weights()
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        if self.modality_embed is not None:
-            nn.init.trunc_normal_(self.modality_embed, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
         """The cls token and the modality embeddings."""
-        return {"cls_token"} | ({"modality_embed"} if self.modality_embed is not None else set())
-
-    def _inputs(self, a: Any, v: Any) -> tuple[Tensor, Tensor]:
-        ta, tv = self.joint.audio_in(a.tokens), self.joint.video_in(v.tokens)
-        if self.modality_embed is not None:
-            ta, tv = ta + self.modality_embed[0].to(ta.dtype), tv + self.modality_embed[1].to(tv.dtype)
-        if self.cfg.time_embed:
-            dim = self.joint.dim
-            ta = ta + sinusoid(token_times(a.grid, self.audio_kind, ta.device), dim).to(ta.dtype)
-            tv = tv + sinusoid(token_times(v.grid, "video", tv.device), dim).to(tv.dtype)
-        return ta, tv
+        return {"cls_token"} | {f"joint.{n}" for n in self.joint.no_weight_decay()}
 
     def fuse_tokens(self, ta: Tensor, tv: Tensor, has_a: Tensor, has_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The fused blocks on embedded tokens ``ta`` (B, N_a, D), ``tv`` (B, N_v, D): (cls, audio, video) outputs."""
@@ -131,22 +111,9 @@ class CrossAttentionFusion(nn.Module):
         x = self.joint(seq, bias)
         return x[:, 0], x[:, 1 : 1 + na], x[:, 1 + na :]
 
-    def forward(
-        self,
-        audio_encoder: nn.Module,
-        video_encoder: nn.Module,
-        audio: Tensor,
-        video: Tensor,
-        has_audio: Mask = None,
-        has_video: Mask = None,
-        *,
-        alone: bool = False,
-    ) -> FusionResult:
+    def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
         """Both encoders, then the fused blocks; with ``alone`` each modality also with the other masked."""
-        a, v = run_encoders(audio_encoder, video_encoder, audio, video)
-        B = audio.shape[0]
-        has_a, has_v = presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
-        ta, tv = self._inputs(a, v)
+        ta, tv = self.joint.inputs(a, v)
         z, xa, xv = self.fuse_tokens(ta, tv, has_a, has_v)
         res = FusionResult(output(xa, z, a.grid), output(xv, z, v.grid))
         if alone:

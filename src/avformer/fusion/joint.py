@@ -27,17 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, Mask, masked_pair_mean, presence_mask
+from avformer.fusion.base import FusionResult, masked_pair_mean
 from avformer.fusion.registry import register_fusion
-from avformer.fusion.tokens import (
-    FusionBlocks,
-    key_bias,
-    output,
-    run_encoders,
-    sinusoid,
-    token_times,
-    zero_absent,
-)
+from avformer.fusion.tokens import FusionBlocks, TokenFusion, key_bias, output, zero_absent
 
 __all__ = ["AgnosticFusionConfig", "ConcatFusionConfig", "JointFusion"]
 
@@ -80,7 +72,7 @@ class AgnosticFusionConfig:
     dim: int | None = None
 
 
-class JointFusion(nn.Module):
+class JointFusion(TokenFusion):
     """``depth`` blocks over ``[audio tokens ; video tokens]`` (see the module docstring).
 
     Args:
@@ -94,50 +86,24 @@ class JointFusion(nn.Module):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        self.joint = FusionBlocks(audio_dim, video_dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio)
-        self.dim = self.joint.dim
-        self.agnostic = isinstance(cfg, AgnosticFusionConfig)
-        use_mod = isinstance(cfg, ConcatFusionConfig) and cfg.modality_embed
-        self.modality_embed = nn.Parameter(torch.zeros(2, self.dim)) if use_mod else None
-        self.time_embed = isinstance(cfg, ConcatFusionConfig) and cfg.time_embed
-        self.audio_kind = audio_kind
+        concat = isinstance(cfg, ConcatFusionConfig)
+        self.agnostic = not concat
+        self.joint = FusionBlocks(
+            audio_dim, video_dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio,
+            modality_embed=concat and cfg.modality_embed, time_embed=concat and cfg.time_embed, audio_kind=audio_kind,
+        )  # fmt: skip
 
     def init_weights(self) -> None:
-        """The blocks' init; modality embeddings truncated normal (std 0.02)."""
+        """The blocks' init (modality embeddings truncated normal, std 0.02)."""
         self.joint.init_weights()
-        if self.modality_embed is not None:
-            nn.init.trunc_normal_(self.modality_embed, std=0.02)
 
     def no_weight_decay(self) -> set[str]:
         """The modality embeddings."""
-        return {"modality_embed"} if self.modality_embed is not None else set()
+        return {f"joint.{n}" for n in self.joint.no_weight_decay()}
 
-    def _inputs(self, a: Any, v: Any) -> tuple[Tensor, Tensor]:
-        """Each modality's tokens in the joint width, with its embeddings."""
-        ta, tv = self.joint.audio_in(a.tokens), self.joint.video_in(v.tokens)
-        if self.modality_embed is not None:
-            ta, tv = ta + self.modality_embed[0].to(ta.dtype), tv + self.modality_embed[1].to(tv.dtype)
-        if self.time_embed:
-            ta = ta + sinusoid(token_times(a.grid, self.audio_kind, ta.device), self.dim).to(ta.dtype)
-            tv = tv + sinusoid(token_times(v.grid, "video", tv.device), self.dim).to(tv.dtype)
-        return ta, tv
-
-    def forward(
-        self,
-        audio_encoder: nn.Module,
-        video_encoder: nn.Module,
-        audio: Tensor,
-        video: Tensor,
-        has_audio: Mask = None,
-        has_video: Mask = None,
-        *,
-        alone: bool = False,
-    ) -> FusionResult:
+    def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
         """Both encoders, then the joint blocks over their tokens; with ``alone`` also each modality by itself."""
-        a, v = run_encoders(audio_encoder, video_encoder, audio, video)
-        B = audio.shape[0]
-        has_a, has_v = presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
-        ta, tv = self._inputs(a, v)
+        ta, tv = self.joint.inputs(a, v)
         na = ta.shape[1]
         ja, jv = zero_absent(ta, has_a), zero_absent(tv, has_v)
         bias = key_bias([(na, has_a), (tv.shape[1], has_v)], ta.dtype)

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, LatentMix, Mask, presence_mask
+from avformer.fusion.base import FusionResult, LatentMix
 from avformer.fusion.registry import register_fusion
-from avformer.fusion.tokens import FusionBlocks, key_bias, output, run_encoders, zero_absent
+from avformer.fusion.tokens import FusionBlocks, TokenFusion, key_bias, output, zero_absent
 from avformer.layers.token_pool import POOL_OPS, TokenPool
 
 __all__ = ["SparseFusion", "SparseFusionConfig"]
@@ -74,7 +74,7 @@ class SparseFusionConfig:
             raise ValueError(f"kernels must be >= 1, got {self.audio_kernel}, {self.video_kernel}")
 
 
-class SparseFusion(nn.Module):
+class SparseFusion(TokenFusion):
     """SFT over two encoders' tokens (see the module docstring)."""
 
     def __init__(self, audio_dim: int, video_dim: int, cfg: SparseFusionConfig | None = None) -> None:
@@ -122,25 +122,13 @@ class SparseFusion(nn.Module):
             start += t.shape[1]
         return outs
 
-    def forward(
-        self,
-        audio_encoder: nn.Module,
-        video_encoder: nn.Module,
-        audio: Tensor,
-        video: Tensor,
-        has_audio: Mask = None,
-        has_video: Mask = None,
-        *,
-        alone: bool = False,
-    ) -> FusionResult:
+    def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
         """Encoders, sparse pooling, joint blocks; with ``alone`` each modality also by itself."""
-        a, v = run_encoders(audio_encoder, video_encoder, audio, video)
-        B = audio.shape[0]
-        has_a, has_v = presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
+        B = has_a.shape[0]
         ca, cv = self.joint.audio_in(a.pooled), self.joint.video_in(v.pooled)
         pa = self.audio_pool(self.joint.audio_in(a.tokens))  # (B, ceil(N_a / k_a), D)
         pv = self.video_pool(self.joint.video_in(v.tokens))
-        mix = self._draw_mix(B, audio.device)  # the alone passes below stay unmixed
+        mix = self._draw_mix(B, has_a.device)  # the alone passes below stay unmixed
         z, xa, xv = self._joint([(ca, pa, has_a), (cv, pv, has_v)], mix)
         ga, gv = (pa.shape[1],), (pv.shape[1],)
         res = FusionResult(output(xa, z, ga), output(xv, z, gv), mix=None if mix is None else mix[1])

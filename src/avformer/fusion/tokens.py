@@ -23,12 +23,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from avformer.fusion.base import FusionResult, Mask, presence_mask
 from avformer.layers.vit_block import Block
 
 if TYPE_CHECKING:  # avformer.models imports this package (AVModel)
     from avformer.models.base import EncoderOutput
 
-__all__ = ["FusionBlocks", "key_bias", "output", "project", "run_encoders", "sinusoid", "token_times", "zero_absent"]
+__all__ = [
+    "FusionBlocks",
+    "TokenFusion",
+    "encode",
+    "key_bias",
+    "output",
+    "project",
+    "sinusoid",
+    "token_times",
+    "zero_absent",
+]
 
 
 def token_times(grid: Sequence[int], input_kind: str, device: torch.device | None = None) -> Tensor:
@@ -84,16 +95,30 @@ def project(dim_in: int, dim: int) -> nn.Module:
 
 
 class FusionBlocks(nn.Module):
-    """The fusion's own pre-norm transformer blocks and final LayerNorm, with the per-modality input maps.
+    """The fusion's own pre-norm transformer blocks and final LayerNorm, with the per-modality input maps and the
+    optional token embeddings.
 
     Args:
         audio_dim, video_dim: the encoders' token widths.
         dim: the fusion width (None: the wider encoder's).
         depth, num_heads, mlp_ratio: of the blocks (:class:`~avformer.layers.vit_block.Block`).
+        modality_embed: a learned embedding per modality, added by :meth:`inputs`.
+        time_embed: the time-aligned sinusoidal code of each token, added by :meth:`inputs`.
+        audio_kind: the audio encoder's ``input_kind`` (where time is in its grid).
     """
 
     def __init__(
-        self, audio_dim: int, video_dim: int, dim: int | None, depth: int, num_heads: int, mlp_ratio: float
+        self,
+        audio_dim: int,
+        video_dim: int,
+        dim: int | None,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        *,
+        modality_embed: bool = False,
+        time_embed: bool = False,
+        audio_kind: str = "spectrogram",
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -101,11 +126,13 @@ class FusionBlocks(nn.Module):
         self.dim = dim or max(audio_dim, video_dim)
         self.audio_in = project(audio_dim, self.dim)
         self.video_in = project(video_dim, self.dim)
+        self.modality_embed = nn.Parameter(torch.zeros(2, self.dim)) if modality_embed else None
+        self.time_embed, self.audio_kind = time_embed, audio_kind
         self.blocks = nn.ModuleList(Block(self.dim, num_heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(self.dim, eps=1e-6)
 
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) Linear weights, zero biases, unit LayerNorms."""
+        """Truncated normal (std 0.02) Linear weights and modality embeddings, zero biases, unit LayerNorms."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
@@ -113,6 +140,23 @@ class FusionBlocks(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.modality_embed is not None:
+            nn.init.trunc_normal_(self.modality_embed, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """The modality embeddings."""
+        return {"modality_embed"} if self.modality_embed is not None else set()
+
+    def inputs(self, a: Any, v: Any) -> tuple[Tensor, Tensor]:
+        """The encoders' outputs ``a``, ``v`` (:class:`EncoderOutput`) as tokens of the fusion width, with the
+        modality and time embeddings when enabled."""
+        ta, tv = self.audio_in(a.tokens), self.video_in(v.tokens)
+        if self.modality_embed is not None:
+            ta, tv = ta + self.modality_embed[0].to(ta.dtype), tv + self.modality_embed[1].to(tv.dtype)
+        if self.time_embed:
+            ta = ta + sinusoid(token_times(a.grid, self.audio_kind, ta.device), self.dim).to(ta.dtype)
+            tv = tv + sinusoid(token_times(v.grid, "video", tv.device), self.dim).to(tv.dtype)
+        return ta, tv
 
     def forward(self, x: Tensor, attn_bias: Tensor | None = None, mix: tuple[int, Any] | None = None) -> Tensor:
         """``x``: (B, N, dim) through every block, then the norm.
@@ -133,11 +177,38 @@ def _mix(x: Tensor, mix: Any) -> Tensor:
     return lam * x + (1.0 - lam) * x[mix.index]
 
 
-def run_encoders(audio_encoder: Any, video_encoder: Any, audio: Tensor, video: Tensor) -> tuple[Any, Any]:
-    """Both encoders' ``forward_features`` (checked batch sizes)."""
-    if audio.shape[0] != video.shape[0]:
-        raise ValueError(f"audio and video batch sizes differ: {audio.shape[0]} vs {video.shape[0]}")
-    return audio_encoder.forward_features(audio), video_encoder.forward_features(video)
+class TokenFusion(nn.Module):
+    """Base of the fusions that read the encoders' output tokens: ``forward`` (the fusion contract of
+    :mod:`avformer.fusion.base`) runs both encoders whole and hands their outputs to :meth:`fuse`."""
+
+    def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
+        """The fusion proper, on the encoders' outputs ``a``, ``v`` and the (B,) presence masks."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        audio_encoder: nn.Module,
+        video_encoder: nn.Module,
+        audio: Tensor,
+        video: Tensor,
+        has_audio: Mask = None,
+        has_video: Mask = None,
+        *,
+        alone: bool = False,
+    ) -> FusionResult:
+        """Both encoders, then :meth:`fuse`; with ``alone`` the result also has each modality by itself."""
+        return self.fuse(*encode(audio_encoder, video_encoder, audio, video, has_audio, has_video), alone=alone)
+
+
+def encode(
+    audio_encoder: Any, video_encoder: Any, audio: Tensor, video: Tensor, has_audio: Mask, has_video: Mask
+) -> tuple[Any, Any, Tensor, Tensor]:
+    """Both encoders' ``forward_features`` and the (B,) presence masks (checked batch sizes)."""
+    B = audio.shape[0]
+    if video.shape[0] != B:
+        raise ValueError(f"audio and video batch sizes differ: {B} vs {video.shape[0]}")
+    has_a, has_v = presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
+    return audio_encoder.forward_features(audio), video_encoder.forward_features(video), has_a, has_v
 
 
 def output(tokens: Tensor, pooled: Tensor, grid: Sequence[int]) -> EncoderOutput:
