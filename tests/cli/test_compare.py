@@ -64,6 +64,13 @@ def test_compare_trains_every_seed_and_writes_table_and_json(
     assert "speech_commands_mat_tiny" in table and "(n=2)" in table and "avformer compare --configs" in table
     assert "speech_commands_mat_tiny beat" in table or "lost to" in table or "tied with" in table
 
+    # the same command again trains nothing: every run is finished (a new seed would train only that seed)
+    before = (out / "speech_commands_mat_tiny" / "seed0" / "train.out").read_text()
+    capsys.readouterr()
+    assert compare.main(args) == 0
+    assert capsys.readouterr().out.count("already finished") == 4
+    assert (out / "speech_commands_mat_tiny" / "seed0" / "train.out").read_text() == before
+
     # the table again from the run folders, without training
     (out / "table.md").unlink()
     assert compare.main([*args, "--table-only"]) == 0

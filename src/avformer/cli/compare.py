@@ -13,7 +13,8 @@ clip, peak training memory at the training batch size) and ``OUT/table.md`` and 
 the last-epoch validation metric (mean ± std over seeds), the costs, the training clips/s the runs achieved, the
 wall time and the machine's load average while training (other people's jobs slow a shared machine down).
 
-Running the same command again resumes unfinished runs (``train.resume: auto``) and re-evaluates finished ones;
+Running the same command again resumes unfinished runs (``train.resume: auto``) and leaves finished ones (all
+epochs in ``metrics.csv``) as they are, so adding a seed trains only that seed;
 ``--table-only`` only re-reads the run folders and rewrites the table.
 
 Exit status: 0 every run finished; 1 a run failed (the table is still written from the others); 2 bad arguments or a
@@ -45,6 +46,15 @@ class _Job:
     path: str  # config file
     seed: int
     out_dir: Path
+    epochs: int  # train.epochs of the config (with the --set overrides)
+
+    def finished(self) -> bool:
+        """All epochs are in ``metrics.csv`` and ``last.pt`` exists: nothing left to train."""
+        metrics = self.out_dir / "metrics.csv"
+        if not (metrics.is_file() and (self.out_dir / "last.pt").is_file()):
+            return False
+        with metrics.open(newline="") as f:
+            return sum(1 for _ in f) - 1 >= self.epochs  # rows after the header
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -130,7 +140,10 @@ def _run_jobs(jobs: list[_Job], overrides: list[str], n_parallel: int, threads: 
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
-    pending = list(jobs)
+    pending = [j for j in jobs if not j.finished()]
+    for job in jobs:
+        if job not in pending:
+            print(f"done   {job.name} seed {job.seed} (already finished in {job.out_dir})", flush=True)
     running: list[tuple[_Job, subprocess.Popen[bytes], float, Any]] = []
     done: dict[tuple[str, int], Any] = {}
     try:
@@ -196,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     names = _names(args.configs, cfgs)
     out = Path(args.out)
     jobs = [
-        _Job(name, path, seed, out / name / f"seed{seed}")
+        _Job(name, path, seed, out / name / f"seed{seed}", cfg.train.epochs)
         for seed in args.seeds
-        for name, path in zip(names, args.configs, strict=True)
+        for name, path, cfg in zip(names, args.configs, cfgs, strict=True)
     ]
     command = shlex.join(["avformer", "compare", *(sys.argv[2:] if argv is None else argv)])
 

@@ -112,7 +112,7 @@ class CrossAttentionFusion(TokenFusion):
         return x[:, 0], x[:, 1 : 1 + na], x[:, 1 + na :]
 
     def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
-        """Both encoders, then the fused blocks; with ``alone`` each modality also with the other masked."""
+        """The fused blocks on the encoders' tokens; with ``alone`` each modality also with the other masked."""
         ta, tv = self.joint.inputs(a, v)
         z, xa, xv = self.fuse_tokens(ta, tv, has_a, has_v)
         res = FusionResult(output(xa, z, a.grid), output(xv, z, v.grid))

@@ -102,7 +102,7 @@ class JointFusion(TokenFusion):
         return {f"joint.{n}" for n in self.joint.no_weight_decay()}
 
     def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
-        """Both encoders, then the joint blocks over their tokens; with ``alone`` also each modality by itself."""
+        """The joint blocks over the encoders' tokens; with ``alone`` also each modality by itself."""
         ta, tv = self.joint.inputs(a, v)
         na = ta.shape[1]
         ja, jv = zero_absent(ta, has_a), zero_absent(tv, has_v)

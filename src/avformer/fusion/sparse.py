@@ -123,7 +123,7 @@ class SparseFusion(TokenFusion):
         return outs
 
     def fuse(self, a: Any, v: Any, has_a: Tensor, has_v: Tensor, *, alone: bool) -> FusionResult:
-        """Encoders, sparse pooling, joint blocks; with ``alone`` each modality also by itself."""
+        """Sparse pooling, then the joint blocks; with ``alone`` each modality also by itself."""
         B = has_a.shape[0]
         ca, cv = self.joint.audio_in(a.pooled), self.joint.video_in(v.pooled)
         pa = self.audio_pool(self.joint.audio_in(a.tokens))  # (B, ceil(N_a / k_a), D)
