@@ -295,3 +295,12 @@ def test_task_trains_latent_mixup_against_the_mixed_targets() -> None:
     plain = torch.nn.functional.cross_entropy(out.logits.detach(), label)
     assert logs["ce"] == pytest.approx(float(expected), rel=1e-5)
     assert abs(float(expected) - float(plain)) > 1e-3  # the test can tell the two apart
+
+
+def test_uavm_per_batch_tells_ddp_about_the_encoder_it_leaves_out() -> None:
+    from avformer.tasks.classification import AVClassificationOptions, AVClassificationTask
+
+    with_avc = AVClassificationOptions(avc_weight=0.1)
+    assert AVClassificationTask(_model("uavm_tiny"), with_avc, num_classes=5).unused_parameters
+    both = _model("uavm_tiny", fusion_config={"audio_prob": None})
+    assert not AVClassificationTask(both, with_avc, num_classes=5).unused_parameters

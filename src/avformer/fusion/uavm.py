@@ -17,7 +17,8 @@ Training (UAVM feeds one modality per batch): with ``audio_prob`` set, a trainin
 audio with that probability (torch's global RNG, so resume stays exact) and otherwise video, per batch (UAVM) or per
 sample (``sample_per="sample"``), and reports the other modality as absent (``FusionResult.has_audio`` /
 ``has_video``): the fused loss is then the chosen modality's. Per batch, the other encoder does not run at all (half
-the encoder compute; under DDP that needs ``find_unused_parameters``). Evaluation and ``alone`` use both.
+the encoder compute; ``skips_parameters`` tells the task, which tells DDP to find unused parameters). Evaluation and
+``alone`` use both.
 
 What differs from UAVM: its inputs are frozen ConvNeXt features (30 time steps per modality) with learned position
 tables in every stack; here the encoders are trained end to end and keep their own position embeddings, and the
@@ -78,6 +79,8 @@ class UAVMFusion(nn.Module):
         self.cfg = cfg
         self.shared = FusionBlocks(audio_dim, video_dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio)
         self.head_norm = nn.LayerNorm(self.shared.dim, eps=1e-6)  # UAVM's head norm, shared
+        # per batch one encoder gets no gradient: the task tells DDP (find_unused_parameters)
+        self.skips_parameters = cfg.audio_prob is not None and cfg.sample_per == "batch"
 
     def init_weights(self) -> None:
         """The shared blocks' init; the head norm at unit scale."""

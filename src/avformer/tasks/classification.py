@@ -231,8 +231,10 @@ class AVClassificationTask(_ClassifierBase):
         self.avc = AVCLoss(options.temperature, gather=True)
         self.imc = IMCLoss(options.temperature, gather=True)
         # without AVC and IMC the contrastive projection heads are not run (forward(embed=False)) and get no
-        # gradient: DDP must be told (the Trainer reads this flag)
-        self.unused_parameters = options.avc_weight <= 0 and options.imc_weight <= 0
+        # gradient: DDP must be told (the Trainer reads this flag); so must a fusion that leaves an encoder out of some
+        # steps (UAVM feeds one modality per batch)
+        skips = bool(getattr(model.fusion, "skips_parameters", False))
+        self.unused_parameters = (options.avc_weight <= 0 and options.imc_weight <= 0) or skips
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         cfg = self.options
