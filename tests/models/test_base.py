@@ -12,7 +12,8 @@ from avformer.models.base import INPUT_KINDS, Encoder, StagedEncoder
 from avformer.models.registry import create_model, list_models
 from avformer.models.vatt import VisionAudioTextTransformer
 
-SINGLE = [n for n in list_models() if not n.startswith(("mmt_", "av_", "vatt_")) or n == "vatt_classifier"]
+_AV = ("mmt_", "av_", "vatt_", "concat_", "sft_", "xattn_", "eao_", "uavm_")  # audio-visual models
+SINGLE = [n for n in list_models() if not n.startswith(_AV) or n == "vatt_classifier"]
 
 
 @pytest.mark.parametrize("name", SINGLE)

@@ -233,8 +233,8 @@ class AVClassificationTask(_ClassifierBase):
         # without AVC and IMC the contrastive projection heads are not run (forward(embed=False)) and get no
         # gradient: DDP must be told (the Trainer reads this flag); so must a fusion that leaves an encoder out of some
         # steps (UAVM feeds one modality per batch)
-        skips = bool(getattr(model.fusion, "skips_parameters", False))
-        self.unused_parameters = (options.avc_weight <= 0 and options.imc_weight <= 0) or skips
+        self.embed = options.avc_weight > 0 or options.imc_weight > 0
+        self.unused_parameters = not self.embed or bool(getattr(model.fusion, "skips_parameters", False))
 
     def training_step(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         cfg = self.options
@@ -248,7 +248,7 @@ class AVClassificationTask(_ClassifierBase):
         if cfg.modality_dropout > 0:
             has_a, has_v = drop_modality(has_a, has_v, cfg.modality_dropout)
         alone = cfg.modality_ce_weight > 0
-        out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=not self.unused_parameters, alone=alone)
+        out = self.model(inputs["audio"], inputs["video"], has_a, has_v, embed=self.embed, alone=alone)
         has_a, has_v = out.has_audio, out.has_video  # the fusion's: UAVM trains on one modality and masks the other
         fused_target, fused_keep = target, keep & (has_a | has_v)
         con_labels = batch["label"] if lam >= 0.5 else batch["label"][index]
