@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from avformer.cli import embed, predict, train
 from avformer.cli import eval as eval_cli
-from avformer.cli import predict, train
 from avformer.models.loading import load_run
 from tests.cli._tiny_run import make_synth, write_video_only, write_wav
 
@@ -45,3 +46,7 @@ def test_fusion_config_trains_evaluates_and_predicts(
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert [(r["has_audio"], r["has_video"]) for r in lines] == [(True, False), (False, True)]
     assert all(r["ok"] and len(r["top"]) > 0 for r in lines)
+    if fusion == "agnostic":  # its joint embedding is written with the others, for retrieval
+        assert embed.main([str(out), str(synth), "--out", str(tmp_path / "emb")]) == 0
+        saved = torch.load(tmp_path / "emb" / "embeddings.pt", weights_only=True)
+        assert saved["av_fused"].shape[0] == saved["audio_va"].shape[0] > 0

@@ -3,6 +3,7 @@ only the shapes. Small encoders (2 blocks, 32 wide, 8 tokens each) on 64 x 100 a
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -304,3 +305,18 @@ def test_uavm_per_batch_tells_ddp_about_the_encoder_it_leaves_out() -> None:
     assert AVClassificationTask(_model("uavm_tiny"), with_avc, num_classes=5).unused_parameters
     both = _model("uavm_tiny", fusion_config={"audio_prob": None})
     assert not AVClassificationTask(both, with_avc, num_classes=5).unused_parameters
+
+
+def test_agnostic_fused_embedding_is_a_representation_for_retrieval() -> None:
+    from avformer.eval.representations import Embeddings
+
+    m = _model("eao_tiny")
+    a, v = _inputs()
+    has_v = torch.tensor([True, False, True])
+    with torch.no_grad():
+        rep = m.represent(v, a, has_video=has_v)
+        res = m.fusion(m.audio_encoder, m.video_encoder, a, v, has_video=has_v)
+    torch.testing.assert_close(rep["av_fused"], res.fused)
+    torch.testing.assert_close(rep["av_fused"][1], res.audio.pooled[1])  # video absent: the audio embedding alone
+    assert "av_fused" not in _model("concat_tiny").represent(v, a)  # only a fusion that makes one
+    assert "av_fused" in {f.name for f in dataclasses.fields(Embeddings)}

@@ -5,7 +5,8 @@
 Any run whose model encodes audio and/or video works (VATT, MMT and other AV models, a single encoder).
 ``DIR/embeddings.pt`` holds (``torch.load``) the encoder features (``video_pooled``, ``audio_pooled``), the
 common-space embeddings where the model has them (``video_va``, ``audio_va``: VATT's video-audio space or an AV
-model's contrastive projections; ``video_vt``, ``text_vt`` for VATT clips with text), ``labels``,
+model's contrastive projections; ``video_vt``, ``text_vt`` for VATT clips with text; ``av_fused``, the joint
+audio-visual embedding of a fusion that makes one, e.g. ``agnostic``), ``labels``,
 ``has_video`` / ``has_audio`` / ``has_text`` and the ``run`` it came from; ``DIR/index.csv`` lists the rows in the
 same order (``row,id,path,label,has_video,has_audio,text``). ``avformer retrieve DIR ...`` searches it. Retrieval
 metrics of the manifest (a→v, v→a, t→v; mAP when it has labels) are printed and saved in ``DIR/retrieval.json``.

@@ -3,9 +3,10 @@
 * :func:`extract_embeddings` runs a frozen model over a manifest once (one centre window per clip) and keeps, per
   clip, what the model's ``represent(video, audio, has_video, has_audio)`` returns: ``video_pooled`` /
   ``audio_pooled`` (encoder features, what a linear probe reads), ``video_va`` / ``audio_va`` (the audio-video
-  common space: VATT's video-audio heads, MMT's contrastive projections) and ``video_vt`` (VATT's video-text space),
-  plus the text embedding of clips with text when the model embeds text (``embed_text``). A single encoder without
-  ``represent`` gives its ``forward_features(x).pooled`` for its own modality (``input_kind``).
+  common space: VATT's video-audio heads, MMT's contrastive projections), ``video_vt`` (VATT's video-text space) and
+  ``av_fused`` (a joint audio-visual embedding, from a fusion that makes one: ``agnostic``), plus the text
+  embedding of clips with text when the model embeds text (``embed_text``). A single encoder without ``represent``
+  gives its ``forward_features(x).pooled`` for its own modality (``input_kind``).
 * :func:`fit_linear_probe`: multinomial logistic regression on standardised frozen features, trained full-batch with
   L-BFGS. The L2 strength is picked on a held-out fifth of the *train* features (never on val), then the probe is
   refit on all of train and scored once on val. Deterministic for a given seed.
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 _WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
-_KEYS = ("video_pooled", "audio_pooled", "video_va", "audio_va", "video_vt")
+_KEYS = ("video_pooled", "audio_pooled", "video_va", "audio_va", "video_vt", "av_fused")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Embeddings:
     video_va: Tensor | None = None  # (N, E) audio-video common space
     audio_va: Tensor | None = None
     video_vt: Tensor | None = None  # (N, vt_dim) video-text space (VATT)
+    av_fused: Tensor | None = None  # (N, D) joint audio-visual embedding (a fusion that makes one: agnostic)
     texts: list[str | None] = field(default_factory=list)
     text_vt: Tensor | None = None  # (N, vt_dim), zeros where the clip has no text
     has_text: Tensor | None = None  # (N,) bool

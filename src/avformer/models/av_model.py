@@ -107,6 +107,7 @@ class AVFeatures:
     audio_alone: EncoderOutput | None = None
     video_alone: EncoderOutput | None = None
     mix: LatentMix | None = None
+    fused: Tensor | None = None  # (B, D) the fusion's joint clip embedding, when it makes one (agnostic)
 
 
 @dataclass(frozen=True)
@@ -308,7 +309,7 @@ class AVModel(nn.Module):
         res: FusionResult = self.fusion(self.audio_encoder, self.video_encoder, audio, video, has_a, has_v, alone=alone)
         has_a = has_a if res.has_audio is None else res.has_audio  # a fusion that trains on one modality (UAVM)
         has_v = has_v if res.has_video is None else res.has_video
-        return AVFeatures(res.audio, res.video, has_a, has_v, res.audio_alone, res.video_alone, res.mix)
+        return AVFeatures(res.audio, res.video, has_a, has_v, res.audio_alone, res.video_alone, res.mix, res.fused)
 
     def forward_head(self, feats: AVFeatures, *, embed: bool = True) -> AVOutput:
         """Classifier(s) and, with ``embed``, the contrastive projections on the pooled features."""
@@ -342,11 +343,15 @@ class AVModel(nn.Module):
         """Per-clip representations for probes and retrieval, each from its own modality alone (the other masked
         for every sample, so no video reaches an audio representation through the fusion and retrieval cannot
         cheat): ``audio_pooled`` / ``video_pooled`` (encoder features) and ``audio_va`` / ``video_va`` (the
-        contrastive projections AVC aligns, the audio-video common space)."""
+        contrastive projections AVC aligns, the audio-video common space); and ``av_fused``, the joint embedding of
+        the present modalities together, for a fusion that makes one (Everything-at-Once's ``agnostic``)."""
         feats = self.forward_features(audio, video, has_audio, has_video, alone=True)
         assert feats.audio_alone is not None and feats.video_alone is not None
         a, v = feats.audio_alone.pooled, feats.video_alone.pooled
-        return {"audio_pooled": a, "video_pooled": v, "audio_va": self.audio_proj(a), "video_va": self.video_proj(v)}
+        out = {"audio_pooled": a, "video_pooled": v, "audio_va": self.audio_proj(a), "video_va": self.video_proj(v)}
+        if feats.fused is not None:
+            out["av_fused"] = feats.fused
+        return out
 
     def forward(
         self,
