@@ -79,14 +79,18 @@ class CrossAttentionFusion(TokenFusion):
     """TCaF-style fused blocks over two encoders' tokens (see the module docstring)."""
 
     def __init__(
-        self, audio_dim: int, video_dim: int, cfg: CrossAttentionFusionConfig | None = None, audio_kind: str = ""
+        self,
+        audio_dim: int,
+        video_dim: int,
+        cfg: CrossAttentionFusionConfig | None = None,
+        audio_kind: str = "spectrogram",
     ) -> None:
         super().__init__()
         cfg = cfg or CrossAttentionFusionConfig()
         self.cfg = cfg
         self.joint = FusionBlocks(
             audio_dim, video_dim, cfg.dim, cfg.depth, cfg.num_heads, cfg.mlp_ratio,
-            modality_embed=cfg.modality_embed, time_embed=cfg.time_embed, audio_kind=audio_kind or "spectrogram",
+            modality_embed=cfg.modality_embed, time_embed=cfg.time_embed, audio_kind=audio_kind,
         )  # fmt: skip
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.joint.dim))
 

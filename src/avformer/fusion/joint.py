@@ -110,12 +110,14 @@ class JointFusion(TokenFusion):
         x = self.joint(torch.cat((ja, jv), dim=1), bias)  # (B, N_a + N_v, dim)
         xa, xv = x[:, :na], x[:, na:]
         out_a, out_v = output(xa, xa.mean(1), a.grid), output(xv, xv.mean(1), v.grid)
-        fused = masked_pair_mean(out_a.pooled, out_v.pooled, has_a, has_v, out_a.pooled.new_zeros(()))
+        fused = None
+        if self.agnostic:  # EAO's embedding of the present modalities
+            fused = masked_pair_mean(out_a.pooled, out_v.pooled, has_a, has_v, out_a.pooled.new_zeros(()))
         if not alone:
-            return FusionResult(out_a, out_v, fused=fused if self.agnostic else None)
+            return FusionResult(out_a, out_v, fused=fused)
         ya, yv = self.joint(ta), self.joint(tv)  # each modality with the other absent: a sequence of its own tokens
         alone_a, alone_v = output(ya, ya.mean(1), a.grid), output(yv, yv.mean(1), v.grid)
-        return FusionResult(out_a, out_v, alone_a, alone_v, fused=fused if self.agnostic else None)
+        return FusionResult(out_a, out_v, alone_a, alone_v, fused=fused)
 
 
 def _build(audio_encoder: nn.Module, video_encoder: nn.Module, cfg: Any) -> JointFusion:

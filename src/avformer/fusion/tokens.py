@@ -35,6 +35,7 @@ __all__ = [
     "encode",
     "key_bias",
     "output",
+    "presence",
     "project",
     "sinusoid",
     "token_times",
@@ -200,14 +201,19 @@ class TokenFusion(nn.Module):
         return self.fuse(*encode(audio_encoder, video_encoder, audio, video, has_audio, has_video), alone=alone)
 
 
+def presence(audio: Tensor, video: Tensor, has_audio: Mask, has_video: Mask) -> tuple[Tensor, Tensor]:
+    """The (B,) presence masks of a batch (checked batch sizes)."""
+    B = audio.shape[0]
+    if video.shape[0] != B:
+        raise ValueError(f"audio and video batch sizes differ: {B} vs {video.shape[0]}")
+    return presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
+
+
 def encode(
     audio_encoder: Any, video_encoder: Any, audio: Tensor, video: Tensor, has_audio: Mask, has_video: Mask
 ) -> tuple[Any, Any, Tensor, Tensor]:
     """Both encoders' ``forward_features`` and the (B,) presence masks (checked batch sizes)."""
-    B = audio.shape[0]
-    if video.shape[0] != B:
-        raise ValueError(f"audio and video batch sizes differ: {B} vs {video.shape[0]}")
-    has_a, has_v = presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
+    has_a, has_v = presence(audio, video, has_audio, has_video)
     return audio_encoder.forward_features(audio), video_encoder.forward_features(video), has_a, has_v
 
 

@@ -33,9 +33,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from avformer.fusion.base import FusionResult, Mask, presence_mask
+from avformer.fusion.base import FusionResult, Mask
 from avformer.fusion.registry import register_fusion
-from avformer.fusion.tokens import FusionBlocks, output
+from avformer.fusion.tokens import FusionBlocks, output, presence
 
 __all__ = ["UAVMFusion", "UAVMFusionConfig"]
 
@@ -94,9 +94,10 @@ class UAVMFusion(nn.Module):
         t = self.shared(proj(f.tokens))
         return output(t, self.head_norm(t.mean(1)), f.grid)
 
-    def _absent(self, batch: int, like: Tensor) -> Any:
-        """The output of a modality that did not run (zeros; reported absent)."""
-        z = like.new_zeros(batch, self.shared.dim)
+    def _absent(self, like: Tensor) -> Any:
+        """The output of a modality that did not run: zeros shaped like the other's pooled ``like`` (reported
+        absent)."""
+        z = torch.zeros_like(like)
         return output(z[:, None], z, (1,))
 
     def forward(
@@ -111,26 +112,22 @@ class UAVMFusion(nn.Module):
         alone: bool = False,
     ) -> FusionResult:
         """Each modality through its encoder and the shared blocks; in training, one modality (see the docstring)."""
-        B = audio.shape[0]
-        if video.shape[0] != B:
-            raise ValueError(f"audio and video batch sizes differ: {B} vs {video.shape[0]}")
-        has_a, has_v = presence_mask(has_audio, B, audio.device), presence_mask(has_video, B, audio.device)
-        p = self.cfg.audio_prob
-        if self.training and not alone and p is not None:
-            if self.cfg.sample_per == "batch":
-                if float(torch.rand(())) < p:
-                    out_a = self._shared(audio_encoder, audio, self.shared.audio_in)
-                    return FusionResult(out_a, self._absent(B, out_a.pooled), has_video=has_v & False)
-                out_v = self._shared(video_encoder, video, self.shared.video_in)
-                return FusionResult(self._absent(B, out_v.pooled), out_v, has_audio=has_a & False)
-            pick_a = torch.rand(B, device=audio.device) < p
-            both = has_a & has_v  # a clip with one modality keeps it
-            has_a, has_v = has_a & (pick_a | ~both), has_v & (~pick_a | ~both)
-            out_a = self._shared(audio_encoder, audio, self.shared.audio_in)
+        has_a, has_v = presence(audio, video, has_audio, has_video)
+        sampling = self.training and not alone and self.cfg.audio_prob is not None
+        p = self.cfg.audio_prob or 0.0
+        if sampling and self.cfg.sample_per == "batch":  # one encoder only
+            if float(torch.rand(())) < p:
+                out_a = self._shared(audio_encoder, audio, self.shared.audio_in)
+                return FusionResult(out_a, self._absent(out_a.pooled), has_video=torch.zeros_like(has_v))
             out_v = self._shared(video_encoder, video, self.shared.video_in)
-            return FusionResult(out_a, out_v, has_audio=has_a, has_video=has_v)
+            return FusionResult(self._absent(out_v.pooled), out_v, has_audio=torch.zeros_like(has_a))
+        if sampling:  # per sample: a clip with both modalities keeps the one drawn, a clip with one keeps it
+            pick_a, both = torch.rand(has_a.shape[0], device=has_a.device) < p, has_a & has_v
+            has_a, has_v = has_a & (pick_a | ~both), has_v & (~pick_a | ~both)
         out_a = self._shared(audio_encoder, audio, self.shared.audio_in)
         out_v = self._shared(video_encoder, video, self.shared.video_in)
+        if sampling:
+            return FusionResult(out_a, out_v, has_audio=has_a, has_video=has_v)
         return FusionResult(out_a, out_v, out_a, out_v) if alone else FusionResult(out_a, out_v)
 
 

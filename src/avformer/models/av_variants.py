@@ -64,13 +64,20 @@ def vit_video(depth: int, width: int = WIDTH, heads: int = HEADS) -> dict[str, A
 
 
 def _variant(
-    fusion: str, depth: int, overrides: Mapping[str, Any], fusion_config: Any = None, **fields: Any
+    fusion: str,
+    depth: int,
+    overrides: Mapping[str, Any],
+    fusion_config: Any = None,
+    *,
+    width: int = WIDTH,
+    heads: int = HEADS,
+    **fields: Any,
 ) -> AVModel:
     base = AVModelConfig(
         audio_encoder="ast_tiny",
         video_encoder="vit_video_tiny_t4p16",
-        audio_overrides=vit_audio(depth),
-        video_overrides=vit_video(depth),
+        audio_overrides=vit_audio(depth, width, heads),
+        video_overrides=vit_video(depth, width, heads),
         fusion=fusion,
         fusion_config=fusion_config,
         **fields,
@@ -129,13 +136,5 @@ def uavm_tiny(**overrides: Any) -> AVModel:
 def uavm_base(**overrides: Any) -> AVModel:
     """UAVM at the paper's scale: 3 modality-specific + 3 shared blocks, 1024 wide, 4 heads (the paper's encoders
     read frozen ConvNeXt features; these read the AST / video-ViT tokens of the fusion family's inputs)."""
-    base = AVModelConfig(
-        audio_encoder="ast_tiny",
-        video_encoder="vit_video_tiny_t4p16",
-        audio_overrides=vit_audio(3, 1024, 4),
-        video_overrides=vit_video(3, 1024, 4),
-        fusion="uavm",
-        fusion_config={"depth": 3, "num_heads": 4},
-        head=HeadConfig(mode="mean"),
-    )
-    return build_with_overrides(base, overrides)
+    cfg = {"depth": 3, "num_heads": 4}
+    return _variant("uavm", 3, overrides, cfg, width=1024, heads=4, head=HeadConfig(mode="mean"))
