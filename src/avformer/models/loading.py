@@ -17,6 +17,7 @@ from torch import nn
 
 from avformer.config import ExperimentConfig, ModelSpec, from_dict
 from avformer.models.registry import create_model
+from avformer.models.task_heads import strip_task_heads
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.utils.checkpoint import find_checkpoint, load_checkpoint
 from avformer.utils.run_folder import CLASSES_FILE, read_classes
@@ -74,7 +75,8 @@ def load_run(
     spec = cfg.model if standalone is None else ModelSpec(cfg.model.name, dict(standalone))
     model = build_model(spec, len(classes) if classes else None)
     ema = ckpt.get("ema")
-    model.load_state_dict(ema["shadow"] if use_ema and ema else ckpt["model"])
+    state = ema["shadow"] if use_ema and ema else ckpt["model"]
+    model.load_state_dict(strip_task_heads(state))  # a self-supervised task's own heads are not the model's
     model.eval()
     trainer = ckpt.get("trainer") or {}
     return LoadedRun(cfg, model, classes, ckpt_path, trainer.get("epoch"), spec)
