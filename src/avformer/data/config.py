@@ -41,6 +41,9 @@ class SpecAugmentConfig:
         )
 
 
+VIEW_GAPS = ("random", "overlapped", "adjacent", "far")
+
+
 @dataclass(frozen=True)
 class ViewConfig:
     """Several views of one clip, and audio shifted against the video (defaults: one view, audio in sync).
@@ -56,10 +59,20 @@ class ViewConfig:
     decoded from the file, never padded with silence: both windows are placed inside the row (or file), and a file
     too short for the offset, without audio, or whose audio ends before the shifted window is skipped with that
     reason. Samples then carry ``audio_offset`` (seconds, per view).
+
+    ``view_gap`` says where the windows of the views lie relative to each other (CrissCross's temporal sampling,
+    Sarkar & Etemad 2023, official code ``video_db.py``), each window of the clip length ``L`` inside the row's span:
+    ``random`` (each view's window drawn independently: they may overlap), ``overlapped`` (consecutive views start
+    ``L / 2`` apart: 50 % overlap), ``adjacent`` (back to back), ``far`` (consecutive views start half the span apart;
+    CrissCross's "far apart"). A row too short for the views (``overlapped`` needs ``1.5 L`` for two views,
+    ``adjacent`` ``2 L``, ``far`` a span of at least ``2 L``) is skipped with that reason. The gap options other
+    than ``random`` keep the audio in sync with the video (no offsets) and exclude ``same_window`` (CrissCross's
+    "same timestamp").
     """
 
     num_views: int = 1
     same_window: bool = False  # the views share one temporal window (they differ by augmentation only)
+    view_gap: str = "random"  # random | overlapped | adjacent | far: where the views' windows lie (see above)
     audio_offset: float = 0.0  # a fixed shift (s) of the audio against the video
     max_audio_offset: float = 0.0  # > 0: a random shift uniform in [-max, max] instead (needs audio_offset = 0)
     min_audio_offset: float = 0.0  # with a random shift: its magnitude is at least this (out-of-sync negatives)
@@ -67,6 +80,10 @@ class ViewConfig:
     def __post_init__(self) -> None:
         if self.num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {self.num_views}")
+        if self.view_gap not in VIEW_GAPS:
+            raise ValueError(f"view_gap must be one of {VIEW_GAPS}, got {self.view_gap!r}")
+        if self.view_gap != "random" and (self.same_window or self.audio_offset != 0 or self.max_audio_offset > 0):
+            raise ValueError(f"view_gap={self.view_gap!r} takes neither same_window nor audio offsets")
         if self.max_audio_offset < 0 or self.min_audio_offset < 0:
             raise ValueError("max_audio_offset and min_audio_offset must be >= 0")
         if self.max_audio_offset > 0 and self.audio_offset != 0:

@@ -68,6 +68,8 @@ def place_views(
     if room < -1e-9:
         raise ViewError(f"the clip ({span:.3g} s) is shorter than the {length:g} s window")
     room = max(room, 0.0)
+    if cfg.view_gap != "random":
+        return _spaced_views(start, span, length, cfg, gen, train=train)
     views: list[ViewWindow] = []
     for _ in range(cfg.num_views if train else 1):
         if cfg.same_window and views:  # the same window and offset: the views differ by augmentation only
@@ -78,3 +80,22 @@ def place_views(
         lo, hi = start + max(0.0, -offset), end - length - max(0.0, offset)
         views.append(ViewWindow(_uniform(lo, hi, gen) if train else (lo + hi) / 2, offset))
     return views
+
+
+def _spaced_views(
+    start: float, span: float, length: float, cfg: ViewConfig, gen: torch.Generator, *, train: bool
+) -> list[ViewWindow]:
+    """Views ``step`` seconds apart (``overlapped``: L/2, ``adjacent``: L, ``far``: half the span), all inside the
+    span; the first one drawn uniformly where the whole run of views fits (evaluation: one centred view)."""
+    if not train:
+        return [ViewWindow(start + (span - length) / 2, 0.0)]
+    step = {"overlapped": length / 2, "adjacent": length, "far": span / 2}[cfg.view_gap]
+    if cfg.view_gap == "far" and span < 2 * length - 1e-9:
+        raise ViewError(f"views far apart need a clip of at least {2 * length:g} s, this one has {span:.3g} s")
+    extent = length + step * (cfg.num_views - 1)
+    if extent > span + 1e-9:
+        raise ViewError(
+            f"{cfg.num_views} {cfg.view_gap} views of {length:g} s need {extent:.3g} s, the clip has {span:.3g} s"
+        )
+    first = _uniform(start, start + max(span - extent, 0.0), gen)
+    return [ViewWindow(first + i * step, 0.0) for i in range(cfg.num_views)]
