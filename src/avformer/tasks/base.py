@@ -28,8 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from avformer.fusion.base import presence_mask
+from avformer.models.vatt import VisionAudioTextTransformer
+from avformer.utils.distributed import world_size
 
-__all__ = ["Batch", "EpochContext", "Task", "av_present", "present_mask"]
+__all__ = ["Batch", "EpochContext", "Task", "av_present", "present_mask", "two_tower_vatt"]
 
 Batch = dict[str, Any]
 
@@ -45,6 +47,30 @@ def av_present(batch: Batch) -> tuple[Tensor, Tensor]:
     return present_mask(batch, "has_audio", n, device), present_mask(batch, "has_video", n, device)
 
 
+def two_tower_vatt(model: nn.Module, task: str, modalities: tuple[str, ...]) -> VisionAudioTextTransformer:
+    """``model`` as a VATT with one trunk per modality, for a task that trains the video and audio towers apart
+    with heads of its own (:mod:`avformer.models.task_heads`). Such a task runs the towers and its heads outside
+    the model's ``forward``, which DDP does not see: one process only for now.
+
+    Raises:
+        TypeError: another model, or a modality-agnostic (shared-backbone) VATT.
+        ValueError: the data does not load both video and audio, or several processes (torchrun).
+    """
+    if world_size() > 1:
+        raise ValueError(
+            f"task {task} runs in one process (not under torchrun): its heads run outside the model's forward"
+        )
+    if not isinstance(model, VisionAudioTextTransformer) or model.cfg.shared_backbone:
+        raise TypeError(
+            f"task {task} needs a VATT model with one trunk per modality (e.g. vatt_tiny; `avformer models "
+            f"--filter vatt`), got {model.__class__.__name__}"
+            + (" (shared backbone)" if isinstance(model, VisionAudioTextTransformer) else "")
+        )
+    if set(modalities) != {"video", "audio"}:
+        raise ValueError(f"task {task} reads video and audio: set data.modalities to [video, audio]")
+    return model
+
+
 @dataclass
 class EpochContext:
     """What a task's per-epoch hooks see.
@@ -56,6 +82,8 @@ class EpochContext:
         precision: ``"fp32"`` or ``"bf16"`` (autocast), as in training.
         train_loader: the training loader (a hook may iterate it, e.g. to embed the training set).
         step: optimizer steps done so far.
+        optimizer: the trainer's optimizer (a hook that re-initialises a head clears that head's optimizer state
+            too, as XDC's clustering does); None outside a trainer.
     """
 
     epoch: int
@@ -64,6 +92,7 @@ class EpochContext:
     precision: str
     train_loader: Any
     step: int
+    optimizer: Any = None
 
 
 @runtime_checkable

@@ -500,7 +500,10 @@ class Trainer(CheckpointMixin):
         hook = getattr(self.task, name, None)
         if hook is not None:
             st = self.state
-            hook(EpochContext(st.epoch, self.tcfg.epochs, self.device, self.tcfg.precision, train_loader, st.step))
+            ctx = EpochContext(
+                st.epoch, self.tcfg.epochs, self.device, self.tcfg.precision, train_loader, st.step, self.optimizer
+            )
+            hook(ctx)
 
     def _stop(self) -> dict[str, Any]:
         assert self.logger is not None and self.stop_signal is not None
