@@ -13,6 +13,11 @@ clip, peak training memory at the training batch size) and ``OUT/table.md`` and 
 the last-epoch validation metric (mean ± std over seeds), the costs, the training clips/s the runs achieved, the
 wall time and the machine's load average while training (other people's jobs slow a shared machine down).
 
+A self-supervised config (its task is not supervised, e.g. ``vatt_pretrain``, ``xdc``, ``crisscross``) runs
+``avformer pretrain`` instead and, with ``--probe TRAIN VAL``, then ``avformer probe-linear`` on the run's
+``last.pt`` (``<run folder>/probe.json``); its table lists the video and audio linear-probe top-1 (pretrained /
+random init), the last epoch's val ``a2v_mAP`` and the val metrics named by ``--columns`` (e.g. ``nmi_video``).
+
 Running the same command again resumes unfinished runs (``train.resume: auto``) and leaves finished ones (all
 epochs in ``metrics.csv``) as they are, so adding a seed trains only that seed;
 ``--table-only`` only re-reads the run folders and rewrites the table.
@@ -40,6 +45,9 @@ from typing import Any
 __all__ = ["main"]
 
 
+_PROBE_FILE = "probe.json"
+
+
 @dataclass
 class _Job:
     name: str  # config display name
@@ -47,14 +55,39 @@ class _Job:
     seed: int
     out_dir: Path
     epochs: int  # train.epochs of the config (with the --set overrides)
+    pretrain: bool = False  # a self-supervised task: `avformer pretrain`, then the probe
+    probe: tuple[str, str] | None = None  # (train, val) manifests of the linear probe
 
-    def finished(self) -> bool:
+    def trained(self) -> bool:
         """All epochs are in ``metrics.csv`` and ``last.pt`` exists: nothing left to train."""
         metrics = self.out_dir / "metrics.csv"
         if not (metrics.is_file() and (self.out_dir / "last.pt").is_file()):
             return False
         with metrics.open(newline="") as f:
             return sum(1 for _ in f) - 1 >= self.epochs  # rows after the header
+
+    def probed(self) -> bool:
+        """No probe asked, or ``probe.json`` is newer than ``last.pt``."""
+        if not (self.pretrain and self.probe):
+            return True
+        out, ckpt = self.out_dir / _PROBE_FILE, self.out_dir / "last.pt"
+        return out.is_file() and ckpt.is_file() and out.stat().st_mtime_ns >= ckpt.stat().st_mtime_ns
+
+    def finished(self) -> bool:
+        return self.trained() and self.probed()
+
+    def commands(self, overrides: list[str]) -> list[tuple[str, list[str]]]:
+        """``(kind, argv)`` of what is left to run: training (``train`` / ``pretrain``), then the probe."""
+        cmds: list[tuple[str, list[str]]] = []
+        if not self.trained():
+            command = "pretrain" if self.pretrain else "train"
+            argv = [sys.executable, "-m", "avformer", command, "--config", self.path, "--out", str(self.out_dir)]
+            cmds.append(("train", [*argv, f"train.seed={self.seed}", *overrides]))
+        if self.pretrain and self.probe and (cmds or not self.probed()):
+            argv = [sys.executable, "-m", "avformer", "probe-linear", str(self.out_dir / "last.pt")]
+            argv += ["--train", self.probe[0], "--val", self.probe[1], "--json", str(self.out_dir / _PROBE_FILE)]
+            cmds.append(("probe", argv))
+        return cmds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS / torch threads per process (default 1)")
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="override, all runs")
     p.add_argument("--table-only", action="store_true", help="do not train: read the run folders, write the table")
+    p.add_argument(
+        "--probe",
+        nargs=2,
+        default=None,
+        metavar=("TRAIN", "VAL"),
+        help="self-supervised configs: linear-probe each run's last.pt on these labeled manifests (probe-linear)",
+    )
+    p.add_argument(
+        "--columns",
+        nargs="+",
+        default=[],
+        metavar="METRIC",
+        help="self-supervised configs: also these val metrics of the last epoch (e.g. nmi_video embed_std_video)",
+    )
     p.add_argument(
         "--by",
         default=None,
@@ -136,7 +183,8 @@ def _recorded_wall(run_dir: Path) -> float | None:
 
 
 def _run_jobs(jobs: list[_Job], overrides: list[str], n_parallel: int, threads: int) -> dict[tuple[str, int], Any]:
-    """Run ``avformer train`` for every job, ``n_parallel`` at a time; returns ``{(name, seed): (rc, wall_s)}``."""
+    """Run what each job still needs (training, then its probe), ``n_parallel`` jobs at a time; returns
+    ``{(name, seed): (rc, training wall_s)}`` for the jobs that trained here."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
@@ -144,42 +192,58 @@ def _run_jobs(jobs: list[_Job], overrides: list[str], n_parallel: int, threads: 
     for job in jobs:
         if job not in pending:
             print(f"done   {job.name} seed {job.seed} (already finished in {job.out_dir})", flush=True)
-    running: list[tuple[_Job, subprocess.Popen[bytes], float, Any]] = []
+    queues = {id(j): j.commands(overrides) for j in pending}
+    running: list[tuple[_Job, str, subprocess.Popen[bytes], float, Any]] = []
     done: dict[tuple[str, int], Any] = {}
+
+    def start(job: _Job) -> None:
+        kind, cmd = queues[id(job)].pop(0)
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        log = (job.out_dir / "train.out").open("ab")
+        log.write(f"$ {shlex.join(cmd)}\n".encode())
+        log.flush()
+        print(f"start  {job.name} seed {job.seed} {kind} -> {job.out_dir}", flush=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        running.append((job, kind, proc, time.perf_counter(), log))
+
     try:
         while pending or running:
             while pending and len(running) < n_parallel:
-                job = pending.pop(0)
-                job.out_dir.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "avformer", "train", "--config", job.path, "--out", str(job.out_dir)]
-                cmd += [f"train.seed={job.seed}", *overrides]
-                log = (job.out_dir / "train.out").open("ab")
-                log.write(f"$ {shlex.join(cmd)}\n".encode())
-                log.flush()
-                print(f"start  {job.name} seed {job.seed} -> {job.out_dir}", flush=True)
-                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-                running.append((job, proc, time.perf_counter(), log))
+                start(pending.pop(0))
             time.sleep(0.2)
             for item in list(running):
-                job, proc, t0, log = item
+                job, kind, proc, t0, log = item
                 rc = proc.poll()
                 if rc is None:
                     continue
                 wall = time.perf_counter() - t0
                 log.close()
                 running.remove(item)
-                done[(job.name, job.seed)] = (rc, wall)
-                if rc == 0:
-                    (job.out_dir / _WALL_FILE).write_text(f"{wall:.1f}\n")
+                if kind == "train":
+                    done[(job.name, job.seed)] = (rc, wall)
+                    if rc == 0:
+                        (job.out_dir / _WALL_FILE).write_text(f"{wall:.1f}\n")
+                elif rc != 0:  # a failed probe fails the job
+                    done[(job.name, job.seed)] = (rc, done.get((job.name, job.seed), (0, None))[1])
                 status = "done" if rc == 0 else f"FAILED (exit {rc}; see {job.out_dir / 'train.out'})"
-                print(f"{status:6s} {job.name} seed {job.seed} in {wall / 60:.1f} min", flush=True)
+                print(f"{status:6s} {job.name} seed {job.seed} {kind} in {wall / 60:.1f} min", flush=True)
+                if rc == 0 and queues[id(job)]:
+                    start(job)  # the probe, in the slot the training freed
     finally:  # interrupted: stop the children (they save last.pt on SIGTERM and resume next time)
-        for _, proc, _, _log in running:
+        for _, _, proc, _, _log in running:
             proc.terminate()
-        for _, proc, _, log in running:
+        for _, _, proc, _, log in running:
             proc.wait()
             log.close()
     return done
+
+
+def _self_supervised(cfg: Any) -> bool:
+    """Whether ``cfg``'s task is self-supervised (``avformer pretrain`` runs it); a config without ``task:`` (the
+    old form) is trained as ``avformer train`` would."""
+    from avformer.tasks.registry import get_task
+
+    return cfg.task is not None and not get_task(cfg.task.name).supervised
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,10 +272,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     names = _names(args.configs, cfgs)
     out = Path(args.out)
+    try:
+        pretrain = [_self_supervised(cfg) for cfg in cfgs]
+    except ConfigError as e:
+        print(f"avformer compare: error: {e}", file=sys.stderr)
+        return 2
+    if any(pretrain) and not all(pretrain):
+        print("avformer compare: error: compare supervised or self-supervised configs, not both", file=sys.stderr)
+        return 2
+    probe = tuple(args.probe) if args.probe else None
     jobs = [
-        _Job(name, path, seed, out / name / f"seed{seed}", cfg.train.epochs)
+        _Job(name, path, seed, out / name / f"seed{seed}", cfg.train.epochs, ssl, probe)
         for seed in args.seeds
-        for name, path, cfg in zip(names, args.configs, cfgs, strict=True)
+        for name, path, cfg, ssl in zip(names, args.configs, cfgs, pretrain, strict=True)
     ]
     command = shlex.join(["avformer", "compare", *(sys.argv[2:] if argv is None else argv)])
 
@@ -228,16 +301,16 @@ def main(argv: list[str] | None = None) -> int:
         load_summary = sampler.summary()
     train_wall = time.perf_counter() - t0
 
-    from avformer.train.compare import evaluate_views, format_table, read_run, summarize
+    from avformer.train.compare import evaluate_views, format_pretrain_table, format_table, read_run, summarize
 
     summaries = []
+    extras = ["a2v_mAP", *args.columns] if all(pretrain) else []
     for name, path, cfg in zip(names, args.configs, cfgs, strict=True):
         runs = []
         for seed in args.seeds:
             run_dir = out / name / f"seed{seed}"
-            r = read_run(
-                run_dir, config=name, seed=seed, metric=f"val_{cfg.train.best_metric}", epochs=cfg.train.epochs
-            )
+            metric = f"val_{cfg.train.best_metric}"
+            r = read_run(run_dir, config=name, seed=seed, metric=metric, epochs=cfg.train.epochs, extras=extras)
             if (name, seed) in finished:
                 r.returncode, r.wall_s = finished[(name, seed)]
             else:
@@ -250,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     r.confusion, r.groups = views["confusion"], views.get("groups")
             runs.append(r)
+        if all(pretrain):  # the probe is the measure; VATT's three towers have no one-input cost profile
+            summaries.append(summarize(name, path, cfg, runs, cost=False))
+            continue
         print(f"measuring {name} ({cfg.model.name})", flush=True)
         try:
             summaries.append(summarize(name, path, cfg, runs))
@@ -267,7 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"1-min load average while training: mean {load_summary['mean']:.1f}, max {load_summary['max']:.1f} "
                 f"(this comparison alone adds about {args.jobs * args.threads})."
             )
-    table = format_table(summaries, command=command, notes=notes, by=args.by)
+    if all(pretrain):
+        table = format_pretrain_table(summaries, columns=args.columns, command=command, notes=notes)
+    else:
+        table = format_table(summaries, command=command, notes=notes, by=args.by)
     (out / "table.md").write_text(table)
     results = {
         "command": command,

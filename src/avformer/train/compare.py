@@ -42,9 +42,11 @@ __all__ = [
     "Summary",
     "evaluate_views",
     "format_groups",
+    "format_pretrain_table",
     "format_table",
     "measure_cost",
     "modality_confusion",
+    "read_probe",
     "read_run",
     "sample_shape",
     "summarize",
@@ -69,6 +71,8 @@ class RunResult:
     video_value: float | None = None
     confusion: float | None = None  # audio-visual runs: see evaluate_views
     groups: dict[str, dict[str, float]] | None = None  # group -> view -> top-1 (``--by``)
+    probe: dict[str, float] = field(default_factory=dict)  # self-supervised runs: probe.json's top-1s (read_probe)
+    extras: dict[str, float] = field(default_factory=dict)  # the last epoch's val metrics asked for (read_run)
 
 
 @dataclass
@@ -104,6 +108,9 @@ class Summary:
     confusion: tuple[float, float] | None = None
     wall_s: float | None = None  # mean over seeds
     groups: dict[str, dict[str, float]] | None = None  # group -> view -> top-1, mean over seeds
+    probe: dict[str, tuple[float, float]] = field(default_factory=dict)  # (mean, std) over seeds
+    extras: dict[str, tuple[float, float]] = field(default_factory=dict)
+    task: str = ""  # the config's task name ("" for the old form without task:)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,8 +126,27 @@ def _float(text: str | None) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def read_run(out_dir: str | Path, *, config: str, seed: int, metric: str, epochs: int) -> RunResult:
-    """Read ``metrics.csv`` of a run folder: the headline ``metric`` at the last epoch, and the mean clips/s.
+def read_probe(out_dir: str | Path) -> dict[str, float]:
+    """The linear-probe top-1s of ``probe.json`` (``avformer probe-linear --json``) in a run folder: ``video``,
+    ``audio`` (pretrained) and ``video_random``, ``audio_random`` (random init); empty without the file."""
+    path = Path(out_dir) / "probe.json"
+    if not path.is_file():
+        return {}
+    res = json.loads(path.read_text())
+    out: dict[str, float] = {}
+    for kind, suffix in (("pretrained", ""), ("random_init", "_random")):
+        for m in ("video", "audio"):
+            v = _float(str(res.get(kind, {}).get(m, {}).get("top1", "")))
+            if v is not None:
+                out[m + suffix] = v
+    return out
+
+
+def read_run(
+    out_dir: str | Path, *, config: str, seed: int, metric: str, epochs: int, extras: Sequence[str] = ()
+) -> RunResult:
+    """Read ``metrics.csv`` of a run folder: the headline ``metric`` at the last epoch, and the mean clips/s;
+    ``extras`` (val metric names without ``val_``) from the last epoch, and the probe of :func:`read_probe`.
 
     A run that stopped before ``epochs`` epochs, or never wrote a row, gets ``value=None``.
     """
@@ -146,6 +172,8 @@ def read_run(out_dir: str | Path, *, config: str, seed: int, metric: str, epochs
         train_clips_per_s=statistics.fmean(speeds) if speeds else None,
         audio_value=view["audio"],
         video_value=view["video"],
+        probe=read_probe(out_dir) if finished else {},
+        extras={k: v for k in extras if finished and (v := _float(rows[-1].get(f"val_{k}"))) is not None},
     )
 
 
@@ -302,6 +330,7 @@ def summarize(config: str, path: str, cfg: ExperimentConfig, runs: list[RunResul
         runs=runs,
         cost=model_cost,
         metric=metric,
+        task=cfg.task.name if cfg.task is not None else "",
         mean=statistics.fmean(values) if values else None,
         std=_std(values) if values else None,
         n=len(values),
@@ -311,6 +340,8 @@ def summarize(config: str, path: str, cfg: ExperimentConfig, runs: list[RunResul
         confusion=_mean_std([r.confusion for r in runs]),
         wall_s=statistics.fmean(walls) if walls else None,
         groups=_mean_groups([r.groups for r in runs if r.groups]),
+        probe=_mean_std_keys([r.probe for r in runs]),
+        extras=_mean_std_keys([r.extras for r in runs]),
     )
 
 
@@ -321,6 +352,13 @@ def _std(values: Sequence[float]) -> float:
 def _mean_std(values: Sequence[float | None]) -> tuple[float, float] | None:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     return (statistics.fmean(vals), _std(vals)) if vals else None
+
+
+def _mean_std_keys(per_run: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, float]]:
+    """Key -> (mean, std) over the runs that have it."""
+    keys = sorted({k for r in per_run for k in r})
+    out = {k: _mean_std([r.get(k) for r in per_run]) for k in keys}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _mean_groups(per_run: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]] | None:
@@ -388,8 +426,9 @@ def _verdict(a: Summary, b: Summary) -> str:
 def _pair(v: tuple[float, float] | None, metric: str) -> str:
     if v is None:
         return "n/a"
-    scale = 100.0 if _pct(metric) else 1.0
-    return f"{v[0] * scale:.1f} ± {v[1] * scale:.1f}"
+    if _pct(metric):
+        return f"{v[0] * 100:.1f} ± {v[1] * 100:.1f}"
+    return f"{v[0]:.3f} ± {v[1]:.3f}"
 
 
 def _cells(s: Summary, av: bool) -> list[str]:
@@ -475,6 +514,46 @@ def format_table(
     lines += [f"- {n}" for n in notes]
     if by:
         lines += format_groups(summaries, by.rpartition(":")[2])
+    if command:
+        lines += ["", "```", command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def format_pretrain_table(
+    summaries: Sequence[Summary],
+    *,
+    columns: Sequence[str] = (),
+    command: str | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The Markdown table of self-supervised configs: linear-probe top-1 (pretrained / random init) per modality,
+    the last epoch's val ``a2v_mAP`` and ``columns``, wall time; mean ± std over seeds."""
+    cols = ["a2v_mAP", *(c for c in columns if c != "a2v_mAP")]
+    head = "| config | task | video probe | (random init) | audio probe | (random init) | "
+    head += " | ".join(f"val {c}" for c in cols) + " | wall / run |"
+    lines = [head, "|---|---|" + "---:|" * (4 + len(cols) + 1)]
+    for s in summaries:
+        probe = [_pair(s.probe.get(k), "top1") for k in ("video", "video_random", "audio", "audio_random")]
+        extras = [_pair(s.extras.get(c), c) for c in cols]
+        wall = f"{s.wall_s / 60:.1f} min" if s.wall_s is not None else "n/a"
+        lines.append("| " + " | ".join([s.config, s.task, *probe, *extras, wall]) + " |")
+    lines.append("")
+    for s in summaries:
+        per_seed = ", ".join(
+            f"{r.seed}: video {_fmt_value(r.probe.get('video'), 'top1')} / "
+            f"audio {_fmt_value(r.probe.get('audio'), 'top1')}"
+            for r in s.runs
+        )
+        lines.append(f"- {s.config} per seed (probe top-1): {per_seed}")
+    lines += [
+        "",
+        "Probe: `avformer probe-linear` on each run's last.pt (frozen pooled features of one centre window per clip, "
+        "multinomial logistic regression, L2 strength chosen on a held-out fifth of train), val top-1 in %; random "
+        "init: the same probe on a freshly initialised encoder of the same architecture. val metrics: the last "
+        "epoch's row of metrics.csv (a2v_mAP: audio->video class-relevance mAP in the task's own joint space; n/a "
+        "where the task learns none). Wall: the pretraining process.",
+    ]
+    lines += [f"- {n}" for n in notes]
     if command:
         lines += ["", "```", command, "```"]
     return "\n".join(lines) + "\n"
