@@ -43,7 +43,7 @@ from avformer.models.av_model import AVModel
 from avformer.models.registry import create_model, standalone_overrides
 from avformer.tasks.base import Task
 from avformer.tasks.registry import TaskData, TaskEntry, get_task, resolve_task
-from avformer.train.report import write_run_report
+from avformer.train.report import write_curves, write_run_report
 from avformer.train.trainer import evaluate, fit, seed_everything
 from avformer.utils.distributed import is_main
 from avformer.utils.errors import UsageError
@@ -395,6 +395,8 @@ def run_experiment(
             train_seconds=seconds,
             command=command,
         )
+    elif report and is_main() and summary.get("stopped") is None:
+        write_curves(out)  # a self-supervised run has no report: its curves at least
     train_rows = exp.data.train
     text_clips = sum(r.text is not None for r in train_rows) if train_rows is not None and exp.entry.reads_text else 0
     return RunResult(out, summary, exp.data.classes, outputs, exp.num_params, seconds, path, text_clips, exp)

@@ -58,6 +58,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def write_curves(run_dir: str | Path) -> Path | None:
+    """``training_curves.png`` (losses, learning rate, validation metrics) from the run folder's logs; None when
+    there is nothing logged. Every finished run gets it, a self-supervised one too (its NMI or retrieval curves)."""
+    from avformer.eval import plots  # matplotlib only when a figure is drawn
+
+    run = Path(run_dir)
+    rows: list[dict[str, Any]] = [*read_csv_rows(run / "train_log.csv"), *read_csv_rows(run / "metrics.csv")]
+    if not rows:
+        return None
+    return plots.plot_training_curves(rows, run / "training_curves.png")
+
+
 def write_run_report(
     run_dir: str | Path,
     *,
@@ -87,9 +99,7 @@ def write_run_report(
 
     run = Path(run_dir)
     figures: list[tuple[str, str]] = []
-    rows: list[dict[str, Any]] = [*read_csv_rows(run / "train_log.csv"), *read_csv_rows(run / "metrics.csv")]
-    if rows:
-        plots.plot_training_curves(rows, run / "training_curves.png")
+    if write_curves(run) is not None:
         figures.append(("training curves", "training_curves.png"))
 
     scores: dict[str, float] = {}
