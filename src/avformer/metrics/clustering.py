@@ -3,7 +3,10 @@
 What cross-modal deep clustering (XDC) runs between epochs, and what diagnoses it:
 
 * :func:`fit_whitening` / :class:`Whitening`: DeepCluster's feature preprocessing (centre, PCA-whiten, L2-normalise),
-  fitted on the training embeddings and applied unchanged to validation embeddings.
+  or with ``dim=0`` only centre and L2-normalise. Whitening every dimension of a small embedding gives the noise
+  directions as much weight as the few that carry the classes: on AV-Digits val (300 clips, k = 10) the
+  NMI of k-means on a pretrained VATT's 128-d video features was 0.52 centred + normalised, 0.47 / 0.41 / 0.22 /
+  0.11 whitened to 16 / 32 / 64 / 128 dimensions (audio: 0.43 vs 0.34 / 0.22 / 0.12 / 0.09).
 * :func:`kmeans`: Lloyd's algorithm in torch with k-means++ seeding and ``n_init`` restarts (the lowest inertia
   wins), deterministic for a given ``seed``; an empty cluster is re-seeded with the point farthest from its centroid
   (so every cluster ends non-empty when there are at least ``k`` distinct points). Checked against scikit-learn's
@@ -43,10 +46,13 @@ class Whitening:
 
 
 def fit_whitening(x: Tensor, dim: int | None = None, *, eps: float = 1e-5) -> Whitening:
-    """PCA whitening of ``x`` (N, D) to ``dim`` components (all ``min(N, D)`` by default), then L2 normalisation
-    (DeepCluster's preprocessing before k-means; ``eps`` keeps near-zero variances finite)."""
+    """PCA whitening of ``x`` (N, D) to ``dim`` components (all ``min(N, D)`` with None), then L2 normalisation
+    (DeepCluster's preprocessing before k-means; ``eps`` keeps near-zero variances finite). ``dim=0``: no
+    projection, only centring and L2 normalisation."""
     x = x.float()
     mean = x.mean(dim=0)
+    if dim == 0:
+        return Whitening(mean, torch.eye(x.shape[1]))
     xc = x - mean
     n = max(x.shape[0] - 1, 1)
     cov = xc.T @ xc / n

@@ -16,9 +16,12 @@ The paper's names (its Table 1): SDC, MDC, CDC, XDC; it reports XDC best and SDC
 
 Details, as DeepCluster (Caron et al. 2018, which XDC builds on) or as documented choices of ours:
     * Features clustered: the encoders' pooled outputs (VATT's AGG / mean token) of one centre window per training
-      clip, without augmentation, the model in eval mode; PCA-whitened and L2-normalised (DeepCluster), then
-      k-means (:func:`avformer.metrics.clustering.kmeans`, k-means++ and ``kmeans_init`` restarts). ``cdc``
-      clusters the concatenation of the two whitened, normalised features.
+      clip, without augmentation, the model in eval mode; centred and L2-normalised, then k-means
+      (:func:`avformer.metrics.clustering.kmeans`, k-means++ and ``kmeans_init`` restarts). DeepCluster also
+      PCA-whitens (4096 -> 256 dimensions); ``whiten_dim`` does that, off by default because whitening all the
+      dimensions of a small (128-d) embedding drowned its class structure here (see
+      :mod:`avformer.metrics.clustering`). XDC's paper does not say. ``cdc`` clusters the concatenation of the
+      two normalised features.
     * After each clustering the heads are re-initialised (weights and their optimizer state), as in DeepCluster.
     * Cluster imbalance: DeepCluster samples images uniformly over pseudo-labels; here (``balance``, default on) the
       cross-entropy weighs each cluster by the inverse of its size instead (same expected gradient, no sampler).
@@ -81,7 +84,7 @@ class XDCOptions:
     variant: str = "xdc"  # xdc (cross-modal) | sdc (single-modality) | mdc (multi-head) | cdc (concatenated)
     num_clusters: int = 64  # k of every clustering
     cluster_every: int = 1  # epochs per round: re-cluster at the start of every cluster_every-th epoch
-    whiten_dim: int = 0  # PCA components kept before k-means (0: all)
+    whiten_dim: int = 0  # > 0: PCA-whiten to this many components before k-means (DeepCluster); 0: centre only
     kmeans_init: int = 3  # k-means++ restarts per clustering (lowest inertia kept)
     kmeans_iter: int = 100  # Lloyd iterations at most
     balance: bool = True  # weigh each cluster's CE by 1 / its size (DeepCluster samples uniformly instead)
@@ -191,7 +194,7 @@ class XDCTask:
             ok = ~feats[m].isnan().any(dim=1)
             if int(ok.sum()) < opt.num_clusters:
                 raise RuntimeError(f"XDC: {int(ok.sum())} training clips with {m}, fewer than k = {opt.num_clusters}")
-            whiten = fit_whitening(feats[m][ok], opt.whiten_dim or None)
+            whiten = fit_whitening(feats[m][ok], opt.whiten_dim)
             normed[m] = torch.full((len(index), whiten.proj.shape[1]), math.nan)
             normed[m][ok] = whiten(feats[m][ok])
         if "concat" in opt.clusterings:
@@ -282,7 +285,7 @@ class XDCTask:
         labeled = ok & (label >= 0) if label is not None else None
         if label is not None and labeled is not None and int(labeled.sum()) >= self.options.num_clusters:
             for m in _ENCODERS:  # the val clips' own clusters: how class-like the current features group
-                x = fit_whitening(outputs[f"{m}_pooled"][labeled], self.options.whiten_dim or None)(
+                x = fit_whitening(outputs[f"{m}_pooled"][labeled], self.options.whiten_dim)(
                     outputs[f"{m}_pooled"][labeled]
                 )
                 res = kmeans(x, self.options.num_clusters, n_init=self.options.kmeans_init, seed=0)
