@@ -57,6 +57,45 @@ def test_an_offset_that_does_not_fit_is_refused() -> None:
         DataConfig(modalities=("video",), views=ViewConfig(audio_offset=0.5))
 
 
+@pytest.mark.parametrize(("gap", "step"), [("overlapped", 0.5), ("adjacent", 1.0), ("far", 2.0)])
+@pytest.mark.parametrize("seed", range(5))
+def test_view_gaps_place_the_views_that_far_apart_inside_the_span(gap: str, step: float, seed: int) -> None:
+    views = place_views(1.0, 5.0, 1.0, ViewConfig(num_views=2, view_gap=gap), _gen(seed), train=True)
+    assert len(views) == 2 and all(w.offset == 0.0 for w in views)
+    assert views[1].video_start - views[0].video_start == pytest.approx(step)  # far: half the 4-s span
+    assert views[0].video_start >= 1.0 - 1e-9 and views[1].video_start + 1.0 <= 5.0 + 1e-9
+    (centred,) = place_views(1.0, 5.0, 1.0, ViewConfig(num_views=2, view_gap=gap), _gen(seed), train=False)
+    assert centred.video_start == pytest.approx(2.5)
+
+
+def test_random_gap_draws_the_windows_independently() -> None:
+    starts = [place_views(0.0, 5.0, 1.0, ViewConfig(num_views=2), _gen(s), train=True) for s in range(10)]
+    gaps = {round(b.video_start - a.video_start, 6) for a, b in starts}
+    assert len(gaps) == 10  # no fixed spacing
+
+
+@pytest.mark.parametrize(("gap", "span"), [("overlapped", 1.4), ("adjacent", 1.9), ("far", 1.9)])
+def test_a_clip_too_short_for_the_gap_is_refused(gap: str, span: float) -> None:
+    with pytest.raises(ViewError, match="need"):
+        place_views(0.0, span, 1.0, ViewConfig(num_views=2, view_gap=gap), _gen(), train=True)
+
+
+def test_view_gap_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="view_gap must be one of"):
+        ViewConfig(view_gap="near")
+    with pytest.raises(ValueError, match="takes neither same_window nor audio offsets"):
+        ViewConfig(num_views=2, view_gap="adjacent", max_audio_offset=0.5)
+    with pytest.raises(ValueError, match="takes neither"):
+        ViewConfig(num_views=2, view_gap="far", same_window=True)
+
+
+def test_adjacent_views_read_consecutive_audio(ramp: Path) -> None:
+    ds = _audio_ds(ramp, ViewConfig(num_views=2, view_gap="adjacent"), train=True)
+    sample = ds[0]
+    first, second = (_time_of(sample["audio"][i]) for i in range(2))
+    assert second - first == pytest.approx(1.0, abs=2e-3)  # the second window starts where the first ends
+
+
 @pytest.fixture(scope="module")
 def ramp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """3 s of mono 16-bit audio whose value at time t is 0.9 t / 3 (a clock in the samples)."""
