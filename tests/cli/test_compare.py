@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,3 +132,33 @@ def test_verdict_states_winner_margin_noise_and_cost_ratios() -> None:
     assert "FLOPs per clip 0.50×" in text and "training clips/s 2.00×" in text
     close = format_table([_summary("A", [0.60, 0.70], 1e8, 1.0), _summary("B", [0.66, 0.62], 1e8, 1.0)])
     assert "A beat B by 1.0 points" in close and "within the sum" in close
+
+
+def test_sigterm_stops_the_running_children(tmp_path: Path) -> None:
+    """Regression: SIGTERM killed `compare` and left its training processes running (orphans on a shared machine)."""
+    sleeper = tmp_path / "sleeper.py"
+    pid_file = tmp_path / "child.pid"
+    sleeper.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(120)\n")
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from avformer.cli import compare\n"
+        f"compare._Job.commands = lambda self, overrides: [('train', [sys.executable, {str(sleeper)!r}])]\n"
+        "compare._stop_on_sigterm()\n"
+        f"job = compare._Job('x', 'x.yaml', 0, Path({str(tmp_path / 'out')!r}), 1)\n"
+        "try:\n"
+        "    compare._run_jobs([job], [], 1, 1)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.monotonic() + 60
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    with pytest.raises(ProcessLookupError):  # the child was stopped and reaped, not orphaned
+        os.kill(child, 0)

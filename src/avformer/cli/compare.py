@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -182,6 +183,15 @@ def _recorded_wall(run_dir: Path) -> float | None:
         return None
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends ``compare`` like Ctrl-C: its running children are stopped (they save and resume), not orphaned."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _run_jobs(jobs: list[_Job], overrides: list[str], n_parallel: int, threads: int) -> dict[tuple[str, int], Any]:
     """Run what each job still needs (training, then its probe), ``n_parallel`` jobs at a time; returns
     ``{(name, seed): (rc, training wall_s)}`` for the jobs that trained here."""
@@ -296,8 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     finished: dict[tuple[str, int], Any] = {}
     load_summary = None
     if not args.table_only:
-        with _LoadSampler() as sampler:
-            finished = _run_jobs(jobs, args.set_, args.jobs, args.threads)
+        _stop_on_sigterm()
+        try:
+            with _LoadSampler() as sampler:
+                finished = _run_jobs(jobs, args.set_, args.jobs, args.threads)
+        except KeyboardInterrupt:
+            print("avformer compare: interrupted; the running runs were stopped (run the same command to resume)")
+            return 130
         load_summary = sampler.summary()
     train_wall = time.perf_counter() - t0
 
