@@ -25,10 +25,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("avformer.cli.models", "list registered models with their parameter counts"),
     "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
     "compare": ("avformer.cli.compare", "train configs x seeds and write a table: accuracy, params, FLOPs, memory"),
-    "pretrain": ("avformer.cli.pretrain", "self-supervised VATT pretraining (NCE video-audio, MIL-NCE video-text)"),
-    "probe-linear": ("avformer.cli.probe_linear", "linear probe on frozen VATT features vs a random-init encoder"),
+    "pretrain": ("avformer.cli.pretrain", "self-supervised pretraining: VATT (NCE, MIL-NCE), XDC, CrissCross"),
+    "probe-linear": ("avformer.cli.probe_linear", "linear probe on a run's frozen features vs a random-init encoder"),
     "embed": ("avformer.cli.embed", "embed a manifest with a pretrained VATT (embeddings + index + retrieval metrics)"),
     "retrieve": ("avformer.cli.retrieve", "top-k clips of an embedding index for a --text or --file query"),
+    "cluster": ("avformer.cli.cluster", "k-means clusters of a manifest in a run's video / audio feature spaces (CSV)"),
     "vatt-bench": ("avformer.cli.vatt_bench", "pretrain VATT variants on one budget; probe/retrieval/DropToken table"),
 }
 
