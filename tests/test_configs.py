@@ -53,7 +53,7 @@ def test_config_loads_and_its_model_builds(path: Path) -> None:
     assert cfg.task is not None, "every config names its task (task: {name: ..., options: {...}})"
     entry = get_task(cfg.task.name)
     options = entry.parse_options(cfg.task.options)
-    data = TaskData(tuple(map(str, range(10))) if entry.supervised else (), modalities=cfg.data.modalities)
+    data = TaskData.of(cfg.data, tuple(map(str, range(10))) if entry.supervised else ())
     with torch.device("meta"):  # checks every override against the model's config without allocating weights
         model = build_model(spec, num_classes=data.num_classes or None)
         entry.build(model, options, data)

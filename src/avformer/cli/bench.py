@@ -273,7 +273,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
     classes = tuple(manifest.classes) if manifest is not None else tuple(str(i) for i in range(num_classes))
 
     def new_task() -> Any:
-        composed = compose(cfg, TaskData(classes, modalities=tuple(cfg.data.modalities)))  # seeds the weights
+        composed = compose(cfg, TaskData.of(cfg.data, classes))  # seeds the weights
         task = composed.task
         task.model.to(device)
         if args.compile:

@@ -54,7 +54,7 @@ def droptoken_benchmark(cfg: ExperimentConfig, *, steps: int = 10, rate: float =
     for r in (0.0, rate):
         overrides = {**dict(cfg.model.overrides), "drop_token_rate": r}
         c = replace(cfg, model=ModelSpec(cfg.model.name, overrides), train=replace(cfg.train, device="cpu"))
-        composed = compose(c, TaskData(modalities=tuple(c.data.modalities)), mode="pretrain")
+        composed = compose(c, TaskData.of(c.data), mode="pretrain")
         if not isinstance(composed.model, VisionAudioTextTransformer):
             raise UsageError(f"model {cfg.model.name!r} is not a VATT model")
         trainers[r] = Trainer(composed.task, composed.cfg)

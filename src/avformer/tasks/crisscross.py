@@ -211,4 +211,8 @@ def embedding_std(z: Tensor) -> Tensor:
 @register_task("crisscross", options=CrissCrossOptions, supervised=False)
 def build_crisscross(model: nn.Module, options: CrissCrossOptions, data: TaskData) -> CrissCrossTask:
     """CrissCross: SimSiam-style intra-modal, synchronous and asynchronous audio-video prediction, no negatives."""
+    if data.num_views != 2:
+        raise ValueError(
+            f"CrissCross trains on two views per clip: set data.views.num_views to 2 (got {data.num_views})"
+        )
     return CrissCrossTask(two_tower_vatt(model, "crisscross", data.modalities), options)

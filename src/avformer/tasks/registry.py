@@ -22,13 +22,14 @@ column, sidecar file, subtitle stream).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
 
 from avformer.config import ConfigError, ExperimentConfig, LossConfig, TaskSpec, structure, to_dict
+from avformer.data.config import DataConfig
 from avformer.tasks.base import Task
 from avformer.utils.names import unknown_name_hint
 
@@ -46,11 +47,17 @@ __all__ = [
 @dataclass(frozen=True)
 class TaskData:
     """What the data tells a task builder: the class names (empty for unlabeled data), whether rows may carry
-    several labels, and the modalities the data config loads."""
+    several labels, the modalities the data config loads and the views per training clip."""
 
     classes: tuple[str, ...] = ()
     multilabel: bool = False
     modalities: tuple[str, ...] = ("video", "audio")
+    num_views: int = 1  # data.views.num_views
+
+    @classmethod
+    def of(cls, data: DataConfig, classes: Sequence[str] = (), multilabel: bool = False) -> TaskData:
+        """What ``data`` (a data config) and the manifest's ``classes`` tell a builder."""
+        return cls(tuple(classes), multilabel, tuple(data.modalities), data.views.num_views)
 
     @property
     def num_classes(self) -> int:

@@ -64,6 +64,7 @@ from avformer.models.task_heads import attach_task_heads
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.tasks.base import Batch, EpochContext, av_present, two_tower_vatt
 from avformer.tasks.registry import TaskData, register_task
+from avformer.utils.errors import UsageError
 
 __all__ = ["VARIANTS", "XDCOptions", "XDCTask", "embed_training_set"]
 
@@ -180,8 +181,8 @@ class XDCTask:
         loader = ctx.train_loader
         dataset = getattr(loader, "dataset", None)
         if not isinstance(dataset, AVDataset):
-            raise TypeError(
-                "XDC clusters the training set between epochs: it needs a manifest dataset, not "
+            raise UsageError(
+                "task xdc clusters the training set between epochs: it needs a manifest dataset, not "
                 f"{type(dataset).__name__} (prepared shards are not supported by this task)"
             )
         opt = self.options
@@ -193,7 +194,9 @@ class XDCTask:
         for m in _ENCODERS:
             ok = ~feats[m].isnan().any(dim=1)
             if int(ok.sum()) < opt.num_clusters:
-                raise RuntimeError(f"XDC: {int(ok.sum())} training clips with {m}, fewer than k = {opt.num_clusters}")
+                raise UsageError(
+                    f"task xdc: {int(ok.sum())} training clips with {m}, fewer than num_clusters = {opt.num_clusters}"
+                )
             whiten = fit_whitening(feats[m][ok], opt.whiten_dim)
             normed[m] = torch.full((len(index), whiten.proj.shape[1]), math.nan)
             normed[m][ok] = whiten(feats[m][ok])

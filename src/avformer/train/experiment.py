@@ -340,7 +340,7 @@ def build_experiment(cfg: ExperimentConfig, *, mode: str = "train", subtitles: b
     """
     supervised, reads_text = task_needs(cfg, mode)
     data = load_data(cfg, supervised=supervised, reads_text=reads_text, subtitles=subtitles)
-    c = compose(cfg, TaskData(tuple(data.classes), data.multilabel, tuple(cfg.data.modalities)), mode=mode)
+    c = compose(cfg, TaskData.of(cfg.data, data.classes, data.multilabel), mode=mode)
     return Experiment(c.cfg, c.entry, data, c.model, c.task, c.checkpoint_extras, c.notice)
 
 
