@@ -31,7 +31,7 @@ from avformer.fusion.base import presence_mask
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.utils.distributed import world_size
 
-__all__ = ["Batch", "EpochContext", "Task", "av_present", "present_mask", "two_tower_vatt"]
+__all__ = ["Batch", "EpochContext", "Task", "av_present", "one_view_keys", "present_mask", "two_tower_vatt"]
 
 Batch = dict[str, Any]
 
@@ -45,6 +45,23 @@ def av_present(batch: Batch) -> tuple[Tensor, Tensor]:
     """``(has_audio, has_video)`` of a batch with both streams: (B,) bool masks on the device of its ``audio``."""
     n, device = batch["audio"].shape[0], batch["audio"].device
     return present_mask(batch, "has_audio", n, device), present_mask(batch, "has_video", n, device)
+
+
+def one_view_keys(batch: Batch, task: str) -> dict[str, Tensor]:
+    """What every audio-video validation step returns besides its outputs: ``has_video``, ``has_audio`` and
+    ``label`` (when the batch has one label per clip).
+
+    Raises:
+        ValueError: a multi-view test batch (the self-supervised tasks validate one view per clip).
+    """
+    if batch["video"].ndim == 6:  # (B, V, C, T, H, W)
+        raise ValueError(f"{task} validation takes one view per clip (data.num_test_clips = num_test_crops = 1)")
+    has_audio, has_video = av_present(batch)
+    res = {"has_video": has_video, "has_audio": has_audio}
+    label = batch.get("label")
+    if isinstance(label, Tensor) and label.ndim == 1:
+        res["label"] = label
+    return res
 
 
 def two_tower_vatt(model: nn.Module, task: str, modalities: tuple[str, ...]) -> VisionAudioTextTransformer:

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from avformer.metrics.retrieval import retrieval_report
 from avformer.models.task_heads import attach_task_heads
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.tasks.base import Batch, av_present, two_tower_vatt
+from avformer.tasks.base import Batch, one_view_keys, two_tower_vatt
 from avformer.tasks.registry import TaskData, register_task
 
 __all__ = ["CrissCrossOptions", "CrissCrossTask", "embedding_std", "negative_cosine", "predictor", "projector"]
@@ -170,20 +170,8 @@ class CrissCrossTask:
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
-        video, audio = batch["video"], batch["audio"]
-        if video.ndim == 6:
-            raise ValueError("CrissCross validation takes one view per clip (data.num_test_clips = num_test_crops = 1)")
-        has_audio, has_video = av_present(batch)
-        res = {
-            "video_z": self.project("video", video).float(),
-            "audio_z": self.project("audio", audio).float(),
-            "has_video": has_video,
-            "has_audio": has_audio,
-        }
-        label = batch.get("label")
-        if isinstance(label, Tensor) and label.ndim == 1:
-            res["label"] = label
-        return res
+        res = one_view_keys(batch, "CrissCross")
+        return res | {f"{m}_z": self.project(m, batch[m]).float() for m in _MODALITIES}
 
     def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
         self.last_outputs = outputs

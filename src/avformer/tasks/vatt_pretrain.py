@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from avformer.losses import info_nce, mil_nce
 from avformer.metrics.retrieval import retrieval_report
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.tasks.base import Batch, av_present
+from avformer.tasks.base import Batch, av_present, one_view_keys
 from avformer.tasks.registry import TaskData, register_task
 
 __all__ = ["VATTPretrainOptions", "VATTPretrainTask"]
@@ -121,22 +121,10 @@ class VATTPretrainTask:
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
-        video, audio = batch["video"], batch["audio"]
-        if video.ndim == 6:  # (B, V, C, T, H, W): multi-view test batches are not supported here
-            raise ValueError("VATT validation takes one view per clip (data.num_test_clips = num_test_crops = 1)")
-        out = self.model(video, audio)
+        res = one_view_keys(batch, "VATT")
+        out = self.model(batch["video"], batch["audio"])
         assert out.video_va is not None and out.audio_va is not None
-        has_audio, has_video = av_present(batch)
-        res = {
-            "video_va": out.video_va.float(),
-            "audio_va": out.audio_va.float(),
-            "has_video": has_video,
-            "has_audio": has_audio,
-        }
-        label = batch.get("label")
-        if isinstance(label, Tensor) and label.ndim == 1:
-            res["label"] = label
-        return res
+        return res | {"video_va": out.video_va.float(), "audio_va": out.audio_va.float()}
 
     def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
         self.last_outputs = outputs

@@ -62,7 +62,7 @@ from avformer.metrics.clustering import fit_whitening, kmeans, normalized_mutual
 from avformer.metrics.retrieval import class_relevance_map, paired_retrieval_metrics
 from avformer.models.task_heads import attach_task_heads
 from avformer.models.vatt import VisionAudioTextTransformer
-from avformer.tasks.base import Batch, EpochContext, av_present, two_tower_vatt
+from avformer.tasks.base import Batch, EpochContext, av_present, one_view_keys, two_tower_vatt
 from avformer.tasks.registry import TaskData, register_task
 from avformer.utils.errors import UsageError
 
@@ -265,19 +265,12 @@ class XDCTask:
     # -- validation -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
-        video, audio = batch["video"], batch["audio"]
-        if video.ndim == 6:
-            raise ValueError("XDC validation takes one view per clip (data.num_test_clips = num_test_crops = 1)")
-        has_audio, has_video = av_present(batch)
-        res = {"has_video": has_video, "has_audio": has_audio}
-        for m, x in (("video", video), ("audio", audio)):
-            pooled = self.model.encode(m, x).pooled
-            res[f"{m}_pooled"] = pooled.float()
+        res = one_view_keys(batch, "XDC")
+        for m in _ENCODERS:
+            res[f"{m}_pooled"] = self.model.encode(m, batch[m]).pooled.float()
         for enc, target in self.options.heads:  # (training targets, used by _a2v_scores)
-            res[f"logits_{_head_name(enc, target)}"] = self.heads[_head_name(enc, target)](res[f"{enc}_pooled"]).float()
-        label = batch.get("label")
-        if isinstance(label, Tensor) and label.ndim == 1:
-            res["label"] = label
+            name = _head_name(enc, target)
+            res[f"logits_{name}"] = self.heads[name](res[f"{enc}_pooled"]).float()
         return res
 
     def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
