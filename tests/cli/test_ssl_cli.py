@@ -91,7 +91,9 @@ def test_xdc_never_reads_a_label_and_reclusters_after_a_resume(data: Path, tmp_p
     assert load_checkpoint(tmp_path / "a" / "last.pt")["task"]["round"] == 2
 
 
-def test_crisscross_pretrains_on_two_views_and_probes_and_clusters(data: Path, tmp_path: Path) -> None:
+def test_crisscross_pretrains_on_two_views_and_probes_and_clusters(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     task = {"name": "crisscross", "options": {"proj_dim": 16}}
     views = {"views": {"num_views": 2, "view_gap": "adjacent"}}  # 2-s clips: two adjacent 1-s windows
     cfg = _config(
@@ -108,9 +110,17 @@ def test_crisscross_pretrains_on_two_views_and_probes_and_clusters(data: Path, t
     probe = read_probe(tmp_path)
     assert {"video", "audio", "video_random", "audio_random"} <= probe.keys()
     csv_out = tmp_path / "clusters.csv"
-    assert cluster.main([str(run), str(data / "val.csv"), "--k", "2", "--out", str(csv_out)]) == 0
+    meta = tmp_path / "meta.csv"  # another column per clip, as AV-Digits' *_meta.csv: NMI against it too
+    val_rows = list(csv.DictReader((data / "val.csv").open()))
+    meta.write_text(
+        "path,kind,loudness\n" + "".join(f"{r['path']},{'ab'[i % 2]},{i * 1.5}\n" for i, r in enumerate(val_rows))
+    )
+    argv = [str(run), str(data / "val.csv"), "--k", "2", "--out", str(csv_out)]
+    assert cluster.main([*argv, "--by", f"{meta}:kind", "--by", f"{meta}:loudness"]) == 0
     got = list(csv.DictReader(csv_out.open()))
     assert len(got) == 4 and {r["cluster_video"] for r in got} <= {"0", "1"} and all(r["cluster_audio"] for r in got)
+    printed = capsys.readouterr().out
+    assert "NMI video clusters vs kind:" in printed and "NMI audio clusters vs loudness:" in printed
 
 
 def test_cluster_errors_are_one_line(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,7 @@
 """``avformer cluster``: k-means clusters of a manifest's clips in a run's video and audio feature spaces, as a CSV.
 
     avformer cluster RUN MANIFEST --k K [--out clusters.csv] [--modality video audio] [--whiten-dim 0] [--seed 0]
+        [--by CSV:COLUMN ...]
 
 Embeds every clip of ``MANIFEST`` with the run's encoders (``RUN``: a run folder or checkpoint of ``avformer
 pretrain`` or ``avformer train``; the pooled features of one centre window per clip, as ``probe-linear`` reads them),
@@ -8,7 +9,10 @@ centres and L2-normalises each modality's features (``--whiten-dim D``: PCA-whit
 DeepCluster), and runs k-means (k-means++ seeding, ``--n-init`` restarts, seeded) per modality. The CSV has one row
 per embedded clip: ``row,id,path,label,cluster_video,cluster_audio`` (empty where a clip lacks that stream). When
 the manifest has labels, the NMI of each modality's clusters against them is printed (and of the video clusters
-against the audio clusters): the diagnosis XDC's training logs per round.
+against the audio clusters): the diagnosis XDC's training logs per round. ``--by CSV:COLUMN`` (repeatable) adds the
+NMI against any other column of a CSV keyed by ``id`` or ``path`` (e.g. how AV-Digits clips were made,
+``../shared/data/av-digits/val_meta.csv:snr_db``; a numeric column is cut into 10 quantile bins): what the clusters
+group by when it is not the class.
 
 Exit status: 0 done; 2 a bad run folder, manifest or argument.
 """
@@ -17,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 from pathlib import Path
 
 import torch
 
 from avformer.data.manifest import ManifestError, read_manifest
+from avformer.eval.report import read_groups
 from avformer.eval.representations import extract_embeddings, represented_modalities
 from avformer.metrics.clustering import fit_whitening, kmeans, normalized_mutual_info
 from avformer.models.loading import load_run
@@ -43,9 +49,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--whiten-dim", type=int, default=0, help="PCA-whiten to this many dimensions first (0: no)")
     p.add_argument("--n-init", type=int, default=3, help="k-means++ restarts (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--by", action="append", default=[], metavar="CSV:COLUMN", help="also NMI against this column")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     return p
+
+
+def _factor(values: list[str | None]) -> torch.Tensor:
+    """Integer codes of a column's values (-1: missing); numeric values cut into 10 quantile bins."""
+    try:
+        nums = torch.tensor([math.nan if v in (None, "") else float(v) for v in values], dtype=torch.float64)
+    except ValueError:  # categorical
+        names = sorted({v for v in values if v})
+        return torch.tensor([names.index(v) if v else -1 for v in values])
+    known = ~nums.isnan()
+    if not known.any():
+        return torch.full((len(values),), -1)
+    edges = torch.quantile(nums[known], torch.linspace(0, 1, 11, dtype=torch.float64)[1:-1])
+    return torch.where(known, torch.bucketize(nums, edges), -1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise ValueError(f"model {run.cfg.model.name!r} has no {' or '.join(missing)} encoder (--modality)")
         manifest = read_manifest(args.manifest, run.cfg.root)
+        factors = dict(map(read_groups, args.by))
         emb = extract_embeddings(run.model, manifest, run.cfg.data, batch_size=args.batch_size, workers=args.workers)
         clusters: dict[str, torch.Tensor] = {}
         for m in modalities:
@@ -91,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         ok = labeled & (c >= 0)
         if ok.any():
             print(f"  NMI {m} clusters vs labels: {normalized_mutual_info(c[ok], emb.labels[ok]):.4f}")
+    for column, groups in factors.items():
+        codes = _factor([groups.get(i) for i in emb.ids])
+        for m, c in clusters.items():
+            ok = (codes >= 0) & (c >= 0)
+            if ok.any():
+                print(f"  NMI {m} clusters vs {column}: {normalized_mutual_info(c[ok], codes[ok]):.4f}")
     if len(clusters) == 2:
         both = (clusters["video"] >= 0) & (clusters["audio"] >= 0)
         if both.any():
