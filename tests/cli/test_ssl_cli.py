@@ -121,6 +121,10 @@ def test_crisscross_pretrains_on_two_views_and_probes_and_clusters(
     assert len(got) == 4 and {r["cluster_video"] for r in got} <= {"0", "1"} and all(r["cluster_audio"] for r in got)
     printed = capsys.readouterr().out
     assert "NMI video clusters vs kind:" in printed and "NMI audio clusters vs loudness:" in printed
+    trained = [r["cluster_video"] for r in got]
+    assert cluster.main([*argv, "--random-init", "--modality", "video", "--k", "3"]) == 0  # the baseline
+    fresh = list(csv.DictReader(csv_out.open()))
+    assert all(r["cluster_audio"] == "" for r in fresh) and len(fresh) == len(trained)
 
 
 def test_cluster_errors_are_one_line(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ the manifest has labels, the NMI of each modality's clusters against them is pri
 against the audio clusters): the diagnosis XDC's training logs per round. ``--by CSV:COLUMN`` (repeatable) adds the
 NMI against any other column of a CSV keyed by ``id`` or ``path`` (e.g. how AV-Digits clips were made,
 ``../shared/data/av-digits/val_meta.csv:snr_db``; a numeric column is cut into 10 quantile bins): what the clusters
-group by when it is not the class.
+group by when it is not the class. ``--random-init``: the same with freshly initialised weights, the baseline.
 
 Exit status: 0 done; 2 a bad run folder, manifest or argument.
 """
@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--whiten-dim", type=int, default=0, help="PCA-whiten to this many dimensions first (0: no)")
     p.add_argument("--n-init", type=int, default=3, help="k-means++ restarts (default 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--random-init", action="store_true", help="the run's architecture with fresh weights (seed --seed): a baseline"
+    )
     p.add_argument("--by", action="append", default=[], metavar="CSV:COLUMN", help="also NMI against this column")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
@@ -76,14 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = load_run(args.run, require_classes=False)
-        have = represented_modalities(run.model)
+        if args.random_init:
+            torch.manual_seed(args.seed)
+        model = run.fresh_model() if args.random_init else run.model
+        have = represented_modalities(model)
         modalities = tuple(args.modality or have)
         missing = [m for m in modalities if m not in have]
         if missing:
             raise ValueError(f"model {run.cfg.model.name!r} has no {' or '.join(missing)} encoder (--modality)")
         manifest = read_manifest(args.manifest, run.cfg.root)
         factors = dict(map(read_groups, args.by))
-        emb = extract_embeddings(run.model, manifest, run.cfg.data, batch_size=args.batch_size, workers=args.workers)
+        emb = extract_embeddings(model, manifest, run.cfg.data, batch_size=args.batch_size, workers=args.workers)
         clusters: dict[str, torch.Tensor] = {}
         for m in modalities:
             feats, present = getattr(emb, f"{m}_pooled"), getattr(emb, f"has_{m}").bool()
