@@ -527,14 +527,19 @@ def format_pretrain_table(
     notes: Sequence[str] = (),
 ) -> str:
     """The Markdown table of self-supervised configs: linear-probe top-1 (pretrained / random init) per modality,
-    the last epoch's val ``a2v_mAP`` and ``columns``, wall time; mean ± std over seeds."""
+    the last epoch's val ``a2v_mAP`` and ``columns``, wall time; mean ± std over seeds (the value alone for one)."""
     cols = ["a2v_mAP", *(c for c in columns if c != "a2v_mAP")]
     head = "| config | task | video probe | (random init) | audio probe | (random init) | "
     head += " | ".join(f"val {c}" for c in cols) + " | wall / run |"
     lines = [head, "|---|---|" + "---:|" * (4 + len(cols) + 1)]
     for s in summaries:
-        probe = [_pair(s.probe.get(k), "top1") for k in ("video", "video_random", "audio", "audio_random")]
-        extras = [_pair(s.extras.get(c), c) for c in cols]
+        one = sum(bool(r.probe or r.extras) for r in s.runs) <= 1  # one seed: no spread to show
+
+        def cell(v: tuple[float, float] | None, metric: str, one: bool = one) -> str:
+            return _pair(v, metric) if not one or v is None else _fmt_value(v[0], metric)
+
+        probe = [cell(s.probe.get(k), "top1") for k in ("video", "video_random", "audio", "audio_random")]
+        extras = [cell(s.extras.get(c), c) for c in cols]
         wall = f"{s.wall_s / 60:.1f} min" if s.wall_s is not None else "n/a"
         lines.append("| " + " | ".join([s.config, s.task, *probe, *extras, wall]) + " |")
     lines.append("")
@@ -566,4 +571,4 @@ def _estimated(summaries: Sequence[Summary]) -> bool:
 def _fmt_value(v: float | None, metric: str) -> str:
     if v is None:
         return "n/a"
-    return f"{v * 100:.1f}" if _pct(metric) else f"{v:.4f}"
+    return f"{v * 100:.1f}" if _pct(metric) else f"{v:.3f}"
