@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} thread(s) each, on {os.cpu_count()} CPU(s) ({platform.machine()}); torch {torch.__version__}."
     ]
     if not args.table_only:
-        notes.append(f"Wall time of all training: {train_wall / 60:.1f} min.")
+        notes.append(f"Wall time of all training{' and probes' if probe else ''}: {train_wall / 60:.1f} min.")
         if load_summary is not None:
             notes.append(
                 f"1-min load average while training: mean {load_summary['mean']:.1f}, max {load_summary['max']:.1f} "
