@@ -37,13 +37,6 @@ class Whitening:
         y = (x.float() - self.mean) @ self.proj
         return torch.nn.functional.normalize(y, dim=1)
 
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"mean": self.mean, "proj": self.proj}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Tensor]) -> Whitening:
-        return cls(state["mean"].float(), state["proj"].float())
-
 
 def fit_whitening(x: Tensor, dim: int | None = None, *, eps: float = 1e-5) -> Whitening:
     """PCA whitening of ``x`` (N, D) to ``dim`` components (all ``min(N, D)`` with None), then L2 normalisation
