@@ -16,7 +16,7 @@ from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
 from avformer.train.experiment import RunResult, run_experiment
 from avformer.utils.checkpoint import CheckpointError
 from avformer.utils.distributed import init_distributed, is_main
-from avformer.utils.errors import UsageError
+from avformer.utils.errors import EnvironmentFailure, TrainingDiverged, UsageError, describe
 
 __all__ = ["add_config_args", "config_from_args", "exit_status", "run_and_report", "run_in_group"]
 
@@ -49,14 +49,16 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def run_in_group(prog: str, device: str, fn: Callable[[], T]) -> T | int:
-    """Run ``fn`` inside the ``torchrun`` process group (joined here, left after), turning a user's mistake into one
-    line on stderr and exit status 2 (returned instead of ``fn``'s result)."""
+    """Run ``fn`` inside the ``torchrun`` process group (joined here, left after), turning a user's mistake (exit
+    status 2), an environment failure or a diverged run (1) into one line on stderr and that status (returned
+    instead of ``fn``'s result; :func:`avformer.utils.errors.describe`)."""
     owns_group = init_distributed(device)
     try:
         return fn()
-    except (UsageError, ConfigError, CheckpointError, FileNotFoundError) as e:  # e.g. a bad resume path
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+    except (UsageError, ConfigError, CheckpointError, EnvironmentFailure, TrainingDiverged, OSError) as e:
+        status, message = describe(e)  # e.g. a bad resume path (2), a full disk (1), a diverged loss (1)
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return status
     finally:
         if owns_group:
             dist.destroy_process_group()

@@ -2,12 +2,20 @@
 
 Each command module exposes ``main(argv: list[str] | None = None) -> int`` so tests call it in-process.
 Modules are imported lazily, so ``avformer probe`` does not pay for importing the models.
+
+Any exception that reaches this level ends as one line on stderr and an exit status (2: the user's input, 1: the
+environment or a bug; :func:`avformer.utils.errors.describe`), never a traceback; ``avformer --debug <command>``
+(``--debug`` anywhere on the line) or ``AVFORMER_DEBUG=1`` shows the traceback instead. A closed output pipe
+(``avformer ... | head``) ends quietly.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+from avformer.utils.errors import debug_enabled, describe
 
 __all__ = ["COMMANDS", "main"]
 
@@ -38,12 +46,14 @@ def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: avformer <command> [args...]", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`avformer <command> --help` describes a command."]
+    lines += ["", "`avformer <command> --help` describes a command; `--debug` shows tracebacks (bug reports)."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or debug_enabled()
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(_usage())
         return 0 if argv else 2
@@ -56,8 +66,27 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"avformer: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[cmd][0])
-    return int(module.main(rest))
+    return _run(cmd, rest, debug)
+
+
+def _run(cmd: str, argv: list[str], debug: bool) -> int:
+    """``avformer.cli.<cmd>.main(argv)`` with every escaping exception turned into one line and an exit status."""
+    try:
+        module = importlib.import_module(COMMANDS[cmd][0])
+        return int(module.main(argv))
+    except BrokenPipeError:  # `avformer ... | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print(f"avformer {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        status, message = describe(e)
+        print(f"avformer {cmd}: error: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":
