@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from avformer.train.trainer import evaluate, fit, seed_everything
 from avformer.utils.distributed import is_main
 from avformer.utils.errors import UsageError
 from avformer.utils.run_folder import write_classes
+from avformer.utils.run_lock import RunLock
 
 __all__ = [
     "Composed",
@@ -119,14 +121,34 @@ def strip_labels(manifest: Manifest) -> Manifest:
 
 
 def _manifest(path: str | None, what: str, root: str | None, classes: Any = None, split: str | None = None) -> Manifest:
+    """The manifest at ``path``, refused (UsageError) when it has no row or none of its local files exists."""
     if path is None:
         raise UsageError(f"{what} is not set in the config (set it in the YAML or as {what}=PATH)")
     if not Path(path).is_file():
         raise UsageError(f"{what}: no such file: {path}")
     try:
-        return read_manifest(path, root, classes=classes, split=split)
+        manifest = read_manifest(path, root, classes=classes, split=split)
     except ManifestError as e:
         raise UsageError(f"{what}: {e}") from e
+    where = f"{what} {path}" + (f" (split {split!r})" if split else "")
+    if len(manifest) == 0:
+        raise UsageError(f"{where}: no rows")
+    # one usable file is enough to start (stops at the first that exists; URLs count as present)
+    if not any("://" in r.path or Path(r.path).is_file() for r in manifest):
+        raise UsageError(
+            f"{where}: none of its {len(manifest)} files exists (first: {manifest.rows[0].path}); check the "
+            "paths and `root`"
+        )
+    return manifest
+
+
+def _check_classes(classes: list[str], multilabel: bool, where: str) -> None:
+    """A single-label classifier needs 2 classes or more (one class trains to a constant: CE 0, top-1 1.0)."""
+    if not multilabel and len(classes) < 2:
+        raise UsageError(
+            f"{where}: {len(classes)} class{'es' if len(classes) != 1 else ''} ({', '.join(classes) or 'none'}); "
+            "a classifier needs at least 2 (give the full class list with classes: FILE)"
+        )
 
 
 def _shards(
@@ -193,6 +215,7 @@ def _labeled_data(cfg: ExperimentConfig) -> ExperimentData:
         if not train_ds.classes:
             raise UsageError(f"train_shards {cfg.train_shards}: no class list (set classes: FILE)")
         classes, multilabel = list(train_ds.classes), train_ds.multilabel
+        _check_classes(classes, multilabel, f"train_shards {cfg.train_shards}")
         val_loader: Any = None
         val = None
         if cfg.val_shards is not None:
@@ -209,6 +232,7 @@ def _labeled_data(cfg: ExperimentConfig) -> ExperimentData:
     train = _manifest(cfg.train_manifest, "train_manifest", cfg.root, cfg.classes, cfg.train_split)
     if not train.classes:
         raise UsageError(f"train_manifest {cfg.train_manifest}: no labels (a classifier needs a label column)")
+    _check_classes(list(train.classes), train.multilabel, f"train_manifest {cfg.train_manifest}")
     val = (
         _manifest(cfg.val_manifest, "val_manifest", cfg.root, train.classes, cfg.val_split)
         if cfg.val_manifest
@@ -357,12 +381,31 @@ def run_experiment(
     """Build ``cfg`` (:func:`build_experiment`) and train it with :func:`~avformer.train.trainer.fit`; a supervised
     run also gets ``classes.txt`` (before training, so a killed run can be evaluated) and ``report.md``.
 
+    The run folder is locked (:class:`~avformer.utils.run_lock.RunLock`, rank 0) before anything is read or written
+    and until the run returns: a second run on the same folder is refused.
+
     Raises:
-        UsageError: see :func:`build_experiment`.
+        UsageError: see :func:`build_experiment`; :class:`~avformer.utils.run_lock.RunFolderBusy` when another
+            process runs in the folder; a folder path that is a file.
+        OSError: the folder cannot be created or written.
     """
     out = Path(out_dir if out_dir is not None else cfg.train.out_dir)
     if str(out) != cfg.train.out_dir:
         cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
+    lock = RunLock(out, command=command) if is_main() else nullcontext()
+    with lock:
+        return _run_locked(cfg, out, mode, console, command, report, subtitles)
+
+
+def _run_locked(
+    cfg: ExperimentConfig,
+    out: Path,
+    mode: str,
+    console: Console | None,
+    command: str | None,
+    report: bool,
+    subtitles: bool,
+) -> RunResult:
     exp = build_experiment(cfg, mode=mode, subtitles=subtitles)
     if exp.notice is not None and console is not None:
         console.print(f"note: {exp.notice}", soft_wrap=True, markup=False, highlight=False)

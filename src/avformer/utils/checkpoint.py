@@ -4,8 +4,10 @@
 folder, flushes and fsyncs it, then ``os.replace``-s it over ``path`` (atomic on POSIX and Windows) and fsyncs
 the folder. If anything fails on the way (disk full, a kill signal turned into an exception, a pickling error),
 the temporary file is removed and the previous checkpoint at ``path`` is untouched. A process killed with
-SIGKILL mid-write can leave a stray ``.<name>.*.tmp`` behind (never the checkpoint itself);
-:func:`remove_stale_temps` clears those.
+SIGKILL mid-write can leave a stray ``.<name>.<pid>.*.tmp`` behind (never the checkpoint itself);
+:func:`remove_stale_temps` clears those of processes that are no longer running (the trainer calls it while it
+holds the run folder's lock, :mod:`avformer.utils.run_lock`). A full disk raises ``OSError(ENOSPC)`` naming the
+file (torch's own writer reports it as an opaque ``unexpected pos`` error; the real cause is kept and re-raised).
 
 :func:`load_checkpoint` reads with ``weights_only=True`` by default (no arbitrary code runs on load), so the
 state must hold tensors, numbers, strings and containers of them; the trainer stores RNG states in that form.
@@ -20,7 +22,7 @@ import platform
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -62,6 +64,36 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class _RecordingWriter:
+    """A binary file wrapper that remembers the ``OSError`` of a failed write (torch.save hides it)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists, owned by someone else (or the check itself is not possible here)
+    return True
+
+
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """Atomically write ``state`` (``torch.save`` format) to ``path``.
 
@@ -71,31 +103,48 @@ def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=_TMP_SUFFIX)
     tmp = Path(tmp_name)
+    writer: _RecordingWriter | None = None
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            torch.save(dict(state), f)
+            writer = _RecordingWriter(f)
+            torch.save(dict(state), writer)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        cause = writer.error if writer is not None and writer.error is not None else e
+        if isinstance(cause, OSError) and cause is not e:
+            raise OSError(cause.errno, cause.strerror, str(path)) from e
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
     _fsync_dir(path.parent)
     return path
 
 
+def _temp_owner(name: str) -> int | None:
+    """The pid in a temp file name ``.<name>.<pid>.<random>.tmp`` (None for the older form without one)."""
+    parts = name.split(".")
+    return int(parts[-3]) if len(parts) >= 5 and parts[-3].isdigit() else None
+
+
 def remove_stale_temps(folder: str | Path) -> list[Path]:
     """Delete temporary files a killed :func:`save_checkpoint` left in ``folder``; returns what was removed.
 
-    Only call this when no other process is saving into ``folder``.
+    Temp files of a process that is still running (another pid, on this host) are left alone; call this while
+    holding the folder's :class:`~avformer.utils.run_lock.RunLock`.
     """
     removed = []
     for p in Path(folder).glob(f".*{_TMP_SUFFIX}"):
+        pid = _temp_owner(p.name)
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            continue
         with contextlib.suppress(OSError):
             p.unlink()
             removed.append(p)
