@@ -4,6 +4,8 @@ Files in the run directory:
 
 - ``metrics.csv``: one row per epoch (``epoch, step, train_loss, lr, clips_per_s, ..., val_<metric>``);
 - ``train_log.csv``: one row every ``log_every`` optimizer steps (``step, epoch, loss, lr, clips_per_s, ...``);
+- ``skipped.csv``: every row skipped in an epoch (``epoch, split, id, reason``; ``split`` is train or val), written
+  at the epoch's end; its counts are the ``skipped_train`` / ``skipped_val`` columns of ``metrics.csv``;
 - ``tb/``: TensorBoard events, only when ``torch.utils.tensorboard`` imports (the ``tensorboard`` package is an
   optional dependency; without it one info line says so and nothing else changes).
 
@@ -28,7 +30,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["CsvLog", "RunLogger", "format_row"]
+__all__ = ["SKIPPED_FILE", "CsvLog", "RunLogger", "format_row"]
+
+SKIPPED_FILE = "skipped.csv"
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +140,7 @@ class RunLogger:
         self.live = self.console.is_terminal
         self.metrics = CsvLog(out_dir / "metrics.csv") if enabled else None
         self.train_log = CsvLog(out_dir / "train_log.csv") if enabled else None
+        self.skipped = CsvLog(out_dir / SKIPPED_FILE) if enabled else None
         self.tb: Any = None
         if enabled and tensorboard:
             try:
@@ -152,9 +157,17 @@ class RunLogger:
 
     def truncate(self, *, epoch: int, step: int) -> None:
         """Drop rows logged after (``epoch`` completed epochs, ``step`` optimizer steps)."""
-        if self.metrics is not None and self.train_log is not None:
+        if self.metrics is not None and self.train_log is not None and self.skipped is not None:
             self.metrics.truncate("epoch", epoch)
             self.train_log.truncate("step", step)
+            self.skipped.truncate("epoch", epoch)
+
+    def log_skipped(self, epoch: int, split: str, skipped: list[tuple[str, str]]) -> None:
+        """Rows of ``split`` skipped in (1-based) ``epoch``, as ``skipped.csv`` rows."""
+        if self.skipped is None:
+            return
+        for row_id, reason in skipped:
+            self.skipped.write({"epoch": epoch, "split": split, "id": row_id, "reason": reason})
 
     def _tb(self, prefix: str, row: Mapping[str, Any], step: int) -> None:
         if self.tb is not None:

@@ -22,6 +22,7 @@ import torch
 
 from avformer.config import ExperimentConfig
 from avformer.metrics.classification import confusion_matrix, per_class_accuracy
+from avformer.train.logging import SKIPPED_FILE
 
 __all__ = ["modality_scores", "read_csv_rows", "write_run_report"]
 
@@ -68,6 +69,25 @@ def write_curves(run_dir: str | Path) -> Path | None:
     if not rows:
         return None
     return plots.plot_training_curves(rows, run / "training_curves.png")
+
+
+def _skipped_section(run: Path, first: int = 5) -> list[str]:
+    """``## Skipped clips``: per split, the clips skipped in the last epoch that logged the split (from
+    ``skipped.csv``) with the first few reasons; nothing when no clip was skipped."""
+    rows = read_csv_rows(run / SKIPPED_FILE)
+    if not rows:
+        return []
+    lines = ["## Skipped clips", ""]
+    for split in ("train", "val"):
+        mine = [r for r in rows if r.get("split") == split]
+        if not mine:
+            continue
+        last = max(int(r["epoch"]) for r in mine)
+        mine = [r for r in mine if int(r["epoch"]) == last]
+        lines.append(f"- {split}: {len(mine)} clips skipped in epoch {last}; first:")
+        lines += [f"  - `{r['id']}`: {r['reason']}" for r in mine[:first]]
+    lines += ["", f"Every skipped clip with its reason is in `{SKIPPED_FILE}`.", ""]
+    return lines
 
 
 def write_run_report(
@@ -149,6 +169,7 @@ def write_run_report(
         lines += ["", f"Best `{summary.get('best_metric')}`: {_fmt(summary.get('best_value'))} "]
         lines[-1] += f"(epoch {summary.get('best_epoch')}, saved as `best.pt`)."
         lines.append("")
+    lines += _skipped_section(run)
     if figures:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({name})" for title, name in figures]

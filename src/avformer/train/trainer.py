@@ -78,7 +78,16 @@ from avformer.train.rng import (
 )
 from avformer.utils.checkpoint import load_checkpoint, remove_stale_temps
 from avformer.utils.device import resolve_device
-from avformer.utils.distributed import all_reduce_min, all_reduce_sum, is_dist, is_main, rank, world_size
+from avformer.utils.distributed import (
+    all_reduce_min,
+    all_reduce_sum,
+    gather_objects,
+    is_dist,
+    is_main,
+    rank,
+    world_size,
+)
+from avformer.utils.errors import TrainingDiverged, UsageError
 
 __all__ = ["TrainState", "Trainer", "evaluate", "fit", "seed_everything", "set_loader_epoch"]
 
@@ -336,7 +345,10 @@ class Trainer(CheckpointMixin):
             st.metric_sums[k] = st.metric_sums.get(k, 0.0) + v
         mean_loss = loss_sum / clips
         if not math.isfinite(mean_loss):
-            raise FloatingPointError(f"loss is {mean_loss} at step {st.step} (epoch {st.epoch + 1}); stopping")
+            raise TrainingDiverged(
+                f"loss is {mean_loss} at step {st.step} (epoch {st.epoch + 1}), before the step was applied: "
+                "training diverged (lower optim.lr or check the data)"
+            )
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip)) if clip > 0 else None
         self.state.last_lr = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
@@ -360,16 +372,25 @@ class Trainer(CheckpointMixin):
         no_sync = getattr(self.model, "no_sync", None)
         return no_sync() if callable(no_sync) else nullcontext()
 
-    def _validate(self, val_loader: Any) -> dict[str, float]:
+    def _validate(self, val_loader: Any) -> tuple[dict[str, float], LoadStats]:
         assert self.logger is not None
         swap = self.ema.swap(self.task.model) if self.ema is not None else nullcontext()
         with swap:
             metrics, stats = evaluate(
                 self.task, val_loader, device=self.device, precision=self.tcfg.precision, lockstep=self.fsdp
             )
+        if stats.loaded == 0:  # stats are global (evaluate gathers them)
+            raise UsageError(f"the validation set has no usable clip: {stats.summary()}{_first_reasons(stats)}")
         if stats.skipped:
             self.logger.info(f"validation: {stats.summary()}")
-        return metrics
+        return metrics, stats
+
+    def _epoch_stats(self) -> LoadStats:
+        """This epoch's loaded / skipped rows over every rank."""
+        if self.world == 1:
+            return self.stats
+        parts = gather_objects((self.stats.loaded, self.stats.skipped))
+        return LoadStats(sum(p[0] for p in parts), [s for p in parts for s in p[1]])
 
     def _update_best(self, metrics: dict[str, float], epoch: int) -> bool:
         assert self.logger is not None
@@ -464,6 +485,11 @@ class Trainer(CheckpointMixin):
             self.resume_rng = {}
             if stopped:
                 return self._stop()
+            stats = self._epoch_stats()
+            if stats.loaded == 0:  # nothing trained: refuse before any checkpoint, hook or log row
+                raise UsageError(
+                    f"no usable training clip in epoch {st.epoch + 1}: {stats.summary()}{_first_reasons(stats)}"
+                )
             self._task_hook("on_epoch_end", train_loader)
 
             epoch = st.epoch + 1  # completed epochs, 1-based in logs
@@ -475,12 +501,16 @@ class Trainer(CheckpointMixin):
                 "clips_per_s": self.epoch_clips_per_s,
             }
             row |= {f"train_{k}": v / max(st.clips, 1) for k, v in st.metric_sums.items()}
-            if self.stats.skipped:
-                self.logger.info(f"epoch {epoch}: {self.stats.summary()}")
+            row["skipped_train"] = len(stats.skipped)
+            if stats.skipped:
+                self.logger.info(f"epoch {epoch}: {stats.summary()}")
+            self.logger.log_skipped(epoch, "train", stats.skipped)
             improved = False
             if val_loader is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
-                metrics = self._validate(val_loader)
+                metrics, val_stats = self._validate(val_loader)
                 row |= {f"val_{k}": v for k, v in metrics.items()}
+                row["skipped_val"] = len(val_stats.skipped)
+                self.logger.log_skipped(epoch, "val", val_stats.skipped)
                 improved = self._update_best(metrics, epoch)
             st.epoch, st.batches_done = epoch, 0
             st.last_row = row
@@ -522,6 +552,13 @@ class Trainer(CheckpointMixin):
             "best_epoch": st.best_epoch,
             "stopped": stopped,
         }
+
+
+def _first_reasons(stats: LoadStats, n: int = 3) -> str:
+    """``"; first: id (reason); ..."`` for the first ``n`` skipped rows, '' when none were skipped."""
+    if not stats.skipped:
+        return ""
+    return "; first: " + "; ".join(f"{row_id} ({reason})" for row_id, reason in stats.skipped[:n])
 
 
 def fit(
