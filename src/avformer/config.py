@@ -129,6 +129,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check(self.strategy in _STRATEGIES, f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
+        _check(
+            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+            f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
+        )
         _check(self.shuffle_buffer >= 1, f"shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         _check(
             not (self.strategy == "fsdp" and self.ema_decay > 0),
@@ -407,9 +411,15 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in chain:
         raise ConfigError(f"{path}: inheritance cycle: {' -> '.join(map(str, (*chain, path)))}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(e).split())}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such config file" + (f" (inherited from {chain[-1]})" if chain else "")) from e
+    except IsADirectoryError as e:
+        raise ConfigError(f"{path}: a folder, not a config file") from e
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")

@@ -44,7 +44,7 @@ from avformer.fusion.bottleneck import BottleneckFusionConfig
 from avformer.fusion.head import FusionHead, FusionLogits, HeadConfig
 from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions
 from avformer.models.base import EncoderOutput
-from avformer.models.registry import create_model, register_model
+from avformer.models.registry import check_field_types, create_model, register_model
 
 __all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput", "build_with_overrides"]
 
@@ -143,6 +143,7 @@ class AVModelConfig:
     proj_mlp: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(type(self), {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         entry = get_fusion(self.fusion)
         fc, head = self.fusion_config, self.head
         old_head: dict[str, Any] = {}

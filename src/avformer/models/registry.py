@@ -13,12 +13,22 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["create_model", "is_model", "list_models", "register_model", "split_overrides", "standalone_overrides"]
+__all__ = [
+    "check_field_types",
+    "create_model",
+    "is_model",
+    "list_models",
+    "register_model",
+    "split_overrides",
+    "standalone_overrides",
+]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _STANDALONE: dict[str, Callable[..., dict[str, Any] | None]] = {}
@@ -97,4 +107,51 @@ def split_overrides(cfg: Any, overrides: dict[str, Any], runtime_keys: Iterable[
         )
     arch = {k: v for k, v in overrides.items() if k in fields}
     rt = {k: v for k, v in overrides.items() if k in runtime}
+    check_field_types(type(cfg), arch)
     return dataclasses.replace(cfg, **arch), rt
+
+
+def check_field_types(cls: type, values: Mapping[str, Any]) -> None:
+    """Refuse a value that cannot fit its dataclass field's annotation (``proj_dim="abc"``), before it reaches code
+    that would fail with an unrelated message. Only plain annotations are read (bool, int, float, str, tuple, list,
+    dict, None and unions of them); others pass.
+
+    Raises:
+        TypeError: ``override KEY=VALUE: expected TYPE, got TYPE``.
+    """
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation that does not resolve here: no type check
+        return
+    for key, value in values.items():
+        if key in hints and _matches(value, hints[key]) is False:
+            raise TypeError(f"override {key}={value!r}: expected {_hint_name(hints[key])}, got {type(value).__name__}")
+
+
+def _matches(value: Any, hint: Any) -> bool | None:
+    """Whether ``value`` fits the annotation ``hint`` (None: a hint this check does not read)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        results = [_matches(value, a) for a in typing.get_args(hint)]
+        return True if any(r is True for r in results) else (False if all(r is False for r in results) else None)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (tuple, list) or origin in (tuple, list):
+        return isinstance(value, tuple | list)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    return None
+
+
+def _hint_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
