@@ -28,7 +28,7 @@ from avformer.data.manifest import ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
 from avformer.eval.representations import Embeddings, extract_embeddings, retrieval_metrics
 from avformer.models.loading import load_run
-from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.checkpoint import CheckpointError, save_checkpoint
 
 __all__ = ["main", "write_index"]
 
@@ -38,7 +38,7 @@ def write_index(out: Path, emb: Embeddings, run: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in emb.to_dict().items() if isinstance(v, torch.Tensor)}
     data |= {"ids": emb.ids, "paths": emb.paths, "classes": emb.classes, "texts": emb.texts, "run": str(run)}
-    torch.save(data, out / "embeddings.pt")
+    save_checkpoint(out / "embeddings.pt", data)  # atomic: an index is never half-written
     with (out / "index.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["row", "id", "path", "label", "has_video", "has_audio", "text"])

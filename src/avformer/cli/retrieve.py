@@ -26,7 +26,7 @@ from avformer.data.manifest import Manifest, ManifestError, ManifestRow
 from avformer.eval.representations import extract_embeddings
 from avformer.metrics.retrieval import similarity_matrix
 from avformer.models.loading import load_run
-from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["main", "retrieve"]
 
@@ -44,7 +44,9 @@ def retrieve(
     """Ranked hits ``{rank, score, id, path, label}`` for a text or file query (see the module docstring)."""
     if (text is None) == (file is None):
         raise ValueError("give exactly one of --text and --file")
-    data = torch.load(Path(index_dir) / "embeddings.pt", weights_only=True)
+    data = load_checkpoint(Path(index_dir) / "embeddings.pt")  # weights_only: a pickle payload is refused
+    if run is None and not isinstance(data.get("run"), str):
+        raise CheckpointError(f"{Path(index_dir) / 'embeddings.pt'}: no run recorded (pass --run)")
     loaded = load_run(run or data["run"], require_classes=False)
     cfg, model = loaded.cfg, loaded.model
     with torch.no_grad():
