@@ -41,9 +41,9 @@ def test_dataset_opens_each_file_once(clips: Path, monkeypatch: pytest.MonkeyPat
     calls: list[str] = []
     real_open = media_decode._open
 
-    def counting_open(path: str) -> object:
+    def counting_open(path: str, deadline: float) -> object:
         calls.append(path)
-        return real_open(path)
+        return real_open(path, deadline)
 
     monkeypatch.setattr(media_decode, "_open", counting_open)  # where decode_clip looks it up
     cfg = DataConfig(clip_seconds=1.0, video=VideoTransformConfig(num_frames=4, fps=4.0, size=32, short_side=32))

@@ -5,7 +5,11 @@ line ``N files: X ok, Y partial (usable), Z unusable``. ``--json`` prints one JS
 summary object instead. Exit status 1 if any file is unusable (status ``error``), else 0.
 
 Probing decodes every audio/video stream without RGB conversion (see :func:`avformer.data.media.probe` for the
-rules: long files are checked at the head and the tail, and a per-file time limit stops the check early).
+rules: long files are checked at the head and the tail, and a per-file time limit, the open included, stops the
+check early). Only regular files are read: a FIFO, directory, socket or device is an ``error`` line at once
+(``not a regular file (a FIFO)``), never a hang. A file whose header declares far more than decodes (``declared
+duration 1000000000.0 s but decodable content ends at 3.0 s``) is ``partial``; the JSON record carries the
+measured end as ``decoded_end``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="media files")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of text")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="S", help="decode-time cap per file (default 20)")
+    p.add_argument(
+        "--timeout", type=float, default=20.0, metavar="S", help="time cap per file, opening included (default 20)"
+    )
     p.add_argument(
         "--head",
         type=float,

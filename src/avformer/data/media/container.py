@@ -9,11 +9,31 @@ Decisions taken where the spec was silent (all are tested in ``tests/data/test_m
 - **Streams.** The default-disposition stream of each kind, else the first; never a stream without a decoder or a
   cover picture (``attached_pic``, e.g. MP3 cover art); a video track that the header says is empty (0 frames,
   no frame rate) ranks after the others.
+- **Only regular files.** A path is checked with ``os.stat`` (symlinks followed) before anything opens it: a
+  directory, FIFO, socket or device (``/dev/zero``, ``/dev/stdin``) is refused at once (``MediaError``
+  ``"not a regular file (a FIFO)"``), since reading one can block forever or never end. The file is then opened
+  with ``O_NONBLOCK`` and checked again with ``fstat`` on the open descriptor, so a path swapped for a FIFO between
+  the two checks is refused too instead of blocking: what FFmpeg reads is exactly what the check saw. FFmpeg gets
+  the descriptor as a Python file object (custom I/O), never the path, so a name such as ``concat:a|b`` or
+  ``http://...`` is a file name, not a protocol. A file that refers to other files (an HLS playlist, an
+  ``ffconcat`` list) cannot open them: FFmpeg's protocol whitelist for nested opens is empty, so such a file fails
+  to open (``cannot open``) instead of reaching a FIFO, a device or the network.
+- **Deadline.** ``_open`` takes the caller's deadline (a ``time.monotonic()`` value; ``decode_clip``'s and
+  ``probe``'s ``timeout_s``, ``media_duration``'s own): every read of the file after it returns end-of-file (the
+  source is marked *expired*, and the caller raises "timed out" instead of using the truncated data), and FFmpeg's
+  interrupt callback (PyAV's ``av.open(timeout=...)``) stops format probing and ``avformat_find_stream_info``
+  between packets once the time left at the open has passed. What is *not* bounded in-process: one call into
+  FFmpeg that never returns without reading (a decoder stuck inside one packet, a demuxer parsing an in-memory
+  header); only a process boundary stops that (the DataLoader worker ``timeout`` in training).
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
+import stat
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,20 +56,146 @@ def _describe_exc(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {msg}".split())
 
 
-def _open(path: str) -> Any:
-    """Open a container for reading; every failure becomes a MediaError naming the file."""
-    if not os.path.exists(path):
-        raise MediaError(path, "file not found")
-    if os.path.isdir(path):
-        raise MediaError(path, "is a directory")
+# what a non-regular file is, for the one-line reason (checked in this order)
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+# O_NONBLOCK: opening a FIFO (swapped in after the stat) returns at once instead of waiting for a writer;
+# O_NOCTTY: a terminal never becomes the controlling one. Regular files ignore both.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+# FFmpeg's nested opens (HLS segments, ffconcat entries) must match this protocol list: none does
+_CONTAINER_OPTIONS = {"protocol_whitelist": "none"}
+
+
+def _not_regular(mode: int) -> str | None:
+    """``"not a regular file (a FIFO)"`` for a non-regular ``st_mode``; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), f"mode {stat.filemode(mode)}")
+    return f"not a regular file ({kind})"
+
+
+class _Source:
+    """A regular file as FFmpeg reads it (PyAV custom I/O): every read after ``deadline`` is end-of-file.
+
+    Attributes:
+        name: the path (FFmpeg uses its extension when guessing the format, and names it in errors).
+        deadline: ``time.monotonic()`` value after which reads return ``b""``.
+        expired: some read was refused because of the deadline (the data FFmpeg saw is incomplete).
+    """
+
+    def __init__(self, path: str, fd: int, deadline: float) -> None:
+        self.name = path
+        self.deadline = deadline
+        self.expired = False
+        self._file = io.FileIO(fd, "rb", closefd=True)
+
+    def read(self, size: int = -1) -> bytes:
+        if time.monotonic() > self.deadline:
+            self.expired = True
+            return b""
+        return self._file.read(size) or b""
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Input:
+    """An open container and the file under it; :meth:`close` closes both (PyAV leaves custom I/O open)."""
+
+    def __init__(self, container: Any, source: _Source) -> None:
+        self.container = container
+        self.source = source
+
+    @property
+    def expired(self) -> bool:
+        """A read was refused because the deadline passed: whatever was decoded is incomplete."""
+        return self.source.expired
+
+    def close(self) -> None:
+        try:
+            self.container.close()
+        finally:
+            self.source.close()
+
+
+def _open_regular(path: str, deadline: float) -> _Source:
+    """Open ``path`` for reading if, and only if, it is a regular file; never blocks (see the module docstring)."""
     try:
-        container = av.open(path, mode="r", metadata_errors="replace")
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        raise MediaError(path, "file not found") from e
+    except OSError as e:
+        raise MediaError(path, f"cannot open: {e.strerror or e}") from e
+    if (why := _not_regular(st.st_mode)) is not None:
+        raise MediaError(path, why)
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError as e:
+        raise MediaError(path, "file not found") from e
+    except OSError as e:  # EACCES, ENXIO (a socket swapped in), ...
+        raise MediaError(path, f"cannot open: {e.strerror or e}") from e
+    try:
+        why = _not_regular(os.fstat(fd).st_mode)  # what was opened, whatever the path names now
+        if why is not None:
+            raise MediaError(path, why)
+        return _Source(path, fd, deadline)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open(path: str, deadline: float = math.inf) -> _Input:
+    """Open a regular file as a container for reading, within ``deadline`` (``time.monotonic()``).
+
+    Every failure becomes a MediaError naming the file: not found, not a regular file, cannot open, a text file,
+    or ``timed out while opening``. See the module docstring for what the deadline bounds.
+    """
+    source = _open_regular(path, deadline)
+    left = deadline - time.monotonic()
+    try:
+        if left <= 0:
+            source.expired = True
+            raise MediaError(path, "timed out while opening")
+        container = av.open(
+            source,
+            mode="r",
+            metadata_errors="replace",
+            container_options=_CONTAINER_OPTIONS,
+            timeout=(left if math.isfinite(left) else None, None),  # (open: probing + stream info, reads: none)
+        )
+    except MediaError:
+        source.close()
+        raise
     except Exception as e:  # FFmpeg errors, OSError, odd metadata: all mean "cannot open"
+        source.close()
+        if source.expired or isinstance(e, av.ExitError):  # our refused reads, or FFmpeg's interrupt callback
+            raise MediaError(path, "timed out while opening") from e
         raise MediaError(path, f"cannot open: {_describe_exc(e)}") from e
+    media = _Input(container, source)
     if _container_name(container) in _TEXT_DEMUXERS:
-        container.close()
+        media.close()
         raise MediaError(path, "a text file, not media (FFmpeg would render its text as a video)")
-    return container
+    if source.expired:  # the headers were cut short: the container may look valid but is not what the file holds
+        media.close()
+        raise MediaError(path, "timed out while opening")
+    return media
 
 
 def _container_start(container: Any) -> float:

@@ -19,9 +19,15 @@ Decisions taken where the spec was silent (all are tested in ``tests/data/test_m
   all, :class:`MediaError` is raised. Streams that are absent are flags (``has_audio=False``); a file with no
   decodable audio or video stream at all raises. Argument errors (``end <= start``, nothing requested) raise
   ``ValueError``.
-- **Bounded cost.** ``timeout_s`` is checked between packets (one packet's decode cannot be interrupted: a C call
-  that hangs needs a process boundary, e.g. a DataLoader worker with a timeout). FFmpeg's decoder threads and
-  swscale's threads are both set to ``threads``.
+- **Bounded cost.** ``timeout_s`` is one wall-clock deadline for the whole call, the open included (every open of
+  a retried window shares it). It bounds: opening (format probing and ``avformat_find_stream_info``: FFmpeg's
+  interrupt callback between packets, and every read of the file refused after the deadline), seeking and
+  demuxing (every read), and the decode loop (checked between packets). A read refused by the deadline never
+  yields a silently truncated clip: the call raises ``MediaError("... timed out ...")``. It does *not* bound one
+  call into FFmpeg that never returns without reading: a decoder stuck inside one packet, a scaler or resampler
+  on one frame. Only a process boundary stops that (the DataLoader worker ``timeout`` in training, which is the
+  outer bound). Only regular files are opened (see :mod:`~avformer.data.media.container`). FFmpeg's decoder
+  threads and swscale's threads are both set to ``threads``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
@@ -40,6 +45,7 @@ from avformer.data.media.container import (
     _container_start,
     _decodable,
     _describe_exc,
+    _Input,
     _open,
     _select_stream,
     _set_threads,
@@ -99,7 +105,8 @@ def decode_clip(
         sample_rate: output audio rate (Hz).
         video: decode video.
         audio: decode audio.
-        timeout_s: wall-clock budget for the whole call; None = unbounded.
+        timeout_s: wall-clock budget for the whole call, opening the file included (what it cannot interrupt:
+            see the module docstring); None = unbounded.
         threads: FFmpeg decoder and swscale threads (0 = FFmpeg's automatic choice).
         rotate: apply the display matrix (rotation/reflection) to the frames.
         window: choose the window from the file's header duration (None when unknown) once the file is open:
@@ -122,25 +129,26 @@ def decode_clip(
     deadline = time.monotonic() + timeout_s if timeout_s is not None else math.inf
     req: _Request | None = None
     for margin in _SEEK_MARGINS_S:
-        container = _open(p)
+        media = _open(p, deadline)
         try:
             if req is None:
                 if window is not None:
-                    start, end = window(_container_duration(container))
+                    start, end = window(_container_duration(media.container))
                     _check_args(start, end, fps, sample_rate)
                 req = _Request(
                     start, end, fps, size, max_side, sample_rate, video, audio, rotate, threads, timeout_s, deadline
                 )
-            return _decode(container, p, req, margin)
+            return _decode(media, p, req, margin)
         except _SeekMiss:
             continue
         finally:
-            container.close()
+            media.close()
     raise AssertionError("unreachable: the last pass never seeks")
 
 
-def _decode(container: Any, path: str, req: _Request, seek_margin: float | None) -> Clip:
+def _decode(media: _Input, path: str, req: _Request, seek_margin: float | None) -> Clip:
     """One demux pass over the selected streams of an open container (see the module docstring)."""
+    container = media.container
     c0 = _container_start(container)
     vs = _select_stream(container.streams.video) if req.video else None
     aus = _select_stream(container.streams.audio) if req.audio else None
@@ -160,6 +168,8 @@ def _decode(container: Any, path: str, req: _Request, seek_margin: float | None)
                 container.seek(math.floor((target + c0) / float(s.time_base)), stream=s, backward=True)
                 seeked = True
             except Exception as e:  # unseekable input: decode from the beginning instead
+                if media.expired:
+                    raise MediaError(path, f"timed out after {req.timeout_s:g} s (seeking)") from e
                 raise _SeekMiss from e
 
     vsink = _VideoSink(vs, c0, req, seeked) if vs is not None else None
@@ -202,6 +212,8 @@ def _decode(container: Any, path: str, req: _Request, seek_margin: float | None)
                 continue
             warnings.append(f"{kind}: decode error after {sink.decoded} frames: {_describe_exc(e)}")
             active.discard(idx)
+    if media.expired:  # a read was refused at the deadline: what decoded is cut short, not the file's end
+        raise MediaError(path, f"timed out after {req.timeout_s:g} s")
 
     frames = times = wav = None
     out_fps = None
@@ -266,16 +278,21 @@ def load_audio(
     return clip.audio, sample_rate
 
 
-def media_duration(path: str | os.PathLike[str]) -> float | None:
+def media_duration(path: str | os.PathLike[str], *, timeout_s: float | None = 60.0) -> float | None:
     """Duration in seconds from the headers (container, else the longest stream); None when unknown.
 
     Cheap (no decoding), so it can lie; use :func:`~avformer.data.media.probe` to check a file.
 
+    Args:
+        path: media file (a regular file: see :mod:`~avformer.data.media.container`).
+        timeout_s: wall-clock limit on opening the file (reading its headers); None = unbounded.
+
     Raises:
-        MediaError: the file cannot be opened.
+        MediaError: the file cannot be opened, is not a regular file, or the time limit was hit.
     """
-    container = _open(os.fspath(path))
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else math.inf
+    media = _open(os.fspath(path), deadline)
     try:
-        return _container_duration(container)
+        return _container_duration(media.container)
     finally:
-        container.close()
+        media.close()

@@ -16,7 +16,7 @@ Status = Literal["ok", "ok-video-only", "ok-audio-only", "partial", "error"]
 
 
 class MediaError(RuntimeError):
-    """A media file that cannot be decoded (or not within its time limit).
+    """A media file that cannot be decoded (or not within its time limit, or not a regular file).
 
     Attributes:
         path: the file.
@@ -126,6 +126,9 @@ class ProbeInfo:
         reason: one line for 'partial'/'error' (and for a check cut short by the time limit), else ''.
         has_video: some video stream (not a cover picture) decoded frames.
         has_audio: some audio stream decoded samples.
+        decoded_end: end (s, file clock) of the latest-ending audio/video frame that decoded: where the decodable
+            content ends when the check reached the end of the file (a long file's middle is skipped, its tail
+            decoded); None when nothing decoded. Compared with the header duration to catch headers that lie.
     """
 
     path: str
@@ -137,6 +140,7 @@ class ProbeInfo:
     reason: str = ""
     has_video: bool = False
     has_audio: bool = False
+    decoded_end: float | None = None
 
     def describe_streams(self) -> str:
         """Comma-separated stream summaries (``v:h264 1280x720 25fps, a:aac 48000Hz 2ch``)."""
