@@ -243,6 +243,9 @@ class ExperimentConfig:
     # shards written by `avformer prepare` (a folder, its index.json, or a URL of one); used instead of the manifests
     train_shards: str | None = None
     val_shards: str | None = None
+    # an index may name shards by http(s) URL anywhere (listed in the log); False = only files in the index's
+    # folder (or, for an index read by URL, under that URL's folder): an index is untrusted input
+    allow_shard_urls: bool = False
 
 
 def _tuplify(value: Any) -> Any:

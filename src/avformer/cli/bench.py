@@ -323,6 +323,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
             "source files": make_loader(files_ds, batch_size=batch_size, shuffle=True, num_workers=workers),
             "shards": make_shard_loader(
                 ShardDataset(args.shards, cfg.data, train=True, seed=cfg.train.seed, batch_size=batch_size,
+                             allow_urls=cfg.allow_shard_urls,
                              shuffle_buffer=cfg.train.shuffle_buffer, classes=manifest.classes),
                 num_workers=workers,
             ),

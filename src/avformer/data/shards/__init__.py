@@ -8,7 +8,12 @@ Decoding H.264/AAC is the usual bottleneck of video training. :func:`write_shard
 Modules:
 
 - :mod:`~avformer.data.shards.format`: the shard format (members, ``index.json``, why gzip'd ``.npy``), loading
-  the index and reading a shard's samples back (:func:`load_index`, :func:`iter_shard`, :func:`read_sample`).
+  the index and reading a shard's samples back (:func:`load_index`, :func:`iter_shard`, :func:`read_sample`), and
+  what is refused when reading them, since shards and indexes are untrusted input (:class:`ShardSampleError`,
+  :class:`ShardReadError`).
+- :mod:`~avformer.data.shards.index_checks`: what an index may name and how it must be shaped (used by
+  :func:`load_index`).
+- :mod:`~avformer.data.shards.samples`: the budgets a stored sample must keep (used by :func:`read_sample`).
 - :mod:`~avformer.data.shards.writer`: :class:`PrepareConfig` and :func:`write_shards` (``avformer prepare``).
 - :mod:`~avformer.data.shards.plan`: the order of an epoch across ranks and workers (:func:`epoch_plan`).
 - :mod:`~avformer.data.shards.reader`: :class:`ShardDataset` (epochs, mid-epoch resume) and
@@ -23,6 +28,8 @@ from avformer.data.shards.format import (
     INDEX_NAME,
     ShardIndex,
     ShardInfo,
+    ShardReadError,
+    ShardSampleError,
     StoredSample,
     count_samples,
     iter_shard,
@@ -41,6 +48,8 @@ __all__ = [
     "ShardDataset",
     "ShardIndex",
     "ShardInfo",
+    "ShardReadError",
+    "ShardSampleError",
     "StoredSample",
     "WorkerPlan",
     "count_samples",

@@ -21,9 +21,20 @@ Decided where the issue was silent:
   or a larger ``short_side`` than stored is a warning.
 - Rank and world size come from the constructor, else from ``torch.distributed`` when it is initialised at
   construction (inside DataLoader workers the process group is not usable, so it is read once, up front).
-- A sample that cannot be parsed (corrupt member) becomes a skip marker with its reason, like a bad file in
-  ``AVDataset``; a shard that cannot be opened or holds fewer samples than the index says raises (a broken dataset,
-  not a broken file). Opening an http(s) URL is retried 3 times; a connection that drops mid-shard raises.
+- Shards and indexes are untrusted input (:mod:`avformer.data.shards.format` says what is refused and why). A
+  sample that cannot be used (corrupt or oversized member, bad JSON, non-finite audio) becomes a skip marker whose
+  reason names the shard and key (``shard shard-000003.tar key 00000042: audio holds 7 non-finite values``), like
+  a bad file in ``AVDataset``.
+- A shard that cannot be opened, ends early, is corrupt mid-way, or holds fewer samples than the index says never
+  raises out of the iteration (in a DataLoader worker that would end the run with a traceback from another
+  process): each sample this worker still needed from it comes out as a skip marker, in its planned place, with a
+  reason naming the shard and what happened (``shard shard-000003.tar: truncated or corrupt after 5 of 12 samples
+  (ReadError: unexpected end of data)``), and the failure is logged once per shard and process. So the epoch keeps
+  its batches (and a resume its order), and :class:`~avformer.data.dataset.LoadStats` counts every lost sample.
+  Opening an http(s) URL is retried 3 times; a connection that drops mid-shard is such a failure.
+- A sample whose label is missing from the class list is a skip marker when the index's own class list lacks it
+  too (the shard contradicts its index); when only the caller's ``classes`` lack it, or the shards came as a list
+  (no index), it raises as before (a configuration error, e.g. val shards with a class the training set lacks).
 """
 
 from __future__ import annotations
@@ -40,9 +51,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avformer.data.dataset import _SKIP, DataConfig, WindowTransform, _stack_views, collate, worker_init
+from avformer.data.dataset import _SKIP, DataConfig, WindowTransform, _stack_views, collate, worker_context, worker_init
 from avformer.data.media import MediaError
-from avformer.data.shards.format import ShardIndex, StoredSample, iter_shard, load_index, read_sample
+from avformer.data.shards.format import (
+    SHARD_KEY,
+    ShardIndex,
+    ShardInfo,
+    ShardReadError,
+    ShardSampleError,
+    StoredSample,
+    iter_shard,
+    load_index,
+    read_sample,
+)
 from avformer.data.shards.plan import WorkerPlan, _batches_before, _split_even, epoch_plan
 from avformer.data.video import random_clip_window, uniform_clip_windows
 from avformer.data.views import ViewError, place_views
@@ -113,6 +134,8 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         rank, world_size: this process among distributed ones; default from ``torch.distributed`` when
             initialised, else 0 of 1.
         timeout_s: socket timeout for URLs.
+        allow_urls: let the index name http(s) shards anywhere, not only under its own folder (see
+            :func:`~avformer.data.shards.format.load_index`; a list of shards is taken as given).
     """
 
     def __init__(
@@ -130,11 +153,12 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         rank: int | None = None,
         world_size: int | None = None,
         timeout_s: float = 60.0,
+        allow_urls: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(source, (str, os.PathLike)):
-            self.index = load_index(source, timeout_s=timeout_s)
+            self.index = load_index(source, timeout_s=timeout_s, allow_urls=allow_urls)
         else:
             if classes is None:
                 raise ValueError("a list of shards has no class list: pass classes= (or [] for unlabeled data)")
@@ -153,6 +177,9 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         self.num_classes = len(self.classes)
         self.labels = labels
         self._class_index = {c: i for i, c in enumerate(self.classes)}
+        # labels a sample may carry without contradicting its index (None: no index file to contradict)
+        self._index_classes = set(self.index.classes) if self.index.source else None
+        self._reported: set[str] = set()  # shards whose failure this process has logged
         self.rank, self.world_size = _rank_world(rank, world_size)
         self._check_settings()
         # shared memory, so persistent DataLoader workers see what the main process sets (as AVDataset._epoch)
@@ -184,6 +211,12 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                     d["size"],
                     cfg.video.short_side,
                 )
+
+    @property
+    def prepare_failures(self) -> list[dict[str, Any]]:
+        """The rows ``avformer prepare`` could not write, as its index lists them (``failed``): ``{"index", "id",
+        "path", "reason"}`` each, in manifest order; ``[]`` for a list of shards (no index). A copy."""
+        return [dict(row) for row in self.index.failed]
 
     # -- epochs, length, resume ------------------------------------------------------------------------------
 
@@ -321,11 +354,16 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
         yield from self._read(plan.shards, plan.outputs[skip:], epoch)
 
     def _read(self, shard_order: list[int], outputs: list[tuple[int, int]], epoch: int) -> Iterator[dict[str, Any]]:
-        """Read the shards in order, keeping what ``outputs`` still needs, and yield samples in ``outputs`` order."""
+        """Read the shards in order, keeping what ``outputs`` still needs, and yield samples in ``outputs`` order.
+
+        A shard that fails (cannot be opened, ends early, corrupt, fewer samples than the index says) gives a skip
+        marker for each of its samples still needed, in their planned places; nothing raises.
+        """
         needed: dict[int, set[int]] = {}
         for s, m in outputs:
             needed.setdefault(s, set()).add(m)
-        pending: dict[tuple[int, int], tuple[str, dict[str, bytes]]] = {}
+        # (key, members) read from a shard, or a skip marker for a sample its shard could not give
+        pending: dict[tuple[int, int], tuple[str, dict[str, bytes]] | dict[str, Any]] = {}
         t = 0
         for s in shard_order:
             want = needed.get(s)
@@ -333,21 +371,58 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
                 continue
             remaining = set(want)
             shard = self.index.shards[s]
-            for m, key, members in iter_shard(shard.url, want.__contains__, timeout_s=self.timeout_s):
-                pending[(s, m)] = (key, members)
-                remaining.discard(m)
-                while t < len(outputs) and outputs[t] in pending:
-                    yield self._sample(*pending.pop(outputs[t]), epoch)
-                    t += 1
-                if not remaining:
-                    break
+            seen = [0]  # samples the tar has shown (positions passed to `wanted`)
+
+            def wanted(m: int, want: set[int] = want, seen: list[int] = seen) -> bool:
+                seen[0] = m + 1
+                return m in want
+
+            failure: ShardReadError | None = None
+            samples = iter_shard(shard.url, wanted, timeout_s=self.timeout_s)
+            try:
+                while remaining:
+                    try:
+                        m, key, members = next(samples)
+                    except StopIteration:
+                        break
+                    except ShardReadError as e:
+                        failure = e
+                        break
+                    pending[(s, m)] = (key, members)
+                    remaining.discard(m)
+                    while t < len(outputs) and outputs[t] in pending:
+                        yield self._emit(pending.pop(outputs[t]), epoch)
+                        t += 1
+            finally:
+                samples.close()
             if remaining:
-                raise RuntimeError(
-                    f"{shard.url}: holds fewer samples than the index says ({shard.samples}); "
-                    f"position {min(remaining)} is missing"
-                )
-        if t != len(outputs):  # cannot happen when every shard holds what the index says
+                reason = self._shard_failure(shard, seen[0], failure, len(remaining))
+                for m in remaining:
+                    pending[(s, m)] = {_SKIP: True, "id": f"{shard.name}#{m}", "index": -1, "reason": reason}
+                while t < len(outputs) and outputs[t] in pending:
+                    yield self._emit(pending.pop(outputs[t]), epoch)
+                    t += 1
+        if t != len(outputs):  # cannot happen: every planned sample was read or marked
             raise RuntimeError(f"shard stream ended with {len(outputs) - t} samples not yielded")
+
+    def _emit(self, entry: tuple[str, dict[str, bytes]] | dict[str, Any], epoch: int) -> dict[str, Any]:
+        return entry if isinstance(entry, dict) else self._sample(*entry, epoch)
+
+    def _shard_failure(self, shard: ShardInfo, seen: int, failure: ShardReadError | None, lost: int) -> str:
+        """The skip reason for the samples a shard could not give (logged once per shard and process)."""
+        if failure is not None and not failure.opened:
+            reason = f"shard {shard.name}: cannot be opened ({failure.cause})"
+        elif failure is not None:
+            reason = (
+                f"shard {shard.name}: truncated or corrupt after {failure.samples} of {shard.samples} samples "
+                f"({failure.cause})"
+            )
+        else:
+            reason = f"shard {shard.name}: holds {seen} samples, the index says {shard.samples}"
+        if shard.url not in self._reported:
+            self._reported.add(shard.url)
+            log.warning("%s; %d planned samples skipped", reason, lost)
+        return reason
 
     # -- one sample ------------------------------------------------------------------------------------------
 
@@ -373,10 +448,26 @@ class ShardDataset(IterableDataset[dict[str, Any]]):
             stored = read_sample(
                 key, members, video=self.transform.video is not None, audio=self.transform.audio is not None
             )
-            index = int(stored.meta["index"])
-        except (KeyError, ValueError, OSError, EOFError, zlib.error) as e:
-            return {_SKIP: True, "id": key, "index": -1, "reason": f"corrupt shard sample {key}: {type(e).__name__}"}
+        except ShardSampleError as e:
+            meta = e.meta
+            return {
+                _SKIP: True,
+                "id": meta["id"] if meta is not None else key,
+                "index": meta["index"] if meta is not None else -1,
+                "reason": str(e),
+            }
         meta = stored.meta
+        index = int(meta["index"])
+        unknown = [c for c in meta["labels"] if c not in self._class_index] if self.labels else []
+        if unknown and self._index_classes is not None and not self._index_classes.issuperset(unknown):
+            shard = members.get(SHARD_KEY, b"").decode("utf-8", "replace")  # the shard contradicts its index
+            why = f"label {unknown[0]!r} is not in the index's class list"
+            return {
+                _SKIP: True,
+                "id": meta["id"],
+                "index": index,
+                "reason": str(ShardSampleError(key, why, shard=shard)),
+            }
         try:
             views = self._views(stored, self._generator(index, epoch))
         except MediaError as e:
@@ -481,5 +572,6 @@ def make_shard_loader(
         collate_fn=collate_fn,
         pin_memory=pin_memory,
         worker_init_fn=worker_init if num_workers > 0 else None,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
     )

@@ -9,6 +9,10 @@ Decided where the issue was silent:
 - ``--clip-seconds S`` stores the centre ``S`` seconds of each row's window (the eval window of ``AVDataset``);
   without it the whole row window is stored and training takes a random window of ``cfg.window_seconds`` inside
   what was stored, as ``AVDataset`` does inside the file.
+- A row whose stored arrays would exceed what readers accept
+  (:data:`~avformer.data.shards.format.MAX_ARRAY_BYTES` per array, finite audio within
+  ±:data:`~avformer.data.shards.format.MAX_AUDIO_ABS`) fails with that reason and is listed in ``failed``, rather
+  than written as a sample every reader would skip.
 """
 
 from __future__ import annotations
@@ -34,12 +38,14 @@ from avformer.data.media import MediaError, decode_clip
 from avformer.data.shards.format import (
     AUDIO_EXT,
     INDEX_NAME,
+    MAX_ARRAY_BYTES,
     META_EXT,
     SHARD_PATTERN,
     VIDEO_EXT,
     VIDEO_EXT_RAW,
     ShardIndex,
     ShardInfo,
+    _audio_problem,
 )
 from avformer.data.video import uniform_clip_windows
 
@@ -180,6 +186,17 @@ def _encode_row(job: tuple[int, ManifestRow, PrepareConfig]) -> _RowResult:
     if not (has_video or has_audio):
         res.reason = "no frames and no audio in the window"
         return res
+    audio = clip.audio.astype(cfg.audio_dtype) if has_audio else None
+    for what, array in (("video", clip.video if has_video else None), ("audio", audio)):
+        if array is not None and array.nbytes > MAX_ARRAY_BYTES:
+            res.reason = (
+                f"{what} of {array.nbytes} bytes is over the {MAX_ARRAY_BYTES}-byte limit shard readers accept "
+                "(store less: --clip-seconds, --size)"
+            )
+            return res
+    if audio is not None and (problem := _audio_problem(audio)) is not None:
+        res.reason = f"decoded {problem}"
+        return res
     end = clip.end if clip.end is not None else clip.start
     meta = {
         "id": row.id,
@@ -205,8 +222,8 @@ def _encode_row(job: tuple[int, ManifestRow, PrepareConfig]) -> _RowResult:
             members.append((f"{key}.{VIDEO_EXT}", gzip.compress(_npy_bytes(clip.video), _GZIP_LEVEL, mtime=0)))
         else:
             members.append((f"{key}.{VIDEO_EXT_RAW}", _npy_bytes(clip.video)))
-    if has_audio:
-        members.append((f"{key}.{AUDIO_EXT}", _npy_bytes(clip.audio.astype(cfg.audio_dtype))))
+    if audio is not None:
+        members.append((f"{key}.{AUDIO_EXT}", _npy_bytes(audio)))
     res.members, res.warnings = members, list(clip.warnings)
     return res
 
