@@ -29,7 +29,10 @@ instead of a sample; :func:`collate` drops markers and reports them in the batch
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
+import signal
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +59,7 @@ __all__ = [
     "collate",
     "make_loader",
     "set_epoch",
+    "worker_context",
     "worker_init",
 ]
 
@@ -242,7 +246,7 @@ class AVDataset(Dataset[dict[str, Any]]):
         """A sample of ``DataConfig.views``: its views (windows and audio offsets from :func:`place_views`)."""
         row, cfg = self.manifest[index], self.cfg
         if index not in self._durations and row.end is None:
-            self._durations[index] = media_duration(row.path)
+            self._durations[index] = media_duration(row.path, timeout_s=cfg.decode_timeout_s)
         lo = row.start or 0.0
         hi = row.end if row.end is not None else self._durations[index]
         if hi is None:
@@ -370,9 +374,46 @@ class LoadStats:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip)."""
+    """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip), and
+    SIGTERM ignored.
+
+    Slurm, ``timeout`` and ``kill -- -PGID`` send SIGTERM to every process of the job, workers included; a worker
+    that died of it would make the main process fail with "DataLoader worker ... is killed by signal" (at any
+    point, even inside an optimizer step) instead of saving ``last.pt`` at the next step boundary. So workers leave
+    SIGTERM to the main process, which stops them when it shuts the loader down (SIGINT is already ignored by
+    torch's workers; a worker still exits when its parent dies, and SIGKILL stops it in any case).
+    """
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM that came since the fork (blocked) is dropped
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+class _TermBlockedForkProcess(mp.context.ForkProcess):  # type: ignore[name-defined,misc]
+    """A fork whose child starts with SIGTERM blocked, so that a group SIGTERM landing between the fork and
+    :func:`worker_init` (which ignores it, then unblocks) cannot kill the worker; the parent's mask is restored."""
+
+    def start(self) -> None:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            super().start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class _TermBlockedForkContext(mp.context.ForkContext):  # type: ignore[name-defined,misc]
+    Process = _TermBlockedForkProcess
+
+
+def worker_context() -> Any:
+    """The multiprocessing context of DataLoader workers: fork with SIGTERM blocked until :func:`worker_init`
+    where fork is the default start method (Linux), else None (the DataLoader's default)."""
+    if mp.get_start_method(allow_none=True) not in (None, "fork") or not hasattr(signal, "pthread_sigmask"):
+        return None
+    if "fork" not in mp.get_all_start_methods() or sys.platform == "darwin":
+        return None
+    return _TermBlockedForkContext()
 
 
 class EvalSampler(Sampler[int]):
@@ -431,6 +472,7 @@ def make_loader(
         collate_fn=collate_fn,
         drop_last=drop_last,
         worker_init_fn=worker_init if num_workers > 0 else None,
+        multiprocessing_context=worker_context() if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
     )
 
