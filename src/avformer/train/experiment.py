@@ -77,6 +77,7 @@ class ExperimentData:
     val: Manifest | None
     train_loader: Any
     val_loader: Any | None
+    notes: list[str] = dataclasses.field(default_factory=list)  # one line each, for the console and report.md
 
 
 @dataclass
@@ -165,9 +166,19 @@ def _shards(
             shuffle_buffer=tcfg.shuffle_buffer,
             classes=classes,
             labels=labels,
+            allow_urls=cfg.allow_shard_urls,
         )
     except (OSError, ValueError) as e:
         raise UsageError(f"{what}: {e}") from e
+
+
+def _prepare_failures(ds: ShardDataset, what: str, source: str) -> list[str]:
+    """A note naming the rows ``avformer prepare`` could not write into the shards (they are not in the data)."""
+    failed = ds.prepare_failures
+    if not failed:
+        return []
+    first = "; ".join(f"{f.get('id', f.get('path', '?'))} ({f.get('reason', '?')})" for f in failed[:3])
+    return [f"{what} {source}: {len(failed)} source rows failed in `avformer prepare`, not in the shards: {first}"]
 
 
 def _read_classes(path: str | None) -> list[str] | None:
@@ -226,7 +237,10 @@ def _labeled_data(cfg: ExperimentConfig) -> ExperimentData:
             val = replace(val, multilabel=multilabel)
             val_loader = _eval_loader(cfg, val, one_view=False)
         train_loader = make_shard_loader(train_ds, num_workers=tcfg.workers)
-        return ExperimentData(classes, multilabel, None, val, train_loader, val_loader)
+        notes = _prepare_failures(train_ds, "train_shards", cfg.train_shards)
+        if cfg.val_shards is not None:
+            notes += _prepare_failures(val_ds, "val_shards", cfg.val_shards)
+        return ExperimentData(classes, multilabel, None, val, train_loader, val_loader, notes)
     if cfg.classes is not None and not Path(cfg.classes).is_file():
         raise UsageError(f"classes: no such file: {cfg.classes}")
     train = _manifest(cfg.train_manifest, "train_manifest", cfg.root, cfg.classes, cfg.train_split)
@@ -260,7 +274,9 @@ def _unlabeled_data(cfg: ExperimentConfig, reads_text: bool, subtitles: bool) ->
         train_ds = _shards(cfg, cfg.train_shards, "train_shards", True, [], labels=False)
         if len(train_ds) < need:
             raise UsageError(f"train_shards {cfg.train_shards}: {len(train_ds)} clips, fewer than one full batch")
-        return ExperimentData([], False, None, val, make_shard_loader(train_ds, num_workers=tcfg.workers), val_loader)
+        loader = make_shard_loader(train_ds, num_workers=tcfg.workers)
+        notes = _prepare_failures(train_ds, "train_shards", cfg.train_shards)
+        return ExperimentData([], False, None, val, loader, val_loader, notes)
     train = strip_labels(_manifest(cfg.train_manifest, "train_manifest", cfg.root, split=cfg.train_split))
     if reads_text:
         train = with_resolved_text(train, subtitles=subtitles)
@@ -407,8 +423,9 @@ def _run_locked(
     subtitles: bool,
 ) -> RunResult:
     exp = build_experiment(cfg, mode=mode, subtitles=subtitles)
-    if exp.notice is not None and console is not None:
-        console.print(f"note: {exp.notice}", soft_wrap=True, markup=False, highlight=False)
+    for note in ([exp.notice] if exp.notice is not None else []) + exp.data.notes:
+        if console is not None:
+            console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
     supervised = exp.entry.supervised
     if supervised and is_main():
         write_classes(out, exp.data.classes)
@@ -437,6 +454,7 @@ def _run_locked(
             num_params=exp.num_params,
             train_seconds=seconds,
             command=command,
+            notes=exp.data.notes,
         )
     elif report and is_main() and summary.get("stopped") is None:
         write_curves(out)  # a self-supervised run has no report: its curves at least

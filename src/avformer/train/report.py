@@ -71,13 +71,14 @@ def write_curves(run_dir: str | Path) -> Path | None:
     return plots.plot_training_curves(rows, run / "training_curves.png")
 
 
-def _skipped_section(run: Path, first: int = 5) -> list[str]:
-    """``## Skipped clips``: per split, the clips skipped in the last epoch that logged the split (from
-    ``skipped.csv``) with the first few reasons; nothing when no clip was skipped."""
+def _skipped_section(run: Path, notes: Sequence[str] = (), first: int = 5) -> list[str]:
+    """``## Skipped clips``: the data notes (rows ``prepare`` could not write), then per split the clips skipped
+    in the last epoch that logged the split (from ``skipped.csv``) with the first few reasons; nothing when no clip
+    was skipped."""
     rows = read_csv_rows(run / SKIPPED_FILE)
-    if not rows:
+    if not rows and not notes:
         return []
-    lines = ["## Skipped clips", ""]
+    lines = ["## Skipped clips", "", *(f"- {n}" for n in notes)]
     for split in ("train", "val"):
         mine = [r for r in rows if r.get("split") == split]
         if not mine:
@@ -86,8 +87,9 @@ def _skipped_section(run: Path, first: int = 5) -> list[str]:
         mine = [r for r in mine if int(r["epoch"]) == last]
         lines.append(f"- {split}: {len(mine)} clips skipped in epoch {last}; first:")
         lines += [f"  - `{r['id']}`: {r['reason']}" for r in mine[:first]]
-    lines += ["", f"Every skipped clip with its reason is in `{SKIPPED_FILE}`.", ""]
-    return lines
+    if rows:
+        lines += ["", f"Every skipped clip with its reason is in `{SKIPPED_FILE}`."]
+    return [*lines, ""]
 
 
 def write_run_report(
@@ -101,6 +103,7 @@ def write_run_report(
     num_params: int | None = None,
     train_seconds: float | None = None,
     command: str | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Plots and ``report.md`` for a finished run; returns the report's path.
 
@@ -114,6 +117,7 @@ def write_run_report(
         num_params: model parameters, for the report.
         train_seconds: wall time of training.
         command: the command line that made the run.
+        notes: data notes (e.g. rows ``prepare`` could not write), listed under "Skipped clips".
     """
     from avformer.eval import plots  # matplotlib only when a report is written
 
@@ -169,7 +173,7 @@ def write_run_report(
         lines += ["", f"Best `{summary.get('best_metric')}`: {_fmt(summary.get('best_value'))} "]
         lines[-1] += f"(epoch {summary.get('best_epoch')}, saved as `best.pt`)."
         lines.append("")
-    lines += _skipped_section(run)
+    lines += _skipped_section(run, notes)
     if figures:
         lines += ["## Plots", ""]
         lines += [f"![{title}]({name})" for title, name in figures]
