@@ -460,6 +460,15 @@ def test_index_promising_more_samples_than_the_tar_holds(shards: Path, num_worke
     ]
 
 
+def test_index_claiming_more_samples_than_the_file_can_hold_is_refused(shards: Path) -> None:
+    """A billion placeholder samples would be a billion-entry epoch plan: refused when the index loads."""
+    _edit_index(shards, _shard0("samples", 10**9))
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"shard 0 claims 1000000000 samples, more than its \d+ bytes can hold"):
+        ShardDataset(shards, CFG, batch_size=4)
+    assert time.monotonic() - t0 < 5
+
+
 def test_missing_shard_gives_skip_markers(shards: Path) -> None:
     (shards / "shard-000002.tar").unlink()
     loaded, skipped = _loaded_and_skipped(_epoch(ShardDataset(shards, CFG, batch_size=5), 0))

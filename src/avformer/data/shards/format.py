@@ -246,6 +246,25 @@ def _open(url: str, timeout_s: float) -> BinaryIO:
     raise OSError(f"{url}: cannot open after {_OPEN_RETRIES} tries: {last}")
 
 
+_MIN_SAMPLE_BYTES = 2048  # a stored sample is at least two tar members (JSON + one array), 1 KiB each
+
+
+def _check_count(where: str, i: int, location: str, samples: int) -> None:
+    """A local shard cannot hold more samples than its size allows: an index that claims so (an epoch plan of
+    a billion placeholders) is refused. Remote shards are not checked (their size is unknown until read)."""
+    if _is_remote(location):
+        return
+    try:
+        size = os.path.getsize(_local_path(location))
+    except OSError:
+        return  # a missing shard: its samples become skipped samples when it is read
+    if samples > max(1, size // _MIN_SAMPLE_BYTES):
+        raise ValueError(
+            f"{where}: shard {i} claims {samples} samples, more than its {size} bytes can hold "
+            f"(at most {size // _MIN_SAMPLE_BYTES})"
+        )
+
+
 def load_index(source: str | os.PathLike[str], *, timeout_s: float = 60.0, allow_urls: bool = False) -> ShardIndex:
     """Read ``index.json`` from a shard directory, the file itself, or a URL (of the file or its folder).
 
@@ -314,6 +333,7 @@ def load_index(source: str | os.PathLike[str], *, timeout_s: float = 60.0, allow
             raise ValueError(f"{where}: shard {i} ({_clean(repr(s['url']))}) refused: it {e}") from None
         if is_outside:
             outside.append(location)
+        _check_count(where, i, location, s["samples"])
         shards.append(ShardInfo(location, s["samples"], s.get("bytes")))
     if outside:
         listed = ", ".join(_clean(u) for u in outside[:10]) + (
