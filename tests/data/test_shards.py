@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import io
 import json
 import shutil
 import tarfile
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,6 +35,7 @@ from avformer.data.shards import (
 from avformer.data.shards import reader as shard_reader
 from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
+from tests.data._http import serve_folder
 
 CFG = DataConfig(
     clip_seconds=1.0,
@@ -384,20 +382,8 @@ def test_trainer_crash_and_resume_sees_the_same_samples(shard_dir: Path, tmp_pat
 @pytest.fixture
 def http_root(shard_dir: Path) -> Iterator[str]:
     """A loopback HTTP server over the shard folder, for the duration of one test."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(shard_dir)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serve_folder(shard_dir) as url:
+        yield url
 
 
 def test_read_over_http_and_file_urls(shard_dir: Path, http_root: str) -> None:

@@ -3,20 +3,16 @@ allocation, and broken shards (truncated, missing, short, NaN audio) turned into
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import gzip
 import io
 import json
 import logging
 import shutil
 import tarfile
-import threading
 import time
 import tracemalloc
 import urllib.error
-from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +33,7 @@ from avformer.data.shards import (
 )
 from avformer.data.shards import format as shard_format
 from avformer.data.synth import SynthConfig, write_dataset
+from tests.data._http import serve_folder
 from tests.data.test_shards import CFG, NUM_GOOD, PREP
 
 # shards as test_shards.py makes them: 12 clips in shards of 5, 5 and 2 samples, plus two rows prepare failed
@@ -100,25 +97,6 @@ def _epoch(ds: ShardDataset, num_workers: int) -> list[dict[str, Any]]:
 
 def _loaded_and_skipped(batches: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, str]]]:
     return [i for b in batches for i in b.get("id", [])], [s for b in batches for s in b["skipped"]]
-
-
-@contextlib.contextmanager
-def _serve(folder: Path) -> Iterator[str]:
-    """A loopback HTTP server over ``folder``."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class _NoNetwork:
@@ -207,7 +185,7 @@ def test_http_index_names_only_shards_under_its_folder(shard_dir: Path, tmp_path
     folder = Path(shutil.copytree(shard_dir, root / "s"))
     shutil.copy(folder / "shard-000000.tar", root / "outside.tar")
     local = [s["id"] for s in ShardDataset(shard_dir, CFG)]
-    with _serve(root) as base:
+    with serve_folder(root) as base:
         port = int(base.rsplit(":", 1)[1])
         other = f"http://127.0.0.1:{port + 1 if port < 65535 else port - 1}/s/shard-000000.tar"
         # the plain index, its shards beside it: works
