@@ -386,3 +386,25 @@ def test_real_labeled_clips_are_still_ok() -> None:
         assert "declared duration" not in info.reason and info.decoded_end is not None
         if info.duration is not None:
             assert abs(info.decoded_end - info.duration) < 0.5, (name, info.decoded_end, info.duration)
+
+
+def test_frames_without_timestamps_give_no_decoded_end_and_valid_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A raw H.264 stream has no timestamps: no decodable end is known (not -inf, which is not JSON)."""
+    path = tmp_path / "raw.h264"
+    with av.open(str(path), "w", format="h264") as out:
+        stream = out.add_stream("libx264", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for i in range(8):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 20, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    assert probe(path).decoded_end is None
+    assert probe_main(["--json", str(path)]) == 0
+
+    def strict(token: str) -> float:
+        raise ValueError(f"not JSON: {token}")
+
+    first = capsys.readouterr().out.splitlines()[0]
+    assert json.loads(first, parse_constant=strict)["status"] == "ok-video-only"

@@ -121,23 +121,34 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> _NoNetwork:
 # ---- where shards may be ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["dotdot", "absolute", "file-url", "symlink"])
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "file-url", "through-a-folder-link"])
 def test_local_index_cannot_name_files_outside_its_folder(shards: Path, tmp_path: Path, kind: str) -> None:
     outside = tmp_path / "outside.tar"
     shutil.copy(shards / "shard-000000.tar", outside)  # a readable tar: today it would be read
-    if kind == "symlink":
-        (shards / "shard-000000.tar").unlink()
-        (shards / "shard-000000.tar").symlink_to(outside)
-        index = shards / INDEX_NAME
+    if kind == "through-a-folder-link":  # sub -> the parent: "sub/../outside.tar" folds to the parent, refused
+        (shards / "sub").symlink_to(tmp_path)
+        url = "sub/../../outside.tar"
     else:
         url = {"dotdot": "../outside.tar", "absolute": str(outside), "file-url": outside.as_uri()}[kind]
-        index = _edit_index(shards, _set_url(0, url))
+    index = _edit_index(shards, _set_url(0, url))
     for allow_urls in (False, True):  # allow_urls is about http(s) only
         with pytest.raises(ValueError, match="outside the index's folder") as e:
             load_index(shards, allow_urls=allow_urls)
         assert str(index) in str(e.value) and "shard 0" in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match="refused"):
         ShardDataset(shards, CFG)
+
+
+def test_shards_symlinked_from_elsewhere_by_the_folder_owner_are_read(shards: Path, tmp_path: Path) -> None:
+    """A download cache links shard files into the folder (Hugging Face snapshots/ -> blobs/): the index names
+    files in its folder, the links are the owner's, so they are read."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for tar in sorted(shards.glob("*.tar")):
+        tar.rename(blobs / tar.name)
+        tar.symlink_to(blobs / tar.name)
+    loaded, skipped = _loaded_and_skipped(_epoch(ShardDataset(shards, CFG, batch_size=4), 0))
+    assert len(loaded) == NUM_GOOD and not skipped
 
 
 def test_etc_passwd_and_other_schemes_are_refused(shards: Path) -> None:

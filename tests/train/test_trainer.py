@@ -369,3 +369,31 @@ def test_each_rank_resumes_its_own_rng_stream() -> None:
     assert _rank_rng({"rng": {"id": 0}, "epoch_start_rng": {"id": 10}}, 0, 1) == ({"id": 0}, {"id": 10})
     assert _rank_rng(ckpt, 0, 1) == ({"id": 0}, {"id": 10})
     assert _rank_rng(ckpt, 2, 4) is None
+
+
+def test_a_val_set_that_drops_out_mid_run_warns_instead_of_stopping(tmp_path: Path) -> None:
+    """The first validation must load clips (else the data is wrong: exit 2); a later one that loads none (a
+    mount that dropped out) is a warning and an epoch without val metrics, and training goes on."""
+    from avformer.data.dataset import make_loader
+    from avformer.train.trainer import fit
+    from avformer.utils.errors import UsageError
+
+    torch.manual_seed(0)
+    val_set = Blobs(48, noise=0.0)
+    val = make_loader(val_set, batch_size=16, shuffle=False)  # type: ignore[arg-type]
+
+    def drop_out(row: dict[str, Any]) -> None:
+        val_set.bad = set(range(48))  # every val row fails from epoch 2 on
+
+    task = ToyTask()
+    console = Console(file=io.StringIO(), width=300)
+    cfg = make_cfg(tmp_path / "drop", epochs=3)
+    summary = fit(task, train_loader("make_loader", 8, 0), val, cfg, on_epoch_end=drop_out, console=console)
+    rows = _rows(tmp_path / "drop" / "metrics.csv")
+    assert [r["val_top1"] != "" for r in rows] == [True, False, False] and summary["stopped"] is None
+    assert [r["skipped_val"] for r in rows] == ["0", "48", "48"]
+    assert "the validation set has no usable clip" in console.file.getvalue()  # type: ignore[attr-defined]
+    never = make_loader(Blobs(16, bad=tuple(range(16))), batch_size=16, shuffle=False)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="validation set has no usable clip"):
+        fit(ToyTask(), train_loader("make_loader", 8, 0), never, make_cfg(tmp_path / "never", epochs=1))
+    assert not (tmp_path / "never" / "last.pt").exists()

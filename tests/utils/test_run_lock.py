@@ -92,3 +92,41 @@ def test_stale_temp_clean_up_spares_files_of_live_processes(tmp_path: Path) -> N
         sleeper.wait()
     time.sleep(0.05)
     assert remove_stale_temps(tmp_path) == [live_tmp]  # its writer is gone now
+
+
+_FORKER = """
+import os, sys, time
+from avformer.utils.run_lock import RunLock
+lock = RunLock(sys.argv[1]).acquire()
+if os.fork() == 0:  # a loader worker that outlives its trainer for a while (the fork hooks have run)
+    print("child", flush=True)
+    time.sleep(10)
+    os._exit(0)
+print("parent", flush=True)
+os._exit(0)  # the trainer dies without releasing
+"""
+
+
+def test_a_forked_child_does_not_keep_the_folder_locked(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _FORKER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert {proc.stdout.readline().strip(), proc.stdout.readline().strip()} == {"child", "parent"}
+    proc.wait()
+    with RunLock(tmp_path):  # the child still runs, but closed its copy of the lock at the fork
+        pass
+
+
+def test_a_file_system_without_locks_runs_unlocked_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from avformer.utils import run_lock
+
+    def no_locks(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(run_lock.fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING), RunLock(tmp_path) as lock:
+        assert lock.fd is None
+    assert "does not support locks" in caplog.text

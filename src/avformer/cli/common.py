@@ -16,7 +16,7 @@ from avformer.config import ConfigError, ExperimentConfig, apply_overrides, load
 from avformer.train.experiment import RunResult, run_experiment
 from avformer.utils.checkpoint import CheckpointError
 from avformer.utils.distributed import init_distributed, is_main
-from avformer.utils.errors import EnvironmentFailure, TrainingDiverged, UsageError, describe
+from avformer.utils.errors import EnvironmentFailure, TrainingDiverged, UsageError, debug_enabled, describe
 
 __all__ = ["add_config_args", "config_from_args", "exit_status", "run_and_report", "run_in_group"]
 
@@ -56,6 +56,8 @@ def run_in_group(prog: str, device: str, fn: Callable[[], T]) -> T | int:
     try:
         return fn()
     except (UsageError, ConfigError, CheckpointError, EnvironmentFailure, TrainingDiverged, OSError) as e:
+        if debug_enabled():  # `avformer --debug` / AVFORMER_DEBUG=1: the traceback
+            raise
         status, message = describe(e)  # e.g. a bad resume path (2), a full disk (1), a diverged loss (1)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return status

@@ -15,7 +15,7 @@ import importlib
 import os
 import sys
 
-from avformer.utils.errors import debug_enabled, describe
+from avformer.utils.errors import debug_enabled, describe, set_debug
 
 __all__ = ["COMMANDS", "main"]
 
@@ -69,24 +69,41 @@ def main(argv: list[str] | None = None) -> int:
     return _run(cmd, rest, debug)
 
 
+def _stdout_closed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    return False
+
+
 def _run(cmd: str, argv: list[str], debug: bool) -> int:
     """``avformer.cli.<cmd>.main(argv)`` with every escaping exception turned into one line and an exit status."""
+    set_debug(debug)  # run_in_group and the commands re-raise their one-line errors under --debug
     try:
         module = importlib.import_module(COMMANDS[cmd][0])
         return int(module.main(argv))
-    except BrokenPipeError:  # `avformer ... | head`: the reader left; say nothing more
-        devnull = os.open(os.devnull, os.O_WRONLY)
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # not stdout's reader leaving: an error like any other
+            return _report(cmd, e, debug)
+        devnull = os.open(os.devnull, os.O_WRONLY)  # `avformer ... | head`: the reader left; say nothing more
         os.dup2(devnull, sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
         print(f"avformer {cmd}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        if debug:
-            raise
-        status, message = describe(e)
-        print(f"avformer {cmd}: error: {message}", file=sys.stderr)
-        return status
+        return _report(cmd, e, debug)
+    finally:
+        set_debug(False)
+
+
+def _report(cmd: str, e: Exception, debug: bool) -> int:
+    if debug:
+        raise e
+    status, message = describe(e)
+    print(f"avformer {cmd}: error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ __all__ = [
     "LoadStats",
     "SpecAugmentConfig",
     "collate",
+    "loader_timeout",
     "make_loader",
     "set_epoch",
     "worker_context",
@@ -455,9 +456,12 @@ def make_loader(
     ``(seed, epoch)``, so an epoch's order is known in advance (exact resume) and each of ``num_replicas``
     processes reads its own share (padded with repeats to equal shares). ``pad=False`` (evaluation, no shuffle):
     an :class:`EvalSampler` instead, each index on exactly one rank. Workers are persistent; call
-    :func:`set_epoch` before each epoch.
+    :func:`set_epoch` before each epoch. With workers, a batch that takes longer than :func:`loader_timeout`
+    (a decoder stuck inside one FFmpeg call, which ``decode_timeout_s`` cannot interrupt) ends the loop with
+    torch's "DataLoader timed out" error instead of a hang.
     """
     sampler: Sampler[int]
+    cfg = getattr(dataset, "cfg", None)  # a DataConfig for an AVDataset; other map-style datasets have none
     if pad:
         sampler = DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
     else:
@@ -474,7 +478,15 @@ def make_loader(
         worker_init_fn=worker_init if num_workers > 0 else None,
         multiprocessing_context=worker_context() if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
+        timeout=loader_timeout(batch_size, cfg) if num_workers > 0 and isinstance(cfg, DataConfig) else 0,
     )
+
+
+def loader_timeout(batch_size: int, cfg: DataConfig) -> float:
+    """Seconds a worker may take for one batch: every clip of it at its decode time limit, 4 times over (several
+    test clips, a retried open, a slow disk), plus 2 minutes for the workers' start. A bound against a hang, not
+    an expectation."""
+    return 120.0 + 4.0 * batch_size * max(cfg.decode_timeout_s, 1.0) * max(cfg.num_test_clips, 1)
 
 
 def set_epoch(loader: DataLoader[dict[str, Any]], epoch: int) -> None:

@@ -232,9 +232,10 @@ class FilePredictor:
             raise MediaError(path, "file not found")
         if os.path.isdir(path):
             raise MediaError(path, "is a directory")
-        result.duration = media_duration(path)  # opens the file: MediaError for what FFmpeg cannot read
-        windows = self.windows(result.duration)
         deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else None
+        # opens the file (within the file's budget): MediaError for what FFmpeg cannot read
+        result.duration = media_duration(path, timeout_s=self.timeout_s)
+        windows = self.windows(result.duration)
         views: list[_View] = []
         failures: list[str] = []
         warnings: list[str] = []

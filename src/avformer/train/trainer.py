@@ -137,6 +137,7 @@ class Trainer(CheckpointMixin):
         self.epoch_start_rng: dict[str, Any] = {}  # RNG at the start of the epoch in progress
         self.resume_rng: dict[str, Any] = {}  # RNG of the checkpoint resumed from, until it is restored
         self.stats = LoadStats()  # rows loaded / skipped this epoch
+        self._validated = False  # a validation in this process loaded a clip
         self.epoch_clips_per_s = 0.0
         task.model.to(self.device)
         self.world = world_size()
@@ -380,7 +381,13 @@ class Trainer(CheckpointMixin):
                 self.task, val_loader, device=self.device, precision=self.tcfg.precision, lockstep=self.fsdp
             )
         if stats.loaded == 0:  # stats are global (evaluate gathers them)
-            raise UsageError(f"the validation set has no usable clip: {stats.summary()}{_first_reasons(stats)}")
+            problem = f"the validation set has no usable clip: {stats.summary()}{_first_reasons(stats)}"
+            if not self._validated and self.state.best_value is None:  # never worked: the user's data
+                raise UsageError(problem)
+            # it worked before (a mount that dropped out?): keep training, say so, no val metrics this epoch
+            self.logger.info(f"warning: {problem}; this epoch has no validation metrics")
+            return {}, stats
+        self._validated = True
         if stats.skipped:
             self.logger.info(f"validation: {stats.summary()}")
         return metrics, stats

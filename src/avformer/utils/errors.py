@@ -21,7 +21,15 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["EnvironmentFailure", "TrainingDiverged", "UsageError", "debug_enabled", "describe", "one_line"]
+__all__ = [
+    "EnvironmentFailure",
+    "TrainingDiverged",
+    "UsageError",
+    "debug_enabled",
+    "describe",
+    "one_line",
+    "set_debug",
+]
 
 DEBUG_ENV = "AVFORMER_DEBUG"
 
@@ -38,9 +46,18 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: training stopped before the step was applied (one line, exit status 1)."""
 
 
+_debug = False  # set by `avformer --debug ...` for the command it runs (set_debug)
+
+
+def set_debug(on: bool) -> None:
+    """Show tracebacks instead of one-line errors (``avformer --debug``), until set off."""
+    global _debug
+    _debug = on
+
+
 def debug_enabled() -> bool:
-    """True when ``AVFORMER_DEBUG`` is set to something other than ``""`` / ``0``: show tracebacks."""
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    """True after ``set_debug(True)`` or when ``AVFORMER_DEBUG`` is set to something other than ``""`` / ``0``."""
+    return _debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 
 
 def one_line(e: BaseException) -> str:
@@ -79,16 +96,34 @@ def _os_error(e: OSError) -> tuple[int, str] | None:
     return None
 
 
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """The error types of the user's input; those whose module cannot import (torch broken) are left out."""
+    types: list[type[BaseException]] = [UsageError]
+    try:
+        from avformer.config import ConfigError
+        from avformer.data.manifest import ManifestError
+        from avformer.utils.checkpoint import CheckpointError
+    except Exception:  # e.g. torch itself fails to import: the error being described may be that
+        return tuple(types)
+    return (*types, ConfigError, ManifestError, CheckpointError)
+
+
 def describe(e: BaseException) -> tuple[int, str]:
     """``(exit status, one-line message)`` for an exception that reached a command's top level."""
-    from avformer.config import ConfigError
-    from avformer.data.manifest import ManifestError
-    from avformer.utils.checkpoint import CheckpointError
-
-    if isinstance(e, (UsageError, ConfigError, CheckpointError, ManifestError)):
+    if isinstance(e, _input_errors()):
         return 2, one_line(e)
     if isinstance(e, (EnvironmentFailure, TrainingDiverged)):
         return 1, one_line(e)
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA)
+        return 1, (
+            f"out of memory ({one_line(e)[:160]}): lower train.batch_size (optim.accum_steps keeps the global "
+            "batch), use train.precision=bf16, or a smaller model / input"
+        )
+    if isinstance(e, RuntimeError) and one_line(e).startswith("DataLoader timed out"):
+        return 1, (
+            f"{one_line(e)}: a loader worker produced no batch in time (a file that hangs the decoder?); "
+            "set train.workers=0 to find it, or raise data.decode_timeout_s"
+        )
     if isinstance(e, UnicodeDecodeError):
         return 2, f"a file is not UTF-8 text ({one_line(e)})"
     if isinstance(e, OSError):

@@ -10,9 +10,14 @@ takes it over with a warning naming the dead owner. A second run on the same fol
 the owner.
 
 Under ``torchrun`` only rank 0 writes the run folder, so rank 0 alone takes the lock (a refused rank 0 exits, and
-torchrun stops the other ranks). Limits: ``flock`` is advisory (a program that ignores the file is not stopped);
-on NFS it is emulated with POSIX byte-range locks (Linux ≥ 2.6.12), which works across hosts when the server
-supports locking; where ``fcntl`` does not exist (Windows) ``msvcrt.locking`` on the first byte is used.
+torchrun stops the other ranks). A forked child (a DataLoader worker) closes its copy of the lock's descriptor
+at once (``os.register_at_fork``), so a worker that outlives its trainer for a moment does not keep the folder
+locked. On a file system without locks (Lustre without ``-o flock``, NFS mounted ``nolock``: ENOSYS, ENOLCK,
+EOPNOTSUPP) the run goes on unlocked, with a warning.
+
+Limits: ``flock`` is advisory (a program that ignores the file is not stopped); on NFS it is emulated with POSIX
+byte-range locks (Linux ≥ 2.6.12), which works across hosts when the server supports locking; where ``fcntl``
+does not exist (Windows) ``msvcrt.locking`` on the first byte is used.
 """
 
 from __future__ import annotations
@@ -64,6 +69,25 @@ def prepare_folder(folder: str | Path, what: str = "out_dir") -> Path:
     return path
 
 
+_UNSUPPORTED = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
+_HELD: set[int] = set()  # lock descriptors this process holds: a forked child closes its copies
+
+
+def _close_in_child() -> None:
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_in_child)
+
+
+class _NoLocks(Exception):
+    """The file system does not support locks."""
+
+
 def _try_lock(fd: int) -> bool:
     if fcntl is not None:
         try:
@@ -71,6 +95,8 @@ def _try_lock(fd: int) -> bool:
         except OSError as e:
             if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 return False
+            if e.errno in _UNSUPPORTED:
+                raise _NoLocks(os.strerror(e.errno)) from e
             raise
         return True
     import msvcrt  # pragma: no cover - Windows
@@ -143,14 +169,25 @@ class RunLock:
                 e.filename = str(self.path)
             raise
         try:
-            if not _try_lock(fd):
+            try:
+                locked = _try_lock(fd)
+            except _NoLocks as e:
+                log.warning(
+                    "run folder %s: the file system does not support locks (%s); running without the "
+                    "one-run-per-folder guard",
+                    self.folder,
+                    e,
+                )
+                os.close(fd)
+                return self
+            if not locked:
                 owner = _read_owner(fd)
                 raise RunFolderBusy(
                     f"run folder {self.folder} is in use by {_describe(owner)}: wait for that run to finish, stop "
-                    "it, or choose another train.out_dir / --out"
+                    "it (or its leftover loader workers), or choose another train.out_dir / --out"
                 )
-            stale = _read_owner(fd)
-            if stale is not None and stale.get("pid") != os.getpid():
+            stale = _read_owner(fd)  # emptied on release: an owner still named here died holding the lock
+            if stale is not None:
                 log.warning(
                     "run folder %s: took over the lock of %s, which is no longer running",
                     self.folder,
@@ -165,6 +202,7 @@ class RunLock:
             os.close(fd)
             raise
         self.fd = fd
+        _HELD.add(fd)
         return self
 
     def release(self) -> None:
@@ -172,6 +210,7 @@ class RunLock:
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
+        _HELD.discard(fd)
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
             _unlock(fd)

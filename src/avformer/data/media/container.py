@@ -24,7 +24,7 @@ Decisions taken where the spec was silent (all are tested in ``tests/data/test_m
   interrupt callback (PyAV's ``av.open(timeout=...)``) stops format probing and ``avformat_find_stream_info``
   between packets once the time left at the open has passed. What is *not* bounded in-process: one call into
   FFmpeg that never returns without reading (a decoder stuck inside one packet, a demuxer parsing an in-memory
-  header); only a process boundary stops that (the DataLoader worker ``timeout`` in training).
+  header); only a process boundary stops that (the DataLoader ``timeout`` with ``train.workers > 0``).
 """
 
 from __future__ import annotations

@@ -25,9 +25,10 @@ Decisions taken where the spec was silent (all are tested in ``tests/data/test_m
   demuxing (every read), and the decode loop (checked between packets). A read refused by the deadline never
   yields a silently truncated clip: the call raises ``MediaError("... timed out ...")``. It does *not* bound one
   call into FFmpeg that never returns without reading: a decoder stuck inside one packet, a scaler or resampler
-  on one frame. Only a process boundary stops that (the DataLoader worker ``timeout`` in training, which is the
-  outer bound). Only regular files are opened (see :mod:`~avformer.data.media.container`). FFmpeg's decoder
-  threads and swscale's threads are both set to ``threads``.
+  on one frame. Only a process boundary stops that: in training with ``train.workers > 0``, the DataLoader's
+  ``timeout`` (:func:`avformer.data.dataset.loader_timeout`) ends the run with a one-line error instead of a hang;
+  with ``workers=0`` nothing does. Only regular files are opened (see :mod:`~avformer.data.media.container`).
+  FFmpeg's decoder threads and swscale's threads are both set to ``threads``.
 """
 
 from __future__ import annotations

@@ -209,7 +209,8 @@ def _probe_open(media: _Input, path: str, timeout_s: float, head_s: float, tail_
         for i in infos
         if i.kind in ("video", "audio") and not i.codec and not i.attached_pic
     ]
-    decoded_end = max((st.end_t for st in states if st.count), default=None)
+    # frames without timestamps (a raw .h264 stream) leave end_t at -inf: no decodable end is known then
+    decoded_end = max((st.end_t for st in states if st.count and math.isfinite(st.end_t)), default=None)
     complete = in_time and not any(st.error for st in states)  # every stream decoded to its end (or to head_s)
     shortfall = declared - decoded_end if declared is not None and decoded_end is not None else 0.0
     if complete and declared is not None and decoded_end is not None and shortfall > _tolerance(declared):

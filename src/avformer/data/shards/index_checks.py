@@ -7,9 +7,11 @@ An index may have been edited by someone else (a shared bucket, a downloaded dat
 reaches outside what the user named. Decided where the issue was silent:
 
 - **Where shards may be.** The shard locations of an index are confined to the index's folder. For a local index
-  (a path or a ``file://`` URL), each shard path, after ``..`` and symlinks are resolved, must lie inside the
-  (resolved) folder of ``index.json``; absolute paths and ``file://`` URLs elsewhere are refused
-  (:func:`_confine_local`). For an index fetched by http(s) (the URL the user typed counts as their permission),
+  (a path or a ``file://`` URL), each shard path, as written with ``..`` folded, must lie inside the folder of
+  ``index.json``; absolute paths and ``file://`` URLs elsewhere are refused (:func:`_confine_local`). Symlinks
+  in the folder are followed (they are the folder owner's choice, not the index's: a shard symlinked from a
+  download cache, such as Hugging Face's ``snapshots/`` -> ``blobs/``, reads as before). For an index fetched
+  by http(s) (the URL the user typed counts as their permission),
   shard URLs must have the index URL's scheme, host, port and credentials and lie under its folder (the path up to
   its last ``/``), with no ``..`` segment even percent-encoded (:func:`_confine_remote`). Anything else, and every
   scheme but http(s) and ``file``, is refused with a one-line ``ValueError`` naming the index and the entry.
@@ -72,7 +74,8 @@ _ALLOW_HINT = "allow_urls=True allows http(s) shard URLs anywhere"
 def _confine_local(url: str, base: Path, folder: Path, allow_urls: bool) -> tuple[str, bool]:
     """A shard location of a local index -> (what to open, whether it is an http(s) URL outside the folder).
 
-    ``base`` is the index's folder as named (relative entries are joined to it), ``folder`` the same resolved.
+    ``base`` is the index's folder as named (relative entries are joined to it; ``folder``, the same resolved, is
+    not used for the check, which is lexical: see the module docstring).
     """
     if "://" in url:
         parsed = urllib.parse.urlparse(url)
@@ -88,10 +91,13 @@ def _confine_local(url: str, base: Path, folder: Path, allow_urls: bool) -> tupl
         path = Path(urllib.request.url2pathname(parsed.path))
     else:
         path = Path(url)
-    real = Path(os.path.realpath(path if path.is_absolute() else base / path))
-    if real == folder or not real.is_relative_to(folder):
-        raise _Refused(f"resolves to {_clean(str(real))}, outside the index's folder {folder}")
-    return str(real), False
+    # confined as written (``..`` folded, symlinks not followed): the index is untrusted, the folder's own files
+    # (a shard symlinked from a download cache, e.g. Hugging Face's snapshots/ -> blobs/) are the user's
+    home = Path(os.path.abspath(base))
+    where = Path(os.path.abspath(path if path.is_absolute() else base / path))
+    if where == home or not where.is_relative_to(home):
+        raise _Refused(f"resolves to {_clean(str(where))}, outside the index's folder {home}")
+    return str(where), False
 
 
 def _origin(parts: urllib.parse.ParseResult) -> tuple[str, str | None, int | None, str | None, str | None]:
