@@ -33,6 +33,7 @@ from avformer.eval.representations import extract_embeddings, represented_modali
 from avformer.metrics.clustering import fit_whitening, kmeans, normalized_mutual_info
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.errors import report
 
 __all__ = ["main"]
 
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             labels[present] = kmeans(x, args.k, n_init=args.n_init, seed=args.seed).labels
             clusters[m] = labels
     except (FileNotFoundError, ManifestError, CheckpointError, TypeError, ValueError) as e:
-        print(f"avformer cluster: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer cluster", e)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as f:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from avformer.data.text import with_resolved_text
 from avformer.eval.representations import Embeddings, extract_embeddings, retrieval_metrics
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError, save_checkpoint
+from avformer.utils.errors import report
 
 __all__ = ["main", "write_index"]
 
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = with_resolved_text(read_manifest(args.manifest, cfg.root))
         emb = extract_embeddings(model, manifest, cfg.data, batch_size=args.batch_size, workers=args.workers)
     except (FileNotFoundError, ManifestError, CheckpointError, TypeError, ValueError) as e:
-        print(f"avformer embed: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer embed", e)
     out = Path(args.out)
     write_index(out, emb, ckpt)
     metrics = retrieval_metrics(emb)

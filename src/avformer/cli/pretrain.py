@@ -24,12 +24,11 @@ Exit status: 0 done; 2 a bad config, override or manifest; 128 + N when signal N
 from __future__ import annotations
 
 import argparse
-import sys
 
 from avformer.cli.common import add_config_args, config_from_args, run_and_report
 from avformer.config import ConfigError
 from avformer.train.experiment import RunResult
-from avformer.utils.errors import UsageError
+from avformer.utils.errors import UsageError, report
 
 __all__ = ["main"]
 
@@ -48,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
     except (UsageError, ConfigError) as e:
-        print(f"avformer pretrain: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer pretrain", e)
 
     return run_and_report(
         "avformer pretrain", cfg, _headline, mode="pretrain", out_dir=args.out, subtitles=not args.no_subtitles

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from avformer.eval.representations import (
 )
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
+from avformer.utils.errors import report
 
 __all__ = ["main", "probe"]
 
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
         )
     except (FileNotFoundError, ManifestError, CheckpointError, TypeError, ValueError) as e:
-        print(f"avformer probe-linear: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer probe-linear", e)
     print(f"linear probe, val top-1 ({res['checkpoint']}, {res['params']:,} params)")
     print("| modality | pretrained | random init |")
     print("|---|---|---|")

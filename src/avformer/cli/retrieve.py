@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from avformer.eval.representations import extract_embeddings
 from avformer.metrics.retrieval import similarity_matrix
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError, load_checkpoint
+from avformer.utils.errors import report
 
 __all__ = ["main", "retrieve"]
 
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             args.index, text=args.text, file=args.file, query=args.query, gallery=args.gallery, k=args.k, run=args.run
         )
     except (FileNotFoundError, ManifestError, CheckpointError, TypeError, ValueError, KeyError) as e:
-        print(f"avformer retrieve: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer retrieve", e)
     if args.json:
         print(json.dumps(hits, indent=2))
     else:

@@ -36,7 +36,7 @@ import sys
 from avformer.cli.common import add_config_args, config_from_args, run_and_report
 from avformer.config import ConfigError
 from avformer.train.experiment import RunResult
-from avformer.utils.errors import UsageError
+from avformer.utils.errors import UsageError, report
 
 __all__ = ["main"]
 
@@ -69,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         command = shlex.join(["avformer", "train", *(sys.argv[2:] if argv is None else argv)])
     except (UsageError, ConfigError) as e:
-        print(f"avformer train: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer train", e)
 
     return run_and_report("avformer train", cfg, _headline, out_dir=args.out, command=command)

@@ -38,7 +38,7 @@ from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.tasks.registry import TaskData
 from avformer.train.experiment import compose, run_experiment
 from avformer.train.trainer import Trainer
-from avformer.utils.errors import UsageError
+from avformer.utils.errors import UsageError, report
 
 __all__ = ["droptoken_benchmark", "main", "render_table"]
 
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             results["droptoken"] = {"config": cfgs[0].name, **droptoken_benchmark(cfgs[0], steps=args.bench_steps)}
         results["meta"] = {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)}
     except (UsageError, ConfigError, ManifestError, FileNotFoundError) as e:
-        print(f"avformer vatt-bench: error: {e}", file=sys.stderr)
-        return 2
+        return report("avformer vatt-bench", e)
     results_path.write_text(json.dumps(results, indent=2))
     (out / "table.md").write_text(render_table(results))
     print((out / "table.md").read_text(), end="")

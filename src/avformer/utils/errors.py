@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "debug_enabled",
     "describe",
     "one_line",
+    "report",
     "set_debug",
 ]
 
@@ -132,3 +134,12 @@ def describe(e: BaseException) -> tuple[int, str]:
             return known
         return 1, one_line(e)
     return 1, f"internal error: {type(e).__name__}: {one_line(e)} (set {DEBUG_ENV}=1 for the traceback)"
+
+
+def report(prog: str, e: BaseException, status: int = 2) -> int:
+    """A command's handled error: ``prog: error: <one line>`` on stderr and ``status`` returned, or, under
+    ``--debug`` / ``AVFORMER_DEBUG=1``, ``e`` re-raised with its traceback."""
+    if debug_enabled():
+        raise e
+    print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+    return status
