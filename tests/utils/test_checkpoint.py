@@ -54,6 +54,40 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the temp file was removed
 
 
+def test_a_full_disk_mid_write_is_reported_as_enospc_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's zip writer turns a failed write into ``RuntimeError: ... unexpected pos``; the real cause (the
+    OSError of the write) comes out instead, with the checkpoint's path (tests/test_reliability.py does the same on
+    a real 3 MB tmpfs where user namespaces allow it)."""
+    path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
+    written = [0]
+    recording = checkpoint._RecordingWriter
+
+    class FullDisk:
+        def __init__(self, f: Any) -> None:
+            self.inner = recording(f)
+            self.error: OSError | None = None
+
+        def write(self, data: Any) -> int:
+            written[0] += len(data)
+            if written[0] > 4000:  # after the zip's first records: torch is mid-archive
+                self.inner.error = self.error = OSError(errno.ENOSPC, "No space left on device")
+                raise self.error
+            return self.inner.write(data)
+
+        def flush(self) -> None:
+            self.inner.flush()
+
+    monkeypatch.setattr(checkpoint, "_RecordingWriter", FullDisk)
+    with pytest.raises(OSError) as e:
+        save_checkpoint(path, _state(2.0))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
 def test_failed_fsync_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = save_checkpoint(tmp_path / "last.pt", _state(1.0))
 
