@@ -418,13 +418,21 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
 
 
-def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["models", "probe --json {clips}", "predict {run} --json {clips}"])
+def test_closed_pipe_ends_quietly(synth: Path, tmp_path: Path, command: str) -> None:
+    """``... | head``: the reader leaves; no traceback, no error line (``predict --json`` of 2 files once printed
+    ``error: [Errno 32] Broken pipe``: the failed write left nothing to flush)."""
+    from tests.cli._tiny_run import make_run
+
+    clips = " ".join(str(p) for p in sorted(synth.glob("**/*.mp4"))[:2])
+    run = make_run(tmp_path / "run") if "{run}" in command else None
+    line = command.format(clips=clips, run=run)
     proc = subprocess.Popen(
-        f"{sys.executable} -m avformer models | head -c 10", shell=True, cwd=ROOT, env=ENV,
+        f"{sys.executable} -m avformer {line} | head -c 10", shell=True, cwd=ROOT, env=ENV,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     _, err = proc.communicate(timeout=120)
-    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert "Traceback" not in err and "Broken pipe" not in err and "BrokenPipe" not in err, err
 
 
 # ---- disk full, read-only folder (needs a private tmpfs: `unshare -rm`) ---------------------------------------

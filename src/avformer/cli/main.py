@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import select
 import sys
 
 from avformer.utils.errors import debug_enabled, describe, set_debug
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] in {"-V", "--version"}:
-        from avformer import __version__
+        from avformer._version import __version__
 
         print(f"avformer {__version__}")
         return 0
@@ -70,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (``| head``): the broken pipe was ours to expect, not an error."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         return True
-    return False
+    try:  # the failed write may have left nothing to flush: ask the pipe itself
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: assume it was stdout
+        return True
 
 
 def _run(cmd: str, argv: list[str], debug: bool) -> int:
