@@ -305,7 +305,7 @@ def test_missing_tensorboard_is_one_info_line(tmp_path: Path, monkeypatch: pytes
     buf = io.StringIO()
     logger = RunLogger(tmp_path, tensorboard=True, console=Console(file=buf))
     assert logger.tb is None
-    assert buf.getvalue().count("\n") == 1 and "tensorboard is not installed" in buf.getvalue()
+    assert buf.getvalue().count("\n") == 1 and "pip install 'avformer[tensorboard]'" in buf.getvalue()
 
 
 def test_under_torchrun_rank_zero_decides_whether_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

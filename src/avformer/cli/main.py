@@ -11,6 +11,7 @@ environment or a bug; :func:`avformer.utils.errors.describe`), never a traceback
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import select
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        print(f"avformer: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(cmd, COMMANDS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"avformer: unknown command {cmd!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     return _run(cmd, rest, debug)
 
