@@ -19,3 +19,18 @@ def test_a_mistyped_command_gets_a_hint(capsys: pytest.CaptureFixture[str]) -> N
 def test_version_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0 and capsys.readouterr().out.strip() == f"avformer {__version__}"
     assert main([]) == 2 and "commands:" in capsys.readouterr().out
+
+
+def test_config_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from avformer.config import load, loads
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "experiment" / "av_digits_mmt_tiny.yaml"
+    assert main(["config", "show", str(recipe), "train.epochs=3"]) == 0
+    text = capsys.readouterr().out
+    shown = loads(text)
+    assert shown.train.epochs == 3 and shown.model == load(recipe).model
+    assert "decode_timeout_s: 60.0" in text and "checkpoint_every: 0" in text  # defaults are printed too
+    assert main(["config", "show", str(recipe), "train.epochs=abc"]) == 2
+    assert capsys.readouterr().err.startswith("avformer config: error:")

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("avformer.cli.stats", "compute log-mel mean/std for a manifest (dataset normalisation)"),
     "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`, `bench train MODEL | --config FILE`"),
     "models": ("avformer.cli.models", "list registered models with their parameter counts"),
+    "config": ("avformer.cli.config_cmd", "`config show RECIPE [k=v...]`: the resolved config, every key and value"),
     "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
     "compare": ("avformer.cli.compare", "train configs x seeds and write a table: accuracy, params, FLOPs, memory"),
     "pretrain": ("avformer.cli.pretrain", "self-supervised pretraining: VATT (NCE, MIL-NCE), XDC, CrissCross"),
