@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from avformer.cli._help import plain
 from avformer.config import ConfigError, apply_overrides, dump, load
 from avformer.utils.errors import UsageError, report
 
@@ -18,7 +19,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer config", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer config", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="action", required=True)
     show = sub.add_parser("show", help="print the resolved config with every key")

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from avformer.cli._help import plain
 from avformer.data.manifest import Manifest, ManifestError, ManifestRow
 from avformer.eval.representations import extract_embeddings
 from avformer.metrics.retrieval import similarity_matrix
@@ -87,7 +88,7 @@ def retrieve(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer retrieve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer retrieve", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("index", help="folder written by `avformer embed`")
     q = p.add_mutually_exclusive_group(required=True)
