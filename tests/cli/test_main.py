@@ -34,3 +34,14 @@ def test_config_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[st
     assert "decode_timeout_s: 60.0" in text and "checkpoint_every: 0" in text  # defaults are printed too
     assert main(["config", "show", str(recipe), "train.epochs=abc"]) == 2
     assert capsys.readouterr().err.startswith("avformer config: error:")
+
+
+@pytest.mark.parametrize("command", sorted(__import__("avformer.cli.main", fromlist=["COMMANDS"]).COMMANDS))
+def test_help_is_plain_text(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` of every command: plain text, no reST markup from the docstrings it is built from."""
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: avformer") and "``" not in out
+    assert not any(role in out for role in (":func:`", ":mod:`", ":class:`", ":meth:`"))
