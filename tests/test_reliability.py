@@ -513,6 +513,29 @@ def test_a_signal_to_the_process_group_with_workers_saves_and_exits(
     assert step >= 1
 
 
+_EXITS_WITH_LIVE_WORKERS = """
+import sys
+from avformer.data.dataset import make_loader
+from tests.train._toy import Blobs
+loader = make_loader(Blobs(32), batch_size=4, shuffle=True, num_workers=2)  # persistent workers
+it = iter(loader)
+next(it)
+KEEP = (loader, it)  # alive at exit, as a demo's finished runs keep theirs: multiprocessing stops the workers
+print("exiting", flush=True)
+"""
+
+
+def test_a_process_with_live_loader_workers_exits(tmp_path: Path) -> None:
+    """At exit multiprocessing terminates live workers (SIGTERM from their parent) and joins them: the workers'
+    SIGTERM guard must let that one through (it once ignored every SIGTERM and `make demo` hung after its table)."""
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-c", _EXITS_WITH_LIVE_WORKERS], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "exiting", proc.stderr
+    assert time.monotonic() - t0 < 60
+
+
 _SAVER = """
 import sys, torch
 from avformer.utils.checkpoint import save_checkpoint

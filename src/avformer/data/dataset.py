@@ -33,6 +33,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -376,24 +377,41 @@ class LoadStats:
 
 def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip), and
-    SIGTERM ignored.
+    SIGTERM from anyone but the trainer ignored.
 
     Slurm, ``timeout`` and ``kill -- -PGID`` send SIGTERM to every process of the job, workers included; a worker
     that died of it would make the main process fail with "DataLoader worker ... is killed by signal" (at any
-    point, even inside an optimizer step) instead of saving ``last.pt`` at the next step boundary. So workers leave
-    SIGTERM to the main process, which stops them when it shuts the loader down (SIGINT is already ignored by
-    torch's workers; a worker still exits when its parent dies, and SIGKILL stops it in any case).
+    point, even inside an optimizer step) instead of saving ``last.pt`` at the next step boundary. So SIGTERM stays
+    blocked in the worker (it was blocked from the fork on, :func:`worker_context`) and a guard thread takes each
+    one with ``sigwaitinfo``: sent by the worker's parent (torch's ``terminate()`` of a worker, multiprocessing's at
+    exit) it ends the worker; sent by anyone else it is dropped, and the trainer, which got it too, stops the run.
+    SIGINT is already ignored by torch's workers; a worker still exits when its parent dies, and SIGKILL stops it in
+    any case. Where ``sigwaitinfo`` does not exist (not Linux), SIGTERM is simply ignored.
     """
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM that came since the fork (blocked) is dropped
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    _guard_sigterm()
+
+
+def _guard_sigterm() -> None:
+    if not hasattr(signal, "sigwaitinfo") or not hasattr(signal, "pthread_sigmask"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # every thread started from here inherits it
+    parent = os.getppid()
+
+    def guard() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(0)  # the trainer's loader (or multiprocessing at exit) stops its worker
+
+    threading.Thread(target=guard, name="avformer-sigterm-guard", daemon=True).start()
 
 
 class _TermBlockedForkProcess(mp.context.ForkProcess):  # type: ignore[name-defined,misc]
     """A fork whose child starts with SIGTERM blocked, so that a group SIGTERM landing between the fork and
-    :func:`worker_init` (which ignores it, then unblocks) cannot kill the worker; the parent's mask is restored."""
+    :func:`worker_init` (whose guard thread then takes it) cannot kill the worker; the parent's mask is restored."""
 
     def start(self) -> None:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
