@@ -28,12 +28,14 @@ instead of a sample; :func:`collate` drops markers and reports them in the batch
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import multiprocessing as mp
+import multiprocessing.util  # registers multiprocessing's exit handler before ours (atexit runs LIFO)
 import os
 import signal
 import sys
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -377,41 +379,46 @@ class LoadStats:
 
 def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip), and
-    SIGTERM from anyone but the trainer ignored.
+    SIGTERM ignored.
 
     Slurm, ``timeout`` and ``kill -- -PGID`` send SIGTERM to every process of the job, workers included; a worker
     that died of it would make the main process fail with "DataLoader worker ... is killed by signal" (at any
-    point, even inside an optimizer step) instead of saving ``last.pt`` at the next step boundary. So SIGTERM stays
-    blocked in the worker (it was blocked from the fork on, :func:`worker_context`) and a guard thread takes each
-    one with ``sigwaitinfo``: sent by the worker's parent (torch's ``terminate()`` of a worker, multiprocessing's at
-    exit) it ends the worker; sent by anyone else it is dropped, and the trainer, which got it too, stops the run.
-    SIGINT is already ignored by torch's workers; a worker still exits when its parent dies, and SIGKILL stops it in
-    any case. Where ``sigwaitinfo`` does not exist (not Linux), SIGTERM is simply ignored.
+    point, even inside an optimizer step) instead of saving ``last.pt`` at the next step boundary. So workers leave
+    SIGTERM to the main process (it was blocked from the fork on, :func:`worker_context`; ignored from here), which
+    stops them when it shuts the loader down. SIGINT is already ignored by torch's workers; a worker still exits
+    when its parent dies. Since multiprocessing stops the workers still alive at exit with SIGTERM and then waits
+    for them, the main process kills them first (:func:`_kill_daemonic_children`, at exit).
     """
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    _guard_sigterm()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM that came since the fork (blocked) is dropped
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def _guard_sigterm() -> None:
-    if not hasattr(signal, "sigwaitinfo") or not hasattr(signal, "pthread_sigmask"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _kill_daemonic_children() -> None:
+    """At exit: SIGKILL the daemonic children still alive (persistent loader workers of loaders nobody shut down,
+    e.g. the finished runs a demo keeps). multiprocessing's own exit handler, which runs after this one, would
+    send them SIGTERM, which workers ignore, and wait for them forever."""
+    children = [c for c in mp.active_children() if c.daemon and c.pid is not None]
+    if not children:
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # every thread started from here inherits it
-    parent = os.getppid()
+    with contextlib.suppress(ValueError, OSError):  # torch's SIGCHLD handler would call the kill a worker failure
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.kill()
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.join(timeout=5)
 
-    def guard() -> None:
-        while True:
-            info = signal.sigwaitinfo({signal.SIGTERM})
-            if info.si_pid == parent or os.getppid() != parent:
-                os._exit(0)  # the trainer's loader (or multiprocessing at exit) stops its worker
 
-    threading.Thread(target=guard, name="avformer-sigterm-guard", daemon=True).start()
+atexit.register(_kill_daemonic_children)  # after multiprocessing.util's: runs before it
 
 
 class _TermBlockedForkProcess(mp.context.ForkProcess):  # type: ignore[name-defined,misc]
     """A fork whose child starts with SIGTERM blocked, so that a group SIGTERM landing between the fork and
-    :func:`worker_init` (whose guard thread then takes it) cannot kill the worker; the parent's mask is restored."""
+    :func:`worker_init` (which ignores it, then unblocks) cannot kill the worker; the parent's mask is restored."""
 
     def start(self) -> None:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
