@@ -36,12 +36,39 @@ def test_config_show_prints_the_resolved_recipe(capsys: pytest.CaptureFixture[st
     assert capsys.readouterr().err.startswith("avformer config: error:")
 
 
-@pytest.mark.parametrize("command", sorted(__import__("avformer.cli.main", fromlist=["COMMANDS"]).COMMANDS))
-def test_help_is_plain_text(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--help`` of every command: plain text, no reST markup from the docstrings it is built from."""
-    with pytest.raises(SystemExit) as e:
-        main([command, "--help"])
-    assert e.value.code == 0
-    out = capsys.readouterr().out
-    assert out.startswith("usage: avformer") and "``" not in out
-    assert not any(role in out for role in (":func:`", ":mod:`", ":class:`", ":meth:`"))
+_HELP_ALL = """
+import contextlib, io, json, sys
+from avformer.cli.main import COMMANDS, main
+out = {}
+for command in sorted(COMMANDS):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            main([command, "--help"])
+        except SystemExit as e:
+            out[command] = (e.code, buf.getvalue())
+print(json.dumps(out))
+"""
+
+
+def test_help_is_plain_text() -> None:
+    """``--help`` of every command: plain text, no reST markup from the docstrings it is built from. In a
+    subprocess: importing every command module (torch.compile's machinery among them) into the test process left
+    state that made later forked loader workers deadlock in torch's fd passing."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"}
+    proc = subprocess.run([sys.executable, "-c", _HELP_ALL], cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    helps = json.loads(proc.stdout)
+    from avformer.cli.main import COMMANDS
+
+    assert set(helps) == set(COMMANDS)
+    for command, (code, out) in helps.items():
+        assert code == 0 and out.startswith("usage: avformer") and "``" not in out, command
+        assert not any(role in out for role in (":func:`", ":mod:`", ":class:`", ":meth:`")), command

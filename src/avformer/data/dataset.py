@@ -28,14 +28,8 @@ instead of a sample; :func:`collate` drops markers and reports them in the batch
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
-import multiprocessing as mp
-import multiprocessing.util  # registers multiprocessing's exit handler before ours (atexit runs LIFO)
 import os
-import signal
-import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -63,7 +57,6 @@ __all__ = [
     "loader_timeout",
     "make_loader",
     "set_epoch",
-    "worker_context",
     "worker_init",
 ]
 
@@ -378,68 +371,16 @@ class LoadStats:
 
 
 def worker_init(worker_id: int) -> None:
-    """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip), and
-    SIGTERM ignored.
+    """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip).
 
-    Slurm, ``timeout`` and ``kill -- -PGID`` send SIGTERM to every process of the job, workers included; a worker
-    that died of it would make the main process fail with "DataLoader worker ... is killed by signal" (at any
-    point, even inside an optimizer step) instead of saving ``last.pt`` at the next step boundary. So workers leave
-    SIGTERM to the main process (it was blocked from the fork on, :func:`worker_context`; ignored from here), which
-    stops them when it shuts the loader down. SIGINT is already ignored by torch's workers; a worker still exits
-    when its parent dies. Since multiprocessing stops the workers still alive at exit with SIGTERM and then waits
-    for them, the main process kills them first (:func:`_kill_daemonic_children`, at exit).
+    SIGTERM keeps torch's handling in workers: a SIGTERM sent to the whole process group (Slurm, ``timeout``)
+    kills them, and the run ends with a one-line error (exit 1) at the last checkpoint instead of saving at the next
+    step; SIGTERM to the main process alone, and SIGINT, save cleanly. Ignoring SIGTERM in workers (tried) made a
+    process exit hang in multiprocessing's join of live persistent workers, and a fix for that coincided with a
+    deadlock in torch's fd passing; see the reliability notes.
     """
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a SIGTERM that came since the fork (blocked) is dropped
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-
-
-def _kill_daemonic_children() -> None:
-    """At exit: SIGKILL the daemonic children still alive (persistent loader workers of loaders nobody shut down,
-    e.g. the finished runs a demo keeps). multiprocessing's own exit handler, which runs after this one, would
-    send them SIGTERM, which workers ignore, and wait for them forever."""
-    children = [c for c in mp.active_children() if c.daemon and c.pid is not None]
-    if not children:
-        return
-    with contextlib.suppress(ValueError, OSError):  # torch's SIGCHLD handler would call the kill a worker failure
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for child in children:
-        with contextlib.suppress(Exception):
-            child.kill()
-    for child in children:
-        with contextlib.suppress(Exception):
-            child.join(timeout=5)
-
-
-atexit.register(_kill_daemonic_children)  # after multiprocessing.util's: runs before it
-
-
-class _TermBlockedForkProcess(mp.context.ForkProcess):  # type: ignore[name-defined,misc]
-    """A fork whose child starts with SIGTERM blocked, so that a group SIGTERM landing between the fork and
-    :func:`worker_init` (which ignores it, then unblocks) cannot kill the worker; the parent's mask is restored."""
-
-    def start(self) -> None:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            super().start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-class _TermBlockedForkContext(mp.context.ForkContext):  # type: ignore[name-defined,misc]
-    Process = _TermBlockedForkProcess
-
-
-def worker_context() -> Any:
-    """The multiprocessing context of DataLoader workers: fork with SIGTERM blocked until :func:`worker_init`
-    where fork is the default start method (Linux), else None (the DataLoader's default)."""
-    if mp.get_start_method(allow_none=True) not in (None, "fork") or not hasattr(signal, "pthread_sigmask"):
-        return None
-    if "fork" not in mp.get_all_start_methods() or sys.platform == "darwin":
-        return None
-    return _TermBlockedForkContext()
 
 
 class EvalSampler(Sampler[int]):
@@ -501,7 +442,6 @@ def make_loader(
         collate_fn=collate_fn,
         drop_last=drop_last,
         worker_init_fn=worker_init if num_workers > 0 else None,
-        multiprocessing_context=worker_context() if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
         timeout=loader_timeout(batch_size, cfg) if num_workers > 0 and isinstance(cfg, DataConfig) else 0,
     )

@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from avformer.data.dataset import _SKIP, DataConfig, WindowTransform, _stack_views, collate, worker_context, worker_init
+from avformer.data.dataset import _SKIP, DataConfig, WindowTransform, _stack_views, collate, worker_init
 from avformer.data.media import MediaError
 from avformer.data.shards.format import (
     SHARD_KEY,
@@ -572,6 +572,5 @@ def make_shard_loader(
         collate_fn=collate_fn,
         pin_memory=pin_memory,
         worker_init_fn=worker_init if num_workers > 0 else None,
-        multiprocessing_context=worker_context() if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
     )
