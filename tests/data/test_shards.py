@@ -33,9 +33,9 @@ from avformer.data.shards import (
     write_shards,
 )
 from avformer.data.shards import reader as shard_reader
-from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
 from tests.data._http import serve_folder
+from tests.data._shard_data import write_with_bad_rows
 
 CFG = DataConfig(
     clip_seconds=1.0,
@@ -49,13 +49,7 @@ NUM_GOOD = 12
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 synthetic clips (1.5 s, 32x32 at 8 fps) + a garbage file + a missing path in bad.csv."""
-    out = tmp_path_factory.mktemp("synth")
-    write_dataset(out, SynthConfig(num_clips=NUM_GOOD, seconds=1.5, size=32, fps=8), workers=1)
-    (out / "garbage.mp4").write_bytes(b"this is not a video\n" * 50)
-    lines = (out / "manifest.csv").read_text().splitlines()
-    lines += ["garbage.mp4,circle_hum,0", "missing/none.mp4,circle_hum,0"]
-    (out / "bad.csv").write_text("\n".join(lines) + "\n")
-    return out
+    return write_with_bad_rows(tmp_path_factory.mktemp("synth"))
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,8 @@ from avformer.data.shards import (
     write_shards,
 )
 from avformer.data.shards import format as shard_format
-from avformer.data.synth import SynthConfig, write_dataset
 from tests.data._http import serve_folder
+from tests.data._shard_data import write_with_bad_rows
 from tests.data.test_shards import CFG, NUM_GOOD, PREP
 
 # shards as test_shards.py makes them: 12 clips in shards of 5, 5 and 2 samples, plus two rows prepare failed
@@ -41,12 +41,7 @@ from tests.data.test_shards import CFG, NUM_GOOD, PREP
 
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    data = tmp_path_factory.mktemp("synth")
-    write_dataset(data, SynthConfig(num_clips=NUM_GOOD, seconds=1.5, size=32, fps=8), workers=1)
-    (data / "garbage.mp4").write_bytes(b"this is not a video\n" * 50)
-    lines = (data / "manifest.csv").read_text().splitlines()
-    lines += ["garbage.mp4,circle_hum,0", "missing/none.mp4,circle_hum,0"]
-    (data / "bad.csv").write_text("\n".join(lines) + "\n")
+    data = write_with_bad_rows(tmp_path_factory.mktemp("synth"))
     out = tmp_path_factory.mktemp("shards")
     write_shards(read_manifest(data / "bad.csv", classes=data / "classes.txt"), out, PREP, workers=1)
     return out
