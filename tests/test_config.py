@@ -171,3 +171,16 @@ def test_old_form_configs_still_load_with_their_loss_section() -> None:
     assert cfg.task is None and cfg.loss is not None and cfg.loss.avc_weight == 0.1
     with pytest.raises(ConfigError, match=r"unknown key 'loss\.avc_wieght'.*did you mean 'loss\.avc_weight'"):
         loads("name: t\nmodel: {name: mmt_tiny}\nloss: {avc_wieght: 0.1}\n")
+
+
+def test_a_recipe_copied_elsewhere_still_finds_what_it_inherits(tmp_path: Path) -> None:
+    """``inherit:`` is relative to the file; a copy of a built-in recipe falls back to the built-in folders."""
+    from avformer.config import BUILTIN_CONFIGS, load
+
+    copy = tmp_path / "myproj" / "my.yaml"
+    copy.parent.mkdir()
+    copy.write_text((BUILTIN_CONFIGS / "experiment" / "vggsound_mmt_base.yaml").read_text())
+    assert load(copy) == load(BUILTIN_CONFIGS / "experiment" / "vggsound_mmt_base.yaml")
+    (tmp_path / "myproj" / "child.yaml").write_text("inherit: nowhere/base.yaml\nname: x\n")
+    with pytest.raises(ConfigError, match=r"inherit: nowhere/base.yaml: no such file beside the config"):
+        load(tmp_path / "myproj" / "child.yaml")

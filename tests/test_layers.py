@@ -8,7 +8,8 @@ Every ``import`` of every module counts, wherever it stands (module level, insid
     2  tasks                                      objectives bound to batch keys
     3  eval                                       evaluation of trained runs
     4  train                                      the trainer and the composition of experiments
-    5  cli, __main__                              parse arguments, print results
+    5  cli, __main__, api                         parse arguments, print results; the Python API for files
+    6  the package root (avformer/__init__.py)    re-exports the public API, lazily (PEP 562)
 
 Packages of one layer may import each other's modules (``fusion`` implements the encoder contract of
 ``models.base``; ``models.av_model`` composes fusions) as long as the module graph has no cycle. A new top-level
@@ -26,7 +27,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS: dict[str, int] = {
-    "avformer": 0,  # the package root (version only)
+    "avformer": 6,  # the package root: the version and the public API (avformer.load, ...), imported lazily
+    "_version": 0,
     "data": 0,
     "layers": 0,
     "utils": 0,
@@ -41,6 +43,7 @@ LAYERS: dict[str, int] = {
     "eval": 3,
     "train": 4,
     "cli": 5,
+    "api": 5,
     "__main__": 5,
 }
 

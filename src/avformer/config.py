@@ -2,7 +2,7 @@
 
 One dataclass per concern, composed into :class:`ExperimentConfig`; YAML files follow the same nesting::
 
-    inherit: ../base.yaml          # optional: deep-merged under this file (paths relative to this file)
+    inherit: ../base.yaml          # optional: deep-merged under this file (see "Paths" below)
     name: mmt_vggsound
     model: {name: mmt_base, overrides: {num_classes: 309}}
     data: {modalities: [video, audio], video: {size: 224}}
@@ -18,6 +18,11 @@ Loading is strict: an unknown key is an error naming its full path and the valid
 against the field annotations (nested dataclasses, ``X | None``, tuples from YAML lists; ints are accepted for
 floats, and so are numeric strings such as ``1e-4``, which YAML 1.1 reads as a string). Each dataclass
 validates its own values in ``__post_init__``. ``load(dump(cfg)) == cfg`` for every config.
+
+Paths: ``inherit:`` is relative to the file that says it; when nothing is there, it is looked up in the
+built-in recipe folders (``configs/experiment/``, then ``configs/``, beside ``src/``), so a recipe copied out of
+``configs/experiment/`` keeps its ``inherit: ../model/mmt_base.yaml``. Every other path in a config (manifests,
+``classes``, ``root``, shards, ``train.out_dir``) is relative to the working directory, as on the command line.
 
 This is the only module that reads YAML. Convert once at the CLI boundary; below it, code takes dataclasses.
 """
@@ -431,7 +436,25 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: 'inherit' must be a relative or absolute path string, got {parent!r}")
-    return _merge(_read_yaml(path.parent / parent, (*chain, path)), data)
+    return _merge(_read_yaml(_inherited(path, parent), (*chain, path)), data)
+
+
+BUILTIN_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the recipes beside src/ (a source checkout)
+
+
+def _inherited(path: Path, parent: str) -> Path:
+    """The file ``inherit: parent`` of ``path`` names: beside ``path``, else in the built-in recipe folders."""
+    own = path.parent / parent
+    if own.exists() or Path(parent).is_absolute():
+        return own
+    for base in (BUILTIN_CONFIGS / "experiment", BUILTIN_CONFIGS):
+        candidate = (base / parent).resolve()
+        if candidate.is_file() and candidate.is_relative_to(BUILTIN_CONFIGS):
+            return candidate
+    raise ConfigError(
+        f"{path}: inherit: {parent}: no such file beside the config ({own}) nor among the built-in recipes "
+        f"({BUILTIN_CONFIGS}); give a path relative to {path.parent} or an absolute one"
+    )
 
 
 def load(path: str | Path) -> ExperimentConfig:

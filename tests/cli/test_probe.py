@@ -64,3 +64,17 @@ def test_missing_file_is_an_error_line(capsys: pytest.CaptureFixture[str], tmp_p
     assert main([str(tmp_path / "missing.mkv")]) == 1
     out = capsys.readouterr().out
     assert out.startswith("error") and "file not found" in out
+
+
+def test_a_manifest_is_probed_row_by_row(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    clip = shared_path("media", "labeled", "grid__bbaf2n.mpg")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label\n{clip},a\n{clip},a\n{tmp_path / 'gone.mp4'},b\n")
+    assert main([str(manifest)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[0].startswith("ok") and str(clip) in out[0]  # one line per distinct file
+    assert out[-1] == "2 files: 1 ok, 0 partial (usable), 1 unusable"
+    not_a_manifest = tmp_path / "notes.csv"
+    not_a_manifest.write_text("just,some\ntext,here\n")
+    assert main([str(not_a_manifest)]) == 1  # probed as a file: it says what it is
+    assert "notes.csv" in capsys.readouterr().out

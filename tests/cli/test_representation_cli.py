@@ -62,6 +62,11 @@ def test_embed_and_retrieve_on_an_mmt_run(
     assert [h["rank"] for h in hits] == [1, 2, 3] and hits[0]["score"] >= hits[-1]["score"]
     assert retrieve.main([str(index), "--text", "a dog barks"]) == 2  # no text encoder: one clear line
     assert "does not embed text" in capsys.readouterr().err
+    assert retrieve.main([str(index), "--file", str(query), "-k", "2"]) == 0  # text: says what it matched, how
+    header, columns, *rows = capsys.readouterr().out.splitlines()
+    assert header.startswith(f"top 2: the audio of {query} against the clips' videos (audio-video space)")
+    assert "cosine similarity" in header and columns.split() == ["rank", "score", "id", "path", "label"]
+    assert len(rows) == 2
 
 
 def test_an_audio_encoder_run_is_probed_on_audio_only(synth: Path, tmp_path: Path) -> None:

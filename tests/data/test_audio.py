@@ -505,6 +505,19 @@ def test_stats_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert math.isclose(got, mean_loud, rel_tol=1e-3) and not math.isclose(got, mean_all, rel_tol=1e-2)
     assert main([str(tmp_path / "missing.csv")]) == 2
 
+    # --config: the recipe's feature settings (64 mel bins, logmel); an explicit flag still wins
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: r\nmodel: {name: mat_tiny}\ndata: {audio: {num_mel_bins: 64, kind: logmel}}\n")
+    assert main([str(windowed), "--config", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "num_mel_bins: 64, kind: logmel" in out
+    loud = np.round(np.clip(y[SR // 2 :], -1, 1) * 32767) / 32768
+    want, _ = compute_stats([loud], AudioFeatureConfig(num_mel_bins=64, kind="logmel", num_frames=None))
+    got = float(next(line for line in out.splitlines() if line.startswith("mean:")).split(": ")[1])
+    assert math.isclose(got, want, rel_tol=1e-2)
+    assert main([str(windowed), "--config", str(recipe), "--num-mel-bins", "32"]) == 0
+    assert "num_mel_bins: 32, kind: logmel" in capsys.readouterr().out
+
 
 # ---- GPU -------------------------------------------------------------------------------------------------------------
 @pytest.mark.gpu

@@ -305,7 +305,7 @@ def test_missing_tensorboard_is_one_info_line(tmp_path: Path, monkeypatch: pytes
     buf = io.StringIO()
     logger = RunLogger(tmp_path, tensorboard=True, console=Console(file=buf))
     assert logger.tb is None
-    assert buf.getvalue().count("\n") == 1 and "tensorboard is not installed" in buf.getvalue()
+    assert buf.getvalue().count("\n") == 1 and "pip install 'avformer[tensorboard]'" in buf.getvalue()
 
 
 def test_under_torchrun_rank_zero_decides_whether_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -397,3 +397,34 @@ def test_a_val_set_that_drops_out_mid_run_warns_instead_of_stopping(tmp_path: Pa
     with pytest.raises(UsageError, match="validation set has no usable clip"):
         fit(ToyTask(), train_loader("make_loader", 8, 0), never, make_cfg(tmp_path / "never", epochs=1))
     assert not (tmp_path / "never" / "last.pt").exists()
+
+
+def test_a_loss_term_stuck_at_chance_is_named(tmp_path: Path) -> None:
+    """A task that says what its terms are worth at chance (``chance_losses``) gets a warning for a term whose epoch
+    mean stays there (VATT's MIL-NCE with a text encoder that cannot tell captions apart sat at ln 8 silently)."""
+    import math
+
+    class Stuck(ToyTask):
+        def training_step(self, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+            loss, logs = super().training_step(batch)
+            return loss, logs | {"mil_nce": math.log(8) * 1.01, "nce": 0.5}
+
+        def chance_losses(self, batch_size: int) -> dict[str, float]:
+            return {"mil_nce": math.log(batch_size), "nce": math.log(batch_size)}
+
+    console = Console(file=io.StringIO(), width=400)
+    run(make_cfg(tmp_path, epochs=1), task=Stuck(), console=console)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "warning: train_mil_nce = 2.1002 over epoch 1, within 3% of its chance value 2.0794 (ln 8" in out
+    assert out.count("warning:") == 1  # nce (0.5, far from ln 8) is learning
+
+
+def test_vatt_terms_at_chance_are_ln_of_the_batch() -> None:
+    import math
+
+    from avformer.models.registry import create_model
+    from avformer.tasks.vatt_pretrain import VATTPretrainOptions, VATTPretrainTask
+
+    model = create_model("vatt_tiny")
+    task = VATTPretrainTask(model, VATTPretrainOptions(nce_weight=1.0, mil_nce_weight=0.5))
+    assert task.chance_losses(16) == {"nce": math.log(16), "mil_nce": 0.5 * math.log(16)}

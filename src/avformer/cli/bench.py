@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avformer.cli._help import plain
 from avformer.data.audio import AudioFeatureConfig, AudioFeatures
 from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest, read_manifest
@@ -380,7 +381,7 @@ def _print_train(res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="avformer bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer bench", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("data", help="data-pipeline throughput against a naive baseline")

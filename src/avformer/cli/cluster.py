@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from avformer.cli._help import plain
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.eval.report import read_groups
 from avformer.eval.representations import extract_embeddings, represented_modalities
@@ -40,7 +41,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer cluster", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("run", help="run folder or checkpoint")
     p.add_argument("manifest", help="clips to cluster (labels optional: NMI when present)")

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from avformer.cli._help import plain
+
 __all__ = ["main"]
 
 
@@ -93,7 +95,7 @@ class _Job:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer compare", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--configs", nargs="+", required=True, metavar="YAML", help="experiment configs to compare")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], metavar="S", help="train.seed values (0 1 2)")

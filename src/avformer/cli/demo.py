@@ -7,9 +7,12 @@
 2. Trains three models briefly with ``avformer train``'s pipeline (the same data loader, task, trainer, checkpoints
    and report): **MMT-Tiny** (MAT + MViTv2 + bottleneck fusion, CE + AVC + IMC), an **audio-only** baseline (the
    same MAT encoder alone) and a **video-only** baseline (the same MViTv2 encoder alone).
-3. Prints a side-by-side table (validation top-1, the fused model with each modality masked out, parameters,
-   training time) and writes ``report.md`` with plots under ``--out`` (default ``runs/demo``), one run folder per
-   model (``fused/``, ``audio/``, ``video/``) with its own report, and ``summary.json``.
+3. Prints a side-by-side table (validation top-1 of each view: ``fused``, ``audio-only`` and ``video-only``, the
+   fused model's two single-modality views with the other modality masked out; parameters, training time) and
+   writes ``report.md`` with plots under ``--out`` (default ``runs/demo``), one run folder per model (``fused/``,
+   ``audio/``, ``video/``) with its own report, and ``summary.json``. Every number is the training log's (the last
+   ``metrics.csv`` row), and each view counts the clips the rule of :mod:`avformer.metrics.classification` says
+   (fused: every clip; audio-only: those with audio; video-only: those with video); the table gives the counts.
 
 ``--quick`` shrinks everything (data, input sizes, epochs) to check the pipeline in seconds; its numbers mean
 nothing. The default settings are tuned to finish in a few minutes on 2 CPU cores (see ``FULL``).
@@ -30,11 +33,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from avformer.cli._help import plain
 from avformer.config import ExperimentConfig, ModelSpec, OptimConfig, TaskSpec, TrainConfig
 from avformer.data.audio import AudioFeatureConfig
 from avformer.data.dataset import DataConfig, SpecAugmentConfig
 from avformer.data.synth import SynthConfig, write_dataset
 from avformer.data.video import VideoTransformConfig
+from avformer.metrics.classification import VIEWS, score_outputs, view_label
 from avformer.models.av_model import AVModel
 from avformer.models.registry import create_model
 
@@ -135,18 +140,31 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
 _TITLES = {"fused": "MMT-Tiny (audio + video)", "audio": "audio-only (MAT-Tiny)", "video": "video-only (MViTv2-tiny)"}
 
 
+def _views(row: Mapping[str, Any]) -> dict[str, float]:
+    """A model's val top-1 per view: the fused model's fused / audio-only / video-only, a baseline's own view."""
+    if "audio_only_top1" in row:
+        return {"fused": row["top1"], "audio": row["audio_only_top1"], "video": row["video_only_top1"]}
+    return {row["view"]: row["top1"]}
+
+
 def _table(results: dict[str, dict[str, Any]]) -> list[str]:
-    """Markdown table: one row per model."""
+    """Markdown table: one row per model, one column per view (top-1 and, in brackets, the clips counted)."""
     lines = [
-        "| model | val top-1 | fused model, audio masked | fused model, video masked | params | train time |",
+        "| model | " + " | ".join(f"{view_label(v)} top-1 (clips)" for v in VIEWS) + " | params | train time |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        masked_v = f"{r['audio_only_top1']:.3f}" if "audio_only_top1" in r else "-"
-        masked_a = f"{r['video_only_top1']:.3f}" if "video_only_top1" in r else "-"
+        views = _views(r)
+        cells = []
+        for v in VIEWS:
+            if v not in views:
+                cells.append("-")
+                continue
+            n = r.get("clips", {}).get(v)
+            text = f"{views[v]:.3f}" + (f" ({n})" if n is not None else "")
+            cells.append(f"**{text}**" if v == r["view"] else text)
         lines.append(
-            f"| {_TITLES[name]} | **{r['top1']:.3f}** | {masked_a} | {masked_v} | {r['params'] / 1e6:.2f} M "
-            f"| {r['seconds']:.0f} s |"
+            f"| {_TITLES[name]} | " + " | ".join(cells) + f" | {r['params'] / 1e6:.2f} M | {r['seconds']:.0f} s |"
         )
     return lines
 
@@ -183,16 +201,19 @@ def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict
         console = Console(file=io.StringIO())  # quiet: one line per epoch below
         res = run_experiment(cfg, console=console, command=f"avformer demo (model {name})")
         s = res.summary
-        row = {"top1": s["val_top1"], "params": res.num_params, "seconds": round(res.seconds, 1)}
+        # the numbers: the training log's; the clip counts: the same rule over the same validation outputs
+        counted = score_outputs(res.outputs) if res.outputs is not None else {}
+        row: dict[str, Any] = {"top1": s["val_top1"], "params": res.num_params, "seconds": round(res.seconds, 1)}
+        row["view"] = next(iter(counted), name)  # the model's own view: fused, audio or video
+        row["clips"] = {v: int(m["num_samples"]) for v, m in counted.items()}
         if "val_audio_top1" in s:
             row |= {"audio_only_top1": s["val_audio_top1"], "video_only_top1": s["val_video_top1"]}
         results[name] = row
-        extra = (
-            f" (audio masked {row['video_only_top1']:.3f}, video masked {row['audio_only_top1']:.3f})"
-            if "audio_only_top1" in row
-            else ""
+        shown = ", ".join(
+            f"{view_label(v)} {x:.3f}" + (f" ({row['clips'][v]} clips)" if v in row["clips"] else "")
+            for v, x in _views(row).items()
         )
-        _say(f"      val top-1 {row['top1']:.3f}{extra}; {res.seconds:.0f} s; run folder {res.out_dir}")
+        _say(f"      val top-1: {shown}; {res.seconds:.0f} s; run folder {res.out_dir}")
 
     fused = results["fused"]["top1"]
     margin = fused - max(results["audio"]["top1"], results["video"]["top1"])
@@ -216,7 +237,9 @@ def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict
         *table,
         "",
         f"Fused minus the best single modality: {margin * 100:+.1f} points.",
-        "The two 'masked' columns evaluate the fused model with one input marked absent (`has_audio` / `has_video`).",
+        "The fused model's audio-only and video-only views mark the other input absent (`has_video` / "
+        "`has_audio`); a view counts the clips that have its stream (fused: every clip), as the training log, "
+        "each run's `report.md` and `avformer eval` do. Bold: each model's own view.",
         "",
         "![comparison](comparison.png)",
         "",
@@ -235,7 +258,7 @@ def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="avformer demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer demo", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--n", type=int, default=None, help=f"number of synthetic clips (default {FULL.num_clips})")

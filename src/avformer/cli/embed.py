@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from avformer.cli._help import plain
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.data.text import with_resolved_text
 from avformer.eval.representations import Embeddings, extract_embeddings, retrieval_metrics
@@ -52,7 +53,7 @@ def write_index(out: Path, emb: Embeddings, run: Path) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer embed", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("run", help="run folder of `avformer pretrain` or a checkpoint")
     p.add_argument("manifest", help="manifest of the clips to embed (labels and text optional)")

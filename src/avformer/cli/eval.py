@@ -8,9 +8,14 @@ each window (3 = left / centre / right along the long side), and the N × M view
 skipped, counted and listed in ``eval.json``.
 
 For audio-visual models the table shows the fused prediction and the audio-only and video-only predictions of the
-same model (the other modality masked out) side by side; the audio-only column counts only samples that have
-audio, the video-only column only samples with video. Single-label data: top-1, top-5, mean per-class accuracy;
-multi-label data (several labels on a row, or an AudioSet JSON manifest; ``--multilabel`` forces it): mAP, AUC, d'.
+same model (the other modality masked out) side by side, columns ``fused`` / ``audio-only`` / ``video-only`` (a
+single encoder's one column: ``audio-only`` or ``video-only``). Each view counts the clips the rule of
+:mod:`avformer.metrics.classification` says, the rule training validation and ``report.md`` follow: the fused view
+every clip, the audio-only view the clips that have audio, the video-only view those with video; the ``clips`` row
+gives the counts. On the same weights (``--checkpoint last`` is the model of the last ``metrics.csv`` row and of
+``report.md``; ``best.pt`` may be another epoch) the numbers are the training log's. Single-label data: top-1,
+top-5, mean per-class accuracy; multi-label data (several labels on a row, or an AudioSet JSON manifest;
+``--multilabel`` forces it): mAP, AUC, d'.
 
 ``--by CSV:COLUMN`` adds top-1 per group of rows, for every view: COLUMN of a CSV keyed by the manifest's ``id`` or
 ``path`` (e.g. AV-Digits' ``val_meta.csv:condition``: clean / audio degraded / video degraded). Written into

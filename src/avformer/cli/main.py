@@ -11,8 +11,10 @@ environment or a bug; :func:`avformer.utils.errors.describe`), never a traceback
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+import select
 import sys
 
 from avformer.utils.errors import debug_enabled, describe, set_debug
@@ -31,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("avformer.cli.stats", "compute log-mel mean/std for a manifest (dataset normalisation)"),
     "bench": ("avformer.cli.bench", "benchmarks: `bench data MANIFEST`, `bench train MODEL | --config FILE`"),
     "models": ("avformer.cli.models", "list registered models with their parameter counts"),
+    "config": ("avformer.cli.config_cmd", "`config show RECIPE [k=v...]`: the resolved config, every key and value"),
     "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
     "compare": ("avformer.cli.compare", "train configs x seeds and write a table: accuracy, params, FLOPs, memory"),
     "pretrain": ("avformer.cli.pretrain", "self-supervised pretraining: VATT (NCE, MIL-NCE), XDC, CrissCross"),
@@ -58,23 +61,31 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0 if argv else 2
     if argv[0] in {"-V", "--version"}:
-        from avformer import __version__
+        from avformer._version import __version__
 
         print(f"avformer {__version__}")
         return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        print(f"avformer: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        close = difflib.get_close_matches(cmd, COMMANDS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"avformer: unknown command {cmd!r}{hint}\n\n{_usage()}", file=sys.stderr)
         return 2
     return _run(cmd, rest, debug)
 
 
 def _stdout_closed() -> bool:
+    """Whether stdout's reader has gone (``| head``): the broken pipe was ours to expect, not an error."""
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         return True
-    return False
+    try:  # the failed write may have left nothing to flush: ask the pipe itself
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: assume it was stdout
+        return True
 
 
 def _run(cmd: str, argv: list[str], debug: bool) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 
+from avformer.cli._help import plain
 from avformer.cli.common import add_config_args, config_from_args, run_and_report
 from avformer.config import ConfigError
 from avformer.train.experiment import RunResult
@@ -35,7 +36,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer pretrain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer pretrain", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_args(p, "e.g. configs/experiment/av_digits_vatt_tiny.yaml")
     p.add_argument("--no-subtitles", action="store_true", help="do not read text from the containers' subtitle streams")

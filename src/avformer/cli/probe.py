@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 from avformer.data.media import ProbeInfo, probe
@@ -38,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="avformer probe", description="Print streams, duration and usability of media files."
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="media files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="media files, or manifests (their rows' files)")
     p.add_argument("--json", action="store_true", help="print one JSON object per line instead of text")
     p.add_argument(
         "--timeout", type=float, default=20.0, metavar="S", help="time cap per file, opening included (default 20)"
@@ -53,9 +54,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_MANIFEST_SUFFIXES = (".csv", ".jsonl", ".json")
+
+
+def _expand(files: list[str]) -> list[str]:
+    """The files to probe: each argument, or, for a manifest (CSV / JSONL / AST JSON that reads as one), the media
+    files of its rows."""
+    from avformer.data.manifest import ManifestError, read_manifest
+
+    out: list[str] = []
+    for f in files:
+        if f.lower().endswith(_MANIFEST_SUFFIXES) and os.path.isfile(f):
+            try:
+                out += list(dict.fromkeys(r.path for r in read_manifest(f)))
+                continue
+            except (ManifestError, OSError, ValueError):
+                pass  # not a manifest: probe it as a file (it will say what it is)
+        out.append(f)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     counts = {"ok": 0, "partial": 0, "unusable": 0}
+    args.files = _expand(args.files)
     for path in args.files:
         info = probe(path, timeout_s=args.timeout, head_s=args.head)
         if not info.usable:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from avformer.cli._help import plain
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.eval.representations import (
     Embeddings,
@@ -92,7 +93,7 @@ def probe(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer probe-linear", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer probe-linear", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("run", help="run folder of `avformer pretrain` (best.pt, else last.pt) or a checkpoint")
     p.add_argument("--train", required=True, help="labeled manifest the probe is fit on")

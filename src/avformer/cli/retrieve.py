@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from avformer.cli._help import plain
 from avformer.data.manifest import Manifest, ManifestError, ManifestRow
 from avformer.eval.representations import extract_embeddings
 from avformer.metrics.retrieval import similarity_matrix
@@ -87,7 +88,7 @@ def retrieve(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer retrieve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer retrieve", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("index", help="folder written by `avformer embed`")
     q = p.add_mutually_exclusive_group(required=True)
@@ -112,6 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(hits, indent=2))
     else:
+        print(_header(args))
+        print(f"{'rank':>4}  {'score':>7}  id  path  label")
         for h in hits:
-            print(f"{h['rank']:>3}  {h['score']:+.4f}  {h['id']}  {h['path']}  {h['label']}")
+            print(f"{h['rank']:>4}  {h['score']:+.4f}  {h['id']}  {h['path']}  {h['label']}")
     return 0
+
+
+def _header(args: argparse.Namespace) -> str:
+    """What was matched against what, and what the score is."""
+    if args.text is not None:
+        what = f"text {args.text!r} against the clips' videos (video-text space)"
+    else:
+        what = f"the {args.query} of {args.file} against the clips' {args.gallery}s (audio-video space)"
+        if args.query == "audio" and args.gallery == "video":
+            what += "; --query/--gallery choose other streams"
+    return (
+        f"top {args.k}: {what}; score = cosine similarity of the embeddings, in [-1, 1], higher is closer "
+        "(only the order is meaningful across queries)"
+    )

@@ -40,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="folder that relative paths in the manifest are under")
     p.add_argument("--max-clips", type=int, default=None, help="use at most N clips, evenly spaced (default: all)")
     p.add_argument("--workers", type=int, default=1, help="decoding threads (default: 1)")
-    p.add_argument("--kind", choices=("fbank", "logmel"), default="fbank", help="feature kind (default: fbank)")
-    p.add_argument("--sample-rate", type=int, default=16000, help="Hz (default: 16000)")
-    p.add_argument("--num-mel-bins", type=int, default=128, help="mel bins (default: 128)")
+    p.add_argument("--config", default=None, help="take kind, sample rate and mel bins from this recipe's data.audio")
+    p.add_argument("--kind", choices=("fbank", "logmel"), default=None, help="feature kind (default: fbank)")
+    p.add_argument("--sample-rate", type=int, default=None, help="Hz (default: 16000)")
+    p.add_argument("--num-mel-bins", type=int, default=None, help="mel bins (default: 128, AST's)")
     return p
 
 
@@ -68,17 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     from avformer.data.media import MediaError, load_audio
 
     try:
-        cfg = AudioFeatureConfig(
-            kind=args.kind,
-            sample_rate=args.sample_rate,
-            num_mel_bins=args.num_mel_bins,
-            num_frames=None,
-            mean=None,
-            std=None,
-        )
+        settings = {"kind": "fbank", "sample_rate": 16000, "num_mel_bins": 128}  # without --config: AST's
+        if args.config is not None:
+            from avformer.config import load
+
+            recipe = load(args.config).data.audio
+            settings = {k: getattr(recipe, k) for k in settings}
+        given = {"kind": args.kind, "sample_rate": args.sample_rate, "num_mel_bins": args.num_mel_bins}
+        settings |= {k: v for k, v in given.items() if v is not None}  # explicit flags win over the recipe
+        cfg = AudioFeatureConfig(**settings, num_frames=None, mean=None, std=None)
         rows = read_manifest(args.manifest, root=args.root)
     except (OSError, ValueError) as e:
-        print(f"avformer stats: {e}", file=sys.stderr)
+        print(f"avformer stats: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     rows = _evenly_spaced(list(rows), args.max_clips)
     if not rows:

@@ -33,6 +33,7 @@ import argparse
 import shlex
 import sys
 
+from avformer.cli._help import plain
 from avformer.cli.common import add_config_args, config_from_args, run_and_report
 from avformer.config import ConfigError
 from avformer.train.experiment import RunResult
@@ -43,7 +44,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer train", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_args(p, "configs/experiment/..., configs/smoke/...")
     return p

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from avformer.cli._help import plain
 from avformer.cli.probe_linear import probe
 from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load
 from avformer.data.manifest import ManifestError
@@ -131,7 +132,7 @@ def render_table(results: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="avformer vatt-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="avformer vatt-bench", description=plain(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--configs", nargs="+", required=True, help="pretraining recipes (the first also gets timed)")
     p.add_argument("--out", default="runs/vatt_bench", help="output folder (one run folder per config inside)")

@@ -374,8 +374,10 @@ def worker_init(worker_id: int) -> None:
     """DataLoader worker set-up: one intra-op thread per worker (decoding threads are bounded by decode_clip).
 
     SIGTERM keeps torch's handling in workers: a SIGTERM sent to the whole process group (Slurm, ``timeout``)
-    kills them, and the run ends with a one-line error (exit 1) at its last checkpoint instead of saving at the next
-    step; SIGTERM to the main process alone, and SIGINT, save cleanly.
+    kills them, and the run ends with a one-line error (exit 1) at the last checkpoint instead of saving at the next
+    step; SIGTERM to the main process alone, and SIGINT, save cleanly. Ignoring SIGTERM in workers (tried) made a
+    process exit hang in multiprocessing's join of live persistent workers, and a fix for that coincided with a
+    deadlock in torch's fd passing; see the reliability notes.
     """
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"

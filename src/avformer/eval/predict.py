@@ -75,6 +75,9 @@ class FilePrediction:
         has_video: some window used had video.
         seconds: wall time spent on the file.
         display: the window shown in the PNG (only when the predictor keeps it).
+        views: top-k of the audio-only and video-only views of an audio-visual model (the same model with the
+            other stream masked out), for the streams the file has; only when the predictor computes them
+            (``per_modality=True``). The fused view is ``top``.
     """
 
     path: str
@@ -88,10 +91,25 @@ class FilePrediction:
     has_video: bool = False
     seconds: float = 0.0
     display: PredictionDisplay | None = None
+    views: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def __str__(self) -> str:
+        """One line: ``path: dog 0.912, rain 0.050 | audio-only: dog 0.701, ... | video-only: ...`` (or
+        ``path: error: <reason>``)."""
+        if not self.ok:
+            return f"{self.path}: error: {self.error}"
+
+        def top(items: list[tuple[str, float]]) -> str:
+            return ", ".join(f"{name} {p:.3f}" for name, p in items)
+
+        parts = [top(self.top)] + [
+            f"{name}-only: {top(self.views[name])}" for name in ("audio", "video") if name in self.views
+        ]
+        return f"{self.path}: " + " | ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no tensors, no display arrays)."""
@@ -106,6 +124,11 @@ class FilePrediction:
             "has_audio": self.has_audio,
             "has_video": self.has_video,
             "seconds": round(self.seconds, 3),
+            **(
+                {"views": {k: [{"label": n, "prob": round(p, 6)} for n, p in v] for k, v in self.views.items()}}
+                if self.views
+                else {}
+            ),
         }
 
 
@@ -128,6 +151,8 @@ class FilePredictor:
         keep_display: keep one window's frames and spectrogram for :func:`avformer.eval.report.plot_prediction`.
         timeout_s: wall-clock budget for decoding one file (all its windows); None = the run's
             ``data.decode_timeout_s`` per window.
+        per_modality: an audio-visual model also scores the file with one stream masked out
+            (:attr:`FilePrediction.views`; three forward passes per window instead of one).
     """
 
     def __init__(
@@ -140,6 +165,7 @@ class FilePredictor:
         device: str | torch.device = "cpu",
         keep_display: bool = False,
         timeout_s: float | None = None,
+        per_modality: bool = False,
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -153,6 +179,7 @@ class FilePredictor:
         self.device = torch.device(device)
         self.keep_display = keep_display
         self.timeout_s = timeout_s
+        self.per_modality = per_modality
         self.model = run.model.to(self.device).eval()
         self.kind = input_modality(self.model)  # "av", "audio" or "video"
         self.want_video = self.kind in ("av", "video")
@@ -288,22 +315,30 @@ class FilePredictor:
         result.windows = [v.window for v in views]
         result.has_audio = any(bool(v.sample.get("has_audio", False)) for v in views)
         result.has_video = any(bool(v.sample.get("has_video", False)) for v in views)
-        probs = self._probs([v.sample for v in views])
-        result.probs = probs
-        k = min(self.topk, probs.numel())
-        values, idx = probs.topk(k)
-        result.top = [(self.run.classes[i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=True)]
+        scores = self._probs([v.sample for v in views])
+        result.probs = scores["fused"]
+        result.top = self._top(scores["fused"])
+        for name, present in (("audio", result.has_audio), ("video", result.has_video)):
+            if name in scores and present:
+                result.views[name] = self._top(scores[name])
         if self.keep_display:
             result.display = self._display(views)
 
+    def _top(self, probs: torch.Tensor) -> list[tuple[str, float]]:
+        values, idx = probs.topk(min(self.topk, probs.numel()))
+        return [(self.run.classes[i], float(p)) for p, i in zip(values.tolist(), idx.tolist(), strict=True)]
+
     @torch.no_grad()
-    def _probs(self, samples: Sequence[dict[str, Any]]) -> torch.Tensor:
-        """(K,) probabilities pooled over the windows (each window one batch row, with its own masks)."""
+    def _probs(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """``{"fused": (K,)}`` probabilities pooled over the windows (each window one batch row, with its own
+        masks), plus ``"audio"`` / ``"video"`` (one stream masked out) for an AV model when ``per_modality``."""
         batch = collate(samples)
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        logits = predict_batch(self.model, batch, multilabel=self.multilabel, per_modality=False)["fused"]  # (V, K)
+        per_modality = self.per_modality and self.kind == "av"
+        out = predict_batch(self.model, batch, multilabel=self.multilabel, per_modality=per_modality)  # (V, K) each
         activation = "sigmoid" if self.multilabel else "softmax"
-        return aggregate_views(logits[None].float().cpu(), activation=activation)[0]
+        names = ("fused", "audio", "video") if per_modality else ("fused",)
+        return {n: aggregate_views(out[n][None].float().cpu(), activation=activation)[0] for n in names}
 
     def _display(self, views: Sequence[_View]) -> PredictionDisplay:
         """The middle window (preferring one with both streams) for the PNG."""

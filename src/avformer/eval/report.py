@@ -3,9 +3,12 @@
 :func:`evaluate` runs a :class:`~avformer.models.loading.LoadedRun` over every row of a manifest (the run's data config
 in eval mode, ``num_test_clips`` uniform windows per file, ``num_test_crops`` spatial crops of each) and scores each
 **view of the data**: ``fused`` plus, for audio-visual models, ``audio`` (video masked out) and ``video`` (audio masked
-out), side by side (:func:`avformer.tasks.inference.predict_batch`). The audio-only column counts only the samples that
-have audio, the video-only column only those with video (a masked-out modality would otherwise score the model's prior);
-the sample counts say so. Files that cannot be loaded are skipped and counted, never fatal.
+out), side by side (:func:`avformer.tasks.inference.predict_batch`). Which clips each view counts is the rule of
+:mod:`avformer.metrics.classification` (:func:`~avformer.metrics.classification.counted_clips`), the one training
+validation and ``report.md`` follow: the fused view counts every clip, the audio-only view the clips that have audio,
+the video-only view those with video (a masked-out modality would otherwise score the model's prior); the clip counts
+are printed. Views are labelled ``fused`` / ``audio-only`` / ``video-only`` (a single encoder's one column is named
+after its modality: ``audio-only`` or ``video-only``). Files that cannot be loaded are skipped and counted, never fatal.
 
 :func:`write_report` writes ``eval.json`` (every number, the skipped files with their reasons, per-class values),
 ``predictions.csv`` (one row per sample) and PNGs: ``confusion_matrix.png`` and ``per_class_accuracy.png`` of the
@@ -35,7 +38,13 @@ from matplotlib.figure import Figure
 from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest
 from avformer.eval.plots import plot_confusion_matrix, plot_modality_comparison, plot_per_class_accuracy
-from avformer.metrics.classification import ClassificationMetrics, mean_average_precision, per_class_from_confusion
+from avformer.metrics.classification import (
+    ClassificationMetrics,
+    counted_clips,
+    mean_average_precision,
+    per_class_from_confusion,
+    view_label,
+)
 from avformer.models.loading import LoadedRun
 from avformer.tasks.inference import input_modality, predict_batch
 
@@ -185,12 +194,8 @@ def evaluate(
         on_device = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         out = {k: v.float().cpu() for k, v in predict_batch(model, on_device, multilabel=multilabel).items()}
         label = batch["label"]
-        ones = torch.ones(n, dtype=torch.bool)
-        present = {
-            "fused": ones,
-            "audio": batch.get("has_audio", ones).bool(),
-            "video": batch.get("has_video", ones).bool(),
-        }
+        has = {"has_audio": batch.get("has_audio"), "has_video": batch.get("has_video")}
+        present = {v: counted_clips(v, label, **has, multilabel=multilabel) for v in views}
         for v in views:
             keep = present[v]
             if keep.any():
@@ -245,12 +250,14 @@ def evaluate(
 
 
 def format_table(result: EvalResult) -> str:
-    """The side-by-side table: one column per view, one row per metric, plus sample counts."""
+    """The side-by-side table: one column per view (``fused`` / ``audio-only`` / ``video-only``), one row per metric,
+    plus the number of clips each view counted."""
     views = result.views
     rows = _MULTI_ROWS if result.multilabel else _SINGLE_ROWS
     width = max(len(label) for _, label in rows) + 2
-    col = max(8, *(len(v) + 2 for v in views))
-    lines = [" " * width + "".join(v.rjust(col) for v in views)]
+    heads = [view_label(v) for v in views]
+    col = max(8, *(len(h) + 2 for h in heads))
+    lines = [" " * width + "".join(h.rjust(col) for h in heads)]
     for key, label in rows:
         cells = []
         for v in views:
@@ -258,7 +265,7 @@ def format_table(result: EvalResult) -> str:
             cells.append(("-" if not math.isfinite(x) else f"{x:.4f}").rjust(col))
         lines.append(label.ljust(width) + "".join(cells))
     counts = [str(int(result.metrics[v].get("num_samples", 0))).rjust(col) for v in views]
-    lines.append("samples".ljust(width) + "".join(counts))
+    lines.append("clips".ljust(width) + "".join(counts))
     return "\n".join(lines)
 
 
@@ -306,8 +313,9 @@ def group_accuracy(result: EvalResult, groups: Mapping[str, str]) -> dict[str, d
 def format_groups(column: str, table: Mapping[str, Mapping[str, Any]], views: list[str]) -> str:
     """The per-group top-1 table (one row per group, one column per view)."""
     width = max(len(column), *(len(g) for g in table)) + 2
-    col = max(8, *(len(v) + 2 for v in views))
-    lines = [f"top-1 by {column}", column.ljust(width) + "n".rjust(6) + "".join(v.rjust(col) for v in views)]
+    heads = [view_label(v) for v in views]
+    col = max(8, *(len(h) + 2 for h in heads))
+    lines = [f"top-1 by {column}", column.ljust(width) + "n".rjust(6) + "".join(h.rjust(col) for h in heads)]
     for g, cells in table.items():
         vals = ["-" if not math.isfinite(cells[v]) else f"{cells[v]:.4f}" for v in views]
         lines.append(g.ljust(width) + str(cells["n"]).rjust(6) + "".join(x.rjust(col) for x in vals))
@@ -356,7 +364,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
         )
         keys = ("top1", "top5", "mean_class_acc")
     if len(result.views) > 1:
-        comparison = {v: {k: result.metrics[v].get(k, math.nan) for k in keys} for v in result.views}
+        comparison = {view_label(v): {k: result.metrics[v].get(k, math.nan) for k in keys} for v in result.views}
         written.append(
             plot_modality_comparison(
                 comparison, out / "modality_comparison.png", title="fused vs audio-only vs video-only"

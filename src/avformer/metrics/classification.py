@@ -15,31 +15,62 @@ evaluation code):
   mean over the classes that have both positives and negatives.
 - **d'**: ``d_prime(auc) = sqrt(2) * Φ⁻¹(auc)``, reported from the macro AUC as AudioSet papers do.
 
+Ties: the prediction is the first class of highest score (``torch.argmax``), and top-k breaks ties among scores the
+same way (a lower class index ranks first), so top-1, the confusion matrix, per-class accuracy and the predicted
+class of ``predictions.csv`` always count the same hits.
+
+**Views of an audio-visual model, and which clips each counts.** An audio-visual model is scored three ways: the
+``fused`` prediction (both streams, as present), ``audio`` (the video masked out) and ``video`` (the audio masked
+out); a single encoder has one view, named after its modality. Reports name them ``fused``, ``audio-only`` and
+``video-only`` (:data:`VIEW_LABELS`; an audio-only model's one row is ``audio-only``). The rule, applied by
+:func:`counted_clips` and used by training validation (:mod:`avformer.tasks.classification`), ``report.md``
+(:mod:`avformer.train.report`), ``avformer eval`` (:mod:`avformer.eval.report`) and ``avformer demo``:
+
+- every view counts only labelled clips (single-label: label >= 0; multi-label: every row);
+- the **fused** view counts every such clip (a loaded clip has at least one stream);
+- the **audio-only** view counts the clips that have audio, the **video-only** view the clips that have video
+  (a single encoder's view: the clips that have its stream).
+
+Why: with its only stream masked out a clip has no input at all, and the model's output for it is its prior (often
+tied logits, whose argmax is an accident of class order); counting it would score the prior, not the modality, and
+the number would shift with the share of such clips. The training losses already mask a clip out of the loss of a
+stream it lacks. Every report gives the number of clips each view counted (``num_samples`` of
+:meth:`ClassificationMetrics.compute`). Validation outputs carry "this view does not see this clip" as a row of
+NaN logits (:func:`hide_absent`), which :func:`score_outputs` reads back.
+
 Everything is plain torch (float64 for the reductions); scikit-learn is only the reference in the tests.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import overload
 
 import torch
 
 __all__ = [
+    "VIEWS",
+    "VIEW_LABELS",
     "ClassAverage",
     "ClassificationMetrics",
     "average_precision",
     "confusion_matrix",
+    "counted_clips",
     "d_prime",
+    "hide_absent",
+    "labeled_rows",
     "mean_average_precision",
     "mean_per_class_accuracy",
     "per_class_accuracy",
     "per_class_from_confusion",
     "roc_auc",
     "roc_auc_per_class",
+    "score_outputs",
+    "score_view",
     "topk_accuracy",
+    "view_label",
 ]
 
 _CLASS_CHUNK = 256  # columns sorted at once in the multi-label metrics; bounds memory to ~N × 256 × 8 bytes × a few
@@ -95,7 +126,8 @@ def topk_accuracy(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int] 
 
     Returns:
         ``{"top1": ..., "top5": ...}`` keyed by the requested k; NaN for an empty batch. Ties among scores are
-        broken as :func:`torch.topk` breaks them.
+        broken by class index (the lower index ranks first, as :func:`torch.argmax` picks), so top-1 counts the
+        hits of the argmax prediction.
     """
     n = logits.shape[0] if logits.ndim == 2 else 0
     hits = _topk_hits(logits, target, ks)
@@ -112,10 +144,14 @@ def _topk_hits(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int]) ->
         raise ValueError(f"logits has {n} rows but target has {target.shape[0]}")
     if n == 0 or num_classes == 0:
         return dict.fromkeys(ks, 0)
-    kmax = min(max(ks), num_classes)
-    top = logits.topk(kmax, dim=1).indices  # (N, kmax), best first
-    hits = (top == target[:, None]).long().cumsum(dim=1).sum(dim=0)  # hits[j]: rows hit within the first j+1
-    return {k: int(hits[min(k, num_classes) - 1]) for k in ks}
+    if int(target.min()) < 0 or int(target.max()) >= num_classes:
+        raise ValueError(f"target holds class indices outside [0, {num_classes})")
+    # NaN ranks above everything, as in torch.argmax; ties go to the lower class index
+    scores = torch.where(logits.isnan(), torch.full_like(logits, math.inf), logits)
+    true = scores.gather(1, target[:, None])  # (N, 1)
+    lower = torch.arange(num_classes, device=logits.device)[None, :] < target[:, None]  # (N, K)
+    rank = ((scores > true) | ((scores == true) & lower)).sum(dim=1)  # (N,) 0 = predicted
+    return {k: int((rank < min(k, num_classes)).sum()) for k in ks}
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -408,3 +444,95 @@ class ClassificationMetrics:
         out["mean_class_acc"] = float(acc.nanmean()) if (~acc.isnan()).any() else math.nan
         out["num_samples"] = float(n)
         return out
+
+
+# ---- views of an audio-visual model ------------------------------------------------------------------------------
+
+VIEWS: tuple[str, ...] = ("fused", "audio", "video")
+VIEW_LABELS: dict[str, str] = {"fused": "fused", "audio": "audio-only", "video": "video-only"}
+
+# the key of each view in validation outputs (``logits``: the fused prediction of an audio-visual model)
+_OUTPUT_KEYS: dict[str, str] = {"fused": "logits", "audio": "audio_logits", "video": "video_logits"}
+
+
+def view_label(view: str) -> str:
+    """How every report names a view: ``fused``, ``audio-only``, ``video-only``."""
+    if view not in VIEW_LABELS:
+        raise ValueError(f"unknown view {view!r}; the views are {', '.join(VIEWS)}")
+    return VIEW_LABELS[view]
+
+
+def labeled_rows(label: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
+    """(N,) bool: the rows with a target (single-label: ``label >= 0``, -1 = unlabelled; multi-label: every row)."""
+    if multilabel:
+        return torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
+    return label >= 0
+
+
+def counted_clips(
+    view: str,
+    label: torch.Tensor,
+    *,
+    has_audio: torch.Tensor | None = None,
+    has_video: torch.Tensor | None = None,
+    multilabel: bool = False,
+) -> torch.Tensor:
+    """(N,) bool: the clips ``view`` counts (the rule of the module docstring).
+
+    Args:
+        view: ``"fused"``, ``"audio"`` or ``"video"`` (a single encoder's view is named after its modality).
+        label: (N,) class indices (-1 = unlabelled) or (N, K) multi-hot.
+        has_audio, has_video: (N,) presence masks; None means every clip has that stream.
+        multilabel: every row is labelled.
+    """
+    view_label(view)  # a known view
+    keep = labeled_rows(label, multilabel)
+    present = {"audio": has_audio, "video": has_video}.get(view)
+    if present is not None:
+        keep = keep & present.to(device=keep.device, dtype=torch.bool)
+    return keep
+
+
+def hide_absent(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """``logits`` with the rows of the clips a view does not see (``present`` False) set to NaN: how validation
+    outputs say which clips the audio-only / video-only view counts (:func:`score_outputs` reads it back)."""
+    return logits.masked_fill(~present.to(device=logits.device, dtype=torch.bool)[:, None], math.nan)
+
+
+def score_view(
+    logits: torch.Tensor, label: torch.Tensor, counted: torch.Tensor, num_classes: int, *, multilabel: bool = False
+) -> dict[str, float]:
+    """One view's metrics over the ``counted`` rows (:meth:`ClassificationMetrics.compute` keys, ``num_samples``
+    being the number of clips counted)."""
+    acc = ClassificationMetrics(num_classes, multi_label=multilabel)
+    counted = counted.to(device=logits.device, dtype=torch.bool)
+    acc.update(logits[counted], label.to(logits.device)[counted])
+    return acc.compute()
+
+
+def score_outputs(
+    outputs: Mapping[str, torch.Tensor], *, num_classes: int | None = None, multilabel: bool = False
+) -> dict[str, dict[str, float]]:
+    """Every view's metrics from validation outputs, in the order fused, audio, video (those present).
+
+    Args:
+        outputs: ``label`` and the logits of each view: ``logits`` (fused), ``audio_logits``, ``video_logits``; a
+            single encoder gives only its own view's key. The audio / video rows of clips without that stream are
+            NaN (:func:`hide_absent`); the fused view counts every labelled clip whatever its logits.
+        num_classes: K (default: the width of the logits).
+        multilabel: mAP / AUC / d' instead of top-k accuracy.
+
+    Returns:
+        view -> :meth:`ClassificationMetrics.compute` dict (``num_samples``: the clips the view counted).
+    """
+    label = outputs["label"]
+    out: dict[str, dict[str, float]] = {}
+    for view in VIEWS:
+        key = _OUTPUT_KEYS[view]
+        if key not in outputs:
+            continue
+        logits = outputs[key]
+        present = None if view == "fused" else ~logits.isnan().all(dim=1)
+        counted = counted_clips(view, label, has_audio=present, has_video=present, multilabel=multilabel)
+        out[view] = score_view(logits, label, counted, num_classes or logits.shape[1], multilabel=multilabel)
+    return out

@@ -14,6 +14,9 @@ Optional parts a task may have (the trainer looks for them):
   at an epoch start, never twice for one epoch); ``on_epoch_end`` after the epoch's last step, before validation.
 * ``state_dict()`` / ``load_state_dict(state)``: task state outside the model (cluster centroids, a teacher's
   weights), saved in every checkpoint under ``"task"`` and restored on resume.
+* ``chance_losses(batch_size) -> {term: value}``: what each logged loss term is worth when the model has learned
+  nothing (``ln B`` for a contrastive term over ``B`` candidates), for a global batch of ``batch_size`` clips;
+  the trainer warns when a term's epoch mean stays within 3 % of it (:data:`CHANCE_TOLERANCE`).
 
 Batches are the dicts of :func:`avformer.data.dataset.collate`: tensors stacked on dim 0 plus ``batch_size``
 (int) and ``skipped`` (list). The trainer never passes a batch with ``batch_size == 0``.
@@ -31,9 +34,20 @@ from avformer.fusion.base import presence_mask
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.utils.distributed import world_size
 
-__all__ = ["Batch", "EpochContext", "Task", "av_present", "one_view_keys", "present_mask", "two_tower_vatt"]
+__all__ = [
+    "CHANCE_TOLERANCE",
+    "Batch",
+    "EpochContext",
+    "Task",
+    "av_present",
+    "one_view_keys",
+    "present_mask",
+    "two_tower_vatt",
+]
 
 Batch = dict[str, Any]
+
+CHANCE_TOLERANCE = 0.03  # an epoch's mean loss term within 3 % of its chance value: "learns nothing" warning
 
 
 def present_mask(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:

@@ -10,7 +10,11 @@ objective (Zhu 2024, https://arxiv.org/abs/2401.04023)::
 
 :class:`ClassificationTask` trains one encoder (audio-only or video-only, read from the model's ``input_kind``)
 with CE / BCE. Both validate through :func:`avformer.tasks.inference.predict_batch`, so training, ``avformer eval``
-and ``avformer predict`` score a model the same way (multi-view batches pooled there).
+and ``avformer predict`` score a model the same way (multi-view batches pooled there), and score each view (fused,
+audio-only, video-only) with :func:`avformer.metrics.classification.score_outputs` over the clips the rule of
+:mod:`avformer.metrics.classification` counts: the fused view every labelled clip, the audio-only view those with
+audio, the video-only view those with video. The validation outputs say which clips a view does not see by NaN rows
+(``audio_logits`` of the clips without audio, ...), so ``report.md``, which reads the same outputs, counts alike.
 
 Batch contract (the dicts of :func:`avformer.data.collate`): ``audio`` (B, 1, F, T) or (B, 1, S), ``video``
 (B, 3, T, H, W), ``has_audio`` / ``has_video`` (B,) bool, ``label`` (B,) int64 (-1 = unlabeled) or (B, K) float
@@ -55,7 +59,7 @@ from torch import Tensor, nn
 
 from avformer.fusion.base import LatentMix
 from avformer.losses import AVCLoss, IMCLoss, binary_cross_entropy, cross_entropy, mixup
-from avformer.metrics.classification import ClassificationMetrics
+from avformer.metrics.classification import hide_absent, labeled_rows, score_outputs
 from avformer.models.av_model import AVModel
 from avformer.tasks.base import Batch, av_present, present_mask
 from avformer.tasks.inference import input_modality, predict_batch
@@ -122,9 +126,7 @@ def drop_modality(has_audio: Tensor, has_video: Tensor, p: float) -> tuple[Tenso
 
 def _labeled(label: Tensor, multilabel: bool) -> Tensor:
     """(B,) bool: rows with a usable target (single-label: ``label >= 0``; multi-label: every row)."""
-    if multilabel:
-        return torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
-    return label >= 0
+    return labeled_rows(label, multilabel)
 
 
 class _ClassifierBase:
@@ -172,41 +174,43 @@ class _ClassifierBase:
 
     # -- validation ------------------------------------------------------------------------------------------------
     def validation_step(self, batch: Batch) -> dict[str, Tensor]:
+        """``label`` and each view's logits: an AV model's ``logits`` (fused), ``audio_logits`` and ``video_logits``;
+        a single encoder's ``audio_logits`` or ``video_logits``. Rows of the clips a view does not see (no audio for
+        the audio-only view, ...) are NaN (:func:`~avformer.metrics.classification.hide_absent`)."""
         scores = predict_batch(self.model, batch, multilabel=self.multilabel)
+        if not isinstance(self.model, AVModel):
+            modality = input_modality(self.model)
+            logits = scores[modality]
+            present = present_mask(batch, f"has_{modality}", logits.shape[0], logits.device)
+            return {f"{modality}_logits": hide_absent(logits, present), "label": batch["label"]}
+        has_audio, has_video = av_present(batch)
         out = {"logits": scores["fused"], "label": batch["label"]}
-        if isinstance(self.model, AVModel):
-            out |= {f"{name}_logits": scores[name] for name in ("audio", "video") if name in scores}
+        for name, present in (("audio", has_audio), ("video", has_video)):
+            if name in scores:
+                out[f"{name}_logits"] = hide_absent(scores[name], present)
         return out
 
-    def _metrics(self, logits: Tensor, label: Tensor) -> dict[str, float]:
-        keep = _labeled(label, self.multilabel)
-        logits, label = logits[keep], label[keep]
-        if self.multilabel:
-            acc = ClassificationMetrics(self.num_classes, multi_label=True)
-            acc.update(logits, label)
-            m = acc.compute()
-            return {"mAP": m["mAP"], "AUC": m["AUC"], "d_prime": m["d_prime"]}
-        k5 = min(5, self.num_classes)
-        acc = ClassificationMetrics(self.num_classes, ks=(1, k5) if k5 > 1 else (1,))
-        acc.update(logits, label)
-        m = acc.compute()
-        return {"top1": m["top1"], "top5": m.get(f"top{k5}", m["top1"]), "mean_class_acc": m["mean_class_acc"]}
-
     def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
-        """Fused metrics (``top1``, ``top5``, ``mean_class_acc``, ``loss``; multi-label: ``mAP``, ``AUC``,
-        ``d_prime``, ``loss``) and, for AV models, the audio-only / video-only headline (``audio_top1``,
-        ``video_top1``; multi-label ``audio_mAP``, ``video_mAP``) from masking the other modality."""
+        """Metrics of the model's own view (an AV model's fused one, a single encoder's only one): ``top1``,
+        ``top5``, ``mean_class_acc``, ``loss`` (multi-label: ``mAP``, ``AUC``, ``d_prime``, ``loss``) and, for AV
+        models, the audio-only / video-only headline (``audio_top1``, ``video_top1``; multi-label ``audio_mAP``,
+        ``video_mAP``). Every number is :func:`~avformer.metrics.classification.score_outputs`' over the clips its
+        view counts (the rule of :mod:`avformer.metrics.classification`), as ``report.md`` and ``avformer eval``."""
         self.last_outputs = outputs
         label = outputs["label"]
-        metrics = self._metrics(outputs["logits"], label)
-        keep = _labeled(label, self.multilabel)
-        target, _ = self._targets({"label": label})
-        metrics["loss"] = float(self._classification_loss(outputs["logits"], target, keep))
-        headline = "mAP" if self.multilabel else "top1"
-        for name in ("audio", "video"):
-            key = f"{name}_logits"
-            if key in outputs:
-                metrics[f"{name}_{headline}"] = self._metrics(outputs[key], label)[headline]
+        views = score_outputs(outputs, num_classes=self.num_classes, multilabel=self.multilabel)
+        main, *others = views
+        keys = ("mAP", "AUC", "d_prime") if self.multilabel else ("top1", "top5", "mean_class_acc")
+        metrics = {k: views[main][k] for k in keys}
+        logits = outputs["logits" if main == "fused" else f"{main}_logits"]
+        rows = torch.ones(label.shape[0], dtype=torch.bool, device=label.device)
+        if main != "fused":  # a single encoder: the loss over the clips that have its stream
+            rows = ~logits.isnan().all(dim=1)
+        target, keep = self._targets({"label": label[rows]})
+        metrics["loss"] = float(self._classification_loss(logits[rows], target, keep))
+        headline = keys[0]
+        for name in others:
+            metrics[f"{name}_{headline}"] = views[name][headline]
         return metrics
 
 

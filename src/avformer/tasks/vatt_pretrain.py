@@ -85,6 +85,13 @@ class VATTPretrainTask:
         model.logit_scale_vt.requires_grad_(options.learnable_temperature)
         self.last_outputs: dict[str, Tensor] | None = None
 
+    def chance_losses(self, batch_size: int) -> dict[str, float]:
+        """Each term at chance: ``ln B`` (InfoNCE: one positive among ``B`` gathered candidates; MIL-NCE: a clip's
+        segments against every clip's), times its weight."""
+        cfg, log_b = self.options, math.log(max(batch_size, 2))
+        out = {"nce": cfg.nce_weight * log_b} if cfg.nce_weight > 0 else {}
+        return out | ({"mil_nce": cfg.mil_nce_weight * log_b} if cfg.mil_nce_weight > 0 else {})
+
     def _temperature(self, logit_scale: Tensor) -> Tensor | float:
         if not self.options.learnable_temperature:
             return self.options.temperature

@@ -8,6 +8,12 @@ validation outputs of the final evaluation (``logits`` (N, K), ``label``, and fo
 - ``confusion_matrix.png`` and ``per_class_accuracy.png`` (single-label data);
 - ``modality_comparison.png``: fused / audio-only / video-only top-1 (or mAP) of an audio-visual model;
 - ``report.md``: the numbers, the plots and the command that reproduces the run.
+
+Every view's number comes from :func:`avformer.metrics.classification.score_outputs` over the same outputs the
+training log was computed from, so ``report.md``, ``metrics.csv`` and ``avformer eval`` (on the same weights) print
+the same numbers; each view counts the clips the rule of :mod:`avformer.metrics.classification` says (fused: every
+labelled clip; audio-only: those with audio; video-only: those with video), and the report gives those counts.
+Views are labelled ``fused`` / ``audio-only`` / ``video-only``; an audio-only model's one row is ``audio-only``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ from typing import Any
 import torch
 
 from avformer.config import ExperimentConfig
-from avformer.metrics.classification import confusion_matrix, per_class_accuracy
+from avformer.metrics.classification import (
+    confusion_matrix,
+    counted_clips,
+    per_class_from_confusion,
+    score_outputs,
+    view_label,
+)
 from avformer.train.logging import SKIPPED_FILE
 
 __all__ = ["modality_scores", "read_csv_rows", "write_run_report"]
@@ -35,22 +47,13 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def modality_scores(outputs: Mapping[str, torch.Tensor], multilabel: bool = False) -> dict[str, float]:
-    """Headline metric (top-1, or mAP for multi-label) of ``fused`` and, when present, ``audio`` / ``video``."""
-    from avformer.metrics.classification import mean_average_precision
-
-    label = outputs["label"]
-    out: dict[str, float] = {}
-    for name, key in (("fused", "logits"), ("audio", "audio_logits"), ("video", "video_logits")):
-        if key not in outputs:
-            continue
-        logits = outputs[key].float()
-        if multilabel:
-            out[name] = mean_average_precision(logits, label > 0).value
-        else:
-            keep = label >= 0
-            out[name] = float((logits[keep].argmax(-1) == label[keep]).float().mean()) if keep.any() else math.nan
-    return out
+def modality_scores(
+    outputs: Mapping[str, torch.Tensor], multilabel: bool = False, num_classes: int | None = None
+) -> dict[str, dict[str, float]]:
+    """Metrics of each view in the validation outputs (``fused``, ``audio``, ``video``, those present; a single
+    encoder's one view is named after its modality): :func:`avformer.metrics.classification.score_outputs`, with
+    ``num_samples`` the clips the view counted."""
+    return score_outputs(outputs, num_classes=num_classes, multilabel=multilabel)
 
 
 def _fmt(v: Any) -> str:
@@ -126,22 +129,26 @@ def write_run_report(
     if write_curves(run) is not None:
         figures.append(("training curves", "training_curves.png"))
 
-    scores: dict[str, float] = {}
+    views: dict[str, dict[str, float]] = {}
+    metric, key = ("mAP", "mAP") if multilabel else ("top-1", "top1")
     if outputs is not None and outputs["label"].numel():
-        scores = modality_scores(outputs, multilabel)
-        label = outputs["label"]
+        views = modality_scores(outputs, multilabel, len(classes))
+        main = next(iter(views))  # the model's own view: fused, or a single encoder's modality
         if not multilabel:
-            keep = label >= 0
-            logits, target = outputs["logits"][keep], label[keep]
-            cm = confusion_matrix(logits, target, len(classes))
+            logits = outputs["logits" if main == "fused" else f"{main}_logits"]
+            label = outputs["label"]
+            present = None if main == "fused" else ~logits.isnan().all(dim=1)
+            keep = counted_clips(main, label, has_audio=present, has_video=present)
+            cm = confusion_matrix(logits[keep], label[keep], len(classes))
             plots.plot_confusion_matrix(cm, list(classes), run / "confusion_matrix.png")
-            acc = per_class_accuracy(logits, target, len(classes))
-            plots.plot_per_class_accuracy(acc, list(classes), run / "per_class_accuracy.png")
+            plots.plot_per_class_accuracy(per_class_from_confusion(cm), list(classes), run / "per_class_accuracy.png")
             figures += [("confusion matrix", "confusion_matrix.png"), ("per-class accuracy", "per_class_accuracy.png")]
-        if len(scores) > 1:
-            metric = "mAP" if multilabel else "top-1"
+        if len(views) > 1:
             plots.plot_modality_comparison(
-                scores, run / "modality_comparison.png", metric=metric, title=f"val {metric}: fused vs one modality"
+                {view_label(v): m[key] for v, m in views.items()},
+                run / "modality_comparison.png",
+                metric=metric,
+                title=f"val {metric}: fused vs one modality",
             )
             figures.append(("modality comparison", "modality_comparison.png"))
 
@@ -156,16 +163,14 @@ def write_run_report(
     if command:
         lines.append(f"- command: `{command}`")
     lines.append("")
-    if scores:
-        metric = "mAP" if multilabel else "top-1"
-        lines += [f"## Validation ({metric}, final model)", "", "| view | " + metric + " |", "|---|---|"]
-        lines += [f"| {name}{'' if name == 'fused' else '-only'} | {_fmt(v)} |" for name, v in scores.items()]
-        if len(scores) > 1:
-            lines += [
-                "",
-                "Audio-only and video-only come from the same model with the other modality masked out.",
-            ]
-        lines.append("")
+    if views:
+        lines += [f"## Validation ({metric}, final model)", "", f"| view | {metric} | clips |", "|---|---|---|"]
+        lines += [f"| {view_label(v)} | {_fmt(m[key])} | {int(m['num_samples'])} |" for v, m in views.items()]
+        note = "A view counts the labelled clips that have its stream (fused: every clip), as the training log and "
+        note += "`avformer eval` do."
+        if len(views) > 1:
+            note = "Audio-only and video-only come from the same model with the other modality masked out. " + note
+        lines += ["", note, ""]
     val = {k.removeprefix("val_"): v for k, v in summary.items() if k.startswith("val_")}
     if val:
         lines += ["## Final metrics row", "", "| metric | value |", "|---|---|"]

@@ -61,7 +61,7 @@ from torch import nn
 
 from avformer.config import ExperimentConfig, dump
 from avformer.data.dataset import LoadStats
-from avformer.tasks.base import Batch, EpochContext, Task
+from avformer.tasks.base import CHANCE_TOLERANCE, Batch, EpochContext, Task
 from avformer.train.checkpointing import CheckpointMixin, TrainState
 from avformer.train.ema import ModelEma
 from avformer.train.evaluation import _to_device, autocast_context, evaluate
@@ -392,6 +392,25 @@ class Trainer(CheckpointMixin):
             self.logger.info(f"validation: {stats.summary()}")
         return metrics, stats
 
+    def _warn_at_chance(self, epoch: int, sums: Mapping[str, float], clips: int) -> None:
+        """A loss term whose epoch mean stayed at its chance value (the task's ``chance_losses``) is named: a
+        contrastive term that learns nothing (e.g. a text encoder that cannot separate the captions) is silent
+        otherwise."""
+        chance_fn = getattr(self.task, "chance_losses", None)
+        if chance_fn is None or self.logger is None:
+            return
+        batch = self.tcfg.batch_size * self.world
+        for term, chance in chance_fn(batch).items():
+            if term not in sums or chance <= 0:
+                continue
+            mean = sums[term] / clips
+            if abs(mean - chance) <= CHANCE_TOLERANCE * chance:
+                self.logger.info(
+                    f"warning: train_{term} = {mean:.4f} over epoch {epoch}, within {CHANCE_TOLERANCE:.0%} of its "
+                    f"chance value {chance:.4f} (ln {batch} for {batch} candidates): the {term} term has learned "
+                    "nothing so far"
+                )
+
     def _epoch_stats(self) -> LoadStats:
         """This epoch's loaded / skipped rows over every rank."""
         if self.world == 1:
@@ -508,6 +527,7 @@ class Trainer(CheckpointMixin):
                 "clips_per_s": self.epoch_clips_per_s,
             }
             row |= {f"train_{k}": v / max(st.clips, 1) for k, v in st.metric_sums.items()}
+            self._warn_at_chance(epoch, st.metric_sums, max(st.clips, 1))
             row["skipped_train"] = len(stats.skipped)
             if stats.skipped:
                 self.logger.info(f"epoch {epoch}: {stats.summary()}")

@@ -40,7 +40,7 @@ class CheckpointError(RuntimeError):
 
 def versions() -> dict[str, str]:
     """Library versions stored in each checkpoint for reproducibility."""
-    from avformer import __version__
+    from avformer._version import __version__
 
     return {
         "avformer": __version__,
