@@ -98,6 +98,13 @@ def test_pretrain_writes_a_run_with_finite_losses(pretrained: tuple[Path, Path])
         assert float(r["train_mil_nce"]) > 0  # captioned clips did train the text path
         assert 0 < float(r["train_text_clips"]) < 1  # some clips had text, some not
         assert "val_a2v_mAP" in r and "val_a2v_R@1" in r
+    # a pretraining run gets a report like a train run: curves, the retrieval metrics, each term against chance
+    report = (run / "report.md").read_text()
+    assert "## Final metrics row" in report and "| a2v_mAP |" in report
+    assert "## Loss terms against chance" in report
+    last = rows[-1]
+    assert f"| nce | {float(last['train_nce']):.4f} | {math.log(4):.4f} |" in report  # chance: ln(batch 4)
+    assert "labels unused (self-supervised)" in report and "training_curves.png" in report
 
 
 def test_pretrain_never_reads_labels(tmp_path: Path) -> None:

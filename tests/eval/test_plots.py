@@ -140,3 +140,59 @@ def test_training_curves_trainer_files_combined(tmp_path: Path) -> None:
     ]
     out = plot_training_curves(step_rows + epoch_rows, tmp_path / "both.png", dpi=30)
     assert png_size(out) == (450, 120)
+
+
+def _captured(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Figures given to the PNG writer, so a test can read what was drawn."""
+    from avformer.eval import plots
+
+    figures: list[object] = []
+    real = plots._save
+
+    def keep(fig: object, out_png: str | Path) -> Path:
+        figures.append(fig)
+        return real(fig, out_png)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def test_training_curves_name_views_and_loss_terms_as_the_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Legends say fused / audio-only / video-only and what the training loss sums; equal curves stay visible;
+    a top-5 saturated at 1.0 is left out with a note; the title names the run."""
+    rows = []
+    for epoch in range(1, 4):
+        ce, avc, imc = 2.0 / epoch, 0.3 / epoch, 0.2 / epoch
+        acc = 0.3 + 0.1 * epoch
+        rows.append(
+            {
+                "epoch": epoch,
+                "step": 10 * epoch,
+                "train_loss": ce + avc + imc,
+                "train_ce": ce,
+                "train_avc": avc,
+                "train_imc": imc,
+                "train_top1": 0.5,
+                "val_loss": 1.0 / epoch,
+                "val_top1": acc,
+                "val_mean_class_acc": acc,  # equal to top-1 on balanced data
+                "val_top5": 1.0,
+                "val_audio_top1": acc - 0.1,
+                "val_video_top1": acc - 0.2,
+            }
+        )
+    figures = _captured(monkeypatch)
+    plot_training_curves(rows, tmp_path / "c.png", dpi=30, title="demo_fused (mmt_tiny)")
+    fig = figures[-1]
+    ax_loss, _, ax_val = fig.axes[:3]  # type: ignore[attr-defined]
+    assert fig._suptitle.get_text() == "demo_fused (mmt_tiny)"  # type: ignore[attr-defined]
+    loss_labels = {line.get_label() for line in ax_loss.get_lines()}
+    assert loss_labels == {"train loss = ce + avc + imc", "val loss (ce only)"}
+    val_lines = {line.get_label(): line for line in ax_val.get_lines()}
+    assert set(val_lines) == {"val top-1", "val mean class acc.", "val top-1, audio-only", "val top-1, video-only"}
+    styles = {(line.get_linestyle(), line.get_marker()) for line in val_lines.values()}
+    assert len(styles) == len(val_lines)  # top-1 is not hidden under the equal mean class accuracy
+    notes = [t.get_text() for t in ax_val.texts]
+    assert notes == ["val top-5 = 1.0 throughout (not drawn)"]

@@ -63,4 +63,6 @@ def _headline(result: RunResult) -> str:
     for key in ("val_a2v_mAP", "val_a2v_R@1", "val_a2v_median_rank"):
         if key in s:
             parts.append(f"{key.removeprefix('val_')} {s[key]:.4f}")
+    if result.report is not None:
+        parts.append(f"report {result.report}")
     return "; ".join(parts)

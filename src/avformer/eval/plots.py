@@ -9,6 +9,7 @@ and returns the path.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from avformer.metrics.classification import VIEW_LABELS
 
 __all__ = [
     "confusion_figsize",
@@ -110,8 +113,9 @@ def plot_training_curves(
     *,
     figsize: tuple[float, float] = (15.0, 4.0),
     dpi: int = 100,
+    title: str | None = None,
 ) -> Path:
-    """Three panels: losses, learning rate, validation metrics.
+    """Three panels: losses, learning rate, validation metrics; ``title`` (e.g. the run and its model) above them.
 
     The input is a metrics CSV (or its rows as dicts): one row per logging event, numeric cells, empty cells where
     a value was not logged. Columns are read by name:
@@ -131,6 +135,13 @@ def plot_training_curves(
     Unknown columns (``time``, ``samples_per_s``, ...) are ignored. A panel with nothing to show says so, so an
     early call (before the first validation) still writes a complete figure.
 
+    Legends name views as the tables do (``val_audio_top1`` -> "val top-1, audio-only"). The training loss is
+    named with the logged terms it sums (``train_ce`` + ``train_avc`` ..., found as the columns whose sum is
+    ``train_loss``), and the validation loss as the classification loss when those terms include ``ce``. Each
+    validation curve has its own line style, so two curves with equal values (top-1 and mean class accuracy on
+    balanced data) stay visible; a top-k curve that is 1.0 throughout (top-5 of a handful of classes) is left out
+    and the panel says so.
+
     Returns:
         ``out_png`` as a Path.
     """
@@ -144,8 +155,14 @@ def plot_training_curves(
     lrs = [c for c in columns if c == "lr" or c.startswith(("lr_", "lr/"))]
     vals = [c for c in columns if _is_val(c) and c not in losses and not _is_bookkeeping(c)]
 
+    saturated = [c for c in vals if _is_topk(c) and (ys := _series(rows, epoch_key, c)[1]) and min(ys) >= 0.9995]
+    vals = [c for c in vals if c not in saturated]
+    names = _legend_names(rows, losses + vals + saturated)
+
     fig = _new_figure(figsize, dpi)
     ax_loss, ax_lr, ax_val = fig.subplots(1, 3)
+    if title:
+        fig.suptitle(title, fontsize=10)
 
     for col in losses:
         val = _is_val(col)
@@ -154,7 +171,7 @@ def plot_training_curves(
             xs, ys = _series(rows, "epoch", col)
             xs = [_last_step_of_epoch(rows).get(x, x) for x in xs]
         if xs:
-            ax_loss.plot(xs, ys, marker="o" if val else None, markersize=3, label=col)
+            ax_loss.plot(xs, ys, marker="o" if val else None, markersize=3, label=names[col])
     _finish_panel(ax_loss, "loss", x_label, bool(losses))
     if losses and all(y > 0 for c in losses for y in _series(rows, None, c)[1]):
         ax_loss.set_yscale("log")
@@ -171,18 +188,68 @@ def plot_training_curves(
     unit = [c for c in vals if all(0.0 <= y <= 1.0 for y in series[c][1])]
     other = [c for c in vals if c not in unit]
     for i, col in enumerate(unit):
-        ax_val.plot(*series[col], marker="o", markersize=3, label=col, color=f"C{i}")
+        style = _STYLES[i % len(_STYLES)]
+        ax_val.plot(*series[col], marker=style[1], markersize=4, linestyle=style[0], label=names[col], color=f"C{i}")
     _finish_panel(ax_val, "validation", epoch_key or "log row", bool(vals))
+    if saturated:
+        note = ", ".join(names[c] for c in saturated) + " = 1.0 throughout (not drawn)"
+        ax_val.text(0.01, 0.01, note, transform=ax_val.transAxes, fontsize=7, color="gray", va="bottom")
     if other:
         ax_right = ax_val.twinx() if unit else ax_val
         for i, col in enumerate(other, start=len(unit)):
-            ax_right.plot(*series[col], marker="s", markersize=3, linestyle="--", label=col, color=f"C{i}")
+            ax_right.plot(*series[col], marker="s", markersize=3, linestyle="--", label=names[col], color=f"C{i}")
         if unit:
             ax_right.legend(fontsize=7, loc="lower right")
         else:
             ax_val.legend(fontsize=7, loc="best")
 
     return _save(fig, out_png)
+
+
+_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # (line, marker) per validation curve
+_METRIC_WORDS = {"top1": "top-1", "top5": "top-5", "mean_class_acc": "mean class acc.", "loss": "loss"}
+
+
+def _is_topk(col: str) -> bool:
+    return col.removeprefix("val_").split("_")[-1] in {"top5", "top3", "top10"}
+
+
+def _loss_terms(rows: list[dict[str, float]]) -> list[str]:
+    """The ``train_*`` columns whose sum is ``train_loss`` in every row that has them all (the task's weighted
+    terms), smallest such set; [] when none is found (the loss is then named plainly)."""
+    full = [r for r in rows if "train_loss" in r]
+    if not full:
+        return []
+    cand = [c for c in full[-1] if c.startswith("train_") and c != "train_loss" and "top" not in c][:10]
+    for size in range(1, len(cand) + 1):
+        for combo in itertools.combinations(cand, size):
+            have = [r for r in full if all(c in r for c in combo)]
+            if have and all(
+                abs(sum(r[c] for c in combo) - r["train_loss"]) <= 1e-4 * max(1.0, abs(r["train_loss"])) for r in have
+            ):
+                return list(combo)
+    return []
+
+
+def _legend_names(rows: list[dict[str, float]], cols: Sequence[str]) -> dict[str, str]:
+    """Legend text per column: views and metrics as the report's tables name them, the loss with its terms."""
+    terms = [t.removeprefix("train_") for t in _loss_terms(rows)]
+    names: dict[str, str] = {}
+    for col in cols:
+        if col == "train_loss" and len(terms) > 1:
+            names[col] = "train loss = " + " + ".join(terms)
+        elif col == "val_loss" and len(terms) > 1 and "ce" in terms:
+            names[col] = "val loss (ce only)"
+        elif col.startswith("val_"):
+            rest = col.removeprefix("val_")
+            view, _, metric = rest.partition("_")
+            if view in VIEW_LABELS and metric in _METRIC_WORDS:
+                names[col] = f"val {_METRIC_WORDS[metric]}, {VIEW_LABELS[view]}"
+            else:
+                names[col] = f"val {_METRIC_WORDS.get(rest, rest)}"
+        else:
+            names[col] = col.replace("_", " ", 1)
+    return names
 
 
 def _finish_panel(ax: Any, title: str, x_label: str, has_data: bool) -> None:

@@ -44,7 +44,7 @@ from avformer.models.av_model import AVModel
 from avformer.models.registry import create_model, standalone_overrides
 from avformer.tasks.base import Task
 from avformer.tasks.registry import TaskData, TaskEntry, get_task, resolve_task
-from avformer.train.report import write_curves, write_run_report
+from avformer.train.report import write_run_report
 from avformer.train.trainer import evaluate, fit, seed_everything
 from avformer.utils.distributed import is_main
 from avformer.utils.errors import UsageError
@@ -456,8 +456,20 @@ def _run_locked(
             command=command,
             notes=exp.data.notes,
         )
-    elif report and is_main() and summary.get("stopped") is None:
-        write_curves(out)  # a self-supervised run has no report: its curves at least
+    elif report and is_main() and summary.get("stopped") is None:  # self-supervised: curves, metrics, chance
+        chance_fn = getattr(exp.task, "chance_losses", None)
+        path = write_run_report(
+            out,
+            cfg=exp.cfg,
+            classes=[],
+            summary=summary,
+            outputs=None,
+            num_params=exp.num_params,
+            train_seconds=seconds,
+            command=command,
+            notes=exp.data.notes,
+            chance=chance_fn(exp.cfg.train.batch_size * _world()[0]) if chance_fn is not None else None,
+        )
     train_rows = exp.data.train
     text_clips = sum(r.text is not None for r in train_rows) if train_rows is not None and exp.entry.reads_text else 0
     return RunResult(out, summary, exp.data.classes, outputs, exp.num_params, seconds, path, text_clips, exp)

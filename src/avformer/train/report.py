@@ -34,6 +34,7 @@ from avformer.metrics.classification import (
     score_outputs,
     view_label,
 )
+from avformer.tasks.base import CHANCE_TOLERANCE
 from avformer.train.logging import SKIPPED_FILE
 
 __all__ = ["modality_scores", "read_csv_rows", "write_run_report"]
@@ -62,16 +63,38 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_curves(run_dir: str | Path) -> Path | None:
-    """``training_curves.png`` (losses, learning rate, validation metrics) from the run folder's logs; None when
-    there is nothing logged. Every finished run gets it, a self-supervised one too (its NMI or retrieval curves)."""
+def write_curves(run_dir: str | Path, title: str | None = None) -> Path | None:
+    """``training_curves.png`` (losses, learning rate, validation metrics) from the run folder's logs, ``title``
+    above it (the run and its model); None when there is nothing logged. Every finished run gets it, a
+    self-supervised one too (its NMI or retrieval curves)."""
     from avformer.eval import plots  # matplotlib only when a figure is drawn
 
     run = Path(run_dir)
     rows: list[dict[str, Any]] = [*read_csv_rows(run / "train_log.csv"), *read_csv_rows(run / "metrics.csv")]
     if not rows:
         return None
-    return plots.plot_training_curves(rows, run / "training_curves.png")
+    return plots.plot_training_curves(rows, run / "training_curves.png", title=title)
+
+
+def run_title(cfg: ExperimentConfig) -> str:
+    """How every chart of a run names it: the run's name and its model."""
+    return f"{cfg.name} ({cfg.model.name})"
+
+
+def _chance_section(summary: Mapping[str, Any], chance: Mapping[str, float]) -> list[str]:
+    """``## Loss terms against chance``: each term's last epoch mean beside its chance value (the loss of a model
+    that cannot tell the candidates apart: ln of their number for a contrastive term)."""
+    rows = [(t, summary.get(f"train_{t}"), c) for t, c in chance.items()]
+    rows = [(t, float(v), c) for t, v, c in rows if isinstance(v, int | float) and c > 0]
+    if not rows:
+        return []
+    lines = ["## Loss terms against chance", "", "| term | last epoch | chance | ratio |", "|---|---|---|---|"]
+    for term, value, c in rows:
+        flag = " **at chance: learned nothing**" if abs(value - c) <= CHANCE_TOLERANCE * c else ""
+        lines.append(f"| {term} | {value:.4f} | {c:.4f} | {value / c:.3f}{flag} |")
+    note = f"A term within {CHANCE_TOLERANCE:.0%} of its chance value has not learned to tell its candidates apart."
+    lines += ["", note, ""]
+    return lines
 
 
 def _skipped_section(run: Path, notes: Sequence[str] = (), first: int = 5) -> list[str]:
@@ -107,8 +130,11 @@ def write_run_report(
     train_seconds: float | None = None,
     command: str | None = None,
     notes: Sequence[str] = (),
+    chance: Mapping[str, float] | None = None,
 ) -> Path:
-    """Plots and ``report.md`` for a finished run; returns the report's path.
+    """Plots and ``report.md`` for a finished run, supervised or self-supervised (no classes, no outputs: the
+    curves, the final metrics row such as retrieval mAP, and each loss term against its chance value); returns the
+    report's path.
 
     Args:
         run_dir: the run folder (holds ``metrics.csv`` / ``train_log.csv``).
@@ -121,12 +147,13 @@ def write_run_report(
         train_seconds: wall time of training.
         command: the command line that made the run.
         notes: data notes (e.g. rows ``prepare`` could not write), listed under "Skipped clips".
+        chance: the task's loss terms and their chance values (``Task.chance_losses``), for self-supervised runs.
     """
     from avformer.eval import plots  # matplotlib only when a report is written
 
     run = Path(run_dir)
     figures: list[tuple[str, str]] = []
-    if write_curves(run) is not None:
+    if write_curves(run, run_title(cfg)) is not None:
         figures.append(("training curves", "training_curves.png"))
 
     views: dict[str, dict[str, float]] = {}
@@ -140,22 +167,29 @@ def write_run_report(
             present = None if main == "fused" else ~logits.isnan().all(dim=1)
             keep = counted_clips(main, label, has_audio=present, has_video=present)
             cm = confusion_matrix(logits[keep], label[keep], len(classes))
-            plots.plot_confusion_matrix(cm, list(classes), run / "confusion_matrix.png")
-            plots.plot_per_class_accuracy(per_class_from_confusion(cm), list(classes), run / "per_class_accuracy.png")
+            name = f"{run_title(cfg)}, {view_label(main)}"
+            plots.plot_confusion_matrix(cm, list(classes), run / "confusion_matrix.png", title=f"{name}: val confusion")
+            plots.plot_per_class_accuracy(
+                per_class_from_confusion(cm),
+                list(classes),
+                run / "per_class_accuracy.png",
+                title=f"{name}: val per-class accuracy",
+            )
             figures += [("confusion matrix", "confusion_matrix.png"), ("per-class accuracy", "per_class_accuracy.png")]
         if len(views) > 1:
             plots.plot_modality_comparison(
                 {view_label(v): m[key] for v, m in views.items()},
                 run / "modality_comparison.png",
                 metric=metric,
-                title=f"val {metric}: fused vs one modality",
+                title=f"{run_title(cfg)}: val {metric}, fused vs one modality",
             )
             figures.append(("modality comparison", "modality_comparison.png"))
 
     lines = [f"# {cfg.name}", ""]
     lines += [
         f"- model: `{cfg.model.name}`" + (f" ({num_params / 1e6:.2f} M parameters)" if num_params else ""),
-        f"- data: train `{cfg.train_manifest}`, val `{cfg.val_manifest}`, {len(classes)} classes",
+        f"- data: train `{cfg.train_manifest}`, val `{cfg.val_manifest}`, "
+        + (f"{len(classes)} classes" if classes else "labels unused (self-supervised)"),
         f"- epochs: {summary.get('epoch', '?')} of {cfg.train.epochs}, {summary.get('step', '?')} optimizer steps",
     ]
     if train_seconds is not None:
@@ -178,6 +212,7 @@ def write_run_report(
         lines += ["", f"Best `{summary.get('best_metric')}`: {_fmt(summary.get('best_value'))} "]
         lines[-1] += f"(epoch {summary.get('best_epoch')}, saved as `best.pt`)."
         lines.append("")
+    lines += _chance_section(summary, chance or {})
     lines += _skipped_section(run, notes)
     if figures:
         lines += ["## Plots", ""]
