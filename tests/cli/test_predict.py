@@ -104,7 +104,7 @@ def test_audio_model_on_wav_and_on_a_silent_video(
     run = make_run(tmp_path / "audio_run", "audio")
     assert main([str(run), str(files["wav"]), str(files["short_wav"])]) == 0
     out = capsys.readouterr().out
-    assert out.count("(") >= 2 and "audio," in out and "note:" not in out
+    assert out.count("(") >= 2 and "audio;" in out and "note:" not in out
     assert main([str(run), str(files["silent"])]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"{files['silent']}: error: no audio track; this model reads audio only"

@@ -5,7 +5,7 @@ reads it: ``--clips`` windows of the run's clip length spread uniformly over the
 are decoded, so long or 8K files stay cheap), transformed with the run's data config, and the windows'
 probabilities averaged (see :mod:`avformer.eval.predict`). Output per file::
 
-    clip.mp4  (3 clips, audio+video, 0.4 s)
+    clip.mp4  (3 clips of 1 s, audio+video; predicted in 0.4 s)
       note: no audio track — predicting from video only
        1. dog barking        0.812
        2. ...
@@ -58,7 +58,9 @@ def format_prediction(pred: FilePrediction) -> str:
     """The text block of one predicted file (errors are printed separately, on one line)."""
     streams = "+".join(s for s, on in (("audio", pred.has_audio), ("video", pred.has_video)) if on)
     n = len(pred.windows)
-    lines = [f"{pred.path}  ({n} clip{'s' if n != 1 else ''}, {streams}, {pred.seconds:.1f} s)"]
+    first = pred.windows[0] if pred.windows else None
+    span = f" of {first[1] - first[0]:g} s" if first is not None and first[1] is not None else ""
+    lines = [f"{pred.path}  ({n} clip{'s' if n != 1 else ''}{span}, {streams}; predicted in {pred.seconds:.1f} s)"]
     lines += [f"  note: {note}" for note in pred.notes]
     width = max((len(name) for name, _ in pred.top), default=0)
     lines += [f"  {i:2d}. {name.ljust(width)}  {p:.3f}" for i, (name, p) in enumerate(pred.top, 1)]
