@@ -1,4 +1,4 @@
-"""Measure a model: FLOPs, peak training memory, throughput. Used by ``avformer profile`` and the README tables.
+"""Measure a model: FLOPs, peak training memory, throughput. Used by ``avformer profile`` and docs/numbers.
 
 FLOPs
     ``torch.utils.flop_counter.FlopCounterMode`` over one forward and its backward, attention switched to the
@@ -38,10 +38,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 import torch
+from rich.console import Console
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from avformer.utils.device import synchronize
+from avformer.utils.progress import track
 
 __all__ = [
     "FlopCount",
@@ -263,6 +265,7 @@ def throughput(
     steps: int = 10,
     warmup: int = 2,
     dtype: torch.dtype = torch.float32,
+    console: Console | None = None,
 ) -> Throughput:
     """Clips per second of forward (``train=False``) or forward + backward (``train=True``).
 
@@ -270,6 +273,7 @@ def throughput(
         model: on the same device as ``x``; its own attention path is used (normally fused SDPA).
         x: the batch; clips/s = batch size / median step time.
         steps: timed steps (>= 1); warmup: untimed steps before them.
+        console: where to show the steps done (:class:`~avformer.utils.progress.Progress`); None: silent.
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps}, {warmup}")
@@ -286,8 +290,9 @@ def throughput(
 
     run: Callable[[], None] = fwd_bwd if train else fwd
     times: list[float] = []
+    what = "throughput f+b" if train else "throughput fwd"
     with _mode(model, training=train):
-        for i in range(warmup + steps):
+        for i in track(range(warmup + steps), what, unit="steps", console=console, enabled=console is not None):
             synchronize(x.device)
             t0 = time.perf_counter()
             run()
@@ -306,6 +311,7 @@ def profile_model(
     dtype: torch.dtype = torch.float32,
     steps: int = 10,
     warmup: int = 2,
+    console: Console | None = None,
 ) -> ProfileResult:
     """Parameters, FLOPs, peak training memory and (``steps > 0``) throughput of ``model`` on batch ``x``.
 
@@ -317,8 +323,15 @@ def profile_model(
         dtype: float32, or bfloat16/float16 for autocast.
         steps: timed throughput steps; 0 skips throughput.
         warmup: untimed steps before them.
+        console: where to say which part runs, before it runs, and show the throughput steps done; None: silent.
     """
+
+    def say(msg: str) -> None:
+        if console is not None:
+            console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
     n_all, n_train = count_parameters(model)
+    say("  counting FLOPs (forward + backward, shapes only)")
     fm = model if flops_model is None else flops_model
     fx = x if flops_model is None else torch.empty(x.shape, device=next(fm.parameters()).device)
     with attention_path(fm, fused=False) as n_switched:
@@ -328,11 +341,13 @@ def profile_model(
         if n_switched
         else "model's own attention path (no `fused` switch found: fused SDPA on CPU may count as 0)"
     )
+    say(f"  peak training memory ({'two training steps' if x.device.type == 'cuda' else 'one training forward'})")
     memory = training_peak_memory(model, x, dtype=dtype)
     fwd = fwd_bwd = None
     if steps > 0:
-        fwd = throughput(model, x, train=False, steps=steps, warmup=warmup, dtype=dtype)
-        fwd_bwd = throughput(model, x, train=True, steps=steps, warmup=warmup, dtype=dtype)
+        say(f"  throughput: {warmup} warm-up + {steps} timed steps of forward, then of forward+backward")
+        fwd = throughput(model, x, train=False, steps=steps, warmup=warmup, dtype=dtype, console=console)
+        fwd_bwd = throughput(model, x, train=True, steps=steps, warmup=warmup, dtype=dtype, console=console)
     return ProfileResult(
         input_shape=tuple(x.shape),
         device=str(x.device),

@@ -11,8 +11,12 @@ from avformer.cli import bench, demo
 from avformer.data.synth import SynthConfig, write_dataset
 
 
-def test_demo_runs_and_writes_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The quick demo: synth, three short trainings, the side-by-side table and the report (numbers mean nothing)."""
+def test_demo_runs_and_writes_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick demo: synth, three short trainings, the side-by-side table and the report (numbers mean nothing);
+    each training shows its progress."""
+    monkeypatch.setenv("AVFORMER_PROGRESS_INTERVAL", "0")  # a progress line per step (stdout is not a terminal)
     assert demo.main(["--out", str(tmp_path), "--quick", "--workers", "0"]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["results"]) == {"fused", "audio", "video"}
@@ -27,6 +31,7 @@ def test_demo_runs_and_writes_summary(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "| MMT-Tiny (audio + video) |" in report and "fused/report.md" in report
     out = capsys.readouterr().out
     assert "[5/5] results" in out and "video-only (MViTv2-tiny)" in out
+    assert out.count("epoch 1/1: 1/") == 3 and "\x1b" not in out  # one training per model, plain lines
 
 
 def test_bench_data_reports_stages_and_speedup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ path or a double count fails here.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -122,6 +123,37 @@ def test_profile_cli_text_and_compare(capsys: pytest.CaptureFixture[str]) -> Non
     assert b["params"] == 21_859_968  # ast_small, no head
     assert out["ratios"]["flops_forward"] == pytest.approx(a["flops"]["forward"] / b["flops"]["forward"])
     assert out["ratios"]["peak_memory"] == pytest.approx(a["memory"]["peak_bytes"] / b["memory"]["peak_bytes"])
+
+
+def test_profile_says_what_runs_before_it_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The throughput steps can take minutes: the model, the input and each part are printed before they run."""
+    import avformer.profiling as profiling
+
+    seen: list[str] = []
+    real = profiling.throughput
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(capsys.readouterr().out)  # what was printed before the first timed step
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(profiling, "throughput", spy)
+    monkeypatch.setenv("AVFORMER_PROGRESS_INTERVAL", "0")  # a line per step (stdout is not a terminal)
+    argv = ["ast_tiny", "--input", "1x16x32", "--steps", "2", "--warmup", "1"]
+    for s in TINY_SET:
+        argv += ["--set", s]
+    assert profile_cli.main(argv) == 0
+    before = seen[0]
+    assert before.startswith("profile ast_tiny: input 1x1x16x32 on cpu, float32")
+    assert "counting FLOPs" in before and "peak training memory" in before and "throughput: 1 warm-up + 2" in before
+    rest = capsys.readouterr().out
+    assert "throughput fwd: 1/3 steps" in seen[1] and "throughput f+b: 3/3 steps (100%)" in rest
+    assert "\x1b" not in before + rest
+    monkeypatch.setattr(profiling, "throughput", real)
+    assert profile_cli.main([*argv, "--json"]) == 0  # --json: the progress goes to stderr, stdout is the JSON
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["result"]["model"] == "ast_tiny" and "profile ast_tiny" in captured.err
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,13 @@ def test_registered() -> None:
     assert COMMANDS["prepare"][0] == "avformer.cli.prepare"
 
 
-def test_prepare_summary_lists_bad_rows(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_prepare_summary_lists_bad_rows(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AVFORMER_PROGRESS_INTERVAL", "0")  # a progress line per row (stdout is not a terminal)
     assert avformer(["prepare", *_args(data_dir, tmp_path, "--shard-size", "4")]) == 0
     out = capsys.readouterr().out
+    assert "prepare: 1/8 rows (12%)" in out and "prepare: 8/8 rows (100%)" in out and "\x1b" not in out
     assert "wrote 6/8 samples in 2 shards" in out
     assert "2 rows failed" in out
     assert "gone.mp4: file not found" in out and "garbage.mp4: cannot open" in out

@@ -47,10 +47,12 @@ def test_probe_linear_on_an_mmt_run(synth: Path, mmt_run: Path, tmp_path: Path) 
 
 
 def test_embed_and_retrieve_on_an_mmt_run(
-    synth: Path, mmt_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    synth: Path, mmt_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("AVFORMER_PROGRESS_INTERVAL", "0")  # a progress line per batch (stdout is not a terminal)
     index = tmp_path / "index"
-    assert embed.main([str(mmt_run), str(synth / "manifest.csv"), "--out", str(index)]) == 0
+    assert embed.main([str(mmt_run), str(synth / "manifest.csv"), "--out", str(index), "--batch-size", "4"]) == 0
+    assert "embed: 1/" in capsys.readouterr().out
     data = torch.load(index / "embeddings.pt", weights_only=True)
     n = len(list(csv.DictReader((synth / "manifest.csv").open())))
     assert data["audio_va"].shape[0] == data["video_va"].shape[0] == n and "video_vt" not in data

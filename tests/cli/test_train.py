@@ -65,6 +65,20 @@ def test_smoke_config_trains_and_writes_the_run_folder(
     assert "val top-1" in capsys.readouterr().out
 
 
+def test_progress_lines_when_stdout_is_not_a_terminal(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """stdout captured (not a TTY) and a small progress interval: plain progress lines within the epoch."""
+    monkeypatch.setenv("AVFORMER_PROGRESS_INTERVAL", "0")
+    args = ["--config", str(SMOKE), "--out", str(tmp_path / "run"), *_data_args(synth), "--set", "train.epochs=1"]
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out  # no bar, no colour
+    steps = [line for line in out.splitlines() if line.startswith("epoch 1/1: ") and " steps (" in line]
+    assert steps and steps[0].startswith("epoch 1/1: 1/2 steps (50%)") and "ETA " in steps[0] and "loss " in steps[0]
+    assert any(line.startswith("validation: ") for line in out.splitlines())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

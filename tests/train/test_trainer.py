@@ -308,6 +308,30 @@ def test_missing_tensorboard_is_one_info_line(tmp_path: Path, monkeypatch: pytes
     assert buf.getvalue().count("\n") == 1 and "pip install 'avformer[tensorboard]'" in buf.getvalue()
 
 
+def test_progress_lines_within_the_epoch_off_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a terminal: no control characters, but a progress line (steps done / total, ETA, the trainer's fields)
+    within the epoch, and one for validation; the CSV files are as without progress."""
+    monkeypatch.setenv("AVFORMER_PROGRESS_INTERVAL", "0")  # a line at every update
+    console = Console(file=io.StringIO(), width=200)
+    run(make_cfg(tmp_path, epochs=1), console=console)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b" not in out and "\r" not in out
+    lines = out.splitlines()
+    first = next(line for line in lines if line.startswith("epoch 1/1: "))
+    assert first.startswith("epoch 1/1: 1/12 steps (8%)") and "ETA " in first
+    assert "loss " in first and "clips/s " in first and "lr " in first
+    assert [line for line in lines if line.startswith("epoch 1/1: ")][-1].startswith("epoch 1/1: 12/12 steps (100%)")
+    assert any(line.startswith("validation: 3/3 batches (100%)") for line in lines)
+    assert len(_rows(tmp_path / "train_log.csv")) == 6 and len(_rows(tmp_path / "metrics.csv")) == 1  # log_every 2
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    console = Console(file=io.StringIO(), width=200, force_terminal=True)
+    _, summary = run(make_cfg(tmp_path, epochs=1), console=console)
+    assert math.isfinite(summary["train_loss"])
+    assert "epoch 1/1" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
 def test_under_torchrun_rank_zero_decides_whether_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A rank that decided alone (e.g. a node-local out_dir) could start fresh while rank 0 resumes: a hang."""
     import types

@@ -14,6 +14,9 @@
    ``metrics.csv`` row), and each view counts the clips the rule of :mod:`avformer.metrics.classification` says
    (fused: every clip; audio-only: those with audio; video-only: those with video); the table gives the counts.
 
+Progress: each training shows a bar on a terminal, else a plain line every 30 s (steps done, rate,
+ETA, loss; :mod:`avformer.utils.progress`), and one line per epoch.
+
 ``--quick`` shrinks everything (data, input sizes, epochs) to check the pipeline in seconds; its numbers mean
 nothing. The default settings are tuned to finish in a few minutes on 2 CPU cores (see ``FULL``).
 """
@@ -21,7 +24,6 @@ nothing. The default settings are tuned to finish in a few minutes on 2 CPU core
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import time
@@ -108,7 +110,7 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
             batch_size=s.batch_size,
             seed=seed,
             workers=workers,
-            log_every=10**6,  # the demo prints one line per epoch
+            log_every=10**6,  # no per-step rows: one line per epoch, and the progress lines within an epoch
             tensorboard=False,
             device="cpu",
             resume=None,
@@ -186,10 +188,11 @@ def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict
         difficulty=settings.difficulty,
         shape_colours=settings.shape_colours,
     )
+    _say(f"[1/5] synth: writing {settings.num_clips} clips to {data_dir}")
     write_dataset(data_dir, synth, workers=max(1, workers))
     dt = time.perf_counter() - t0
     _say(
-        f"[1/5] synth: {settings.num_clips} MP4 clips (9 classes = shape x sound; {settings.size}x{settings.size}, "
+        f"      {settings.num_clips} MP4 clips (9 classes = shape x sound; {settings.size}x{settings.size}, "
         f"{settings.num_frames} frames, 1 s, 16 kHz audio) in {data_dir} ({dt:.1f} s)"
     )
     summary["synth_seconds"] = round(dt, 1)
@@ -198,7 +201,8 @@ def run_demo(out: Path, settings: DemoSettings, workers: int, seed: int) -> dict
     results: dict[str, dict[str, Any]] = {}
     for i, (name, cfg) in enumerate(configs.items(), start=2):
         _say(f"[{i}/5] training {_TITLES[name]}: {cfg.train.epochs} epochs on {cfg.train_manifest}")
-        console = Console(file=io.StringIO())  # quiet: one line per epoch below
+        # the trainer's console: a progress bar (terminal) or a progress line every 30 s, and one line per epoch
+        console = Console(soft_wrap=True)
         res = run_experiment(cfg, console=console, command=f"avformer demo (model {name})")
         s = res.summary
         # the numbers: the training log's; the clip counts: the same rule over the same validation outputs

@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(args.run, require_classes=False)
         cfg, model, ckpt = run.cfg, run.model, run.checkpoint
         manifest = with_resolved_text(read_manifest(args.manifest, cfg.root))
-        emb = extract_embeddings(model, manifest, cfg.data, batch_size=args.batch_size, workers=args.workers)
+        print(f"embedding {len(manifest)} clips of {args.manifest} with {ckpt}", flush=True)
+        emb = extract_embeddings(
+            model, manifest, cfg.data, batch_size=args.batch_size, workers=args.workers, progress=True
+        )
     except (FileNotFoundError, ManifestError, CheckpointError, TypeError, ValueError) as e:
         return report("avformer embed", e)
     out = Path(args.out)

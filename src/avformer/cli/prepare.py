@@ -16,6 +16,7 @@ from pathlib import Path
 from avformer.data.manifest import ManifestError, read_manifest
 from avformer.data.shards import INDEX_NAME, PrepareConfig, ShardInfo, write_shards
 from avformer.data.synth import default_workers
+from avformer.utils.progress import Progress
 
 __all__ = ["main"]
 
@@ -105,7 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prepare {total} rows of {args.manifest} -> {out} ({workers} worker{'s' * (workers > 1)})", flush=True)
     start = time.perf_counter()
     try:
-        index = write_shards(manifest, out, cfg, workers=workers, overwrite=args.overwrite, on_shard=on_shard)
+        with Progress("prepare", total, unit="rows") as bar:
+            index = write_shards(
+                manifest,
+                out,
+                cfg,
+                workers=workers,
+                overwrite=args.overwrite,
+                on_shard=on_shard,
+                on_row=lambda done, _id: bar.update(done),
+            )
     except FileExistsError as e:
         print(f"avformer prepare: {e}", file=sys.stderr)
         return 1

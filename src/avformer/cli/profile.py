@@ -10,6 +10,8 @@ eager attention path; memory is measured on CUDA and estimated on CPU; throughpu
 are described in ``avformer.profiling``; the output names the path and the method it used.
 ``--compare OTHER`` profiles OTHER in the same run (same ``--input`` if given, else its own default input;
 ``--set`` overrides apply to MODEL only) and prints MODEL/OTHER ratios.
+What runs is printed before it runs, and the throughput steps show progress (a bar on a terminal, else a line at
+most every 30 s; ``avformer.utils.progress``); with ``--json`` these go to stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import ast
 import json
 import sys
 from typing import Any
+
+from rich.console import Console
 
 __all__ = ["main", "parse_shape"]
 
@@ -64,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _profile_one(name: str, overrides: dict[str, Any], shape: tuple[int, ...] | None, args: Any) -> dict[str, Any]:
+def _profile_one(
+    name: str, overrides: dict[str, Any], shape: tuple[int, ...] | None, args: Any, console: Console
+) -> dict[str, Any]:
+    """Profile one model; what runs is said on ``console`` before it runs (the throughput steps can take minutes)."""
     import torch
 
     from avformer.cli.models import default_input_of
@@ -77,6 +84,13 @@ def _profile_one(name: str, overrides: dict[str, Any], shape: tuple[int, ...] | 
     sample = shape or default_input_of(flops_model)
     if sample is None:
         raise ValueError(f"{name} has no default_input; pass --input")
+    shown = "x".join(map(str, (args.batch, *sample)))
+    console.print(
+        f"profile {name}: input {shown} on {device}, {args.dtype}, {_plural(torch.get_num_threads(), 'thread')}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
     with torch.device(device):
         model = create_model(name, **overrides)
     x = torch.randn((args.batch, *sample), device=device)
@@ -87,8 +101,13 @@ def _profile_one(name: str, overrides: dict[str, Any], shape: tuple[int, ...] | 
         dtype=getattr(torch, args.dtype),
         steps=args.steps,
         warmup=args.warmup,
+        console=console,
     )
     return {"model": name, "input_kind": str(getattr(model, "input_kind", "?")), **result.to_dict()}
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
 
 
 def _si(n: float, unit: str = "") -> str:
@@ -162,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("--device cuda, but torch sees no CUDA device")
-        result = _profile_one(args.model, overrides, shape, args)
-        other = _profile_one(args.compare, {}, shape, args) if args.compare else None
+        console = Console(stderr=args.json)  # --json: stdout holds the JSON alone, progress goes to stderr
+        result = _profile_one(args.model, overrides, shape, args, console)
+        other = _profile_one(args.compare, {}, shape, args, console) if args.compare else None
     except (KeyError, TypeError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) would add quotes
         print(f"avformer profile: {msg}", file=sys.stderr)

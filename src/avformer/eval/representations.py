@@ -33,6 +33,7 @@ from avformer.metrics.retrieval import (
     similarity_matrix,
 )
 from avformer.tasks.inference import input_modality
+from avformer.utils.progress import track
 
 __all__ = [
     "Embeddings",
@@ -98,10 +99,12 @@ def extract_embeddings(
     batch_size: int = 64,
     workers: int = 0,
     device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> Embeddings:
     """Embed every loadable row of ``manifest`` with ``model`` in eval mode (one centre window per clip).
 
-    Labels are read only to be returned (for a probe or mAP); the model never sees them.
+    Labels are read only to be returned (for a probe or mAP); the model never sees them. ``progress``: show the
+    batches done (a bar on a terminal, else a line every 30 s: :mod:`avformer.utils.progress`).
     """
     modalities = represented_modalities(model)
     data = dataclasses.replace(data, num_test_clips=1, num_test_crops=1, modalities=modalities)
@@ -113,7 +116,7 @@ def extract_embeddings(
     index: list[int] = []
     texts: list[str | None] = []
     try:
-        for batch in loader:
+        for batch in track(loader, "embed", unit="batches", enabled=progress):
             n = int(batch["batch_size"])
             if n == 0:
                 continue

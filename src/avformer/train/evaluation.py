@@ -13,11 +13,13 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+from rich.console import Console
 from torch import Tensor
 
 from avformer.data.dataset import LoadStats
 from avformer.tasks.base import Batch, Task
-from avformer.utils.distributed import all_reduce_min, gather_objects, is_dist
+from avformer.utils.distributed import all_reduce_min, gather_objects, is_dist, is_main
+from avformer.utils.progress import Progress, length_of
 
 __all__ = ["autocast_context", "evaluate"]
 
@@ -60,6 +62,8 @@ def evaluate(
     device: torch.device,
     precision: str = "fp32",
     lockstep: bool = False,
+    progress: bool = False,
+    console: Console | None = None,
 ) -> tuple[dict[str, float], LoadStats]:
     """Run ``validation_step`` over ``loader``, concatenate its outputs and return ``validation_end``'s metrics.
 
@@ -67,7 +71,8 @@ def evaluate(
     distributed training each rank passes its own share of the validation set; the outputs (and the load stats)
     of all ranks are gathered and sorted by ``batch["index"]`` (dataset order), so every rank computes the
     metrics of the whole set. ``lockstep``: ranks with fewer batches repeat their last one, discarding its
-    outputs (needed when the forward itself is a collective, as under FSDP).
+    outputs (needed when the forward itself is a collective, as under FSDP). ``progress``: show the batches
+    done on ``console`` (rank 0; :class:`~avformer.utils.progress.Progress`).
     """
     model = task.model
     was_training = model.training
@@ -76,21 +81,24 @@ def evaluate(
     gathered: dict[str, list[Tensor]] = {}
     order: list[Tensor] = []
     pairs = _lockstep(loader, device) if lockstep and is_dist() else ((b, True) for b in loader)
+    bar = Progress("validation", length_of(loader), unit="batches", console=console, enabled=progress and is_main())
     try:
-        for batch, real in pairs:
-            if real:
-                stats.update(batch)
-            if batch["batch_size"] == 0:
-                continue
-            with autocast_context(device, precision):
-                out = task.validation_step(_to_device(batch, device))
-            if not real:
-                continue
-            for k, v in out.items():
-                v = v.detach().cpu()
-                gathered.setdefault(k, []).append(v.float() if v.is_floating_point() else v)
-            if isinstance(batch.get("index"), Tensor):
-                order.append(batch["index"].cpu())
+        with bar:
+            for batch, real in pairs:
+                if real:
+                    stats.update(batch)
+                    bar.advance(clips=stats.loaded)
+                if batch["batch_size"] == 0:
+                    continue
+                with autocast_context(device, precision):
+                    out = task.validation_step(_to_device(batch, device))
+                if not real:
+                    continue
+                for k, v in out.items():
+                    v = v.detach().cpu()
+                    gathered.setdefault(k, []).append(v.float() if v.is_floating_point() else v)
+                if isinstance(batch.get("index"), Tensor):
+                    order.append(batch["index"].cpu())
     finally:
         model.train(was_training)
     local = {k: torch.cat(v) for k, v in gathered.items()}

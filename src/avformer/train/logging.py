@@ -13,8 +13,10 @@ CSV columns grow when a row brings a new key (validation metrics appear at the f
 rewritten with the wider header, otherwise rows are appended. On resume, rows written after the checkpoint was
 taken are dropped (:meth:`RunLogger.truncate`), so a killed-and-resumed run never duplicates a row.
 
-On a terminal the console shows a live progress bar with the running loss and clips/s; otherwise (CI, files,
-``nohup``) it prints one plain line per logged step.
+On a terminal the console shows a live progress bar with the running loss, clips/s, lr and the time remaining;
+otherwise (CI, files, ``nohup``) it prints one plain line per logged step and, within an epoch, a progress line
+(steps done / total, rate, ETA, loss, clips/s, lr) at most every 30 s (:mod:`avformer.utils.progress`;
+``AVFORMER_PROGRESS_INTERVAL`` changes the interval).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from avformer.utils.progress import Progress
 
 __all__ = ["SKIPPED_FILE", "CsvLog", "RunLogger", "format_row"]
 
@@ -108,17 +111,14 @@ class CsvLog:
 
 
 class _Progress:
-    """Live bar for one epoch (terminal) or nothing (plain output prints the logged rows instead)."""
+    """One epoch's :class:`~avformer.utils.progress.Progress` with the trainer's fields (loss, clips/s, lr)."""
 
-    def __init__(self, progress: Progress | None, task_id: Any) -> None:
-        self._progress = progress
-        self._task_id = task_id
+    def __init__(self, bar: Progress) -> None:
+        self._bar = bar
 
     def update(self, completed: int, *, loss: float, clips_per_s: float, lr: float) -> None:
-        if self._progress is not None:
-            self._progress.update(
-                self._task_id, completed=completed, loss=f"{loss:.4f}", speed=f"{clips_per_s:.1f}", lr=f"{lr:.2e}"
-            )
+        fields = {"loss": f"{loss:.4f}", "clips/s": f"{clips_per_s:.1f}", "lr": f"{lr:.2e}"}
+        self._bar.update(completed, **fields)
 
 
 class RunLogger:
@@ -196,21 +196,13 @@ class RunLogger:
 
     @contextmanager
     def progress(self, description: str, total: int, completed: int = 0) -> Iterator[_Progress]:
-        """Live progress bar for one epoch with the running loss, clips/s and lr (terminal only)."""
-        if not (self.enabled and self.live):
-            yield _Progress(None, None)
-            return
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}  {task.fields[speed]} clips/s  lr {task.fields[lr]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+        """Progress of one epoch in optimizer steps, with the running loss, clips/s and lr: a live bar on a
+        terminal, else a plain line every :func:`~avformer.utils.progress.progress_interval` seconds."""
+        bar = Progress(
+            description, total, completed=completed, unit="steps", console=self.console, enabled=self.enabled
         )
-        with Progress(*columns, console=self.console, transient=True) as progress:
-            task_id = progress.add_task(description, total=total, completed=completed, loss="-", speed="-", lr="-")
-            yield _Progress(progress, task_id)
+        with bar:
+            yield _Progress(bar)
 
     def close(self) -> None:
         if self.tb is not None:

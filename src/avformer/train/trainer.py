@@ -378,7 +378,13 @@ class Trainer(CheckpointMixin):
         swap = self.ema.swap(self.task.model) if self.ema is not None else nullcontext()
         with swap:
             metrics, stats = evaluate(
-                self.task, val_loader, device=self.device, precision=self.tcfg.precision, lockstep=self.fsdp
+                self.task,
+                val_loader,
+                device=self.device,
+                precision=self.tcfg.precision,
+                lockstep=self.fsdp,
+                progress=self.logger.enabled,
+                console=self.logger.console,
             )
         if stats.loaded == 0:  # stats are global (evaluate gathers them)
             problem = f"the validation set has no usable clip: {stats.summary()}{_first_reasons(stats)}"
