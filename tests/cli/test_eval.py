@@ -68,6 +68,22 @@ def test_eval_writes_report_with_side_by_side_metrics(
     for view in ("fused", "audio", "video"):
         hits = sum(r[f"{view}_pred"] == r["label"] for r in preds)
         assert report["metrics"][view]["top1"] == pytest.approx(hits / 12)
+    assert "wrote eval.json, predictions.csv, confusion_matrix.png, per_class_accuracy.png, " in text
+    assert "report.md" not in text  # eval names what it wrote, never a report it did not write
+
+
+def test_eval_png_puts_the_plots_in_their_own_folder(
+    av_run: Path, synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, pngs = tmp_path / "numbers", tmp_path / "pngs"
+    assert main([str(av_run), "--data", str(synth), "--out", str(out), "--png", str(pngs)]) == 0
+    assert (out / "eval.json").is_file() and not list(out.glob("*.png"))
+    assert sorted(p.name for p in pngs.glob("*.png")) == [
+        "confusion_matrix.png",
+        "modality_comparison.png",
+        "per_class_accuracy.png",
+    ]
+    assert f"into {pngs}" in capsys.readouterr().out
 
 
 def test_by_groups_rows_from_a_metadata_csv(

@@ -23,7 +23,8 @@ top-5, mean per-class accuracy; multi-label data (several labels on a row, or an
 
 Writes ``eval.json``, ``predictions.csv``, ``confusion_matrix.png``, ``per_class_accuracy.png`` (``per_class_ap.png``
 for multi-label) and ``modality_comparison.png`` (AV models) into ``--out`` (default
-``<run folder>/eval_<manifest stem>/``). ``--json`` prints ``eval.json`` instead of the table.
+``<run folder>/eval_<manifest stem>/``), the plots into ``--png DIR`` when given; the last lines name every file
+written. ``--json`` prints ``eval.json`` instead of the table.
 
 Exit status: 0 on success; 1 when no file of the manifest could be loaded; 2 for a bad run, manifest or argument.
 """
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, metavar="B", help="samples per forward pass (default 8)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="DataLoader worker processes (default 0)")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <run>/eval_<manifest stem>)")
+    p.add_argument("--png", metavar="DIR", help="write the plots into DIR instead of the report folder")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights even when the checkpoint has EMA ones")
     p.add_argument("--multilabel", action="store_true", help="multi-label metrics even if no row has two labels")
@@ -103,7 +105,7 @@ def _read(args: argparse.Namespace, run: LoadedRun) -> Manifest:
     return Manifest(list(manifest.rows), list(run.classes), manifest.multilabel, manifest.source)
 
 
-def _summary(result: EvalResult, out: Path) -> str:
+def _summary(result: EvalResult, written: list[Path]) -> str:
     lines = [format_table(result), ""]
     loaded = f"{result.num_loaded}/{result.num_rows} files evaluated"
     if result.skipped:
@@ -115,7 +117,9 @@ def _summary(result: EvalResult, out: Path) -> str:
             lines.append(f"  ... and {len(result.skipped) - 10} more (see eval.json)")
     else:
         lines.append(loaded + ", none skipped")
-    lines.append(f"report: {out}")
+    folders = dict.fromkeys(p.parent for p in written)
+    for folder in folders:
+        lines.append(f"wrote {', '.join(p.name for p in written if p.parent == folder)} into {folder}")
     return "\n".join(lines)
 
 
@@ -174,11 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             return _fail(str(e))
         result.info["groups"] = {"column": by[0], "top1": groups}
-    write_report(result, out)
+    written = write_report(result, out, png_dir=args.png, name=f"{run.cfg.name} ({run.cfg.model.name})")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        print(_summary(result, out))
+        print(_summary(result, written))
         if groups is not None:
             print("\n" + format_groups(by[0], groups, result.views))
     return 0 if result.num_loaded else 1

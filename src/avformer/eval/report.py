@@ -47,6 +47,7 @@ from avformer.metrics.classification import (
 )
 from avformer.models.loading import LoadedRun
 from avformer.tasks.inference import input_modality, predict_batch
+from avformer.utils.progress import track
 
 __all__ = [
     "EvalResult",
@@ -156,7 +157,8 @@ def evaluate(
         workers: DataLoader worker processes.
         device: where the model runs.
         multilabel: multi-label metrics; None = ``manifest.multilabel``.
-        progress: print one line per 10 % of the batches.
+        progress: show the batches done (a bar on a terminal, else a line every 30 s:
+            :mod:`avformer.utils.progress`).
 
     Returns:
         An :class:`EvalResult`.
@@ -181,13 +183,8 @@ def evaluate(
     stats = LoadStats()
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    num_batches = len(loader)
-    for b, batch in enumerate(loader):
+    for batch in track(loader, "eval", unit="batches", enabled=progress):
         stats.update(batch)
-        if progress and num_batches >= 10 and (b + 1) % max(1, num_batches // 10) == 0:
-            print(
-                f"  {b + 1}/{num_batches} batches, {stats.loaded} clips, {time.perf_counter() - t0:.0f} s", flush=True
-            )
         n = int(batch["batch_size"])
         if n == 0:
             continue
@@ -322,10 +319,15 @@ def format_groups(column: str, table: Mapping[str, Mapping[str, Any]], views: li
     return "\n".join(lines)
 
 
-def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
-    """Write ``eval.json``, ``predictions.csv`` and the PNGs into ``out_dir``; returns the paths written."""
+def write_report(
+    result: EvalResult, out_dir: str | Path, *, png_dir: str | Path | None = None, name: str | None = None
+) -> list[Path]:
+    """Write ``eval.json``, ``predictions.csv`` into ``out_dir`` and the PNGs into ``png_dir`` (default
+    ``out_dir``); ``name`` (the run and its model) heads each chart. Returns the paths written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    pngs = Path(png_dir) if png_dir is not None else out
+    pngs.mkdir(parents=True, exist_ok=True)
     written = []
     path = out / "eval.json"
     path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -341,25 +343,28 @@ def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
     main = result.views[0]  # "fused", or the single encoder's modality
     if result.num_loaded == 0:
         return written
+    head = f"{name}, " if name else ""
     if result.multilabel:
         if main in result.per_class:
             ap = result.per_class[main]
-            written.append(
-                plot_per_class_accuracy(ap, result.classes, out / "per_class_ap.png", title=f"per-class AP ({main})")
-            )
+            title = f"{head}{view_label(main)}: per-class AP"
+            written.append(plot_per_class_accuracy(ap, result.classes, pngs / "per_class_ap.png", title=title))
         keys = ("mAP", "AUC")
     else:
         written.append(
             plot_confusion_matrix(
-                result.confusion[main], result.classes, out / "confusion_matrix.png", title=f"confusion ({main})"
+                result.confusion[main],
+                result.classes,
+                pngs / "confusion_matrix.png",
+                title=f"{head}{view_label(main)}: confusion",
             )
         )
         written.append(
             plot_per_class_accuracy(
                 result.per_class[main],
                 result.classes,
-                out / "per_class_accuracy.png",
-                title=f"per-class accuracy ({main})",
+                pngs / "per_class_accuracy.png",
+                title=f"{head}{view_label(main)}: per-class accuracy",
             )
         )
         keys = ("top1", "top5", "mean_class_acc")
@@ -367,7 +372,7 @@ def write_report(result: EvalResult, out_dir: str | Path) -> list[Path]:
         comparison = {view_label(v): {k: result.metrics[v].get(k, math.nan) for k in keys} for v in result.views}
         written.append(
             plot_modality_comparison(
-                comparison, out / "modality_comparison.png", title="fused vs audio-only vs video-only"
+                comparison, pngs / "modality_comparison.png", title=f"{head}fused vs audio-only vs video-only"
             )
         )
     return written
