@@ -481,18 +481,11 @@ def test_read_only_out_dir(synth: Path) -> None:
 # ---- signals -------------------------------------------------------------------------------------------------
 
 
-_GROUP_SIGTERM = pytest.mark.xfail(
-    reason="open: loader workers die of a group SIGTERM (torch's handling kept; ignoring it in workers hung the exit "
-    "and coincided with a deadlock in torch's fd passing): the run ends with one line at its last checkpoint",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     ("sig", "delay"),
     [
-        pytest.param(signal.SIGTERM, 0.0, marks=_GROUP_SIGTERM),
-        pytest.param(signal.SIGTERM, 0.6, marks=_GROUP_SIGTERM),
+        (signal.SIGTERM, 0.0),
+        (signal.SIGTERM, 0.6),
         (signal.SIGINT, 0.3),
     ],
 )

@@ -159,15 +159,35 @@ class Trainer(CheckpointMixin):
         if self.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C aborts without waiting for the step to end
         self.stop_signal = signum
+        if signum == signal.SIGTERM and callable(signal.getsignal(signal.SIGCHLD)):
+            # Slurm, `timeout` and `kill -- -PGID` send SIGTERM to every process of the job: the DataLoader workers
+            # die of it too. Torch's SIGCHLD handler would raise "worker killed" wherever this process is (even
+            # inside an optimizer step); from here on a dead worker only ends the epoch at a step boundary
+            # (_next_batch), and the run saves there. Python runs pending handlers in signal-number order, so this
+            # one (15) runs before a SIGCHLD (17) of the same group signal; fit() restores the handler.
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, self._on_signal)
+            if sig != signal.SIGCHLD:  # SIGCHLD only restored (see _on_signal)
+                signal.signal(sig, self._on_signal)
         return previous
+
+    def _next_batch(self, it: Iterator[Batch]) -> Batch | None:
+        """The loader's next batch (None at its end). After a SIGTERM, a loader whose workers died of it (a signal
+        to the whole process group) raises here: that is the stop, at a step boundary, not an error."""
+        try:
+            return next(it, None)
+        except (RuntimeError, OSError, EOFError) as e:
+            if self.stop_signal is None:
+                time.sleep(0.1)  # a SIGTERM to the group may still be pending while its workers' deaths show
+            if self.stop_signal is None:
+                raise
+            raise _LoaderStopped from e
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -234,12 +254,18 @@ class Trainer(CheckpointMixin):
             while st.batches_done < n_batches:
                 group: list[Batch] = []
                 exhausted = False
+                fetched = 0
                 while len(group) < accum and st.batches_done < n_batches:
-                    batch = next(it, None)
+                    try:
+                        batch = self._next_batch(it)
+                    except _LoaderStopped:  # a stop while this group was incomplete: it was not trained
+                        st.batches_done -= fetched
+                        return True
                     if batch is None:
                         exhausted = True
                         break
                     st.batches_done += 1
+                    fetched += 1
                     self.stats.update(batch)
                     if batch["batch_size"] > 0:
                         group.append(batch)
@@ -540,7 +566,12 @@ class Trainer(CheckpointMixin):
             self.logger.log_skipped(epoch, "train", stats.skipped)
             improved = False
             if val_loader is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
-                metrics, val_stats = self._validate(val_loader)
+                try:
+                    metrics, val_stats = self._validate(val_loader)
+                except (RuntimeError, OSError, EOFError):
+                    if self.stop_signal is None:
+                        raise
+                    return self._stop()  # the validation workers died of a group SIGTERM: resume re-validates
                 row |= {f"val_{k}": v for k, v in metrics.items()}
                 row["skipped_val"] = len(val_stats.skipped)
                 self.logger.log_skipped(epoch, "val", val_stats.skipped)
@@ -585,6 +616,10 @@ class Trainer(CheckpointMixin):
             "best_epoch": st.best_epoch,
             "stopped": stopped,
         }
+
+
+class _LoaderStopped(Exception):
+    """The training loader failed after a SIGTERM (its workers died of it): stop at this step boundary."""
 
 
 def _first_reasons(stats: LoadStats, n: int = 3) -> str:
