@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("avformer.cli.train", "train a classifier from an experiment config (YAML + key=value overrides)"),
     "eval": ("avformer.cli.eval", "evaluate a trained run or checkpoint on a manifest"),
     "predict": ("avformer.cli.predict", "predict the classes of video or audio files with a trained run"),
+    "serve": ("avformer.cli.serve", "a web page to try a trained run on uploaded video or audio files"),
     "synth": ("avformer.cli.synth", "write the procedurally generated audio-visual dataset (MP4 + manifest)"),
     "probe": ("avformer.cli.probe", "print streams, duration and usability of media files"),
     "prepare": ("avformer.cli.prepare", "decode a manifest once into tar shards of frames + audio for fast training"),
@@ -42,6 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retrieve": ("avformer.cli.retrieve", "top-k clips of an embedding index for a --text or --file query"),
     "cluster": ("avformer.cli.cluster", "k-means clusters of a manifest in a run's video / audio feature spaces (CSV)"),
     "vatt-bench": ("avformer.cli.vatt_bench", "pretrain VATT variants on one budget; probe/retrieval/DropToken table"),
+    "export": ("avformer.cli.export", "weights-only copy of a run (model.safetensors + config) that eval/predict load"),
+    "convert": ("avformer.cli.convert", "Hugging Face AST or torchvision MViTv2 weights as an avformer export folder"),
 }
 
 
