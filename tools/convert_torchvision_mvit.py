@@ -1,9 +1,10 @@
 """Convert a torchvision MViTv2-S checkpoint (``mvit_v2_s-*.pth``, a plain state dict) to ``mvit_v2_s_16x4`` keys.
 
-The mapping itself is ``avformer.models.multiscale.convert_torchvision_mvit_state_dict``; this script loads the file,
-converts it, checks that it loads strictly into ``mvit_v2_s_16x4(num_classes=400)`` and saves the result.
-torchvision is not needed. Preprocessing of those weights (torchvision ``MViT_V2_S_Weights``): 16 frames at
-stride 4 (7.5 fps), resize 256, centre crop 224, mean 0.45 and std 0.225 per channel.
+The reading, mapping and strict check are ``avformer.models.convert.convert_torchvision_mvit`` (shared with
+``avformer convert --from torchvision-mvit``, which writes an export folder that ``eval`` / ``predict`` load); this
+script saves the converted state dict alone, for code that builds the model itself. torchvision is not needed.
+Preprocessing of those weights (torchvision ``MViT_V2_S_Weights``): 16 frames at stride 4 (7.5 fps), resize 256,
+centre crop 224, mean 0.45 and std 0.225 per channel.
 
     .venv/bin/python tools/convert_torchvision_mvit.py mvit_v2_s-ae3be167.pth mvit_v2_s_16x4_k400.pt
 """
@@ -15,8 +16,8 @@ import sys
 
 import torch
 
-from avformer.models.multiscale import convert_torchvision_mvit_state_dict
-from avformer.models.registry import create_model
+from avformer.models.convert import convert_torchvision_mvit
+from avformer.utils.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dst", help="output path for the converted state dict")
     args = p.parse_args(argv)
 
-    state = torch.load(args.src, map_location="cpu", weights_only=True)
-    converted = convert_torchvision_mvit_state_dict(state)
-    with torch.device("meta"):
-        model = create_model("mvit_v2_s_16x4", num_classes=400)
-    model.load_state_dict(converted, strict=True, assign=True)  # raises on any missing/unexpected key or shape
+    try:
+        run = convert_torchvision_mvit(args.src)  # weights_only load; raises on any missing/unexpected key or shape
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    converted = run.model.state_dict()
     torch.save(converted, args.dst)
     print(f"wrote {len(converted)} tensors to {args.dst}")
     return 0

@@ -13,6 +13,8 @@ import re
 import pytest
 import torch
 
+from avformer.models.convert import ast_overrides_from_hf
+from avformer.models.registry import create_model
 from avformer.models.vit import ASTConfig, AudioSpectrogramTransformer, convert_transformers_ast_state_dict
 
 transformers = pytest.importorskip("transformers")
@@ -39,20 +41,11 @@ def _hf_config(freq_stride: int, time_stride: int, qkv_bias: bool = True, num_la
 
 
 def _ours(hf_cfg, num_classes: int) -> AudioSpectrogramTransformer:
-    cfg = ASTConfig(
-        embed_dim=hf_cfg.hidden_size,
-        depth=hf_cfg.num_hidden_layers,
-        num_heads=hf_cfg.num_attention_heads,
-        mlp_ratio=hf_cfg.intermediate_size / hf_cfg.hidden_size,
-        qkv_bias=hf_cfg.qkv_bias,
-        norm_eps=hf_cfg.layer_norm_eps,
-        num_mel_bins=hf_cfg.num_mel_bins,
-        num_frames=hf_cfg.max_length,
-        patch_size=hf_cfg.patch_size,
-        freq_stride=hf_cfg.frequency_stride,
-        time_stride=hf_cfg.time_stride,
-    )
-    return AudioSpectrogramTransformer(cfg, num_classes=num_classes, fused=True).eval()
+    """Our AST with ``hf_cfg``'s geometry: the config mapping of ``avformer convert --from hf-ast``."""
+    overrides = ast_overrides_from_hf(hf_cfg.to_dict())
+    model = create_model("ast_base", num_classes=num_classes, fused=True, **overrides)
+    assert isinstance(model, AudioSpectrogramTransformer)
+    return model.eval()
 
 
 def _randomise(model: torch.nn.Module) -> None:
