@@ -303,9 +303,24 @@ def test_csv_log_widens_and_truncates(tmp_path: Path) -> None:
 def test_missing_tensorboard_is_one_info_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
     buf = io.StringIO()
-    logger = RunLogger(tmp_path, tensorboard=True, console=Console(file=buf))
+    logger = RunLogger(tmp_path, tensorboard=True, console=Console(file=buf, width=200))
     assert logger.tb is None
-    assert buf.getvalue().count("\n") == 1 and "pip install 'avformer[tensorboard]'" in buf.getvalue()
+    assert buf.getvalue().count("\n") == 1 and "pip install tensorboard" in buf.getvalue()
+
+
+def test_a_run_writes_tensorboard_events_by_default(tmp_path: Path) -> None:
+    """TensorBoard is a dependency: every run folder gets event files with the logged scalars."""
+    pytest.importorskip("tensorboard", reason="tensorboard is a dependency of avformer (pip install -e .)")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = RunLogger(tmp_path, console=Console(file=io.StringIO()))
+    logger.log_step({"step": 1, "epoch": 0.5, "loss": 2.0, "lr": 1e-3})
+    logger.log_epoch({"epoch": 1, "step": 2, "train_loss": 1.5, "val_top1": 0.25})
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "epoch/val_top1"} <= tags, tags
 
 
 def test_progress_lines_within_the_epoch_off_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

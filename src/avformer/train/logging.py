@@ -6,8 +6,8 @@ Files in the run directory:
 - ``train_log.csv``: one row every ``log_every`` optimizer steps (``step, epoch, loss, lr, clips_per_s, ...``);
 - ``skipped.csv``: every row skipped in an epoch (``epoch, split, id, reason``; ``split`` is train or val), written
   at the epoch's end; its counts are the ``skipped_train`` / ``skipped_val`` columns of ``metrics.csv``;
-- ``tb/``: TensorBoard events, only when ``torch.utils.tensorboard`` imports (the ``tensorboard`` package is the
-  ``avformer[tensorboard]`` extra; without it one line names the extra and nothing else changes).
+- ``tb/``: TensorBoard events (``tensorboard --logdir RUN/tb``; ``train.tensorboard=false`` turns them off). The
+  ``tensorboard`` package is a dependency; where it cannot be imported, one line says so and nothing else changes.
 
 CSV columns grow when a row brings a new key (validation metrics appear at the first evaluation): the file is
 rewritten with the wider header, otherwise rows are appended. On resume, rows written after the checkpoint was
@@ -146,7 +146,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                self.info("no TensorBoard logs: pip install 'avformer[tensorboard]' to write them")
+                self.info("no TensorBoard logs: tensorboard does not import (pip install tensorboard)")
             else:
                 self.tb = SummaryWriter(log_dir=str(out_dir / "tb"))
 
