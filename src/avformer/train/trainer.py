@@ -165,7 +165,8 @@ class Trainer(CheckpointMixin):
             # inside an optimizer step); from here on a dead worker only ends the epoch at a step boundary
             # (_next_batch), and the run saves there. Python runs pending handlers in signal-number order, so this
             # one (15) runs before a SIGCHLD (17) of the same group signal; fit() restores the handler.
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # a no-op, not SIG_DFL: a SIGCHLD already pending would print "Signal 17 ignored due to race condition"
+            signal.signal(signal.SIGCHLD, _ignore_signal)
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -616,6 +617,10 @@ class Trainer(CheckpointMixin):
             "best_epoch": st.best_epoch,
             "stopped": stopped,
         }
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing (see ``Trainer._on_signal``)."""
 
 
 class _LoaderStopped(Exception):
