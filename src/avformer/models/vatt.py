@@ -33,7 +33,7 @@ Tokenizers:
       frame, its map is max-pooled over space and projected to the trunk width, plus a learned table over frames.
       The tokens then do not depend on where in the frame things are, which tubelets (a token per place) cannot
       learn from little data: on AV-Digits, NCE from scratch with tubelets or the conv stem stayed at random-init
-      probes, while per-frame CNN tokens learn (README, VATT section). DropToken then drops whole frames *before*
+      probes, while per-frame CNN tokens learn (docs/numbers/vatt.md). DropToken then drops whole frames *before*
       the CNN, so dropped frames cost nothing.
     * audio: raw-waveform patches of ``audio_patch_size`` samples (default 128, VATT) with a learned 1-D table; or,
       as an option of ours (``audio_input="spectrogram"``), non-overlapping patches of a log-mel spectrogram with
