@@ -10,8 +10,8 @@ audio→video retrieval on val (class-relevance mAP, R@1). ``--droptoken-ablatio
 ``drop_token_rate=0`` (its effect on the probe). Then the DropToken step-time benchmark: training steps (forward,
 backward, AdamW) of the first config's model on random inputs of the recipe's batch shape, rate 0.5 against 0.0,
 alternating, median of ``--bench-steps`` each; the ratio is the headline. Writes ``OUT/results.json`` and
-``OUT/table.md`` (the table of docs/numbers/vatt.md); ``--table-only`` rewrites the table from ``results.json``. ``--set k=v``
-overrides apply to every config (e.g. ``train.epochs=1`` for a quick look).
+``OUT/table.md`` (the table of docs/numbers/vatt.md); ``--table-only`` rewrites the table from ``results.json``.
+``--set k=v`` overrides apply to every config (e.g. ``train.epochs=1`` for a quick look).
 
 Exit status: 0 done; 2 a bad config or argument.
 """

@@ -78,9 +78,9 @@ class MultiscaleConfig:
             ReLU and a 1×1 projection ("early convolutions", Xiao et al. 2021; ``layers.ConvStemEmbed``), with the
             same total ``patch_stride`` (powers of 2; ``patch_kernel`` and ``patch_padding`` are then unused).
             Not part of MViTv2 or MMT, so off by default: an option for small datasets trained from scratch, where
-            the plain patch embedding learns slowly (AV-Digits' moving MNIST digits; see docs/numbers/mmt.md). The stem's
-            BatchNorm statistics come from each process's batch (no SyncBatchNorm), placeholders of clips that lack
-            the stream included.
+            the plain patch embedding learns slowly (AV-Digits' moving MNIST digits; see docs/numbers/mmt.md). The
+            stem's BatchNorm statistics come from each process's batch (no SyncBatchNorm), placeholders of clips
+            that lack the stream included.
         embed_dim: width of stage 1 (and of the patch embedding).
         num_heads: heads of stage 1.
         stages: the stage table; widths and heads are ``embed_dim * dim_mult`` and ``num_heads * heads_mult``.
