@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from avformer.data.audio import AudioFeatureConfig
 from avformer.data.video import VideoTransformConfig
 
-__all__ = ["DataConfig", "SpecAugmentConfig", "ViewConfig"]
+__all__ = ["DataConfig", "SpecAugmentConfig", "ViewConfig", "WaveAugmentConfig"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,77 @@ class SpecAugmentConfig:
         return (self.freq_mask_param > 0 and self.num_freq_masks > 0) or (
             self.time_mask_param > 0 and self.num_time_masks > 0
         )
+
+
+NOISE_KINDS = ("white", "pink", "brown", "file")
+FILTER_KINDS = ("lowpass", "highpass", "peak")
+
+
+@dataclass(frozen=True)
+class WaveAugmentConfig:
+    """Waveform augmentations of training audio, before the features; every probability 0 (off) by default.
+
+    Applied per sample by a training :class:`AVDataset` (and :class:`~avformer.data.shards.ShardDataset`) to the
+    decoded window, before :class:`~avformer.data.audio.AudioFeatures`, in this order: speed, pitch, reverberation,
+    noise, filter, gain (the voice, then the room, then the microphone and its channel). Each fires with its own
+    probability ``*_p`` and draws its value uniformly from its range (frequencies log-uniformly). The draws come from
+    the sample's generator, so they are a function of ``(seed, epoch, index)`` whatever the number of workers.
+    The clip keeps its length (a sped-up clip is zero-padded at the end, a slowed one cropped). Never applied at
+    evaluation or to clips without audio. The functions and their fidelity: :mod:`avformer.data.wave_augment`.
+    """
+
+    speed_p: float = 0.0  # speed perturbation (tempo and pitch by the same factor, as Kaldi's / sox's `speed`)
+    speed: tuple[float, float] = (0.9, 1.1)  # factor: > 1 faster and higher
+    pitch_p: float = 0.0  # pitch shift without tempo change (phase-vocoder stretch, then resampling)
+    pitch_semitones: tuple[float, float] = (-2.0, 2.0)
+    reverb_p: float = 0.0  # a synthetic room: exponentially decaying noise as the impulse response
+    reverb_rt60_s: tuple[float, float] = (0.1, 0.8)  # time for the reverberant energy to fall by 60 dB
+    reverb_wet: tuple[float, float] = (0.2, 0.8)  # share of the reverberant signal in the mix (1 = no direct sound)
+    noise_p: float = 0.0  # additive noise at a random SNR (relative to the clip's mean power, pauses included)
+    noise_snr_db: tuple[float, float] = (5.0, 30.0)
+    noise_kinds: tuple[str, ...] = ("white", "pink", "brown")  # one drawn per noisy clip; "file": from noise_dir
+    noise_dir: str | None = None  # a folder of audio files (any format the decoder reads), searched recursively
+    filter_p: float = 0.0  # band-limiting / EQ: one of filter_kinds
+    filter_kinds: tuple[str, ...] = FILTER_KINDS
+    lowpass_hz: tuple[float, float] = (1000.0, 6000.0)  # cutoff of a Butterworth low-pass
+    highpass_hz: tuple[float, float] = (100.0, 600.0)  # cutoff of a Butterworth high-pass
+    filter_order: int = 4  # Butterworth order of the low- and high-pass (6 dB per octave per order)
+    peak_hz: tuple[float, float] = (200.0, 4000.0)  # centre of a peaking EQ band (RBJ biquad)
+    peak_gain_db: tuple[float, float] = (-12.0, 12.0)
+    peak_q: tuple[float, float] = (0.5, 2.0)
+    gain_p: float = 0.0  # a random gain (no clipping)
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> ValueError:
+            return ValueError(f"wave_augment: {msg}")
+
+        for name in ("speed_p", "pitch_p", "reverb_p", "noise_p", "filter_p", "gain_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        ranges = ("speed", "pitch_semitones", "reverb_rt60_s", "reverb_wet", "noise_snr_db", "lowpass_hz")
+        for name in (*ranges, "highpass_hz", "peak_hz", "peak_gain_db", "peak_q", "gain_db"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise bad(f"{name} must be (low, high) with low <= high, got {(lo, hi)}")
+        positive = ("speed", "reverb_rt60_s", "lowpass_hz", "highpass_hz", "peak_hz", "peak_q")
+        for name in positive:
+            if getattr(self, name)[0] <= 0:
+                raise bad(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.reverb_wet[0] <= self.reverb_wet[1] <= 1.0:
+            raise bad(f"reverb_wet must lie in [0, 1], got {self.reverb_wet}")
+        if not self.noise_kinds or set(self.noise_kinds) - set(NOISE_KINDS):
+            raise bad(f"noise_kinds must be a non-empty subset of {NOISE_KINDS}, got {self.noise_kinds}")
+        if "file" in self.noise_kinds and not self.noise_dir:
+            raise bad("noise_kinds has 'file': set noise_dir (a folder of noise recordings)")
+        if not self.filter_kinds or set(self.filter_kinds) - set(FILTER_KINDS):
+            raise bad(f"filter_kinds must be a non-empty subset of {FILTER_KINDS}, got {self.filter_kinds}")
+        if self.filter_order < 1:
+            raise bad(f"filter_order must be >= 1, got {self.filter_order}")
+
+    @property
+    def enabled(self) -> bool:
+        return max(self.speed_p, self.pitch_p, self.reverb_p, self.noise_p, self.filter_p, self.gain_p) > 0
 
 
 VIEW_GAPS = ("random", "overlapped", "adjacent", "far")
@@ -115,6 +186,8 @@ class DataConfig:
         video: frame sampling and spatial transforms.
         audio: audio features (log-mel / waveform).
         spec_augment: frequency / time masking of training spectrograms (off by default).
+        wave_augment: speed, pitch, reverberation, noise, filter and gain of training waveforms, before the
+            features (see :class:`WaveAugmentConfig`; off by default).
         num_test_clips: windows per file at evaluation (uniformly spaced); 1 = the centre window.
         num_test_crops: spatial crops per window at evaluation, spread along the long side of the frame (3 = left /
             centre / right, see :func:`avformer.data.video.spatial_crops`); 1 = the centre crop. With video, a test
@@ -133,6 +206,7 @@ class DataConfig:
     num_test_crops: int = 1
     decode_timeout_s: float = 60.0
     views: ViewConfig = field(default_factory=ViewConfig)
+    wave_augment: WaveAugmentConfig = field(default_factory=WaveAugmentConfig)
 
     def __post_init__(self) -> None:
         bad = set(self.modalities) - {"video", "audio"}
@@ -146,6 +220,11 @@ class DataConfig:
             raise ValueError(f"num_test_crops must be >= 1, got {self.num_test_crops}")
         if self.views.shifted and "audio" not in self.modalities:
             raise ValueError("views: an audio offset needs audio in data.modalities")
+        w, nyquist = self.wave_augment, self.audio.sample_rate / 2
+        for kind in w.filter_kinds if w.filter_p > 0 else ():
+            name = f"{kind}_hz"
+            if getattr(w, name)[1] >= nyquist:
+                raise ValueError(f"wave_augment.{name} must stay below the Nyquist frequency {nyquist:g} Hz")
 
     @property
     def window_seconds(self) -> float:

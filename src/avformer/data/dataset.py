@@ -46,6 +46,7 @@ from avformer.data.manifest import Manifest
 from avformer.data.media import Clip, MediaError, decode_clip, media_duration
 from avformer.data.video import VideoTransform, random_clip_window, uniform_clip_windows
 from avformer.data.views import ViewError, place_views
+from avformer.data.wave_augment import WaveAugment
 
 __all__ = [
     "AVDataset",
@@ -73,7 +74,8 @@ class WindowTransform:
 
     Args:
         cfg: data configuration.
-        train: training augmentations (random resized crop, flip, dither, SpecAugment) or evaluation views.
+        train: training augmentations (random resized crop, flip, waveform augmentations, dither, SpecAugment) or
+            evaluation views.
     """
 
     def __init__(self, cfg: DataConfig, train: bool) -> None:
@@ -82,6 +84,9 @@ class WindowTransform:
         self.video = VideoTransform(cfg.video, train=train) if "video" in cfg.modalities else None
         # train/eval mode: dither (cfg.audio.dither) is a train-time augmentation only
         self.audio = AudioFeatures(cfg.audio).train(train) if "audio" in cfg.modalities else None
+        # waveform augmentations (speed, pitch, reverb, noise, filter, gain) of training audio, before the features
+        wave_aug = train and self.audio is not None and cfg.wave_augment.enabled
+        self.wave_augment = WaveAugment(cfg.wave_augment, cfg.audio.sample_rate) if wave_aug else None
 
     def __call__(
         self, path: str, frames: np.ndarray | None, wav: np.ndarray | None, gen: torch.Generator | None
@@ -127,7 +132,10 @@ class WindowTransform:
                 assert wav is not None
                 a = wav[:n]
                 buf[: len(a)] = a  # shorter audio than the window: zero-padded at the end (AST pads the same way)
-            out["audio"] = self.audio(torch.from_numpy(buf), generator=gen)
+            wave = torch.from_numpy(buf)
+            if self.wave_augment is not None and has_audio:  # the clip keeps its n samples
+                wave = self.wave_augment(wave, gen)
+            out["audio"] = self.audio(wave, generator=gen)
             if not has_audio:
                 out["audio"] = torch.zeros_like(out["audio"])
             elif self.train and cfg.spec_augment.enabled and cfg.audio.kind != "waveform":

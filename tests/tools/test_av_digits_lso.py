@@ -1,0 +1,187 @@
+"""tools/av_digits_lso.py: leave-speaker-out folds of AV-Digits (on a fake folder, and on the real meta files when
+they are there), the per-fold ``avformer compare`` commands, and mean ± std over the folds."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from avformer.config import apply_overrides, load
+from avformer.data.manifest import read_manifest
+from tests._paths import shared_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+
+
+def _tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("av_digits_lso", ROOT / "tools" / "av_digits_lso.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["av_digits_lso"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+lso = _tool()
+
+
+@pytest.fixture
+def fake_data(tmp_path: Path) -> Path:
+    """An AV-Digits-shaped folder: 6 speakers, 3 train and 1 val clip each (empty files), meta and manifests."""
+    data = tmp_path / "av-digits"
+    for split, per_speaker in (("train", 3), ("val", 1)):
+        (data / split).mkdir(parents=True)
+        rows = []
+        for i in range(per_speaker * len(SPEAKERS)):
+            speaker = SPEAKERS[(i * 5) % len(SPEAKERS)]  # speakers interleaved, as the shuffled ids are
+            path = f"{split}/{i:05d}.mp4"
+            (data / path).touch()
+            rows.append([path, str(i % 10), "clean", f"fsdd:{speaker}:{i}", "3"])
+        with (data / f"{split}_meta.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "label", "condition", "audio_source", "image_rank"])
+            w.writerows(rows)
+        with (data / f"{split}.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([["path", "label"], *[r[:2] for r in rows]])
+    return data
+
+
+def _speaker_of(data: Path) -> dict[str, str]:
+    out = {}
+    for split in ("train", "val"):
+        with (data / f"{split}_meta.csv").open(newline="") as f:
+            out |= {str((data / r["path"]).resolve()): r["audio_source"].split(":")[1] for r in csv.DictReader(f)}
+    return out
+
+
+def test_folds_hold_out_every_speaker_once_and_never_train_on_them(fake_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lso"
+    assert lso.main(["folds", str(fake_data), "--out", str(out)]) == 0
+    info = json.loads((out / "folds.json").read_text())
+    speaker_of = _speaker_of(fake_data)
+    held = [s for f in info["folds"] for s in f["holdout"]]
+    assert len(info["folds"]) == 3 and all(len(f["holdout"]) == 2 for f in info["folds"])
+    assert sorted(held) == SPEAKERS  # a partition: every speaker held out exactly once
+    for fold in info["folds"]:
+        d = out / f"fold{fold['fold']}"
+        train, val = read_manifest(d / "train.csv"), read_manifest(d / "val.csv")
+        train_speakers = {speaker_of[str(Path(r.path).resolve())] for r in train}  # paths resolve to the data
+        val_speakers = {speaker_of[str(Path(r.path).resolve())] for r in val}
+        assert train_speakers.isdisjoint(fold["holdout"])  # the protocol's point
+        assert val_speakers == set(fold["holdout"]) and train_speakers == set(fold["train_speakers"])
+        assert len(train) + len(val) == len(speaker_of) == 24  # both official splits are the pool
+        assert (len(train), len(val)) == (fold["train"], fold["val"]) == (16, 8)
+        assert all(Path(r.path).is_file() for r in [*train, *val])
+        assert {r.id for r in val} <= {f"{s}/{i:05d}.mp4" for s in ("train", "val") for i in range(18)}
+        assert all(r.labels == (str(int(r.id[-9:-4]) % 10),) for r in [*train, *val])  # labels kept
+        with (d / "val_meta.csv").open(newline="") as f:
+            meta = list(csv.DictReader(f))
+        assert [m["id"] for m in meta] == [r.id for r in val] and {m["speaker"] for m in meta} == set(fold["holdout"])
+
+
+def test_folds_options(fake_data: Path, tmp_path: Path) -> None:
+    info = lso.write_folds(fake_data, tmp_path / "a", splits=("train",))
+    assert [(f["train"], f["val"]) for f in info["folds"]] == [(12, 6)] * 3  # official train only
+    info = lso.write_folds(fake_data, tmp_path / "b", holdout=1, folds=2, seed=3)
+    assert len(info["folds"]) == 2 and len({s for f in info["folds"] for s in f["holdout"]}) == 2
+    assert (
+        lso.write_folds(fake_data, tmp_path / "c", seed=3)["folds"]
+        != lso.write_folds(fake_data, tmp_path / "d")["folds"]
+    )
+    assert lso.main(["folds", str(fake_data), "--out", str(tmp_path / "e"), "--holdout", "6"]) == 2
+    (fake_data / "val_meta.csv").write_text("path,label,audio_source\nval/00000.mp4,1,librispeech:x\n")
+    assert lso.main(["folds", str(fake_data), "--out", str(tmp_path / "f")]) == 2
+
+
+def test_real_av_digits_folds(tmp_path: Path) -> None:
+    data = shared_path("av-digits")
+    info = lso.write_folds(data, tmp_path)
+    assert info["speakers"] == SPEAKERS
+    assert [(f["train"], f["val"]) for f in info["folds"]] == [(2000, 1000)] * 3
+
+
+def _fake_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"configs": rows}))
+
+
+def test_run_calls_compare_per_fold_and_aggregates(
+    fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "lso"
+    lso.write_folds(fake_data, out)
+    config = "configs/experiment/av_digits_mmt_tiny.yaml"
+    calls: list[list[str]] = []
+    fused = {0: 0.90, 1: 0.80, 2: 0.85}
+
+    def fake_run(argv: list[str], check: bool) -> Any:
+        calls.append(argv)
+        k = int(Path(argv[argv.index("--out") + 1]).parent.name.removeprefix("fold"))
+        held = json.loads((out / "folds.json").read_text())["folds"][k]["holdout"]
+        groups = {s: {"n": 4.0, "fused": fused[k], "audio": 0.5} for s in held}
+        row = {"config": "mmt", "metric": "val_top1", "mean": fused[k], "std": 0.01, "audio": [0.5 + k / 10, 0.0]}
+        _fake_results(out / f"fold{k}" / "runs" / "results.json", [row | {"video": [0.7, 0.0], "groups": groups}])
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setattr(lso.subprocess, "run", fake_run)
+    assert (
+        lso.main(["run", "--out", str(out), "--configs", config, "--seeds", "0", "1", "--set", "train.epochs=1"]) == 0
+    )
+    assert len(calls) == 3
+    for k, argv in enumerate(calls):
+        assert argv[1:4] == ["-m", "avformer", "compare"] and argv[argv.index("--seeds") + 1 : argv.index("--out")] == [
+            "0",
+            "1",
+        ]
+        sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+        d = out / f"fold{k}"
+        assert sets == ["train.epochs=1", f"train_manifest={d / 'train.csv'}", f"val_manifest={d / 'val.csv'}"]
+        assert argv[argv.index("--by") + 1] == f"{d / 'val_meta.csv'}:speaker" and "--probe" not in argv
+        cfg = apply_overrides(load(ROOT / config), sets)  # compare accepts these overrides
+        assert cfg.train_manifest == str(d / "train.csv") and cfg.val_manifest == str(d / "val.csv")
+    result = json.loads((out / "lso.json").read_text())
+    values = result["configs"]["mmt"]["values"]
+    assert values["val_top1"]["mean"] == pytest.approx(0.85) and values["val_top1"]["n"] == 3
+    assert values["val_top1"]["std"] == pytest.approx(statistics.stdev([0.9, 0.8, 0.85]))
+    assert values["audio_top1"]["folds"] == pytest.approx([0.5, 0.6, 0.7]) and values["video_top1"]["std"] == 0
+    assert sorted(result["configs"]["mmt"]["speakers"]) == SPEAKERS
+    assert result["configs"]["mmt"]["speakers"]["george"]["n"] == 4
+    table = (out / "lso.md").read_text()
+    assert "| mmt | 0.600 ± 0.100 [3] | 0.850 ± 0.050 [3] | 0.700 ± 0.000 [3] |" in table
+
+
+def test_table_reports_missing_folds_and_probes(fake_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lso"
+    lso.write_folds(fake_data, out)
+    for k, v in ((0, 0.6), (2, 0.4)):
+        probe = {"audio": [v, 0.02], "video": [0.8, 0.0], "audio_random": [0.3, 0.0]}
+        _fake_results(
+            out / f"fold{k}" / "runs" / "results.json",
+            [
+                {"config": "vatt", "metric": "val_loss"}
+                | {
+                    "mean": None,
+                    "probe": probe,
+                }
+            ],
+        )
+    assert lso.main(["table", "--out", str(out)]) == 1  # fold 1 has no results
+    result = json.loads((out / "lso.json").read_text())
+    assert result["missing_folds"] == [1]
+    values = result["configs"]["vatt"]["values"]
+    assert values["probe_audio"]["mean"] == pytest.approx(0.5) and values["probe_audio"]["n"] == 2
+    assert "val_loss" not in values
+    cmds = lso.fold_commands(out, ["vatt.yaml"], seeds=[0], probe=True, folds=[1])
+    assert len(cmds) == 1 and cmds[0][cmds[0].index("--probe") + 1 :][:2] == [
+        str(out / "fold1" / "train.csv"),
+        str(out / "fold1" / "val.csv"),
+    ]

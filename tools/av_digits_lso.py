@@ -1,0 +1,313 @@
+"""Leave-speaker-out folds for AV-Digits, and mean ± std over the folds of ``avformer compare`` runs.
+
+AV-Digits' train and val share its six FSDD speakers, so val measures how well a model knows *these* voices. Here
+each fold trains on the clips of some speakers and evaluates on the clips of the others; the speaker of a clip comes
+from ``audio_source`` (``fsdd:<speaker>:<take>``) of ``train_meta.csv`` / ``val_meta.csv``, for the split only (it is
+never a model input)::
+
+    .venv/bin/python tools/av_digits_lso.py folds ../shared/data/av-digits --out runs/lso
+    .venv/bin/python tools/av_digits_lso.py run --out runs/lso --seeds 0 \\
+        --configs configs/experiment/av_digits_mmt_tiny.yaml configs/experiment/av_digits_mmt_tiny_aug.yaml
+    .venv/bin/python tools/av_digits_lso.py table --out runs/lso      # only re-reads the runs, rewrites the table
+
+``folds`` writes ``OUT/fold<k>/train.csv`` and ``val.csv`` (manifests: ``id,path,label``, the paths relative to
+the fold folder, the ids the clips' paths in the data folder, e.g. ``train/00042.mp4``), ``OUT/fold<k>/val_meta.csv``
+(``id,speaker,split,condition``, for ``--by``) and ``OUT/folds.json`` (which speakers each fold holds out, and the
+counts). The speakers, sorted (or shuffled by ``--seed``), are cut into ``--folds`` groups of ``--holdout``; the
+default is 3 folds of 2, so every speaker is held out exactly once and every clip is evaluated once.
+
+Which clips: by default both official splits are the pool (``--splits train val``). A fold trains on every clip of
+its other speakers (train and val: 4 x 500 = 2000) and evaluates on every clip of its held-out ones (2 x 500 =
+1000). Evaluating on the held-out speakers' val clips alone would leave 100 clips a fold (a standard error of about
+4 points at 80 % accuracy, against 1.3 with 1000). ``--splits train`` keeps to the official train split (1800 /
+900). Either way no held-out speaker is in a fold's train manifest (checked while writing), and no image is in both
+(each clip has its own MNIST image). Note the confound when comparing with the in-speaker val figure: a fold trains
+on 2000 clips, not 2700, and ``train.epochs`` epochs are then fewer steps.
+
+``run`` runs ``avformer compare`` once per fold (``OUT/fold<k>/runs``) with the fold's manifests as
+``--set train_manifest=... --set val_manifest=...`` (after the ``--set`` overrides given here, so they win), the
+per-speaker top-1 of each fold's val (``--by OUT/fold<k>/val_meta.csv:speaker``) and, for self-supervised configs
+with ``--probe``, the linear probe on the fold's manifests; running it again resumes, as ``compare`` does. Then, as
+``table`` alone does, it reads each fold's ``results.json`` and writes ``OUT/lso.md`` and ``OUT/lso.json``: for each
+config, the fold's value (``compare``'s mean over its seeds) of the headline metric, the audio-only and video-only
+top-1 and the probes, then their mean ± std (sample std) over the folds, and the top-1 of every held-out speaker.
+
+Exit status: 0 done; 1 a fold's ``compare`` failed or a run is missing (the table is still written from the others);
+2 bad arguments or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["aggregate", "fold_commands", "main", "read_speakers", "write_folds"]
+
+
+def read_speakers(data: Path, split: str) -> list[dict[str, str]]:
+    """The rows of ``<split>_meta.csv`` with ``speaker`` (from ``audio_source`` = ``fsdd:<speaker>:<take>``)."""
+    path = data / f"{split}_meta.csv"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (an AV-Digits folder has train_meta.csv and val_meta.csv)")
+    rows = []
+    with path.open(newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            parts = (row.get("audio_source") or "").split(":")
+            if len(parts) != 3 or parts[0] != "fsdd" or not parts[1]:
+                raise ValueError(f"{path}: row {i + 1} has audio_source {row.get('audio_source')!r}, not fsdd:S:T")
+            if not row.get("path") or row.get("label") in (None, ""):
+                raise ValueError(f"{path}: row {i + 1} has no path or label")
+            rows.append({**row, "speaker": parts[1], "split": split})
+    return rows
+
+
+def write_folds(
+    data: Path,
+    out: Path,
+    *,
+    splits: tuple[str, ...] = ("train", "val"),
+    holdout: int = 2,
+    folds: int | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Write the fold manifests and ``folds.json`` (see the module docstring); returns what ``folds.json`` holds."""
+    rows = [r for split in splits for r in read_speakers(data, split)]
+    speakers = sorted({r["speaker"] for r in rows})
+    if seed is not None:
+        random.Random(seed).shuffle(speakers)
+    folds = len(speakers) // holdout if folds is None else folds
+    if holdout < 1 or folds < 1 or folds * holdout > len(speakers) or holdout >= len(speakers):
+        raise ValueError(f"{folds} folds of {holdout} held-out speakers need more than that many of {len(speakers)}")
+    info: dict[str, Any] = {
+        "data": str(data.resolve()),
+        "splits": list(splits),
+        "speakers": sorted(speakers),
+        "seed": seed,
+        "folds": [],
+    }
+    for k in range(folds):
+        held = sorted(speakers[k * holdout : (k + 1) * holdout])
+        fold_dir = out / f"fold{k}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        rel = Path(os.path.relpath(data.resolve(), fold_dir.resolve()))
+        train = [r for r in rows if r["speaker"] not in held]
+        val = [r for r in rows if r["speaker"] in held]
+        if {r["speaker"] for r in train} & set(held):  # the point of the protocol: never a held-out voice in train
+            raise AssertionError(f"fold {k}: a held-out speaker is in train")
+        for name, part in (("train", train), ("val", val)):
+            with (fold_dir / f"{name}.csv").open("w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["id", "path", "label"])
+                for r in part:
+                    w.writerow([r["path"], (rel / r["path"]).as_posix(), r["label"]])
+        with (fold_dir / "val_meta.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "speaker", "split", "condition"])
+            for r in val:
+                w.writerow([r["path"], r["speaker"], r["split"], r.get("condition", "")])
+        info["folds"].append(
+            {
+                "fold": k,
+                "holdout": held,
+                "train_speakers": sorted({r["speaker"] for r in train}),
+                "train": len(train),
+                "val": len(val),
+            }
+        )
+    (out / "folds.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def fold_commands(
+    out: Path,
+    configs: list[str],
+    *,
+    seeds: list[int],
+    jobs: int = 1,
+    threads: int = 1,
+    overrides: list[str] | None = None,
+    probe: bool = False,
+    folds: list[int] | None = None,
+) -> list[list[str]]:
+    """The ``avformer compare`` command of each fold (of ``folds.json``, or the ``folds`` listed)."""
+    info = json.loads((out / "folds.json").read_text())
+    cmds = []
+    for fold in info["folds"]:
+        k = fold["fold"]
+        if folds is not None and k not in folds:
+            continue
+        d = out / f"fold{k}"
+        argv = [sys.executable, "-m", "avformer", "compare", "--configs", *configs]
+        argv += ["--seeds", *map(str, seeds), "--out", str(d / "runs"), "--jobs", str(jobs), "--threads", str(threads)]
+        for item in [*(overrides or []), f"train_manifest={d / 'train.csv'}", f"val_manifest={d / 'val.csv'}"]:
+            argv += ["--set", item]
+        argv += ["--by", f"{d / 'val_meta.csv'}:speaker"]
+        if probe:
+            argv += ["--probe", str(d / "train.csv"), str(d / "val.csv")]
+        cmds.append(argv)
+    return cmds
+
+
+def _pair(values: list[float]) -> dict[str, Any] | None:
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values), "folds": values}
+
+
+def aggregate(out: Path) -> dict[str, Any]:
+    """Mean ± std over the folds of each config's per-fold values (``OUT/fold<k>/runs/results.json``)."""
+    info = json.loads((out / "folds.json").read_text())
+    per: dict[str, dict[str, Any]] = {}  # config -> what we collect
+    missing = []
+    for fold in info["folds"]:
+        k = fold["fold"]
+        path = out / f"fold{k}" / "runs" / "results.json"
+        if not path.is_file():
+            missing.append(k)
+            continue
+        for s in json.loads(path.read_text())["configs"]:
+            c = per.setdefault(s["config"], {"metric": s["metric"], "values": {}, "speakers": {}})
+            vals = c["values"]
+            if s.get("mean") is not None:
+                vals.setdefault(s["metric"], []).append(s["mean"])
+            for view in ("audio", "video"):
+                if s.get(view) is not None:
+                    vals.setdefault(f"{view}_top1", []).append(s[view][0])
+            for name, pair in (s.get("probe") or {}).items():
+                vals.setdefault(f"probe_{name}", []).append(pair[0])
+            for speaker, cells in (s.get("groups") or {}).items():
+                if speaker in fold["holdout"]:
+                    n = cells.get("n")  # compare averages it over seeds: the same clip count each time
+                    c["speakers"][speaker] = {v: x for v, x in cells.items() if v != "n"} | {
+                        "n": None if n is None else round(n)
+                    }
+    configs = {
+        name: {
+            "metric": c["metric"],
+            "values": {m: _pair(v) for m, v in c["values"].items()},
+            "speakers": dict(sorted(c["speakers"].items())),
+        }
+        for name, c in per.items()
+    }
+    result = {"folds": info["folds"], "splits": info["splits"], "missing_folds": missing, "configs": configs}
+    (out / "lso.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "lso.md").write_text(format_table(result))
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Markdown: one row per config, one column per measure (mean ± std over folds, n folds)."""
+    measures = sorted({m for c in result["configs"].values() for m in c["values"]})
+    holdouts = ", ".join("+".join(f["holdout"]) for f in result["folds"])
+    lines = [
+        "# AV-Digits leave-speaker-out",
+        "",
+        f"{len(result['folds'])} folds (held out: {holdouts}); pool: {' + '.join(result['splits'])}. "
+        "Each cell: mean ± std over the folds of the fold's value (mean over its seeds), [folds].",
+        "",
+    ]
+    if measures:
+        lines += ["| config | " + " | ".join(measures) + " |", "|---|" + "---|" * len(measures)]
+    else:
+        lines.append("No results yet.")
+    for name, c in result["configs"].items():
+        cells = []
+        for m in measures:
+            p = c["values"].get(m)
+            cells.append("-" if p is None else f"{p['mean']:.3f} ± {p['std']:.3f} [{p['n']}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if result["missing_folds"]:
+        lines += ["", f"Missing folds (no results.json): {result['missing_folds']}."]
+    speakers = {name: c["speakers"] for name, c in result["configs"].items() if c["speakers"]}
+    if speakers:
+        views = sorted({v for sp in speakers.values() for cells in sp.values() for v in cells if v != "n"})
+        lines += ["", "Top-1 of each held-out speaker:", "", "| config | speaker | n | " + " | ".join(views) + " |"]
+        lines.append("|---|---|---|" + "---|" * len(views))
+        for name, sp in speakers.items():
+            for speaker, cells in sp.items():
+                vals = [f"{cells[v]:.3f}" if isinstance(cells.get(v), float) else "-" for v in views]
+                lines.append(f"| {name} | {speaker} | {cells.get('n')} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="av_digits_lso.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("folds", help="write the fold manifests and folds.json")
+    f.add_argument("data", help="the AV-Digits folder (train_meta.csv, val_meta.csv)")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--splits", nargs="+", default=["train", "val"], help="official splits in the pool (train val)")
+    f.add_argument("--holdout", type=int, default=2, help="speakers held out per fold (2)")
+    f.add_argument("--folds", type=int, default=None, help="number of folds (default: speakers // holdout)")
+    f.add_argument("--seed", type=int, default=None, help="shuffle the speakers before grouping (default: sorted)")
+    r = sub.add_parser("run", help="avformer compare on every fold, then the table")
+    r.add_argument("--out", required=True, help="the folder `folds` wrote")
+    r.add_argument("--configs", nargs="+", required=True, metavar="YAML")
+    r.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S", help="train.seed values (0)")
+    r.add_argument("--jobs", type=int, default=1)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--set", dest="set_", action="append", default=[], metavar="key=value", help="override, all runs")
+    r.add_argument("--probe", action="store_true", help="self-supervised configs: linear-probe on the fold manifests")
+    r.add_argument("--folds", nargs="+", type=int, default=None, metavar="K", help="only these folds")
+    t = sub.add_parser("table", help="only re-read the fold runs and write lso.md / lso.json")
+    t.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    if args.command == "folds":
+        try:
+            info = write_folds(
+                Path(args.data), out, splits=tuple(args.splits), holdout=args.holdout, folds=args.folds, seed=args.seed
+            )
+        except ValueError as e:
+            print(f"av_digits_lso.py: error: {e}", file=sys.stderr)
+            return 2
+        for fold in info["folds"]:
+            print(
+                f"fold{fold['fold']}: hold out {', '.join(fold['holdout'])}: {fold['train']} train, {fold['val']} val"
+            )
+        print(f"wrote {out / 'folds.json'}")
+        return 0
+    if not (out / "folds.json").is_file():
+        print(f"av_digits_lso.py: error: {out / 'folds.json'} not found: run `folds` first", file=sys.stderr)
+        return 2
+    failed = False
+    if args.command == "run":
+        cmds = fold_commands(
+            out,
+            args.configs,
+            seeds=args.seeds,
+            jobs=args.jobs,
+            threads=args.threads,
+            overrides=args.set_,
+            probe=args.probe,
+            folds=args.folds,
+        )
+        for argv_k in cmds:
+            print("+ " + " ".join(argv_k), flush=True)
+            rc = subprocess.run(argv_k, check=False).returncode
+            if rc == 2:  # bad arguments or a config that does not load: the other folds would fail the same way
+                return 2
+            failed |= rc != 0
+    result = aggregate(out)
+    print((out / "lso.md").read_text())
+    print(f"wrote {out / 'lso.md'} and {out / 'lso.json'}")
+    return 1 if failed or result["missing_folds"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
