@@ -51,3 +51,28 @@ def test_bad_arguments() -> None:
         TokenPool(8, "median", 2)
     with pytest.raises(ValueError, match="kernel"):
         TokenPool(8, "max", 0)
+
+
+def test_bf16_pooling_gradients_are_the_same_on_every_call() -> None:
+    """Regression: the pooling convolution got a channels-last view, on which oneDNN's bf16 backward gave another
+    weight gradient on every call (and NaN losses in the smoke runs). The same step must give the same gradients."""
+    from avformer.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("mmt_tiny", num_classes=9, audio_overrides={"input_size": [32, 100]},
+                         video_overrides={"input_size": [4, 32, 32]}, proj_dim=32)  # fmt: skip
+    audio, video = torch.randn(8, 1, 32, 100), torch.randn(8, 3, 4, 32, 32)
+
+    def pool_grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(audio, video)
+        logits = out.logits if hasattr(out, "logits") else out
+        logits.float().logsumexp(-1).mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if ".pool." in n and p.grad is not None}
+
+    first = pool_grads()
+    assert first
+    for _ in range(3):
+        again = pool_grads()
+        assert [n for n in first if not torch.equal(first[n], again[n])] == []

@@ -73,7 +73,9 @@ class TokenPool(nn.Module):
         P = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
         lead, C = x.shape[:-2], x.shape[-1]
         prefix, tokens = x[..., :P, :], x[..., P:, :]
-        tokens = tokens.reshape(-1, *grid, C).movedim(-1, 1)  # (B', C, *grid)
+        # (B', C, *grid), made contiguous: the channels-last view movedim gives made oneDNN's bf16 backward of the
+        # pooling convolution give a different weight gradient on every call (and NaN losses in tiny models)
+        tokens = tokens.reshape(-1, *grid, C).movedim(-1, 1).contiguous()
         tokens = self.pool(tokens)  # (B', C, *grid')
         new_grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2).reshape(*lead, -1, C)  # (..., N', C)
