@@ -26,6 +26,13 @@ Throughput
     Median seconds per step over ``steps`` timed steps after ``warmup`` untimed ones, on the model's own (fused)
     attention path: forward in ``eval`` under ``torch.inference_mode``, forward+backward in ``train`` (no optimizer
     step). bfloat16 means ``torch.autocast`` with float32 parameters, as training runs.
+
+Matmul rate and MFU
+    :func:`matmul_rate` measures what the device sustains on one large square matmul (2048×2048 on a CPU, 8192×8192
+    on a GPU) in a given dtype: a few untimed calls, then as many as fit in about ``seconds``. It is the yardstick
+    of :func:`mfu` where no data-sheet peak exists (every CPU): model FLOPs utilisation = model FLOPs per training
+    step / step time / matmul rate of the precision the step ran in. It is a measured rate, below the data-sheet
+    peak (on a GPU a large matmul reaches 70-90 % of it), so MFU against it reads higher than against a peak.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "forward_flops",
+    "matmul_rate",
+    "mfu",
     "profile_model",
     "throughput",
     "training_peak_memory",
@@ -361,3 +370,54 @@ def profile_model(
         forward=fwd,
         forward_backward=fwd_bwd,
     )
+
+
+def matmul_rate(
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    size: int | None = None,
+    seconds: float = 1.0,
+    warmup: int = 3,
+    timer: Callable[[], float] = time.perf_counter,
+) -> float:
+    """FLOP/s of ``size``×``size`` matmuls in ``dtype`` on ``device`` (2 FLOPs per multiply-add).
+
+    Args:
+        size: the square side; default 2048 on a CPU, 8192 on a GPU (a 2048 matmul is too short to fill one).
+        seconds: timed for at least this long, >= 1 call (on a GPU in doubling batches of calls, so that it
+            syncs rarely).
+        warmup: untimed calls first (oneDNN / cuBLAS pick and cache their kernels).
+        timer: the clock (tests replace it).
+    """
+    device = torch.device(device)
+    n = size or (8192 if device.type == "cuda" else 2048)
+    if n < 1 or seconds < 0 or warmup < 0:
+        raise ValueError(f"need size >= 1, seconds >= 0 and warmup >= 0, got {n}, {seconds}, {warmup}")
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    for _ in range(warmup):
+        torch.mm(a, b, out=out)
+    synchronize(device)
+    calls, batch = 0, 1
+    t0 = timer()
+    while True:
+        for _ in range(batch):
+            torch.mm(a, b, out=out)
+        synchronize(device)
+        calls += batch
+        elapsed = timer() - t0
+        if elapsed >= seconds:
+            break
+        if device.type != "cpu":  # a GPU call is asynchronous: sync after ever longer batches of calls
+            batch *= 2
+    return 2.0 * n**3 * calls / max(elapsed, 1e-12)
+
+
+def mfu(flops_per_step: float, step_s: float, flops_per_s: float) -> float:
+    """Model FLOPs utilisation: ``flops_per_step`` done in ``step_s`` seconds, as a fraction of ``flops_per_s``."""
+    if step_s <= 0 or flops_per_s <= 0:
+        raise ValueError(f"need step_s > 0 and flops_per_s > 0, got {step_s}, {flops_per_s}")
+    return flops_per_step / step_s / flops_per_s

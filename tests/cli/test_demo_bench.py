@@ -26,6 +26,8 @@ def test_demo_runs_and_writes_summary(
     for name in ("fused", "audio", "video"):
         assert (tmp_path / name / "best.pt").is_file()
         assert (tmp_path / name / "report.md").is_file()
+        # fp32 as asked, not the default auto: the README's demo figures were measured in fp32
+        assert json.loads((tmp_path / name / "precision.json").read_text())["used"] == "fp32"
     assert (tmp_path / "comparison.png").stat().st_size > 1000
     report = (tmp_path / "report.md").read_text()
     assert "| MMT-Tiny (audio + video) |" in report and "fused/report.md" in report

@@ -113,6 +113,7 @@ def demo_configs(data_dir: Path, out: Path, s: DemoSettings, seed: int, workers:
             log_every=10**6,  # no per-step rows: one line per epoch, and the progress lines within an epoch
             tensorboard=False,
             device="cpu",
+            precision="fp32",  # the demo's figures in the docs were measured in fp32
             resume=None,
         ),
         task=TaskSpec("av_classification", {"avc_weight": s.avc_weight, "imc_weight": s.imc_weight}),

@@ -29,9 +29,15 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 def autocast_context(device: torch.device, precision: str) -> AbstractContextManager[Any]:
-    """bf16 autocast on ``device`` for ``precision == "bf16"``, else a no-op context."""
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, a no-op context for ``"fp32"``.
+
+    ``precision`` is a resolved one: ``auto`` is resolved once per run, before any step
+    (:func:`avformer.utils.precision.resolve_precision`), not here.
+    """
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'fp32' or 'bf16' here (resolve 'auto' first), got {precision!r}")
     return nullcontext()
 
 
@@ -72,7 +78,8 @@ def evaluate(
     of all ranks are gathered and sorted by ``batch["index"]`` (dataset order), so every rank computes the
     metrics of the whole set. ``lockstep``: ranks with fewer batches repeat their last one, discarding its
     outputs (needed when the forward itself is a collective, as under FSDP). ``progress``: show the batches
-    done on ``console`` (rank 0; :class:`~avformer.utils.progress.Progress`).
+    done on ``console`` (rank 0; :class:`~avformer.utils.progress.Progress`). ``precision``: ``fp32`` or ``bf16``
+    (autocast), the run's resolved precision.
     """
     model = task.model
     was_training = model.training

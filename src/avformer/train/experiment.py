@@ -48,6 +48,7 @@ from avformer.train.report import write_run_report
 from avformer.train.trainer import evaluate, fit, seed_everything
 from avformer.utils.distributed import is_main
 from avformer.utils.errors import UsageError
+from avformer.utils.precision import resolve_precision
 from avformer.utils.run_folder import write_classes
 from avformer.utils.run_lock import RunLock
 
@@ -440,7 +441,8 @@ def _run_locked(
         outputs = getattr(exp.task, "last_outputs", None)
         if outputs is None:  # a finished run resumed: nothing was evaluated in this process
             device = next(exp.model.parameters()).device
-            evaluate(exp.task, exp.data.val_loader, device=device, precision=exp.cfg.train.precision)
+            precision = resolve_precision(exp.cfg.train.precision, device, warn=False).used  # as the trainer did
+            evaluate(exp.task, exp.data.val_loader, device=device, precision=precision)
             outputs = getattr(exp.task, "last_outputs", None)
     path = None
     if report and supervised and is_main() and summary.get("stopped") is None:

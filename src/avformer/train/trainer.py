@@ -35,6 +35,14 @@ them at the same step. Rank 0 alone writes files (checkpoints, logs, plots); eve
 resume. Evaluation gives the metrics of a single-process evaluation (:mod:`avformer.train.evaluation`); EMA is
 not supported with FSDP.
 
+Precision
+---------
+``train.precision`` is resolved once, when the trainer is built (:func:`~avformer.utils.precision.resolve_precision`:
+``auto`` is bf16 autocast on a device with fast bf16, else fp32), and that resolved value is what the training
+steps, the validations and the tasks' epoch hooks use. The start-up line prints it with its reason, and
+``precision.json`` in the run folder records it (requested, used, reason, device, CPU flags); ``config.yaml`` keeps
+what was asked. A run resumed on another machine resolves again there (and says so when the result changed).
+
 Shards: when the train loader's dataset has ``fast_forward`` (:class:`~avformer.data.shards.ShardDataset`), a
 mid-epoch resume asks it to skip the trained batches without reading or decoding them (they come out as empty
 placeholder batches), so resuming costs no data loading.
@@ -44,6 +52,7 @@ Differences from a framework trainer: no callbacks zoo, one ``on_epoch_end`` hoo
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import signal
@@ -88,6 +97,7 @@ from avformer.utils.distributed import (
     world_size,
 )
 from avformer.utils.errors import TrainingDiverged, UsageError
+from avformer.utils.precision import PRECISION_FILE, resolve_precision
 
 __all__ = ["TrainState", "Trainer", "evaluate", "fit", "seed_everything", "set_loader_epoch"]
 
@@ -130,6 +140,9 @@ class Trainer(CheckpointMixin):
         self.out_dir = Path(out_dir if out_dir is not None else cfg.train.out_dir)
         self.main = is_main()
         self.device = resolve_device(cfg.train.device)
+        # resolved once per run (and again on resume, on the machine it resumes on); the warning is logged in fit
+        self.precision_choice = resolve_precision(cfg.train.precision, self.device, warn=False)
+        self.precision = self.precision_choice.used  # 'fp32' | 'bf16': what every autocast of this run uses
         self.on_epoch_end = on_epoch_end
         self.console = console
         self.state = TrainState()
@@ -358,7 +371,7 @@ class Trainer(CheckpointMixin):
             n = int(batch["batch_size"])
             last = i == len(group) - 1
             with self._grad_sync(last):
-                with autocast_context(self.device, self.tcfg.precision):
+                with autocast_context(self.device, self.precision):
                     loss, metrics = self.task.training_step(_to_device(batch, self.device))
                 (loss * (n * scale)).backward()  # weight = this batch's share of the step's (global) clips
             loss_sum += float(loss.detach()) * n
@@ -408,7 +421,7 @@ class Trainer(CheckpointMixin):
                 self.task,
                 val_loader,
                 device=self.device,
-                precision=self.tcfg.precision,
+                precision=self.precision,
                 lockstep=self.fsdp,
                 progress=self.logger.enabled,
                 console=self.logger.console,
@@ -510,6 +523,7 @@ class Trainer(CheckpointMixin):
             where = f"step {self.state.step}, epoch {self.state.epoch + 1} batch {self.state.batches_done}"
             self.logger.info(f"resumed from {path} ({where})")
         self.logger.truncate(epoch=self.state.epoch, step=self.state.step)
+        self._record_precision()
 
         previous = self._install_signals()
         try:
@@ -520,11 +534,31 @@ class Trainer(CheckpointMixin):
             self.logger.close()
         return summary
 
+    def _record_precision(self) -> None:
+        """Log the precision's warning, say when a resumed run resolved to another precision than the run folder's
+        last start, and write ``precision.json`` (rank 0)."""
+        assert self.logger is not None
+        choice = self.precision_choice
+        if choice.warning is not None:
+            self.logger.info(f"warning: {choice.warning}")
+        if not self.main:
+            return
+        path = self.out_dir / PRECISION_FILE
+        before = _read_precision(path)
+        if before is not None and before.get("used") != choice.used:
+            was = f"{before.get('used')} on {before.get('device_name') or before.get('device')}"
+            self.logger.info(
+                f"precision: this run was in {was} ({before.get('reason')}); resolved again here: {choice.used} "
+                f"({choice.reason})"
+            )
+        choice.write(self.out_dir)
+
     def _loop(self, train_loader: Any, val_loader: Any | None, n_batches: int) -> dict[str, Any]:
         assert self.scheduler is not None and self.logger is not None
         st, tcfg = self.state, self.tcfg
         self.logger.info(
-            f"training {tcfg.epochs} epochs × {n_batches} batches on {self.device} ({tcfg.precision}); "
+            f"training {tcfg.epochs} epochs × {n_batches} batches on {self.device} "
+            f"({self.precision}: {self.precision_choice.reason}); "
             f"out_dir {self.out_dir}"
         )
         while st.epoch < tcfg.epochs:
@@ -596,7 +630,7 @@ class Trainer(CheckpointMixin):
         if hook is not None:
             st = self.state
             ctx = EpochContext(
-                st.epoch, self.tcfg.epochs, self.device, self.tcfg.precision, train_loader, st.step, self.optimizer
+                st.epoch, self.tcfg.epochs, self.device, self.precision, train_loader, st.step, self.optimizer
             )
             hook(ctx)
 
@@ -627,6 +661,15 @@ class _LoaderStopped(Exception):
     """The training loader failed after a SIGTERM (its workers died of it): stop at this step boundary."""
 
 
+def _read_precision(path: Path) -> dict[str, Any] | None:
+    """The ``precision.json`` of an earlier start of this run; None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _first_reasons(stats: LoadStats, n: int = 3) -> str:
     """``"; first: id (reason); ..."`` for the first ``n`` skipped rows, '' when none were skipped."""
     if not stats.skipped:
@@ -647,9 +690,9 @@ def fit(
 ) -> dict[str, Any]:
     """Train ``task`` on ``train_loader``, evaluating on ``val_loader``; see :class:`Trainer` and the module docs.
 
-    Writes ``config.yaml``, ``last.pt``, ``best.pt``, ``metrics.csv``, ``train_log.csv`` (and ``tb/``) into
-    ``out_dir`` (default ``cfg.train.out_dir``). Returns the final metrics row with the best metric and
-    ``stopped`` (a signal name when SIGTERM/SIGINT ended the run after saving ``last.pt``).
+    Writes ``config.yaml``, ``precision.json``, ``last.pt``, ``best.pt``, ``metrics.csv``, ``train_log.csv`` (and
+    ``tb/``) into ``out_dir`` (default ``cfg.train.out_dir``). Returns the final metrics row with the best metric
+    and ``stopped`` (a signal name when SIGTERM/SIGINT ended the run after saving ``last.pt``).
     """
     trainer = Trainer(
         task, cfg, out_dir, console=console, on_epoch_end=on_epoch_end, checkpoint_extras=checkpoint_extras
