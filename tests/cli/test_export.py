@@ -3,6 +3,8 @@ place of the run, with the run's numbers; bf16 close to them; a damaged export i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import torch
 import avformer
 from avformer.cli import export as export_cli
 from avformer.cli import predict as predict_cli
+from avformer.models.export_formats import EagerBackend, check_tolerance, example_inputs, load_backend
 from avformer.models.loading import EXPORTERS, is_export, load_run
 from avformer.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tests._paths import shared_path
 from tests.cli._tiny_run import make_run, write_wav
 
 
@@ -107,7 +111,7 @@ def test_refusals_are_one_line(run: Path, tmp_path: Path, capsys: pytest.Capture
     assert export_cli.main([str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("avformer export: error: ") for line in err)
-    assert list(EXPORTERS) == ["safetensors"]  # the speed issue adds onnx / torchscript here
+    assert list(EXPORTERS) == ["safetensors", "torchscript", "onnx"]
 
 
 def test_a_damaged_export_is_an_error_not_a_traceback(
@@ -127,3 +131,107 @@ def test_a_damaged_export_is_an_error_not_a_traceback(
     (out / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="do not fit model 'mmt_tiny'"):
         load_run(out)
+
+
+# ---- torchscript / onnx ------------------------------------------------------------------------------------------
+_BACKEND = {"torchscript": "torchscript", "onnx": "onnxruntime"}
+_GRAPH = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
+
+
+@pytest.fixture(scope="module")
+def clip() -> Path:
+    return shared_path("media", "labeled", "grid__bbaf2n.mpg")  # a real clip with both streams (3 s)
+
+
+class _Graphs:
+    """Each graph format exported once (on first use) with the check on the real clip: ``graphs[fmt]`` is
+    ``(folder, printed output)``."""
+
+    def __init__(self, run: Path, clip: Path, factory: pytest.TempPathFactory) -> None:
+        self.run, self.clip, self.factory, self.done = run, clip, factory, {}
+
+    def __getitem__(self, fmt: str) -> tuple[Path, str]:
+        if fmt == "onnx":
+            pytest.importorskip("onnxruntime", reason="the onnx extra (onnx, onnxruntime) is not installed")
+        if fmt not in self.done:
+            folder = self.factory.mktemp(fmt) / "exp"
+            printed, err = io.StringIO(), io.StringIO()
+            argv = [str(self.run), "--out", str(folder), "--format", fmt, "--check", str(self.clip)]
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(err):
+                status = export_cli.main(argv)
+            assert status == 0, err.getvalue()
+            self.done[fmt] = (folder, printed.getvalue())
+        return self.done[fmt]
+
+
+@pytest.fixture(scope="module")
+def graphs(run: Path, clip: Path, tmp_path_factory: pytest.TempPathFactory) -> _Graphs:
+    return _Graphs(run, clip, tmp_path_factory)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_an_exported_graph_matches_eager_on_a_real_clip(fmt: str, graphs: _Graphs, clip: Path) -> None:
+    folder, printed = graphs[fmt]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["classes.txt", "config.yaml", "model.safetensors",
+                                                               _GRAPH[fmt]])  # fmt: skip
+    check = next(line for line in printed.splitlines() if "check:" in line)
+    diff, tolerance = float(check.split("eager ")[1].split()[0]), float(check.split("tolerance ")[1].rstrip(")"))
+    assert f"{clip}, 3 window(s)" in check and diff <= tolerance
+    # loaded back: batch sizes and presence masks other than the traced ones give the eager logits
+    run = load_run(folder)
+    exported, eager = load_backend(_BACKEND[fmt], run.model, folder), EagerBackend(run.model)
+    for batch in (1, 4):
+        audio, video, has_a, has_v = example_inputs(run.model, batch, seed=batch)
+        has_a[0], has_v[-1] = False, False
+        ref = eager(audio, video, has_a, has_v)
+        torch.testing.assert_close(exported(audio, video, has_a, has_v), ref, atol=check_tolerance(ref), rtol=0)
+
+
+@pytest.mark.slow  # the ONNX export: ~5 s
+def test_predict_with_onnxruntime_gives_eager_top1(
+    graphs: _Graphs, clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = graphs["onnx"]
+    capsys.readouterr()
+    tops = {}
+    for backend in ("eager", "onnxruntime"):
+        assert predict_cli.main([str(folder), str(clip), "--json", "--topk", "3", "--backend", backend]) == 0
+        tops[backend] = json.loads(capsys.readouterr().out)["top"]
+    assert [t["label"] for t in tops["onnxruntime"]] == [t["label"] for t in tops["eager"]]
+    assert [t["prob"] for t in tops["onnxruntime"]] == pytest.approx([t["prob"] for t in tops["eager"]], abs=1e-4)
+
+
+def test_unsupported_exports_and_backends_are_one_line(
+    run: Path, graphs: _Graphs, wav: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    no_classes = make_run(tmp_path / "ssl", "audio", classes=[])  # no head: its outputs are features, not logits
+    (no_classes / "classes.txt").unlink(missing_ok=True)
+    assert export_cli.main([str(no_classes), "--out", str(tmp_path / "a"), "--format", "onnx"]) == 2
+    assert export_cli.main([str(run), "--out", str(tmp_path / "b"), "--format", "torchscript", "--dtype", "bf16"]) == 2
+    assert export_cli.main([str(run), "--out", str(tmp_path / "c"), "--check", str(wav)]) == 2  # safetensors
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("avformer export: error: ") for line in err), err
+    assert "classes" in err[0] and "fp32" in err[1] and "--check" in err[2]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing anything
+
+    torchscript_only, _ = graphs["torchscript"]
+    assert predict_cli.main([str(torchscript_only), str(wav), "--backend", "onnxruntime"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no model.onnx" in err[0] and "--format onnx" in err[0]
+
+
+def test_a_failed_check_removes_the_graph_and_exits_1(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(export_cli, "check_tolerance", lambda logits: -1.0)  # any difference, even 0, is too large
+    assert export_cli.main([str(run), "--out", str(tmp_path / "x"), "--format", "torchscript"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("avformer export: error: model.torchscript.pt differs")
+    assert not (tmp_path / "x" / "model.torchscript.pt").exists()
+
+
+def test_a_later_export_removes_another_formats_graph(run: Path, tmp_path: Path) -> None:
+    out = _export(run, tmp_path / "exp")
+    (out / "model.onnx").write_bytes(b"a graph of older weights")  # e.g. from an earlier --format onnx
+    _export(run, out, "--no-ema")  # new weights: the old graph would not match them
+    assert sorted(p.name for p in out.iterdir()) == ["classes.txt", "config.yaml", "model.safetensors"]

@@ -1,8 +1,15 @@
-"""``avformer bench data MANIFEST`` and ``avformer bench train MODEL | --config FILE``.
+"""``avformer bench data MANIFEST``, ``avformer bench train MODEL | --config FILE`` and ``avformer bench predict``.
+
+``bench predict RUN FILE...`` reports clips/s of ``predict`` (decode + features + model) for the eager model and
+the exported ones (TorchScript, ONNX Runtime), fp32 and bf16, alternating in one run: see
+:mod:`avformer.eval.bench_predict`. Example::
+
+    avformer bench predict exports/av_digits_mmt clip1.mp4 clip2.mp4 --repeats 5
 
 ``bench train`` reports training clips/s (forward + backward + AdamW step on a synthetic batch of the model's
-input size, warmup steps not timed) and, on a CUDA device, the model FLOPs utilisation against the device's bf16
-peak; with ``--config FILE --shards DIR`` it also trains the same model fed by the real data loader, from the
+input size, warmup steps not timed) and the model FLOPs utilisation (MFU), on a CPU as on a GPU, against the
+device's bf16 and fp32 matmul rates measured first in the same run (and, on a GPU, against its data-sheet bf16
+peak); with ``--config FILE --shards DIR`` it also trains the same model fed by the real data loader, from the
 config's source files and from the shards, in alternating rounds of one run, and prints the ratio. See
 :mod:`avformer.train.speed` for the definitions. Examples::
 
@@ -212,7 +219,7 @@ def bench_data(manifest: Manifest, cfg: DataConfig, workers: int, batch_size: in
 
 
 def _train_parser(sub: Any) -> None:
-    p = sub.add_parser("train", help="training clips/s (and MFU on a GPU) of a model, optionally fed by real data")
+    p = sub.add_parser("train", help="training clips/s and MFU of a model, optionally fed by real data")
     p.add_argument("model", nargs="?", help="registered model name (synthetic input of its default size)")
     p.add_argument("--config", help="experiment YAML instead of MODEL: its model, input sizes, losses and optimizer")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
@@ -220,10 +227,13 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps of the synthetic measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile, autotuning, workers)")
     p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:1 ...")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="default: bf16 on cuda, else fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 where the device has fast bf16 (as train.precision auto), else fp32")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the model first")
     p.add_argument("--num-classes", type=int, default=10, help="classifier size for the synthetic batch")
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: the bf16 table)")
+    p.add_argument("--matmul-seconds", type=float, default=1.0, help="seconds per matmul benchmark (MFU's yardstick)")
+    p.add_argument("--matmul-size", type=int, default=None, help="its square side (default: 2048 CPU, 8192 GPU)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--shards", default=None, help="with --config: also train from the config's train_manifest and "
                    "from these shards (prepare output), same model, alternating rounds; print the ratio")  # fmt: skip
@@ -239,7 +249,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
     from avformer.data.shards import ShardDataset, make_shard_loader
     from avformer.models.av_model import AVModel
     from avformer.models.loading import build_model
-    from avformer.profiling import forward_flops
+    from avformer.profiling import forward_flops, mfu
     from avformer.tasks.inference import input_modality
     from avformer.tasks.registry import TaskData
     from avformer.train.experiment import compose
@@ -250,6 +260,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
         synthetic_batch,
         train_step_rate,
     )
+    from avformer.utils.precision import resolve_precision
 
     if (args.model is None) == (args.config is None):
         raise ValueError("give a MODEL name or --config FILE (not both)")
@@ -261,7 +272,8 @@ def _bench_train(args: Any) -> dict[str, Any]:
     if args.shards is not None and args.config is None:
         raise ValueError("--shards needs --config (the source files are the config's train_manifest)")
     device = resolve_device(args.device)
-    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    choice = resolve_precision(args.precision, device)  # warns for bf16 on a device without fast bf16
+    precision = choice.used
     batch_size = args.batch_size or (cfg.train.batch_size if args.config else 16)
     num_classes = args.num_classes
     manifest = None
@@ -290,6 +302,7 @@ def _bench_train(args: Any) -> dict[str, Any]:
     if any(v is None for v in shapes.values()):
         raise ValueError(f"{cfg.model.name}: no default input size to build a synthetic batch from")
     batch = synthetic_batch(shapes.get("audio"), shapes.get("video"), batch_size, num_classes, device)
+    matmul = _matmul_rates(device, seconds=args.matmul_seconds, size=args.matmul_size)  # first, on a quiet device
     rate = train_step_rate(task, batch, cfg, device=device, precision=precision, steps=args.steps, warmup=args.warmup)
     with torch.device("meta"):
         meta_model = build_model(cfg.model, num_classes)
@@ -300,10 +313,13 @@ def _bench_train(args: Any) -> dict[str, Any]:
     if args.peak_tflops is not None:
         peak = args.peak_tflops
     achieved = flops_per_clip * rate.clips_per_s
+    flops_per_step = flops_per_clip * batch_size
     res: dict[str, Any] = {
         "model": cfg.model.name,
         "device": device_name,
         "precision": precision,
+        "precision_requested": choice.requested,
+        "precision_reason": choice.reason,
         "compile": bool(args.compile),
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
@@ -316,6 +332,11 @@ def _bench_train(args: Any) -> dict[str, Any]:
         "achieved_tflops": achieved / 1e12,
         "peak_tflops": peak,
         "mfu": achieved / (peak * 1e12) if peak else None,
+        # measured in this run: the device's matmul rate in each precision, and MFU against the rate of the one used
+        "matmul_size": matmul["size"],
+        "matmul_tflops": {k: matmul[k] / 1e12 for k in ("bf16", "fp32")},
+        "train_flops_per_step": flops_per_step,
+        "mfu_matmul": mfu(flops_per_step, rate.median_step_s, matmul[precision]),
     }
     if args.shards is not None and manifest is not None:
         workers = cfg.train.workers if args.workers is None else args.workers
@@ -349,10 +370,20 @@ def _bench_train(args: Any) -> dict[str, Any]:
     return res
 
 
+def _matmul_rates(device: torch.device, *, seconds: float, size: int | None) -> dict[str, Any]:
+    """The device's bf16 and fp32 matmul FLOP/s (:func:`avformer.profiling.matmul_rate`) and the square side."""
+    from avformer.profiling import matmul_rate
+
+    n = size or (8192 if device.type == "cuda" else 2048)
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    return {"size": n, **{k: matmul_rate(device, dt, size=n, seconds=seconds) for k, dt in dtypes.items()}}
+
+
 def _print_train(res: dict[str, Any]) -> None:
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in res["input_shapes"].items())
     print(
-        f"bench train: {res['model']} ({shapes}), batch {res['batch_size']}, {res['precision']}"
+        f"bench train: {res['model']} ({shapes}), batch {res['batch_size']}, {res['precision']} "
+        f"({res['precision_reason']})"
         f"{' + compile' if res['compile'] else ''} on {res['device']} ({res['threads']} threads); "
         f"median of {res['steps']} steps after {res['warmup']} warmup"
     )
@@ -362,6 +393,12 @@ def _print_train(res: dict[str, Any]) -> None:
     print(
         f"  model FLOPs per clip (3 x fwd) {res['train_flops_per_clip'] / 1e9:8.2f} GFLOP  "
         f"achieved {res['achieved_tflops']:.3f} TFLOP/s  {mfu}"
+    )
+    mm, n = res["matmul_tflops"], res["matmul_size"]
+    print(
+        f"  matmul {n}x{n} (measured first): bf16 {1000 * mm['bf16']:.0f} GFLOP/s, fp32 {1000 * mm['fp32']:.0f} "
+        f"GFLOP/s ({mm['bf16'] / mm['fp32']:.1f}x)  MFU {100 * res['mfu_matmul']:.1f}% of the {res['precision']} "
+        f"matmul rate ({res['train_flops_per_step'] / 1e9:.1f} GFLOP/step in {res['median_step_s']:.3f} s)"
     )
     e2e = res.get("end_to_end")
     if e2e:
@@ -376,6 +413,50 @@ def _print_train(res: dict[str, Any]) -> None:
             f"{only['shards']:.1f} clips/s ({e2e['loader_only_shards_over_files']:.2f}x)"
         )
     if "load_average" in res:
+        print("  load average " + " ".join(f"{x:.2f}" for x in res["load_average"]))
+
+
+def _predict_parser(sub: Any) -> None:
+    from avformer.models.export_formats import BACKENDS
+
+    p = sub.add_parser("predict", help="predict clips/s (decode + features + model): eager vs exported, fp32 vs bf16")
+    p.add_argument("run", metavar="RUN", help="run or export folder (its model.onnx / model.torchscript.pt if any)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="media files (each predicted with --clips windows)")
+    p.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable (default: all)")
+    p.add_argument("--precision", action="append", choices=("fp32", "bf16"), help="repeatable (default: both)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating timed passes per variant; median kept")
+    p.add_argument("--clips", type=int, default=1, help="windows per file (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch / ONNX Runtime intra-op threads")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _bench_predict(args: Any) -> dict[str, Any]:
+    from avformer.eval.bench_predict import bench_predict
+    from avformer.models.export_formats import BACKENDS
+    from avformer.models.loading import load_run
+
+    run = load_run(args.run)
+    backends, precisions = args.backend or list(BACKENDS), args.precision or ["fp32", "bf16"]
+    return bench_predict(run, args.run, args.files, backends=backends, precisions=precisions,
+                         repeats=args.repeats, clips=args.clips)  # fmt: skip
+
+
+def _print_predict(res: dict[str, Any]) -> None:
+    print(
+        f"bench predict: {res['model']}, {res['files']} files x {res['clips_per_file']} clip(s) = {res['windows']} "
+        f"clips per pass, median of {res['repeats']} alternating passes, {res['threads']} threads, CPU"
+    )
+    print(f"  {'backend':<12} {'precision':<9} {'clips/s':>8} {'model ms/clip':>14} {'vs first':>8}  top-1 = first")
+    for r in res["rows"]:
+        print(
+            f"  {r['backend']:<12} {r['precision']:<9} {r['clips_per_s']:8.2f} {r['model_ms_per_clip']:14.2f} "
+            f"{r['vs_first']:7.2f}x  {r['top1_agrees']}/{res['files']}"
+        )
+    for name in res["skipped"]:
+        print(f"  {name}: n/a (not supported by that backend)")
+    if res["exported_for_the_bench"]:
+        print(f"  exported for this bench into a temporary folder: {', '.join(res['exported_for_the_bench'])}")
+    if res["load_average"]:
         print("  load average " + " ".join(f"{x:.2f}" for x in res["load_average"]))
 
 
@@ -397,7 +478,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-mel-bins", type=int, default=128)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _train_parser(sub)
+    _predict_parser(sub)
     args = parser.parse_args(argv)
+    if args.what == "predict":
+        from avformer.config import ConfigError
+        from avformer.utils.checkpoint import CheckpointError
+
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        try:
+            res = _bench_predict(args)
+        except (OSError, ValueError, KeyError, TypeError, UsageError, CheckpointError, ConfigError) as e:
+            print(f"avformer bench predict: {' '.join(str(e).split())}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps(res, indent=2))
+        else:
+            _print_predict(res)
+        return 0
     if args.what == "train":
         if args.threads is not None:
             torch.set_num_threads(args.threads)

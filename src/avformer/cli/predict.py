@@ -18,6 +18,10 @@ no usable stream), gives one line ``PATH: error: REASON`` on stderr and the comm
 text. ``--png DIR`` writes ``DIR/<file name>.png`` per predicted file: a strip of frames, the log-mel spectrogram
 and the top-k bars.
 
+``--backend torchscript`` or ``onnxruntime`` runs the model file that ``avformer export --format torchscript|onnx``
+wrote into an export folder (CPU; the same decoding and features; see :mod:`avformer.models.export_formats`);
+``eager`` (the default) runs the PyTorch model.
+
 Exit status: 0 when every file got a prediction, 1 when any file failed, 2 when the run cannot be loaded.
 """
 
@@ -30,9 +34,11 @@ from pathlib import Path
 
 from avformer.eval.predict import FilePrediction, FilePredictor
 from avformer.eval.report import plot_prediction
+from avformer.models.export_formats import BACKENDS, load_backend
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
 from avformer.utils.device import resolve_device
+from avformer.utils.errors import UsageError
 
 __all__ = ["format_prediction", "main"]
 
@@ -51,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="decode-time budget per file (default 60)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1 ...")
+    p.add_argument("--backend", choices=BACKENDS, default="eager",
+                   help="eager (PyTorch), or the export folder's model.torchscript.pt / model.onnx (CPU)")  # fmt: skip
     return p
 
 
@@ -89,14 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, CheckpointError, ValueError, TypeError, KeyError, RuntimeError) as e:
         print(f"avformer predict: error: cannot load the run {args.run}: {e}", file=sys.stderr)
         return 2
+    device = resolve_device(args.device) if args.backend == "eager" else resolve_device("cpu")
+    try:
+        backend = None if args.backend == "eager" else load_backend(args.backend, run.model, args.run)
+    except UsageError as e:
+        print(f"avformer predict: error: {e}", file=sys.stderr)
+        return 2
     predictor = FilePredictor(
         run,
         num_clips=args.clips,
         topk=args.topk,
         multilabel=args.multilabel,
-        device=resolve_device(args.device),
+        device=device,
         keep_display=args.png is not None,
         timeout_s=args.timeout if args.timeout > 0 else None,
+        backend=backend,
     )
     png_dir = Path(args.png) if args.png else None
     used: set[Path] = set()

@@ -35,6 +35,7 @@ from avformer.data.dataset import collate
 from avformer.data.media import Clip, MediaError, decode_clip, media_duration
 from avformer.data.video import VideoTransform, uniform_clip_windows
 from avformer.metrics.aggregate import aggregate_views
+from avformer.models.export_formats import Backend, stand_in
 from avformer.models.loading import LoadedRun
 from avformer.tasks.inference import input_modality, predict_batch
 
@@ -153,6 +154,9 @@ class FilePredictor:
             ``data.decode_timeout_s`` per window.
         per_modality: an audio-visual model also scores the file with one stream masked out
             (:attr:`FilePrediction.views`; three forward passes per window instead of one).
+        backend: runs the model in place of ``run.model``'s own forward (an exported graph, or the eager model
+            in bf16: :func:`avformer.models.export_formats.load_backend`); decoding, transforms and pooling
+            are the same. None = the eager model, fp32.
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class FilePredictor:
         keep_display: bool = False,
         timeout_s: float | None = None,
         per_modality: bool = False,
+        backend: Backend | None = None,
     ) -> None:
         if num_clips < 1:
             raise ValueError(f"num_clips must be >= 1, got {num_clips}")
@@ -181,6 +186,8 @@ class FilePredictor:
         self.timeout_s = timeout_s
         self.per_modality = per_modality
         self.model = run.model.to(self.device).eval()
+        self.backend = backend
+        self._net = self.model if backend is None else stand_in(self.model, backend)  # what the batch runs through
         self.kind = input_modality(self.model)  # "av", "audio" or "video"
         self.want_video = self.kind in ("av", "video")
         self.want_audio = self.kind in ("av", "audio")
@@ -335,7 +342,7 @@ class FilePredictor:
         batch = collate(samples)
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         per_modality = self.per_modality and self.kind == "av"
-        out = predict_batch(self.model, batch, multilabel=self.multilabel, per_modality=per_modality)  # (V, K) each
+        out = predict_batch(self._net, batch, multilabel=self.multilabel, per_modality=per_modality)  # (V, K) each
         activation = "sigmoid" if self.multilabel else "softmax"
         names = ("fused", "audio", "video") if per_modality else ("fused",)
         return {n: aggregate_views(out[n][None].float().cpu(), activation=activation)[0] for n in names}

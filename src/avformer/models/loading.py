@@ -16,8 +16,11 @@ fp16 when asked; ``__metadata__`` says ``format: avformer-export``, its version,
 ``predict``, ``embed`` and :func:`avformer.load` read both. Reading one never runs code: safetensors holds raw
 tensors, the config is YAML read with ``safe_load``.
 
-Other formats (ONNX, TorchScript) are meant to join :data:`EXPORTERS`: a format name -> a function that writes the
-weights file of a :class:`LoadedRun` into the export folder (the config and classes are written once, beside it).
+:data:`EXPORTERS` maps a format name to a function that writes the model file of a :class:`LoadedRun` into the
+export folder (the config and classes are written once, beside it). ``torchscript`` and ``onnx`` write
+``model.safetensors`` too (fp32 only), so the folder still loads eagerly, plus ``model.torchscript.pt`` or
+``model.onnx`` (see :mod:`avformer.models.export_formats`), which ``predict --backend`` runs; exporting into a
+folder removes another format's model file left there, so no file is older than the weights beside it.
 """
 
 from __future__ import annotations
@@ -234,8 +237,43 @@ def _export_safetensors(run: LoadedRun, folder: Path, dtype: torch.dtype, metada
     return target
 
 
-# format name -> writer of the weights file; ONNX / TorchScript exporters join here with their own file name
-EXPORTERS: dict[str, Exporter] = {"safetensors": _export_safetensors}
+def _check_graph_export(run: LoadedRun, fmt: str, dtype: torch.dtype) -> None:
+    """UsageError (one line) for what ``torchscript`` / ``onnx`` cannot export: no classes, not a classifier of
+    audio and/or video (a VATT pretraining run), weights other than fp32."""
+    from avformer.models.export_formats import input_names
+    from avformer.utils.errors import UsageError
+
+    if dtype != torch.float32:
+        raise UsageError(f"--format {fmt} exports fp32 weights only (bf16 inference: autocast, bench predict)")
+    if not run.classes:
+        raise UsageError(f"{run.checkpoint}: no classes.txt; --format {fmt} exports classifiers (their logits)")
+    try:
+        input_names(run.model)
+    except UsageError as e:
+        raise UsageError(f"model {run.spec.name}: --format {fmt} is not supported ({e})") from e
+
+
+def _graph_exporter(fmt: str) -> Exporter:
+    """``model.safetensors`` plus the traced graph of ``fmt`` (``torchscript`` or ``onnx``); returns the latter."""
+
+    def export(run: LoadedRun, folder: Path, dtype: torch.dtype, metadata: Mapping[str, str]) -> Path:
+        from avformer.models import export_formats
+
+        _check_graph_export(run, fmt, dtype)
+        _export_safetensors(run, folder, dtype, metadata)
+        writer = export_formats.write_onnx if fmt == "onnx" else export_formats.write_torchscript
+        return writer(run.model, folder)
+
+    return export
+
+
+# format name -> writer of the model file (the last one written; torchscript / onnx also write model.safetensors)
+EXPORTERS: dict[str, Exporter] = {
+    "safetensors": _export_safetensors,
+    "torchscript": _graph_exporter("torchscript"),
+    "onnx": _graph_exporter("onnx"),
+}
+_GRAPH_FILES = ("model.torchscript.pt", "model.onnx")  # export_formats.FORMAT_FILES, removed when stale
 
 
 def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "safetensors", dtype: str = "fp32") -> Path:
@@ -249,11 +287,14 @@ def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "safetensors", dty
 
     Raises:
         ValueError: an unknown format or dtype, or ``out`` holding a run's checkpoint.
+        avformer.utils.errors.UsageError: a model or dtype the format cannot export (``torchscript`` / ``onnx``).
     """
     if fmt not in EXPORTERS:
         raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(EXPORTERS)}")
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(EXPORT_DTYPES)}")
+    if fmt in ("torchscript", "onnx"):
+        _check_graph_export(run, fmt, EXPORT_DTYPES[dtype])  # before anything is written
     out = Path(out)
     if any((out / n).is_file() for n in _RUN_CHECKPOINTS):
         raise ValueError(f"{out}: holds a run's checkpoint; export into another folder")
@@ -276,4 +317,7 @@ def export_run(run: LoadedRun, out: str | Path, *, fmt: str = "safetensors", dty
     else:
         with contextlib.suppress(FileNotFoundError):
             (out / CLASSES_FILE).unlink()
+    for name in _GRAPH_FILES:  # another format's graph would not match the weights written now
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
     return EXPORTERS[fmt](run, out, EXPORT_DTYPES[dtype], metadata)
