@@ -480,34 +480,22 @@ def main(argv: list[str] | None = None) -> int:
     _train_parser(sub)
     _predict_parser(sub)
     args = parser.parse_args(argv)
-    if args.what == "predict":
+    if args.what in ("predict", "train"):
         from avformer.config import ConfigError
         from avformer.utils.checkpoint import CheckpointError
 
+        run, show = (_bench_predict, _print_predict) if args.what == "predict" else (_bench_train, _print_train)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         try:
-            res = _bench_predict(args)
+            res = run(args)
         except (OSError, ValueError, KeyError, TypeError, UsageError, CheckpointError, ConfigError) as e:
-            print(f"avformer bench predict: {' '.join(str(e).split())}", file=sys.stderr)
+            print(f"avformer bench {args.what}: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
         if args.json:
             print(json.dumps(res, indent=2))
         else:
-            _print_predict(res)
-        return 0
-    if args.what == "train":
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        try:
-            res = _bench_train(args)
-        except (OSError, ValueError, KeyError, TypeError, UsageError) as e:
-            print(f"avformer bench train: {e}", file=sys.stderr)
-            return 2
-        if args.json:
-            print(json.dumps(res, indent=2))
-        else:
-            _print_train(res)
+            show(res)
         return 0
 
     torch.set_num_threads(1)

@@ -46,7 +46,7 @@ from avformer.fusion.registry import FusionEntry, get_fusion, list_fusions
 from avformer.models.base import EncoderOutput
 from avformer.models.registry import check_field_types, create_model, register_model
 
-__all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput", "build_with_overrides"]
+__all__ = ["AVFeatures", "AVModel", "AVModelConfig", "AVOutput", "build_with_overrides", "input_modality"]
 
 # the classifier settings that configs written before the head was separate kept in fusion_config, per fusion
 _OLD_HEAD_KEYS = {
@@ -464,3 +464,15 @@ def av_late_tiny(**overrides: Any) -> AVModel:
         head=HeadConfig(mode="logits"),
     )
     return build_with_overrides(base, overrides)
+
+
+def input_modality(model: nn.Module) -> str:
+    """``"av"`` for an :class:`AVModel`, else the batch key a single encoder reads (``"audio"`` / ``"video"``)."""
+    if isinstance(model, AVModel):
+        return "av"
+    kind = getattr(model, "input_kind", None)
+    if kind in ("spectrogram", "waveform"):
+        return "audio"
+    if kind == "video":
+        return "video"
+    raise TypeError(f"{type(model).__name__} declares no input_kind ('spectrogram', 'waveform' or 'video')")

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from avformer.models.av_model import AVModel
+from avformer.models.av_model import AVModel, input_modality
 from avformer.utils.errors import UsageError
 
 __all__ = [
@@ -96,15 +96,14 @@ class Backend(Protocol):
 
 # ---- what is exported ------------------------------------------------------------------------------------------
 def _kind(model: nn.Module) -> str:
-    """``av``, ``audio`` or ``video``; UsageError for a model without a classifier's call signature."""
-    if isinstance(model, AVModel):
-        return "av"
-    kind = getattr(model, "input_kind", None)
-    if kind in ("spectrogram", "waveform"):
-        return "audio"
-    if kind == "video":
-        return "video"
-    raise UsageError(f"{type(model).__name__} is not a classifier of audio and/or video; export it as safetensors")
+    """``av``, ``audio`` or ``video`` (:func:`~avformer.models.av_model.input_modality`); UsageError for a model
+    without a classifier's call signature."""
+    try:
+        return input_modality(model)
+    except TypeError:
+        raise UsageError(
+            f"{type(model).__name__} is not a classifier of audio and/or video; export it as safetensors"
+        ) from None
 
 
 def input_names(model: nn.Module) -> tuple[str, ...]:

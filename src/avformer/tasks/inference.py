@@ -17,23 +17,11 @@ import torch
 from torch import nn
 
 from avformer.metrics.aggregate import aggregate_views
-from avformer.models.av_model import AVModel
+from avformer.models.av_model import input_modality
 
 __all__ = ["input_modality", "predict_batch"]
 
 _SAMPLE_NDIM = {"spectrogram": 3, "waveform": 2, "video": 4}  # per-sample input dims: (1,F,T), (1,S), (C,T,H,W)
-
-
-def input_modality(model: nn.Module) -> str:
-    """``"av"`` for an :class:`AVModel`, else the batch key a single encoder reads (``"audio"`` / ``"video"``)."""
-    if isinstance(model, AVModel):
-        return "av"
-    kind = getattr(model, "input_kind", None)
-    if kind in ("spectrogram", "waveform"):
-        return "audio"
-    if kind == "video":
-        return "video"
-    raise TypeError(f"{type(model).__name__} declares no input_kind ('spectrogram', 'waveform' or 'video')")
 
 
 def _views(x: torch.Tensor, sample_ndim: int) -> torch.Tensor:
