@@ -39,6 +39,7 @@ __all__ = [
     "Batch",
     "EpochContext",
     "Task",
+    "at_chance",
     "av_present",
     "one_view_keys",
     "present_mask",
@@ -48,6 +49,11 @@ __all__ = [
 Batch = dict[str, Any]
 
 CHANCE_TOLERANCE = 0.03  # an epoch's mean loss term within 3 % of its chance value: "learns nothing" warning
+
+
+def at_chance(mean: float, chance: float) -> bool:
+    """Whether a loss term's epoch mean is within :data:`CHANCE_TOLERANCE` of its (positive) chance value."""
+    return chance > 0 and abs(mean - chance) <= CHANCE_TOLERANCE * chance
 
 
 def present_mask(batch: Batch, key: str, n: int, device: torch.device) -> Tensor:

@@ -34,7 +34,7 @@ from avformer.metrics.classification import (
     score_outputs,
     view_label,
 )
-from avformer.tasks.base import CHANCE_TOLERANCE
+from avformer.tasks.base import CHANCE_TOLERANCE, at_chance
 from avformer.train.logging import SKIPPED_FILE
 
 __all__ = ["modality_scores", "read_csv_rows", "write_run_report"]
@@ -90,7 +90,7 @@ def _chance_section(summary: Mapping[str, Any], chance: Mapping[str, float]) -> 
         return []
     lines = ["## Loss terms against chance", "", "| term | last epoch | chance | ratio |", "|---|---|---|---|"]
     for term, value, c in rows:
-        flag = " **at chance: learned nothing**" if abs(value - c) <= CHANCE_TOLERANCE * c else ""
+        flag = " **at chance: learned nothing**" if at_chance(value, c) else ""
         lines.append(f"| {term} | {value:.4f} | {c:.4f} | {value / c:.3f}{flag} |")
     note = f"A term within {CHANCE_TOLERANCE:.0%} of its chance value has not learned to tell its candidates apart."
     lines += ["", note, ""]

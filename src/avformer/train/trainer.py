@@ -52,7 +52,6 @@ Differences from a framework trainer: no callbacks zoo, one ``on_epoch_end`` hoo
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import signal
@@ -70,7 +69,7 @@ from torch import nn
 
 from avformer.config import ExperimentConfig, dump
 from avformer.data.dataset import LoadStats
-from avformer.tasks.base import CHANCE_TOLERANCE, Batch, EpochContext, Task
+from avformer.tasks.base import CHANCE_TOLERANCE, Batch, EpochContext, Task, at_chance
 from avformer.train.checkpointing import CheckpointMixin, TrainState
 from avformer.train.ema import ModelEma
 from avformer.train.evaluation import _to_device, autocast_context, evaluate
@@ -97,7 +96,7 @@ from avformer.utils.distributed import (
     world_size,
 )
 from avformer.utils.errors import TrainingDiverged, UsageError
-from avformer.utils.precision import PRECISION_FILE, resolve_precision
+from avformer.utils.precision import resolve_precision
 
 __all__ = ["TrainState", "Trainer", "evaluate", "fit", "seed_everything", "set_loader_epoch"]
 
@@ -196,12 +195,16 @@ class Trainer(CheckpointMixin):
         to the whole process group) raises here: that is the stop, at a step boundary, not an error."""
         try:
             return next(it, None)
-        except (RuntimeError, OSError, EOFError) as e:
-            if self.stop_signal is None:
-                time.sleep(0.1)  # a SIGTERM to the group may still be pending while its workers' deaths show
-            if self.stop_signal is None:
+        except _LOADER_FAILURES as e:
+            if not self._stopping_after_failure():
                 raise
             raise _LoaderStopped from e
+
+    def _stopping_after_failure(self) -> bool:
+        """Whether a loader failure just seen comes from a stop signal (its workers died of a group SIGTERM)."""
+        if self.stop_signal is None:
+            time.sleep(0.1)  # a SIGTERM to the group may still be pending while its workers' deaths show
+        return self.stop_signal is not None
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -447,10 +450,10 @@ class Trainer(CheckpointMixin):
             return
         batch = self.tcfg.batch_size * self.world
         for term, chance in chance_fn(batch).items():
-            if term not in sums or chance <= 0:
+            if term not in sums:
                 continue
             mean = sums[term] / clips
-            if abs(mean - chance) <= CHANCE_TOLERANCE * chance:
+            if at_chance(mean, chance):
                 self.logger.info(
                     f"warning: train_{term} = {mean:.4f} over epoch {epoch}, within {CHANCE_TOLERANCE:.0%} of its "
                     f"chance value {chance:.4f} (ln {batch} for {batch} candidates): the {term} term has learned "
@@ -543,14 +546,9 @@ class Trainer(CheckpointMixin):
             self.logger.info(f"warning: {choice.warning}")
         if not self.main:
             return
-        path = self.out_dir / PRECISION_FILE
-        before = _read_precision(path)
-        if before is not None and before.get("used") != choice.used:
-            was = f"{before.get('used')} on {before.get('device_name') or before.get('device')}"
-            self.logger.info(
-                f"precision: this run was in {was} ({before.get('reason')}); resolved again here: {choice.used} "
-                f"({choice.reason})"
-            )
+        changed = choice.change_since(self.out_dir)
+        if changed is not None:
+            self.logger.info(changed)
         choice.write(self.out_dir)
 
     def _loop(self, train_loader: Any, val_loader: Any | None, n_batches: int) -> dict[str, Any]:
@@ -603,8 +601,8 @@ class Trainer(CheckpointMixin):
             if val_loader is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
                 try:
                     metrics, val_stats = self._validate(val_loader)
-                except (RuntimeError, OSError, EOFError):
-                    if self.stop_signal is None:
+                except _LOADER_FAILURES:
+                    if not self._stopping_after_failure():
                         raise
                     return self._stop()  # the validation workers died of a group SIGTERM: resume re-validates
                 row |= {f"val_{k}": v for k, v in metrics.items()}
@@ -657,17 +655,12 @@ def _ignore_signal(signum: int, frame: FrameType | None) -> None:
     """A Python-level handler that does nothing (see ``Trainer._on_signal``)."""
 
 
+# what a DataLoader raises when its workers are gone: "worker exited unexpectedly", a refused fd transfer, EOF
+_LOADER_FAILURES = (RuntimeError, OSError, EOFError)
+
+
 class _LoaderStopped(Exception):
     """The training loader failed after a SIGTERM (its workers died of it): stop at this step boundary."""
-
-
-def _read_precision(path: Path) -> dict[str, Any] | None:
-    """The ``precision.json`` of an earlier start of this run; None when there is none (or it is unreadable)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _first_reasons(stats: LoadStats, n: int = 3) -> str:

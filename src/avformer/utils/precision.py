@@ -65,6 +65,19 @@ class PrecisionChoice:
         d["cpu_flags"] = list(self.cpu_flags)
         return d
 
+    def change_since(self, out_dir: str | Path) -> str | None:
+        """One line when the run folder's ``precision.json`` (an earlier start of this run) used another precision
+        than this choice (a run resumed on another machine); None otherwise, or when there is none to read."""
+        try:
+            before = json.loads((Path(out_dir) / PRECISION_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(before, dict) or before.get("used") == self.used:
+            return None
+        was = f"{before.get('used')} on {before.get('device_name') or before.get('device')}"
+        again = f"resolved again here: {self.used} ({self.reason})"
+        return f"precision: this run was in {was} ({before.get('reason')}); {again}"
+
     def write(self, out_dir: str | Path) -> Path:
         """Write ``precision.json`` into ``out_dir`` and return its path."""
         path = Path(out_dir) / PRECISION_FILE
