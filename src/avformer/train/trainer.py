@@ -7,7 +7,8 @@ global grad norm, steps AdamW and the warmup+cosine schedule, and updates the EM
 
 The pieces: :mod:`avformer.train.rng` (seeding, RNG state and how a resumed run stays bit-identical),
 :mod:`avformer.train.checkpointing` (what a checkpoint holds, which one a run resumes from),
-:mod:`avformer.train.parallel` (DDP / FSDP wrapping), :mod:`avformer.train.evaluation` (validation, autocast).
+:mod:`avformer.train.parallel` (DDP / FSDP wrapping), :mod:`avformer.train.evaluation` (validation, autocast),
+:mod:`avformer.train.signals` (SIGTERM / SIGINT), :mod:`avformer.train.epoch_end` (validation, best epoch).
 
 Checkpoints and resume
 ----------------------
@@ -55,12 +56,10 @@ from __future__ import annotations
 import math
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import torch
@@ -69,9 +68,10 @@ from torch import nn
 
 from avformer.config import ExperimentConfig, dump
 from avformer.data.dataset import LoadStats
-from avformer.tasks.base import CHANCE_TOLERANCE, Batch, EpochContext, Task, at_chance
+from avformer.tasks.base import Batch, EpochContext, Task
 from avformer.train.checkpointing import CheckpointMixin, TrainState
 from avformer.train.ema import ModelEma
+from avformer.train.epoch_end import EpochEndMixin, first_reasons
 from avformer.train.evaluation import _to_device, autocast_context, evaluate
 from avformer.train.logging import RunLogger
 from avformer.train.optim import WarmupCosine, build_optimizer
@@ -84,12 +84,12 @@ from avformer.train.rng import (
     seed_everything,
     set_loader_epoch,
 )
+from avformer.train.signals import LOADER_FAILURES, LoaderStopped, StopSignalMixin
 from avformer.utils.checkpoint import load_checkpoint, remove_stale_temps
 from avformer.utils.device import resolve_device
 from avformer.utils.distributed import (
     all_reduce_min,
     all_reduce_sum,
-    gather_objects,
     is_dist,
     is_main,
     rank,
@@ -106,11 +106,13 @@ EpochHook = Callable[[dict[str, Any]], None]
 # ---- training -----------------------------------------------------------------------------------------------------
 
 
-class Trainer(CheckpointMixin):
+class Trainer(CheckpointMixin, StopSignalMixin, EpochEndMixin):
     """State of one run; :meth:`fit` is the loop. Most callers use the :func:`fit` function.
 
     Checkpoint I/O (``state_dict``, ``load_state_dict``, ``save``, the resume path) comes from
-    :class:`~avformer.train.checkpointing.CheckpointMixin`.
+    :class:`~avformer.train.checkpointing.CheckpointMixin`, the stop signals from
+    :class:`~avformer.train.signals.StopSignalMixin`, validation and the best epoch from
+    :class:`~avformer.train.epoch_end.EpochEndMixin`.
 
     Args:
         task: model + objectives.
@@ -164,47 +166,6 @@ class Trainer(CheckpointMixin):
         self.scheduler: WarmupCosine | None = None
         self.logger: RunLogger | None = None
         self._warned_best = False
-
-    # -- signals -----------------------------------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C aborts without waiting for the step to end
-        self.stop_signal = signum
-        if signum == signal.SIGTERM and callable(signal.getsignal(signal.SIGCHLD)):
-            # Slurm, `timeout` and `kill -- -PGID` send SIGTERM to every process of the job: the DataLoader workers
-            # die of it too. Torch's SIGCHLD handler would raise "worker killed" wherever this process is (even
-            # inside an optimizer step); from here on a dead worker only ends the epoch at a step boundary
-            # (_next_batch), and the run saves there. Python runs pending handlers in signal-number order, so this
-            # one (15) runs before a SIGCHLD (17) of the same group signal; fit() restores the handler.
-            # a no-op, not SIG_DFL: a SIGCHLD already pending would print "Signal 17 ignored due to race condition"
-            signal.signal(signal.SIGCHLD, _ignore_signal)
-
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
-            previous[sig] = signal.getsignal(sig)
-            if sig != signal.SIGCHLD:  # SIGCHLD only restored (see _on_signal)
-                signal.signal(sig, self._on_signal)
-        return previous
-
-    def _next_batch(self, it: Iterator[Batch]) -> Batch | None:
-        """The loader's next batch (None at its end). After a SIGTERM, a loader whose workers died of it (a signal
-        to the whole process group) raises here: that is the stop, at a step boundary, not an error."""
-        try:
-            return next(it, None)
-        except _LOADER_FAILURES as e:
-            if not self._stopping_after_failure():
-                raise
-            raise _LoaderStopped from e
-
-    def _stopping_after_failure(self) -> bool:
-        """Whether a loader failure just seen comes from a stop signal (its workers died of a group SIGTERM)."""
-        if self.stop_signal is None:
-            time.sleep(0.1)  # a SIGTERM to the group may still be pending while its workers' deaths show
-        return self.stop_signal is not None
 
     # -- the loop ----------------------------------------------------------------------------------------------
 
@@ -275,7 +236,7 @@ class Trainer(CheckpointMixin):
                 while len(group) < accum and st.batches_done < n_batches:
                     try:
                         batch = self._next_batch(it)
-                    except _LoaderStopped:  # a stop while this group was incomplete: it was not trained
+                    except LoaderStopped:  # a stop while this group was incomplete: it was not trained
                         st.batches_done -= fetched
                         return True
                     if batch is None:
@@ -320,20 +281,6 @@ class Trainer(CheckpointMixin):
                     break
         self.epoch_clips_per_s = epoch_clips / max(time.perf_counter() - t0, 1e-9)
         return False
-
-    @property
-    def _reduce_device(self) -> torch.device:
-        return self.device if self.device.type == "cuda" else torch.device("cpu")
-
-    def _signal_flags(self) -> list[float]:
-        return [float(self.stop_signal == signal.SIGTERM), float(self.stop_signal == signal.SIGINT)]
-
-    def _set_stop(self, term: float, intr: float) -> None:
-        if self.stop_signal is None and (term > 0 or intr > 0):  # another rank got the signal: stop here too
-            self.stop_signal = signal.SIGTERM if term > 0 else signal.SIGINT
-
-    def _agree_on_stop(self) -> None:
-        self._set_stop(*all_reduce_sum(self._signal_flags(), self._reduce_device))
 
     def train_step(self, batch: Batch) -> float:
         """One optimizer step on one batch, exactly as the training loop takes it (autocast, backward, gradient
@@ -415,73 +362,6 @@ class Trainer(CheckpointMixin):
             return nullcontext()
         no_sync = getattr(self.model, "no_sync", None)
         return no_sync() if callable(no_sync) else nullcontext()
-
-    def _validate(self, val_loader: Any) -> tuple[dict[str, float], LoadStats]:
-        assert self.logger is not None
-        swap = self.ema.swap(self.task.model) if self.ema is not None else nullcontext()
-        with swap:
-            metrics, stats = evaluate(
-                self.task,
-                val_loader,
-                device=self.device,
-                precision=self.precision,
-                lockstep=self.fsdp,
-                progress=self.logger.enabled,
-                console=self.logger.console,
-            )
-        if stats.loaded == 0:  # stats are global (evaluate gathers them)
-            problem = f"the validation set has no usable clip: {stats.summary()}{_first_reasons(stats)}"
-            if not self._validated and self.state.best_value is None:  # never worked: the user's data
-                raise UsageError(problem)
-            # it worked before (a mount that dropped out?): keep training, say so, no val metrics this epoch
-            self.logger.info(f"warning: {problem}; this epoch has no validation metrics")
-            return {}, stats
-        self._validated = True
-        if stats.skipped:
-            self.logger.info(f"validation: {stats.summary()}")
-        return metrics, stats
-
-    def _warn_at_chance(self, epoch: int, sums: Mapping[str, float], clips: int) -> None:
-        """A loss term whose epoch mean stayed at its chance value (the task's ``chance_losses``) is named: a
-        contrastive term that learns nothing (e.g. a text encoder that cannot separate the captions) is silent
-        otherwise."""
-        chance_fn = getattr(self.task, "chance_losses", None)
-        if chance_fn is None or self.logger is None:
-            return
-        batch = self.tcfg.batch_size * self.world
-        for term, chance in chance_fn(batch).items():
-            if term not in sums:
-                continue
-            mean = sums[term] / clips
-            if at_chance(mean, chance):
-                self.logger.info(
-                    f"warning: train_{term} = {mean:.4f} over epoch {epoch}, within {CHANCE_TOLERANCE:.0%} of its "
-                    f"chance value {chance:.4f} (ln {batch} for {batch} candidates): the {term} term has learned "
-                    "nothing so far"
-                )
-
-    def _epoch_stats(self) -> LoadStats:
-        """This epoch's loaded / skipped rows over every rank."""
-        if self.world == 1:
-            return self.stats
-        parts = gather_objects((self.stats.loaded, self.stats.skipped))
-        return LoadStats(sum(p[0] for p in parts), [s for p in parts for s in p[1]])
-
-    def _update_best(self, metrics: dict[str, float], epoch: int) -> bool:
-        assert self.logger is not None
-        name, st = self.tcfg.best_metric, self.state
-        if name not in metrics:
-            if not self._warned_best:
-                self.logger.info(f"train.best_metric {name!r} is not among the validation metrics {sorted(metrics)}")
-                self._warned_best = True
-            return False
-        value = metrics[name]
-        better = st.best_value is None or (
-            value > st.best_value if self.tcfg.best_mode == "max" else value < st.best_value
-        )
-        if better:
-            st.best_value, st.best_epoch = value, epoch
-        return better
 
     def fit(self, train_loader: Any, val_loader: Any | None = None) -> dict[str, Any]:
         """Train for ``cfg.train.epochs`` epochs (resuming if asked) and return the final summary.
@@ -579,7 +459,7 @@ class Trainer(CheckpointMixin):
             stats = self._epoch_stats()
             if stats.loaded == 0:  # nothing trained: refuse before any checkpoint, hook or log row
                 raise UsageError(
-                    f"no usable training clip in epoch {st.epoch + 1}: {stats.summary()}{_first_reasons(stats)}"
+                    f"no usable training clip in epoch {st.epoch + 1}: {stats.summary()}{first_reasons(stats)}"
                 )
             self._task_hook("on_epoch_end", train_loader)
 
@@ -601,7 +481,7 @@ class Trainer(CheckpointMixin):
             if val_loader is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
                 try:
                     metrics, val_stats = self._validate(val_loader)
-                except _LOADER_FAILURES:
+                except LOADER_FAILURES:
                     if not self._stopping_after_failure():
                         raise
                     return self._stop()  # the validation workers died of a group SIGTERM: resume re-validates
@@ -649,25 +529,6 @@ class Trainer(CheckpointMixin):
             "best_epoch": st.best_epoch,
             "stopped": stopped,
         }
-
-
-def _ignore_signal(signum: int, frame: FrameType | None) -> None:
-    """A Python-level handler that does nothing (see ``Trainer._on_signal``)."""
-
-
-# what a DataLoader raises when its workers are gone: "worker exited unexpectedly", a refused fd transfer, EOF
-_LOADER_FAILURES = (RuntimeError, OSError, EOFError)
-
-
-class _LoaderStopped(Exception):
-    """The training loader failed after a SIGTERM (its workers died of it): stop at this step boundary."""
-
-
-def _first_reasons(stats: LoadStats, n: int = 3) -> str:
-    """``"; first: id (reason); ..."`` for the first ``n`` skipped rows, '' when none were skipped."""
-    if not stats.skipped:
-        return ""
-    return "; first: " + "; ".join(f"{row_id} ({reason})" for row_id, reason in stats.skipped[:n])
 
 
 def fit(

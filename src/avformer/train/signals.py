@@ -1,0 +1,95 @@
+"""Stop signals of a training run: SIGTERM / SIGINT end it at the next step boundary, with a checkpoint.
+
+:class:`StopSignalMixin` is the part of :class:`~avformer.train.trainer.Trainer` that handles them: the handlers
+(a second Ctrl-C aborts at once), the loader failures that a signal to the whole process group causes (its DataLoader
+workers die of it; from then on the failure is the stop, not an error) and, under ``torchrun``, one stop decision for
+all ranks (a signal seen by any rank stops every rank at the same step).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import torch
+
+from avformer.tasks.base import Batch
+from avformer.utils.distributed import all_reduce_sum
+
+__all__ = ["LOADER_FAILURES", "LoaderStopped", "StopSignalMixin"]
+
+
+class StopSignalMixin:
+    """Signal handling of a :class:`~avformer.train.trainer.Trainer` (which sets the attributes below)."""
+
+    device: torch.device
+    stop_signal: int | None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts without waiting for the step to end
+        self.stop_signal = signum
+        if signum == signal.SIGTERM and callable(signal.getsignal(signal.SIGCHLD)):
+            # Slurm, `timeout` and `kill -- -PGID` send SIGTERM to every process of the job: the DataLoader workers
+            # die of it too. Torch's SIGCHLD handler would raise "worker killed" wherever this process is (even
+            # inside an optimizer step); from here on a dead worker only ends the epoch at a step boundary
+            # (_next_batch), and the run saves there. Python runs pending handlers in signal-number order, so this
+            # one (15) runs before a SIGCHLD (17) of the same group signal; fit() restores the handler.
+            # a no-op, not SIG_DFL: a SIGCHLD already pending would print "Signal 17 ignored due to race condition"
+            signal.signal(signal.SIGCHLD, _ignore_signal)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            previous[sig] = signal.getsignal(sig)
+            if sig != signal.SIGCHLD:  # SIGCHLD only restored (see _on_signal)
+                signal.signal(sig, self._on_signal)
+        return previous
+
+    def _next_batch(self, it: Iterator[Batch]) -> Batch | None:
+        """The loader's next batch (None at its end). After a SIGTERM, a loader whose workers died of it (a signal
+        to the whole process group) raises here: that is the stop, at a step boundary, not an error."""
+        try:
+            return next(it, None)
+        except LOADER_FAILURES as e:
+            if not self._stopping_after_failure():
+                raise
+            raise LoaderStopped from e
+
+    def _stopping_after_failure(self) -> bool:
+        """Whether a loader failure just seen comes from a stop signal (its workers died of a group SIGTERM)."""
+        if self.stop_signal is None:
+            time.sleep(0.1)  # a SIGTERM to the group may still be pending while its workers' deaths show
+        return self.stop_signal is not None
+
+    @property
+    def _reduce_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _signal_flags(self) -> list[float]:
+        return [float(self.stop_signal == signal.SIGTERM), float(self.stop_signal == signal.SIGINT)]
+
+    def _set_stop(self, term: float, intr: float) -> None:
+        if self.stop_signal is None and (term > 0 or intr > 0):  # another rank got the signal: stop here too
+            self.stop_signal = signal.SIGTERM if term > 0 else signal.SIGINT
+
+    def _agree_on_stop(self) -> None:
+        self._set_stop(*all_reduce_sum(self._signal_flags(), self._reduce_device))
+
+
+def _ignore_signal(signum: int, frame: FrameType | None) -> None:
+    """A Python-level handler that does nothing (see ``Trainer._on_signal``)."""
+
+
+# what a DataLoader raises when its workers are gone: "worker exited unexpectedly", a refused fd transfer, EOF
+LOADER_FAILURES = (RuntimeError, OSError, EOFError)
+
+
+class LoaderStopped(Exception):
+    """The training loader failed after a SIGTERM (its workers died of it): stop at this step boundary."""
