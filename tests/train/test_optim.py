@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from avformer.config import OptimConfig
-from avformer.train.optim import WarmupCosine, build_optimizer, lr_at, no_weight_decay_names, param_groups
+from avformer.train.optim import WarmupCosine, adamw_kernel, build_optimizer, lr_at, no_weight_decay_names, param_groups
 
 
 class _Encoder(nn.Module):
@@ -93,3 +93,51 @@ def test_warmup_cosine_drives_all_groups_and_resumes() -> None:
     sched2 = WarmupCosine(opt2, base_lr=1.0, min_lr=0.0, warmup_steps=2, total_steps=10)
     sched2.load_state_dict(sched.state_dict())
     assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def test_adamw_kernel_auto_is_fused_on_cpu_and_foreach_when_sharded() -> None:
+    params = list(_Model().parameters())
+    assert adamw_kernel(params) == "fused"
+    assert adamw_kernel(params, sharded=True) == "foreach"
+    assert adamw_kernel(params, "for_loop") == "for_loop"
+    opt = build_optimizer(_Model(), OptimConfig())
+    assert all(g["fused"] for g in opt.param_groups)
+    loop = build_optimizer(_Model(), OptimConfig(implementation="for_loop"))
+    assert not any(g["fused"] or g["foreach"] for g in loop.param_groups)
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        OptimConfig(implementation="apex")
+
+
+def test_fused_adamw_follows_the_for_loop_kernel_up_to_rounding() -> None:
+    """The kernels are the same AdamW: 20 steps with weight decay and both groups end within rounding."""
+    weights = {}
+    for kernel in ("fused", "for_loop"):
+        torch.manual_seed(0)
+        model = _Model()
+        opt = build_optimizer(model, OptimConfig(lr=1e-2, weight_decay=0.1, implementation=kernel))
+        for step in range(20):
+            torch.manual_seed(100 + step)
+            loss = sum((p * torch.randn_like(p)).sum() for p in model.parameters() if p.requires_grad)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        weights[kernel] = _trained(model)
+    moved = (weights["for_loop"] - _trained(_fresh_model())).abs()
+    assert moved.min() > 1e-4  # every weight moved: the comparison below is not vacuous
+    torch.testing.assert_close(weights["fused"], weights["for_loop"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_keeps_the_kernel_it_was_trained_with() -> None:
+    old = build_optimizer(_Model(), OptimConfig(implementation="for_loop"))
+    new = build_optimizer(_Model(), OptimConfig())  # auto: fused
+    new.load_state_dict(old.state_dict())
+    assert not any(g["fused"] for g in new.param_groups)
+
+
+def _trained(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+
+
+def _fresh_model() -> nn.Module:
+    torch.manual_seed(0)
+    return _Model()

@@ -161,7 +161,7 @@ class Trainer(CheckpointMixin, StopSignalMixin, EpochEndMixin):
         unused = unused or bool(cfg.train.freeze_epochs)
         self.model = wrap_model(task.model, cfg.train.strategy, self.device, find_unused_parameters=unused)
         self.trainable = {n: p.requires_grad for n, p in task.model.named_parameters()}  # before any freezing
-        self.optimizer = build_optimizer(task.model, cfg.optim)
+        self.optimizer = build_optimizer(task.model, cfg.optim, sharded=self.fsdp)
         self.ema = ModelEma(task.model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         self.scheduler: WarmupCosine | None = None
         self.logger: RunLogger | None = None
