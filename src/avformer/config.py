@@ -14,6 +14,10 @@ One dataclass per concern, composed into :class:`ExperimentConfig`; YAML files f
 Configs written before tasks were named have a flat ``loss:`` section instead; it is still read (the composition
 in :mod:`avformer.train.experiment` turns it into ``task:`` with a one-line notice), and is never written.
 
+``stages`` (a list of :class:`StageSpec`) makes one file run several trainings in a row (MAViL's stage 1, then
+stage 2 from its weights): each stage is the config with the stage's ``overrides`` merged over it
+(:func:`stage_config`), trained in ``<train.out_dir>/<stage name>``.
+
 Loading is strict: an unknown key is an error naming its full path and the valid keys there; values are checked
 against the field annotations (nested dataclasses, ``X | None``, tuples from YAML lists; ints are accepted for
 floats, and so are numeric strings such as ``1e-4``, which YAML 1.1 reads as a string). Each dataclass
@@ -50,6 +54,7 @@ __all__ = [
     "LossConfig",
     "ModelSpec",
     "OptimConfig",
+    "StageSpec",
     "TaskSpec",
     "TrainConfig",
     "apply_overrides",
@@ -57,6 +62,7 @@ __all__ = [
     "from_dict",
     "load",
     "loads",
+    "stage_config",
     "structure",
     "to_dict",
 ]
@@ -237,6 +243,39 @@ class LossConfig:
         _check(0 <= self.modality_dropout <= 1, f"modality_dropout must be in [0, 1], got {self.modality_dropout}")
 
 
+_STAGE_INITS = ("previous", "none")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of a multi-stage run (``stages:``): the config with ``overrides`` deep-merged over it.
+
+    Each stage trains in its own run folder, ``<train.out_dir>/<name>``, and resumes there like any run. With
+    ``init: previous`` the model (and the task's heads of the same name and shape) starts from the previous stage's
+    final weights (its ``last.pt``; the EMA weights when it kept them); ``none`` starts fresh. The first stage always
+    starts fresh. See :func:`stage_config`.
+    """
+
+    name: str  # the stage's run folder under train.out_dir
+    overrides: dict[str, Any] = field(default_factory=dict)  # a partial config, e.g. {task: {...}, train: {epochs: 4}}
+    init: str = "previous"  # "previous" | "none"
+
+    def __post_init__(self) -> None:
+        _check(
+            re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name) is not None,
+            f"stage name must be a folder name (letters, digits, _ . -), got {self.name!r}",
+        )
+        _check(self.init in _STAGE_INITS, f"stage {self.name}: init must be one of {_STAGE_INITS}, got {self.init!r}")
+        _check(all(isinstance(k, str) for k in self.overrides), f"stage {self.name}: override keys must be strings")
+        _check("stages" not in self.overrides, f"stage {self.name}: a stage cannot have stages of its own")
+        train = self.overrides.get("train")
+        _check(
+            not (isinstance(train, Mapping) and "out_dir" in train),
+            f"stage {self.name}: train.out_dir is set per stage (<train.out_dir>/{self.name}); leave it out",
+        )
+        object.__setattr__(self, "overrides", _tuplify(self.overrides))
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """Everything one run needs; written resolved to ``<out_dir>/config.yaml``."""
@@ -262,6 +301,33 @@ class ExperimentConfig:
     # an index may name shards by http(s) URL anywhere (listed in the log); False = only files in the index's
     # folder (or, for an index read by URL, under that URL's folder): an index is untrusted input
     allow_shard_urls: bool = False
+    # several trainings in a row from this config (e.g. MAViL stage 1 then 2): each stage is this config with its
+    # overrides, trained in <train.out_dir>/<stage name>; empty = one training (see StageSpec)
+    stages: tuple[StageSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.stages]
+        _check(len(set(names)) == len(names), f"stages: stage names must differ, got {names}")
+        for i in range(len(self.stages)):
+            stage_config(self, i)  # a stage whose merged config is invalid is an error at load time
+
+
+def stage_config(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
+    """The config of stage ``index`` of ``cfg``: ``cfg`` without ``stages``, the stage's overrides deep-merged over
+    it (mappings key by key, anything else replaced), ``train.out_dir`` = ``<cfg.train.out_dir>/<stage name>``.
+
+    Raises:
+        ValueError: the merged config is invalid (the message names ``stages[index]`` and the key path).
+    """
+    stage = cfg.stages[index]
+    base = to_dict(cfg)
+    base["stages"] = []
+    merged = _merge(base, stage.overrides)
+    merged["train"] = {**merged["train"], "out_dir": str(Path(cfg.train.out_dir) / stage.name)}
+    try:
+        return from_dict(merged)
+    except ConfigError as e:
+        raise ValueError(f"stages[{index}] ({stage.name}).overrides: {e}") from e
 
 
 def _tuplify(value: Any) -> Any:
@@ -488,11 +554,24 @@ def loads(text: str) -> ExperimentConfig:
 
 def dump(cfg: Any) -> str:
     """YAML text of a config dataclass, in field order; ``loads(dump(cfg)) == cfg``. An empty legacy ``loss``
-    section is left out."""
+    section and an empty ``stages`` list are left out."""
     data = to_dict(cfg)
     if isinstance(cfg, ExperimentConfig) and cfg.loss is None:
         del data["loss"]
+    if isinstance(cfg, ExperimentConfig) and not cfg.stages:
+        del data["stages"]
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def _list_index(node: list[Any], part: str, item: str) -> int:
+    """The index ``part`` names in a list of a config (``stages.1.overrides...``)."""
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"override {item!r}: {part!r} is not an index of a list of {len(node)} item(s)")
+    return int(part)
+
+
+def _list_item(node: list[Any], part: str, item: str) -> Any:
+    return node[_list_index(node, part, item)]
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -501,6 +580,7 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     A mapping value merges into the existing one (``data.video={size: 64}`` keeps the other video fields).
     ``loss.KEY=VALUE`` (the old spelling) sets ``task.options.KEY`` on a config that has a ``task:`` section.
     Free-form mappings (``model.overrides.depth=2``) accept new keys; everywhere else an unknown key is an error.
+    A number indexes a list: ``stages.1.overrides.train.epochs=2`` (the second stage's epochs).
     """
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -511,19 +591,22 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
         data = to_dict(cfg)
-        node: dict[str, Any] = data
+        node: Any = data
         parts = key.strip().split(".")
         if parts[0] == "loss" and len(parts) > 1 and isinstance(cfg, ExperimentConfig) and cfg.task is not None:
             parts = ["task", "options", *parts[1:]]  # the old spelling of a task option, on a config of the new form
         for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+            child = _list_item(node, part, item) if isinstance(node, list) else node.setdefault(part, {})
+            if not isinstance(child, dict | list):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
             node = child
         last = parts[-1]
-        node[last] = (
-            _merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict) else value
-        )
+        if isinstance(node, list):  # a list item replaced whole: stages.1={...}
+            node[_list_index(node, last, item)] = value
+        else:
+            node[last] = (
+                _merge(node[last], value) if isinstance(value, dict) and isinstance(node.get(last), dict) else value
+            )
         try:
             cfg = from_dict(data)
         except ConfigError as e:

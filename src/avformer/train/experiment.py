@@ -20,6 +20,16 @@ What is built, in order (the initial weights depend on ``train.seed`` alone):
 3. **The model**: ``create_model(model.name, **overrides)`` plus what the task asks of the data (``num_classes``).
 4. The **checkpoint extras**: what rebuilds a model built from another run (``model_overrides``, from the model
    registry; :func:`avformer.models.registry.standalone_overrides`).
+5. With ``init_from`` (a checkpoint; a later stage of a multi-stage config), after the task has attached its heads:
+   every tensor of the checkpoint's model (its EMA weights when it has them) whose name and shape the model has is
+   loaded, the others stay as built (a note names them); then the task's optional
+   ``from_previous_stage(state)`` hook runs (MAViL stage 2 freezes its teacher there).
+
+A config with ``stages:`` (:class:`~avformer.config.StageSpec`) runs its stages one after the other
+(:func:`run_experiment`), each in ``<out_dir>/<stage name>`` as a run of its own (resumable there), a stage with
+``init: previous`` starting from the previous stage's ``last.pt``. After a training that finished, a task that can
+``reconstruct`` a batch (masked autoencoders) gets its reconstruction pictures written into the run folder
+(:mod:`avformer.eval.reconstruction`).
 """
 
 from __future__ import annotations
@@ -35,17 +45,19 @@ import torch.distributed as dist
 from rich.console import Console
 from torch import nn
 
-from avformer.config import ConfigError, ExperimentConfig, TaskSpec, to_dict
+from avformer.config import ConfigError, ExperimentConfig, TaskSpec, dump, stage_config, to_dict
 from avformer.data.dataset import AVDataset, make_loader
 from avformer.data.manifest import Manifest, ManifestError, read_manifest
 from avformer.data.shards import ShardDataset, make_shard_loader
 from avformer.data.text import with_resolved_text
+from avformer.eval.reconstruction import write_reconstructions
 from avformer.models.av_model import AVModel
 from avformer.models.registry import create_model, standalone_overrides
 from avformer.tasks.base import Task
 from avformer.tasks.registry import TaskData, TaskEntry, get_task, resolve_task
 from avformer.train.report import write_run_report
 from avformer.train.trainer import evaluate, fit, seed_everything
+from avformer.utils.checkpoint import CheckpointError, load_checkpoint
 from avformer.utils.distributed import is_main
 from avformer.utils.errors import UsageError
 from avformer.utils.precision import resolve_precision
@@ -314,6 +326,39 @@ class Composed:
     task: Task
     checkpoint_extras: dict[str, Any]
     notice: str | None  # a one-line note for the user (an old-form config), else None
+    init_note: str | None = None  # what init_from loaded (a later stage of a multi-stage config), else None
+
+
+def _init_from_checkpoint(model: nn.Module, task: Task, path: str | Path) -> str:
+    """Load the tensors of checkpoint ``path`` that fit ``model`` (by name and shape), then run the task's
+    ``from_previous_stage`` hook; returns a one-line note of what was loaded (item 5 of the module docstring)."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        raise UsageError(f"init_from: {e}") from e
+    ema = ckpt.get("ema")
+    state = ema["shadow"] if ema else ckpt.get("model")
+    if not isinstance(state, dict):
+        raise UsageError(f"init_from: {path} holds no model weights")
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not fits:
+        raise UsageError(f"init_from: no tensor of {path} fits model {type(model).__name__} (another architecture?)")
+    model.load_state_dict(fits, strict=False)
+    hook = getattr(task, "from_previous_stage", None)
+    if callable(hook):
+        try:
+            hook(fits)
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"init_from {path}: {e}") from e
+    fresh = sorted(k for k in own if k not in fits)
+    unused = sorted(k for k in state if k not in fits)
+    note = f"initialised from {path}: {len(fits)} of {len(own)} tensors"
+    if fresh:
+        note += f"; new: {', '.join(fresh[:4])}" + (f" (+{len(fresh) - 4})" if len(fresh) > 4 else "")
+    if unused:
+        note += f"; not used: {', '.join(unused[:4])}" + (f" (+{len(unused) - 4})" if len(unused) > 4 else "")
+    return note
 
 
 def _default_task(cfg: ExperimentConfig, mode: str) -> str | None:
@@ -337,8 +382,11 @@ def task_needs(cfg: ExperimentConfig, mode: str = "train") -> tuple[bool, bool]:
     return entry.supervised, entry.reads_text
 
 
-def compose(cfg: ExperimentConfig, data: TaskData, *, mode: str = "train") -> Composed:
-    """Model and task of ``cfg`` for data described by ``data`` (the seeded model first, then the task).
+def compose(
+    cfg: ExperimentConfig, data: TaskData, *, mode: str = "train", init_from: str | Path | None = None
+) -> Composed:
+    """Model and task of ``cfg`` for data described by ``data`` (the seeded model first, then the task; then the
+    weights of ``init_from``, a checkpoint, where they fit: item 5 of the module docstring).
 
     Raises:
         UsageError: a bad model name or override, an unknown task or option, a task that does not fit the model.
@@ -362,12 +410,15 @@ def compose(cfg: ExperimentConfig, data: TaskData, *, mode: str = "train") -> Co
         task = entry.build(model, options, data)
     except (TypeError, ValueError) as e:
         raise UsageError(f"task {entry.name!r}: {e}") from e
+    init_note = _init_from_checkpoint(model, task, init_from) if init_from is not None else None
     resolved = replace(cfg, task=TaskSpec(entry.name, to_dict(options)), loss=None)
     extras = {"model_overrides": standalone_overrides(cfg.model.name, dict(cfg.model.overrides))}
-    return Composed(resolved, entry, model, task, extras, notice)
+    return Composed(resolved, entry, model, task, extras, notice, init_note)
 
 
-def build_experiment(cfg: ExperimentConfig, *, mode: str = "train", subtitles: bool = True) -> Experiment:
+def build_experiment(
+    cfg: ExperimentConfig, *, mode: str = "train", subtitles: bool = True, init_from: str | Path | None = None
+) -> Experiment:
     """Data, model and task of ``cfg`` (see the module docstring); nothing is trained or written.
 
     Args:
@@ -375,13 +426,16 @@ def build_experiment(cfg: ExperimentConfig, *, mode: str = "train", subtitles: b
         mode: ``"train"`` (any task) or ``"pretrain"`` (self-supervised tasks only; the default task of an
             old-form config is ``vatt_pretrain``).
         subtitles: read text from the containers' subtitle streams (tasks that read text).
+        init_from: a checkpoint whose fitting weights start the model (see :func:`compose`).
 
     Raises:
         UsageError: bad data, model name, override or task option.
     """
     supervised, reads_text = task_needs(cfg, mode)
     data = load_data(cfg, supervised=supervised, reads_text=reads_text, subtitles=subtitles)
-    c = compose(cfg, TaskData.of(cfg.data, data.classes, data.multilabel), mode=mode)
+    c = compose(cfg, TaskData.of(cfg.data, data.classes, data.multilabel), mode=mode, init_from=init_from)
+    if c.init_note is not None:
+        data.notes.append(c.init_note)
     return Experiment(c.cfg, c.entry, data, c.model, c.task, c.checkpoint_extras, c.notice)
 
 
@@ -394,9 +448,13 @@ def run_experiment(
     command: str | None = None,
     report: bool = True,
     subtitles: bool = True,
+    init_from: str | Path | None = None,
 ) -> RunResult:
     """Build ``cfg`` (:func:`build_experiment`) and train it with :func:`~avformer.train.trainer.fit`; a supervised
     run also gets ``classes.txt`` (before training, so a killed run can be evaluated) and ``report.md``.
+
+    A config with ``stages:`` runs them in order (see the module docstring) and returns the result of the last one
+    (or of the one a signal stopped); ``out_dir`` is then the folder that holds the stages' folders.
 
     The run folder is locked (:class:`~avformer.utils.run_lock.RunLock`, rank 0) before anything is read or written
     and until the run returns: a second run on the same folder is refused.
@@ -409,9 +467,54 @@ def run_experiment(
     out = Path(out_dir if out_dir is not None else cfg.train.out_dir)
     if str(out) != cfg.train.out_dir:
         cfg = replace(cfg, train=replace(cfg.train, out_dir=str(out)))
+    if cfg.stages:
+        return _run_stages(cfg, out, mode, console, command, report, subtitles)
     lock = RunLock(out, command=command) if is_main() else nullcontext()
     with lock:
-        return _run_locked(cfg, out, mode, console, command, report, subtitles)
+        return _run_locked(cfg, out, mode, console, command, report, subtitles, init_from)
+
+
+def _run_stages(
+    cfg: ExperimentConfig,
+    out: Path,
+    mode: str,
+    console: Console | None,
+    command: str | None,
+    report: bool,
+    subtitles: bool,
+) -> RunResult:
+    """The stages of ``cfg`` one after the other, each a run of its own in ``out/<stage name>``; ``out/stages.yaml``
+    keeps the whole config."""
+    configs = []
+    for i, stage in enumerate(cfg.stages):  # every stage's task and options checked before anything trains
+        try:
+            stage_cfg = stage_config(cfg, i)
+            task_needs(stage_cfg, mode)
+            if stage_cfg.task is not None:
+                get_task(stage_cfg.task.name).parse_options(stage_cfg.task.options)
+        except (ValueError, UsageError) as e:  # ConfigError is a ValueError
+            raise UsageError(f"stages[{i}] ({stage.name}): {e}") from e
+        configs.append(stage_cfg)
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "stages.yaml").write_text(dump(cfg))
+    result: RunResult | None = None
+    previous: Path | None = None
+    for i, (stage, stage_cfg) in enumerate(zip(cfg.stages, configs, strict=True)):
+        folder = Path(stage_cfg.train.out_dir)
+        init = previous / "last.pt" if previous is not None and stage.init == "previous" else None
+        if console is not None:
+            start = f" from {init}" if init is not None else ""
+            console.print(f"stage {i + 1}/{len(cfg.stages)}: {stage.name} in {folder}{start}", markup=False)
+        result = run_experiment(
+            stage_cfg, mode=mode, out_dir=folder, console=console, command=command, report=report,
+            subtitles=subtitles, init_from=init,
+        )  # fmt: skip
+        if result.summary.get("stopped") is not None:
+            return result
+        previous = folder
+    assert result is not None
+    return result
 
 
 def _run_locked(
@@ -422,8 +525,9 @@ def _run_locked(
     command: str | None,
     report: bool,
     subtitles: bool,
+    init_from: str | Path | None = None,
 ) -> RunResult:
-    exp = build_experiment(cfg, mode=mode, subtitles=subtitles)
+    exp = build_experiment(cfg, mode=mode, subtitles=subtitles, init_from=init_from)
     for note in ([exp.notice] if exp.notice is not None else []) + exp.data.notes:
         if console is not None:
             console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
@@ -436,6 +540,10 @@ def _run_locked(
         console=console, checkpoint_extras=exp.checkpoint_extras,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
+    if summary.get("stopped") is None and is_main() and exp.data.val_loader is not None:
+        pictures = write_reconstructions(exp.task, exp.data.val_loader, out, title=exp.cfg.name)
+        if pictures and console is not None:
+            console.print(f"reconstructions: {', '.join(str(p) for p in pictures)}", soft_wrap=True, markup=False)
     outputs = None
     if supervised and summary.get("stopped") is None and exp.data.val_loader is not None:
         outputs = getattr(exp.task, "last_outputs", None)
