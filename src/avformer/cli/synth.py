@@ -38,9 +38,30 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="each shape gets its own hue family (an easy visual cue; the demo uses it)",
     )
+    p.add_argument(
+        "--events",
+        action="store_true",
+        help="audio-visual events: sound bursts at random times, each on the frame of a visual event (flash, pulse, "
+        "jump) of the sounding object; writes clips/NNNNNN.events.json beside each clip (for sync / localisation)",
+    )
+    p.add_argument(
+        "--objects",
+        default="1",
+        metavar="N or MIN-MAX",
+        help="objects per clip with --events, only one of which sounds (default 1; e.g. 2-4)",
+    )
     p.add_argument("--crf", type=int, default=defaults.crf, help="x264 quality (default %(default)s)")
     p.add_argument("--workers", type=int, default=None, help="processes (default min(2, CPUs))")
     return p
+
+
+def _objects(text: str) -> tuple[int, int]:
+    """``"3"`` -> (3, 3), ``"2-4"`` -> (2, 4)."""
+    lo, sep, hi = text.partition("-")
+    try:
+        return (int(lo), int(hi) if sep else int(lo))
+    except ValueError:
+        raise ValueError(f"--objects takes N or MIN-MAX (e.g. 2-4), got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = SynthConfig(
+            events=args.events,
+            objects=_objects(args.objects),
             num_clips=args.n,
             seed=args.seed,
             seconds=args.seconds,
@@ -71,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     out = manifest.parent
     with (out / "train.csv").open() as f:
         num_train = sum(1 for _ in f) - 1
+    kind = f", events, {cfg.objects[0]}-{cfg.objects[1]} objects" if cfg.events else ""
     print(
-        f"wrote {cfg.num_clips} clips ({len(CLASS_NAMES)} classes, {cfg.num_frames} frames {cfg.size}x{cfg.size} "
+        f"wrote {cfg.num_clips} clips ({len(CLASS_NAMES)} classes{kind}, {cfg.num_frames} frames {cfg.size}x{cfg.size} "
         f"@ {cfg.fps} fps + {cfg.sample_rate} Hz mono audio, {cfg.seconds:g} s) to {out}/clips"
     )
     print(f"  manifest  {manifest}")
     print(f"  splits    {out / 'train.csv'} ({num_train}), {out / 'val.csv'} ({cfg.num_clips - num_train})")
-    print("  also      meta.csv, classes.txt, README.txt")
+    print("  also      meta.csv, classes.txt, README.txt" + (", clips/*.events.json" if cfg.events else ""))
     print(f"time {elapsed:.1f} s ({cfg.num_clips / elapsed:.1f} clips/s, {workers} worker{'s' * (workers > 1)})")
     return 0
 

@@ -5,6 +5,8 @@ Kept apart from :mod:`avformer.data.dataset` so that reading a config never impo
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field
 
 from avformer.data.audio import AudioFeatureConfig
@@ -131,6 +133,18 @@ class ViewConfig:
     too short for the offset, without audio, or whose audio ends before the shifted window is skipped with that
     reason. Samples then carry ``audio_offset`` (seconds, per view).
 
+    ``audio_offset_grid`` (synchronisation as offset classification, Chen et al. 2021): each view's offset is one of
+    these values (seconds, ascending), drawn uniformly from the sample's generator, and samples also carry its index
+    ``audio_offset_class`` (int64). The window of the ``grid_anchor`` stream is placed where *every* grid offset fits
+    (training: uniform there; evaluation: its centre), the other one is moved by the offset, so where the anchor's
+    window lies in the file says nothing about the offset; a row shorter than the window plus the grid's span is
+    skipped. The moved stream's place in the file does depend on the offset: anchor the stream whose content is
+    tied to the clip's clock. ``audio`` (the default) suits clips cut around their sound: on AV-Digits (speech
+    placed inside 1-s clips) a ``video`` anchor let a model read the offset from the audio window alone (58 %
+    against 11 % chance, docs/sync.md). ``grid_margin`` keeps both windows that far from the row's ends: the first
+    and last frames of an encoding differ from the rest (an I-frame, the encoder's flush), and a moved window that
+    reaches an end tells which offset moved it there.
+
     ``view_gap`` says where the windows of the views lie relative to each other (CrissCross's temporal sampling,
     Sarkar & Etemad 2023, official code ``video_db.py``), each window of the clip length ``L`` inside the row's span:
     ``random`` (each view's window drawn independently: they may overlap), ``overlapped`` (consecutive views start
@@ -147,13 +161,28 @@ class ViewConfig:
     audio_offset: float = 0.0  # a fixed shift (s) of the audio against the video
     max_audio_offset: float = 0.0  # > 0: a random shift uniform in [-max, max] instead (needs audio_offset = 0)
     min_audio_offset: float = 0.0  # with a random shift: its magnitude is at least this (out-of-sync negatives)
+    audio_offset_grid: tuple[float, ...] = ()  # offset classes (s, ascending): one drawn per view (see above)
+    grid_anchor: str = "audio"  # with a grid: the stream whose window is placed independently of the offset
+    grid_margin: float = 0.0  # with a grid: seconds at each end of the row that no window reads (see above)
 
     def __post_init__(self) -> None:
+        grid = tuple(float(x) for x in self.audio_offset_grid)  # YAML gives a list (of ints too)
+        object.__setattr__(self, "audio_offset_grid", grid)
+        if grid:
+            ascending = all(a < b for a, b in itertools.pairwise(grid))
+            if len(grid) < 2 or not all(math.isfinite(x) for x in grid) or not ascending:
+                raise ValueError(f"audio_offset_grid must hold >= 2 finite offsets in ascending order, got {grid}")
+            if self.audio_offset != 0 or self.max_audio_offset > 0 or self.min_audio_offset > 0:
+                raise ValueError("set either audio_offset_grid or audio_offset / max_audio_offset, not both")
+        if self.grid_anchor not in ("audio", "video"):
+            raise ValueError(f"grid_anchor must be 'audio' or 'video', got {self.grid_anchor!r}")
+        if self.grid_margin < 0 or (self.grid_margin > 0 and not grid):
+            raise ValueError(f"grid_margin must be >= 0 and needs audio_offset_grid, got {self.grid_margin}")
         if self.num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {self.num_views}")
         if self.view_gap not in VIEW_GAPS:
             raise ValueError(f"view_gap must be one of {VIEW_GAPS}, got {self.view_gap!r}")
-        if self.view_gap != "random" and (self.same_window or self.audio_offset != 0 or self.max_audio_offset > 0):
+        if self.view_gap != "random" and (self.same_window or self.shifted):
             raise ValueError(f"view_gap={self.view_gap!r} takes neither same_window nor audio offsets")
         if self.max_audio_offset < 0 or self.min_audio_offset < 0:
             raise ValueError("max_audio_offset and min_audio_offset must be >= 0")
@@ -167,7 +196,7 @@ class ViewConfig:
     @property
     def shifted(self) -> bool:
         """Whether the audio is moved against the video."""
-        return self.audio_offset != 0 or self.max_audio_offset > 0
+        return self.audio_offset != 0 or self.max_audio_offset > 0 or bool(self.audio_offset_grid)
 
     @property
     def active(self) -> bool:

@@ -16,6 +16,7 @@ key             value
 ``text``        str, only when the row has a caption
 ``audio_offset`` float32 seconds the audio window is shifted against the video, per view (only with
                 ``DataConfig.views`` offsets; see :class:`~avformer.data.config.ViewConfig`)
+``audio_offset_class`` int64 index of ``audio_offset`` in ``DataConfig.views.audio_offset_grid`` (grid mode only)
 ==============  ==========================================================================================
 
 With ``DataConfig.views.num_views > 1`` a training sample holds its views on a leading view axis: ``video``
@@ -284,6 +285,8 @@ class AVDataset(Dataset[dict[str, Any]]):
             for view in self.transform(row.path, frames, wav if want_a else None, gen):
                 if cfg.views.shifted:
                     view["audio_offset"] = torch.tensor(w.offset, dtype=torch.float32)
+                if w.offset_class is not None:
+                    view["audio_offset_class"] = torch.tensor(w.offset_class, dtype=torch.int64)
                 views.append(view)
         # every key per view, flags included (test views of one window pool their flags instead: _stack_views)
         return views[0] if len(views) == 1 else {k: torch.stack([v[k] for v in views]) for k in views[0]}

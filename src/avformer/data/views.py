@@ -23,6 +23,7 @@ class ViewWindow:
 
     video_start: float
     offset: float
+    offset_class: int | None = None  # index of ``offset`` in ``ViewConfig.audio_offset_grid`` (grid mode only)
 
     @property
     def audio_start(self) -> float:
@@ -70,6 +71,8 @@ def place_views(
     room = max(room, 0.0)
     if cfg.view_gap != "random":
         return _spaced_views(start, span, length, cfg, gen, train=train)
+    if cfg.audio_offset_grid:
+        return _grid_views(start, end, length, cfg, gen, train=train)
     views: list[ViewWindow] = []
     for _ in range(cfg.num_views if train else 1):
         if cfg.same_window and views:  # the same window and offset: the views differ by augmentation only
@@ -99,3 +102,36 @@ def _spaced_views(
         )
     first = _uniform(start, start + max(span - extent, 0.0), gen)
     return [ViewWindow(first + i * step, 0.0) for i in range(cfg.num_views)]
+
+
+def _grid_views(
+    start: float, end: float, length: float, cfg: ViewConfig, gen: torch.Generator, *, train: bool
+) -> list[ViewWindow]:
+    """Views with one offset each from ``cfg.audio_offset_grid`` (uniform over its classes); the window of the
+    ``cfg.grid_anchor`` stream lies where every grid offset fits, so its place is independent of the drawn offset
+    (training: uniform there, evaluation: the centre); the other stream's window is moved by the offset. Neither
+    window comes closer than ``cfg.grid_margin`` to an end of the row."""
+    grid = cfg.audio_offset_grid
+    video_anchor = cfg.grid_anchor == "video"
+    start, end = start + cfg.grid_margin, end - cfg.grid_margin
+    if video_anchor:  # video window [v, v + L], audio [v + o, v + o + L]
+        lo, hi = start + max(0.0, -grid[0]), end - length - max(0.0, grid[-1])
+    else:  # audio window [u, u + L], video [u - o, u - o + L]
+        lo, hi = start + max(0.0, grid[-1]), end - length - max(0.0, -grid[0])
+    if hi < lo - 1e-9:
+        margins = f" and 2 x {cfg.grid_margin:g} s of margin" if cfg.grid_margin else ""
+        raise ViewError(
+            f"the clip ({end - start + 2 * cfg.grid_margin:.3g} s) is shorter than the {length:g} s window plus the "
+            f"offset grid [{grid[0]:+g}, {grid[-1]:+g}] s{margins}"
+        )
+    hi = max(hi, lo)
+    views: list[ViewWindow] = []
+    for _ in range(cfg.num_views if train else 1):
+        if cfg.same_window and views:
+            views.append(views[0])
+            continue
+        k = int(torch.randint(len(grid), (), generator=gen))
+        anchor = _uniform(lo, hi, gen) if train else (lo + hi) / 2
+        video_start = anchor if video_anchor else min(max(anchor - grid[k], start), end - length)  # float slack
+        views.append(ViewWindow(video_start, grid[k], k))
+    return views

@@ -1,12 +1,20 @@
 """Tasks: objectives bound to batch keys, registered by name. The trainer only calls a :class:`Task`.
 
 Importing this package registers the built-in tasks (``classification``, ``av_classification``, ``vatt_pretrain``,
-``xdc``, ``crisscross``).
+``xdc``, ``crisscross``, ``mae``, ``cav_mae``, ``mavil``, ``xkd``, ``av_sync``).
 """
 
 from __future__ import annotations
 
-from avformer.tasks import classification, crisscross, vatt_pretrain, xdc  # noqa: F401  (they register themselves)
+from avformer.tasks import (  # noqa: F401  (self-registering)
+    classification,
+    crisscross,
+    masked,
+    sync,
+    vatt_pretrain,
+    xdc,
+    xkd,
+)
 from avformer.tasks.base import Batch, EpochContext, Task, av_present, present_mask
 from avformer.tasks.registry import TaskData, TaskEntry, get_task, list_tasks, register_task
 
