@@ -173,6 +173,17 @@ def test_old_form_configs_still_load_with_their_loss_section() -> None:
         loads("name: t\nmodel: {name: mmt_tiny}\nloss: {avc_wieght: 0.1}\n")
 
 
+def test_inherit_keeps_task_options_only_for_the_same_task(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "name: base\nmodel: {name: mat_tiny}\ntask: {name: av_classification, options: {avc_weight: 0.3}}\n"
+    )
+    (tmp_path / "same.yaml").write_text("inherit: base.yaml\ntask: {options: {imc_weight: 0.2}}\n")
+    same = load(tmp_path / "same.yaml").task
+    assert same.name == "av_classification" and same.options == {"avc_weight": 0.3, "imc_weight": 0.2}
+    (tmp_path / "other.yaml").write_text("inherit: base.yaml\ntask: {name: vatt_pretrain}\n")
+    assert load(tmp_path / "other.yaml").task.options == {}  # avc_weight belongs to av_classification
+
+
 def test_a_recipe_copied_elsewhere_still_finds_what_it_inherits(tmp_path: Path) -> None:
     """``inherit:`` is relative to the file; a copy of a built-in recipe falls back to the built-in folders."""
     from avformer.config import BUILTIN_CONFIGS, load
