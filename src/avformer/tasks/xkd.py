@@ -61,8 +61,10 @@ Differences from the official code, and choices:
       step left it. That is the official order (update after the step, use at the next), and a checkpoint taken
       between two steps resumes to the same teacher. With gradient accumulation (``optim.accum_steps > 1``) the
       teacher moves once per micro-batch, i.e. with momentum m^accum per optimizer step.
-    * The teacher runs in eval mode (no drop-path); its BatchNorm statistics, if an encoder has any, are averaged
-      like its weights.
+    * The teacher runs without drop-path but with its BatchNorm layers (the CNN tokenizers have some) on batch
+      statistics, as the student's: XKD's and DINO's teachers run in training mode, and running statistics that
+      lag the student (BatchNorm's own momentum, then the EMA) gave the teacher one output for every clip at the
+      start (its running statistics, averaged like the weights, are not used).
     * DINO's ``freeze_last_layer`` and gradient clipping per parameter are not reproduced (XKD sets the former to
       0; the trainer clips the global norm with ``optim.grad_clip``), nor the local views' shorter duration and
       stronger augmentation (the data layer's augmentations apply).
@@ -80,8 +82,8 @@ rows have labels), the same spread and teacher entropies on the val clips.
 
 Batch contract: ``video`` (B, C, T, H, W) or (B, 2, C, T, H, W), ``audio`` (B, 1, F, T) / (B, 1, S) or with a view
 axis, optional ``has_video`` / ``has_audio`` ((B,) or (B, V)). Labels are never read in training. The model: a VATT
-whose video and audio towers can be masked (linear tubelets, linear spectrogram patches or waveform patches:
-:func:`avformer.models.masked.check_maskable`).
+whose video and audio towers can be masked (:func:`avformer.models.masked.check_maskable`: linear patches, or the
+per-frame / per-band CNN tokenizers of the AV-Digits recipes).
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ from avformer.models.masked import (
     MaskedDecoder,
     check_maskable,
     encode_masked,
-    mask_for,
+    patch_geometry,
     patch_targets,
     reconstruction_loss,
     unpatchify,
@@ -278,7 +280,10 @@ class XKDTask:
         if self.teacher is None:
             teacher = copy.deepcopy(self.student)  # keeps a shared trunk shared
             teacher.requires_grad_(False)
-            teacher.eval()
+            teacher.eval()  # no drop-path ...
+            for mod in teacher.modules():  # ... but batch statistics in BatchNorm, as the student (see the docstring)
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    mod.train()
             self.teacher = teacher
         return self.teacher
 
@@ -460,20 +465,20 @@ class XKDTask:
         for m in _MODALITIES:
             enc, x = self.vatt.encoders[m], batch[m]
             assert isinstance(enc, ViTEncoder)
-            tm = mask_for(enc, x, self.options.mask_ratio[m], generator=g, what=f"{m} encoder")
-            feats = enc.forward_features(x, keep=tm.keep)
+            feats, tm = encode_masked(enc, x, self.options.mask_ratio[m], generator=g, what=f"{m} encoder")
             pred = self.heads[f"dec_{m}"](feats.tokens, tm.keep, feats.grid).float()
             target = patch_targets(enc, x).float()
             if self.options.norm_pix:  # MAE's visualisation: the true patch's mean and spread
                 pred = pred * (target.var(-1, keepdim=True) + 1e-6).sqrt() + target.mean(-1, keepdim=True)
             mask = tm.mask[..., None]
-            grid, patch, c = feats.grid, enc.patch_embed.kernel_size, x.shape[1]
+            (grid, patch), c = patch_geometry(enc, tuple(x.shape[1:])), x.shape[1]
             out[m] = Reconstruction(
                 modality=m,
                 input=unpatchify(target, grid, patch, c).cpu(),
                 masked=unpatchify(target.masked_fill(mask, math.nan), grid, patch, c).cpu(),
                 reconstruction=unpatchify(torch.where(mask, pred, target), grid, patch, c).cpu(),
                 mask_ratio=float(tm.mask.float().mean()),
+                norm_pix=self.options.norm_pix,
             )
         return out
 
