@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("avformer.cli.eval", "evaluate a trained run or checkpoint on a manifest"),
     "predict": ("avformer.cli.predict", "predict the classes of video or audio files with a trained run"),
     "sync": ("avformer.cli.sync", "estimate the audio-video offset of media files with a trained av_sync run"),
+    "localize": ("avformer.cli.localize", "heatmap of where the sound is in the picture (av_correspondence run)"),
     "serve": ("avformer.cli.serve", "a web page to try a trained run on uploaded video or audio files"),
     "synth": ("avformer.cli.synth", "write the procedurally generated audio-visual dataset (MP4 + manifest)"),
     "probe": ("avformer.cli.probe", "print streams, duration and usability of media files"),

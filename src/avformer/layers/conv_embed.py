@@ -201,6 +201,22 @@ class CNNTokenEmbed(nn.Module):
             if isinstance(conv, nn.Conv2d):
                 conv.reset_parameters()
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem's map before pooling and projection (its last conv layer's output): video ``(B, C, T, H, W)``
+        -> ``(B, width, T, h, w)`` (each frame through the 2-D CNN); spectrogram ``(B, C, F, T)`` -> ``(B, width,
+        F', T')``. What a localisation head reads (:mod:`avformer.models.localization`)."""
+        if self.per == "frame":
+            B, C, T, H, W = x.shape
+            fmap = self.stem.features(x.transpose(1, 2).reshape(B * T, C, H, W))  # (B·T, width, h, w)
+            return fmap.view(B, T, *fmap.shape[1:]).transpose(1, 2)  # (B, width, T, h, w)
+        return self.stem.features(x)  # (B, width, F', T')
+
+    def tokens_from_map(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, D) of a :meth:`feature_map` (max over space per frame, or over time per band, then the
+        projection): ``tokens_from_map(feature_map(x))`` equals ``forward(x)[0]``."""
+        feats = fmap.amax((3, 4)) if self.per == "frame" else fmap.amax(3)  # (B, width, N)
+        return self.stem.project(feats).transpose(1, 2)  # (B, N, D)
+
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Tokens (B, N, D) and the full grid; with ``keep`` (B, N_keep) sorted frame indices only those frames."""
         if self.per == "frame":

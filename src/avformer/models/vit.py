@@ -260,9 +260,12 @@ class ViTEncoder(nn.Module):
             tokens = tokens + self._patch_pos(grid).to(tokens.dtype)
             if keep is not None:
                 tokens = keep_tokens(tokens, keep)  # (B, N_keep, D), positions already added
+        return self._with_prefix(tokens), tuple(grid)
+
+    def _with_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[prefix tokens ‖ tokens]`` (B, P + N, D) of patch tokens that have their positions."""
         prefix = self._prefix(tokens.shape[0])
-        x = tokens if prefix is None else torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + N, D)
-        return x, tuple(grid)
+        return tokens if prefix is None else torch.cat([prefix.to(tokens.dtype), tokens], dim=1)  # (B, P + N, D)
 
     def forward_block(
         self,
@@ -309,6 +312,29 @@ class ViTEncoder(nn.Module):
         ``grid`` the full grid."""
         seq, grid = self.forward_sequence(x, keep)
         return self._split(seq, grid)
+
+    def forward_features_with_map(self, x: torch.Tensor) -> tuple[EncoderOutput, torch.Tensor]:
+        """``forward_features(x)`` (no token dropped) and the encoder's feature map on its input's grid, for heads
+        that score places (sound-source localisation, :mod:`avformer.models.localization`).
+
+        The map is, for a CNN stem (``frame_cnn`` video, ``cnn`` spectrogram), the stem's map before its pooling
+        into tokens: ``(B, width, T, h, w)`` for video, ``(B, width, F', T')`` for a spectrogram (computed once and
+        shared with the tokens); for patch / tubelet stems, the output patch tokens laid out on their grid:
+        ``(B, D, t, h, w)`` for video, ``(B, D, F', T')`` for a spectrogram, ``(B, D, S')`` for a waveform.
+        """
+        pe = self.patch_embed
+        if not isinstance(pe, CNNTokenEmbed):
+            out = self.forward_features(x)
+            B, _, D = out.tokens.shape
+            return out, out.tokens.transpose(1, 2).reshape(B, D, *out.grid)  # tokens are in row-major grid order
+        fmap = pe.feature_map(x)  # (B, width, T, h, w) | (B, width, F', T')
+        tokens = pe.tokens_from_map(fmap)  # (B, N, D)
+        grid = (tokens.shape[1],)
+        seq = self._with_prefix(tokens + self._patch_pos(grid).to(tokens.dtype))
+        bias = self.attn_bias(x)
+        for i in range(len(self.blocks)):
+            seq, grid = self.forward_block(i, seq, grid, attn_bias=bias)
+        return self._split(self.norm(seq), grid), fmap
 
     def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
         """Logits (B, num_classes), or ``pooled`` (B, D) itself when ``num_classes == 0``."""

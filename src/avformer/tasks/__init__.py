@@ -1,13 +1,14 @@
 """Tasks: objectives bound to batch keys, registered by name. The trainer only calls a :class:`Task`.
 
 Importing this package registers the built-in tasks (``classification``, ``av_classification``, ``vatt_pretrain``,
-``xdc``, ``crisscross``, ``mae``, ``cav_mae``, ``mavil``, ``xkd``, ``av_sync``).
+``xdc``, ``crisscross``, ``mae``, ``cav_mae``, ``mavil``, ``xkd``, ``av_sync``, ``av_correspondence``).
 """
 
 from __future__ import annotations
 
 from avformer.tasks import (  # noqa: F401  (self-registering)
     classification,
+    correspondence,
     crisscross,
     masked,
     sync,
