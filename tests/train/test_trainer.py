@@ -455,7 +455,8 @@ def test_a_loss_term_stuck_at_chance_is_named(tmp_path: Path) -> None:
     console = Console(file=io.StringIO(), width=400)
     run(make_cfg(tmp_path, epochs=1), task=Stuck(), console=console)
     out = console.file.getvalue()  # type: ignore[attr-defined]
-    assert "warning: train_mil_nce = 2.1002 over epoch 1, within 3% of its chance value 2.0794 (ln 8" in out
+    assert "warning: train_mil_nce = 2.1002 over epoch 1, within 3% of its chance value 2.0794 (the task" in out
+    assert "ln 8 for" not in out  # the chance value is the task's, not always ln B (a binary term: ln 2)
     assert out.count("warning:") == 1  # nce (0.5, far from ln 8) is learning
 
 

@@ -83,8 +83,8 @@ class EpochEndMixin:
             if at_chance(mean, chance):
                 self.logger.info(
                     f"warning: train_{term} = {mean:.4f} over epoch {epoch}, within {CHANCE_TOLERANCE:.0%} of its "
-                    f"chance value {chance:.4f} (ln {batch} for {batch} candidates): the {term} term has learned "
-                    "nothing so far"
+                    f"chance value {chance:.4f} (the task's value for a model that cannot tell its candidates apart): "
+                    f"the {term} term has learned nothing so far"
                 )
 
     def _epoch_stats(self) -> LoadStats:
