@@ -54,12 +54,14 @@ def test_view_config_grid_validation() -> None:
 
 @pytest.mark.parametrize("anchor", ["audio", "video"])
 def test_grid_views_anchor_window_does_not_depend_on_the_offset(anchor: str) -> None:
-    """Where the anchor stream's window lies must say nothing about the class: eval puts it in one place for every
-    offset, training draws it from one range for every offset; the other window is moved by the offset."""
+    """Where the anchor stream's window lies must say nothing about the class: training and evaluation draw it from
+    one range for every offset (a centred eval anchor would put the moved window at one place per class); the other
+    window is moved by the offset."""
     cfg = ViewConfig(audio_offset_grid=GRID, grid_anchor=anchor)
     starts: dict[int, list[float]] = {}
-    for seed in range(300):
-        (w,) = place_views(0.0, 4.0, 2.0, cfg, torch.Generator().manual_seed(seed), train=True)
+    for seed in range(600):
+        train = seed % 2 == 0
+        (w,) = place_views(0.0, 4.0, 2.0, cfg, torch.Generator().manual_seed(seed), train=train)
         assert w.offset_class is not None and w.offset == GRID[w.offset_class]
         assert w.audio_start == pytest.approx(w.video_start + w.offset)
         fixed = w.video_start if anchor == "video" else w.audio_start
@@ -70,9 +72,15 @@ def test_grid_views_anchor_window_does_not_depend_on_the_offset(anchor: str) -> 
     assert set(starts) == set(range(9))  # every class is drawn
     means = [np.mean(v) for v in starts.values()]
     assert max(means) - min(means) < 0.25  # the same distribution for every class (mean ~1.0)
-    evals = [place_views(0.0, 4.0, 2.0, cfg, torch.Generator().manual_seed(s), train=False)[0] for s in range(40)]
-    fixed_eval = {w.video_start if anchor == "video" else w.audio_start for w in evals}
-    assert fixed_eval == {1.0} and len({w.offset_class for w in evals}) > 3
+    evals = [place_views(0.0, 4.0, 2.0, cfg, torch.Generator().manual_seed(s), train=False)[0] for s in range(200)]
+    moved = [(w.audio_start if anchor == "video" else w.video_start, w.offset_class) for w in evals]
+    # the moved window's place alone must not give the class away: several classes share each place
+    by_place: dict[float, set[int | None]] = {}
+    for t, k in moved:
+        by_place.setdefault(round(t * 4) / 4, set()).add(k)  # quarter-second bins
+    assert np.mean([len(ks) for ks in by_place.values()]) > 2
+    again = place_views(0.0, 4.0, 2.0, cfg, torch.Generator().manual_seed(7), train=False)[0]
+    assert again == evals[7]  # evaluation stays deterministic per generator
     with pytest.raises(ViewError, match="shorter than the 2 s window plus the offset grid"):
         place_views(0.0, 2.9, 2.0, cfg, torch.Generator(), train=True)
 

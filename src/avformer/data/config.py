@@ -136,10 +136,13 @@ class ViewConfig:
     ``audio_offset_grid`` (synchronisation as offset classification, Chen et al. 2021): each view's offset is one of
     these values (seconds, ascending), drawn uniformly from the sample's generator, and samples also carry its index
     ``audio_offset_class`` (int64). The window of the ``grid_anchor`` stream is placed where *every* grid offset fits
-    (training: uniform there; evaluation: its centre), the other one is moved by the offset, so where the anchor's
-    window lies in the file says nothing about the offset; a row shorter than the window plus the grid's span is
-    skipped. The moved stream's place in the file does depend on the offset: anchor the stream whose content is
-    tied to the clip's clock. ``audio`` (the default) suits clips cut around their sound: on AV-Digits (speech
+    (uniform there, drawn from the sample's generator in training and in evaluation alike: a centred anchor would
+    make the moved window's place in the file a function of the offset on every val clip), the other one is moved
+    by the offset, so where the anchor's window lies in the file says nothing about the offset; a row shorter than
+    the window plus the grid's span is skipped. The moved stream's place in the file does depend on the offset, the
+    less so the more room the anchor has (rows much longer than window + span): a model that can tell where in the
+    file a window lies (an encoder's frame-type pattern, content tied to the clip's clock) can read the offset from
+    that alone when there is little room (docs/sync.md). Anchor the stream whose content is tied to the clip's clock. ``audio`` (the default) suits clips cut around their sound: on AV-Digits (speech
     placed inside 1-s clips) a ``video`` anchor let a model read the offset from the audio window alone (58 %
     against 11 % chance, docs/sync.md). ``grid_margin`` keeps both windows that far from the row's ends: the first
     and last frames of an encoding differ from the rest (an I-frame, the encoder's flush), and a moved window that

@@ -109,7 +109,8 @@ def _grid_views(
 ) -> list[ViewWindow]:
     """Views with one offset each from ``cfg.audio_offset_grid`` (uniform over its classes); the window of the
     ``cfg.grid_anchor`` stream lies where every grid offset fits, so its place is independent of the drawn offset
-    (training: uniform there, evaluation: the centre); the other stream's window is moved by the offset. Neither
+    (uniform there, in evaluation too: ``gen`` is deterministic per row there); the other stream's window is moved
+    by the offset. Neither
     window comes closer than ``cfg.grid_margin`` to an end of the row."""
     grid = cfg.audio_offset_grid
     video_anchor = cfg.grid_anchor == "video"
@@ -131,7 +132,7 @@ def _grid_views(
             views.append(views[0])
             continue
         k = int(torch.randint(len(grid), (), generator=gen))
-        anchor = _uniform(lo, hi, gen) if train else (lo + hi) / 2
+        anchor = _uniform(lo, hi, gen)
         video_start = anchor if video_anchor else min(max(anchor - grid[k], start), end - length)  # float slack
         views.append(ViewWindow(video_start, grid[k], k))
     return views
