@@ -142,9 +142,10 @@ class ViewConfig:
     the window plus the grid's span is skipped. The moved stream's place in the file does depend on the offset, the
     less so the more room the anchor has (rows much longer than window + span): a model that can tell where in the
     file a window lies (an encoder's frame-type pattern, content tied to the clip's clock) can read the offset from
-    that alone when there is little room (docs/sync.md). Anchor the stream whose content is tied to the clip's clock. ``audio`` (the default) suits clips cut around their sound: on AV-Digits (speech
-    placed inside 1-s clips) a ``video`` anchor let a model read the offset from the audio window alone (58 %
-    against 11 % chance, docs/sync.md). ``grid_margin`` keeps both windows that far from the row's ends: the first
+    that alone when there is little room (docs/sync.md). Anchor the stream whose content is tied to the clip's
+    clock. ``audio`` (the default) suits clips cut around their sound: on AV-Digits (speech placed inside 1-s clips)
+    a ``video`` anchor let a model read the offset from the audio window alone (58 % against 11 % chance,
+    docs/sync.md). ``grid_margin`` keeps both windows that far from the row's ends: the first
     and last frames of an encoding differ from the rest (an I-frame, the encoder's flush), and a moved window that
     reaches an end tells which offset moved it there.
 
