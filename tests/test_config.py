@@ -11,12 +11,14 @@ from avformer.config import (
     ExperimentConfig,
     ModelSpec,
     OptimConfig,
+    TaskSpec,
     TrainConfig,
     apply_overrides,
     dump,
     from_dict,
     load,
     loads,
+    stage_config,
     to_dict,
 )
 from avformer.data.dataset import DataConfig
@@ -182,6 +184,12 @@ def test_inherit_keeps_task_options_only_for_the_same_task(tmp_path: Path) -> No
     assert same.name == "av_classification" and same.options == {"avc_weight": 0.3, "imc_weight": 0.2}
     (tmp_path / "other.yaml").write_text("inherit: base.yaml\ntask: {name: vatt_pretrain}\n")
     assert load(tmp_path / "other.yaml").task.options == {}  # avc_weight belongs to av_classification
+    (tmp_path / "staged.yaml").write_text(
+        "inherit: base.yaml\nstages:\n  - {name: a}\n  - {name: b, overrides: {task: {name: vatt_pretrain}}}\n"
+    )
+    staged = load(tmp_path / "staged.yaml")
+    assert stage_config(staged, 0).task.options == {"avc_weight": 0.3}
+    assert stage_config(staged, 1).task == TaskSpec("vatt_pretrain", {})
 
 
 def test_a_recipe_copied_elsewhere_still_finds_what_it_inherits(tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ Paths: ``inherit:`` is relative to the file that says it; when nothing is there,
 built-in recipe folders (``configs/experiment/``, then ``configs/``, beside ``src/``), so a recipe copied out of
 ``configs/experiment/`` keeps its ``inherit: ../model/mmt_base.yaml``. Every other path in a config (manifests,
 ``classes``, ``root``, shards, ``train.out_dir``) is relative to the working directory, as on the command line.
-A file that inherits and names another ``task.name`` does not inherit ``task.options``: they belong to the task.
+A file that inherits (or a stage) and names another ``task.name`` does not inherit ``task.options``: they belong to
+the task.
 
 This is the only module that reads YAML. Convert once at the CLI boundary; below it, code takes dataclasses.
 """
@@ -323,7 +324,7 @@ def stage_config(cfg: ExperimentConfig, index: int) -> ExperimentConfig:
     stage = cfg.stages[index]
     base = to_dict(cfg)
     base["stages"] = []
-    merged = _merge(base, stage.overrides)
+    merged = _merge_config(base, stage.overrides)
     merged["train"] = {**merged["train"], "out_dir": str(Path(cfg.train.out_dir) / stage.name)}
     try:
         return from_dict(merged)
@@ -514,13 +515,20 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return data
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: 'inherit' must be a relative or absolute path string, got {parent!r}")
-    base = _read_yaml(_inherited(path, parent), (*chain, path))
-    task, base_task = data.get("task"), base.get("task")
-    if isinstance(task, Mapping) and isinstance(base_task, dict) and task.get("name", base_task.get("name")) != (
-        base_task.get("name")
+    return _merge_config(_read_yaml(_inherited(path, parent), (*chain, path)), data)
+
+
+def _merge_config(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`_merge` of two configs, except that ``task.options`` belong to their task: when ``top`` names another
+    ``task.name``, ``base``'s task options are dropped (the new task starts from its own defaults)."""
+    task, base_task = top.get("task"), base.get("task")
+    if (
+        isinstance(task, Mapping)
+        and isinstance(base_task, dict)
+        and task.get("name", base_task.get("name")) != (base_task.get("name"))
     ):
-        base = {**base, "task": {}}  # options belong to their task: another task starts from its own defaults
-    return _merge(base, data)
+        base = {**base, "task": {}}
+    return _merge(base, top)
 
 
 BUILTIN_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # the recipes beside src/ (a source checkout)
