@@ -26,6 +26,7 @@ import json
 import sys
 from pathlib import Path
 
+from avformer.cli.outputs import unique_output
 from avformer.data.media import MediaError
 from avformer.eval.localization import (
     HEATMAPS,
@@ -76,16 +77,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _out_name(out_dir: Path, path: str, suffix: str, used: set[Path]) -> Path:
-    """``DIR/<name><suffix>``; a second file of the same name gets ``<name>-2<suffix>``."""
-    base = Path(path).name or "input"
-    target, i = out_dir / f"{base}{suffix}", 2
-    while target in used:
-        target, i = out_dir / f"{base}-{i}{suffix}", i + 1
-    used.add(target)
-    return target
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if bool(args.files) == bool(args.eval):
@@ -120,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             for k in ("ave_acc", "avol_acc"):
                 if k in res:
                     print(f"  correspondence {k[:-4]:<5} {res[k]:.3f}   (chance 0.5, {int(res['pairs'])} pairs)")
-            if "pointing" in res:
-                print(
-                    f"  pointing       {res['pointing']:.3f} AVOL map, {res['pointing_gradient']:.3f} gradient   "
-                    f"(chance {res['pointing_chance']:.3f}, {int(res['pointing_clips'])} clips with events)"
-                )
+            for suffix, when in (("", "burst frames"), ("_all_frames", "all frames")):
+                if f"pointing{suffix}" in res:
+                    print(
+                        f"  pointing       {res['pointing' + suffix]:.3f} AVOL map, "
+                        f"{res['pointing_gradient' + suffix]:.3f} gradient   (chance "
+                        f"{res['pointing_chance' + suffix]:.3f}; {when}, {int(res['pointing_clips'])} clips)"
+                    )
             if "mosaic_acc" in res:
                 print(
                     f"  mosaic         {res['mosaic_acc']:.3f} AVOL map, {res['mosaic_acc_gradient']:.3f} gradient   "
@@ -138,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             clip = localizer.load(path, start=args.start)
             localizer.score([clip])
-            png = plot_localization(_out_name(out_dir, path, ".png", used), clip, kind=args.heatmap)
+            png = plot_localization(unique_output(out_dir, path, ".png", used), clip, kind=args.heatmap)
             extra = ""
             if args.mp4:
                 mp4 = write_overlay_mp4(
-                    _out_name(out_dir, path, ".mp4", used), clip, cfg.data.video.fps, kind=args.heatmap
+                    unique_output(out_dir, path, ".mp4", used), clip, cfg.data.video.fps, kind=args.heatmap
                 )
                 extra = f", {mp4}"
         except (MediaError, OSError, ValueError, RuntimeError) as e:

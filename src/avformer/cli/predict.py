@@ -32,6 +32,7 @@ import json
 import sys
 from pathlib import Path
 
+from avformer.cli.outputs import unique_output
 from avformer.eval.predict import FilePrediction, FilePredictor
 from avformer.eval.report import plot_prediction
 from avformer.models.export_formats import BACKENDS, load_backend
@@ -73,18 +74,6 @@ def format_prediction(pred: FilePrediction) -> str:
     width = max((len(name) for name, _ in pred.top), default=0)
     lines += [f"  {i:2d}. {name.ljust(width)}  {p:.3f}" for i, (name, p) in enumerate(pred.top, 1)]
     return "\n".join(lines)
-
-
-def _png_path(out_dir: Path, path: str, used: set[Path]) -> Path:
-    """``DIR/<name>.png``; a second file of the same name gets ``<name>-2.png``."""
-    base = Path(path).name or "input"
-    target = out_dir / f"{base}.png"
-    i = 2
-    while target in used:
-        target = out_dir / f"{base}-{i}.png"
-        i += 1
-    used.add(target)
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             d = pred.display
             end = f"{d.window[1]:.1f}" if d.window[1] is not None else "end"
             plot_prediction(
-                _png_path(png_dir, path, used),
+                unique_output(png_dir, path, ".png", used),
                 pred.top,
                 frames=d.frames,
                 spectrogram=d.spectrogram,

@@ -24,6 +24,7 @@ import json
 import sys
 from pathlib import Path
 
+from avformer.cli.outputs import unique_output
 from avformer.eval.sync import SyncEstimator, plot_sync_scores
 from avformer.models.loading import load_run
 from avformer.utils.checkpoint import CheckpointError
@@ -47,15 +48,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", choices=("best", "last"), default="best", help="which checkpoint of a run folder")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:1 ...")
     return p
-
-
-def _png_path(out_dir: Path, path: str, used: set[Path]) -> Path:
-    base = Path(path).name or "input"
-    target, i = out_dir / f"{base}.sync.png", 2
-    while target in used:
-        target, i = out_dir / f"{base}-{i}.sync.png", i + 1
-    used.add(target)
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         png = None
         if not args.no_png:
             try:
-                png = plot_sync_scores(_png_path(out_dir, path, used), est)
+                png = plot_sync_scores(unique_output(out_dir, path, ".sync.png", used), est)
             except OSError as e:
                 print(f"avformer sync: error: cannot write the plot into {out_dir}: {e.strerror or e}", file=sys.stderr)
                 return 1
