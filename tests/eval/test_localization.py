@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import av
@@ -124,6 +125,48 @@ def test_evaluate_a_run_on_event_clips(tmp_path: Path, events: Path) -> None:
     assert res["pointing_clips"] == 8 and 0 <= res["pointing"] <= 1
     assert 0.02 < res["pointing_chance"] < 0.5  # 2-3 objects in 32 px frames
     assert res["mosaic_trials"] == 8 and res["mosaic_chance"] == 0.25
+
+
+def test_pointing_is_scored_at_the_burst_frames(tmp_path: Path, events: Path) -> None:
+    """A heatmap peaked on the sounding object where it is at its first burst hits there; ``pointing`` scores the
+    burst frames only, ``pointing_all_frames`` every frame; a peak far from every box scores 0 on both."""
+    from avformer.data.synth import events_path, read_events
+    from avformer.eval.localization import _pointing_game, _source_frames
+
+    cfg, task, _ = load_localizer(make_avc_run(tmp_path / "run"))
+    loc = Localizer(cfg, task)
+    clip = loc.load(events / "clips" / "000002.mp4")
+    ev = read_events(events_path(clip.path))
+    boxes = ev["boxes"][ev["sounding"]]
+    src = _source_frames(clip.timestamps, ev["fps"], len(boxes))
+    geom = ViewGeometry.of(tuple(ev["size"]), (clip.frames.shape[1], clip.frames.shape[2]), cfg.data.video)
+    burst = [f for f in src if f in set(ev["burst_frames"])]
+    assert burst, "the test clip must hold a burst"
+    x0, y0, x1, y1 = geom.box(boxes[burst[0]])
+    heat = torch.zeros(geom.size, geom.size)
+    heat[int((y0 + y1) / 2), int((x0 + x1) / 2)] = 1.0  # full resolution: upsampling keeps the peak pixel
+    clip.heatmap = clip.gradient = heat
+    res = _pointing_game(loc, [clip])
+    inside = [geom.box(boxes[f]) for f in src]
+    cy, cx = int((y0 + y1) / 2) + 0.5, int((x0 + x1) / 2) + 0.5
+    hit = [b[0] <= cx < b[2] and b[1] <= cy < b[3] for b in inside]
+    assert res["pointing"] == pytest.approx(
+        sum(h for h, f in zip(hit, src, strict=True) if f in set(burst)) / len(burst)
+    )
+    assert res["pointing"] > 0 and res["pointing_all_frames"] == pytest.approx(sum(hit) / len(hit))
+    assert res["pointing_clips"] == 1 and 0 < res["pointing_chance"] < 1
+    empty = torch.zeros(geom.size, geom.size)
+    occupied = torch.zeros(geom.size, geom.size, dtype=torch.bool)
+    for obj in ev["boxes"]:
+        for f in src:
+            a0, b0, a1, b1 = geom.box(obj[f])
+            occupied[int(b0) : math.ceil(b1), int(a0) : math.ceil(a1)] = True
+    free = torch.nonzero(~occupied)
+    assert len(free), "the test clip must leave a pixel that no object ever covers"
+    empty[tuple(free[0])] = 1.0
+    clip.heatmap = clip.gradient = empty
+    res = _pointing_game(loc, [clip])
+    assert res["pointing"] == 0 and res["pointing_all_frames"] == 0
 
 
 def test_pictures_of_one_file(tmp_path: Path, events: Path) -> None:

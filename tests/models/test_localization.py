@@ -39,6 +39,29 @@ def test_temporal_embedding_is_a_temporal_convolution() -> None:
     assert torch.allclose(emb(seq), emb(seq[..., None, None])[..., 0, 0], atol=1e-6)
 
 
+def test_spatial_kernel_is_a_spatio_temporal_convolution() -> None:
+    """spatial_kernel 3: fc1 reads the 3 x 3 places around each place (zero outside the map) over 3 frames: the same
+    map as a Conv3d (3 x 3 x 3); with spatial_kernel 1 a place never sees its neighbours."""
+    torch.manual_seed(0)
+    emb = TemporalEmbedding(4, 6, temporal_kernel=3, spatial_kernel=3)
+    conv1 = nn.Conv3d(4, 6, 3, padding=1)
+    conv2 = nn.Conv3d(6, 6, 1)
+    with torch.no_grad():  # fc1's input: frames t-1..t+1 (outer) of places (dy, dx) row-major (inner), C innermost
+        conv1.weight.copy_(emb.fc1.weight.view(6, 3, 3, 3, 4).permute(0, 4, 1, 2, 3))
+        conv1.bias.copy_(emb.fc1.bias)
+        conv2.weight.copy_(emb.fc2.weight[..., None, None, None])
+        conv2.bias.copy_(emb.fc2.bias)
+    x = torch.randn(2, 4, 5, 4, 3)
+    assert torch.allclose(emb(x), conv2(torch.relu(conv1(x))), atol=1e-5)
+    poke = x.clone()
+    poke[:, :, :, 0, 0] += 1.0  # change one place: its neighbour (1, 1) moves with ks 3 and not with ks 1
+    assert not torch.allclose(emb(poke)[..., 1, 1], emb(x)[..., 1, 1])
+    local = TemporalEmbedding(4, 6, temporal_kernel=3, spatial_kernel=1)
+    assert torch.equal(local(poke)[..., 1, 1], local(x)[..., 1, 1])
+    with pytest.raises(ValueError, match="spatial_kernel"):
+        AVOLHead(4, 4, 6, spatial_kernel=2)
+
+
 # ---- AVOL ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("norm", ["clip", "location"])
 def test_avol_clip_logit_is_the_max_and_only_the_argmax_gets_gradient(norm: str) -> None:

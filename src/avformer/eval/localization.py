@@ -11,10 +11,14 @@ What is measured (``avformer localize --eval``, :func:`evaluate_localization`):
   the receptive field of the winning place.
 * **Pointing game** on clips with an events sidecar (``avformer synth --events``), for each heatmap: it is upsampled
   (bilinear) to the model's input frame (the gradient heatmap already is at that size), and its peak pixel is tested
-  against the sounding object's box **on every frame the model saw**: a clip scores the fraction of its frames on
-  which the peak lies inside the box (pixel centre inside ``[x0, x1) × [y0, y1)``), and ``pointing`` is the mean over
-  clips (``pointing`` for AVOL's map, ``pointing_gradient``). Chance is what a peak placed without looking scores:
-  the box's area as a fraction of the frame, averaged the same way (``pointing_chance``). Boxes are mapped from the
+  against the sounding object's box **at the moments it sounds**: the burst frames (event onsets) the model saw. A
+  clip scores the fraction of those frames on which the peak lies inside the box (pixel centre inside
+  ``[x0, x1) × [y0, y1)``), and ``pointing`` is the mean over clips (``pointing`` for AVOL's map,
+  ``pointing_gradient``). The objects drift while the clip has one heatmap, so the same game on **every** frame the
+  model saw is stricter (``pointing_all_frames``, ``pointing_gradient_all_frames``): it also asks the object to stay
+  where it sounded. Chance is what a peak placed without looking scores: the box's area as a fraction of the frame,
+  averaged the same way (``pointing_chance``, ``pointing_chance_all_frames``). Clips whose window holds no burst are
+  left out. Boxes are mapped from the
   written frame to the model's input the way evaluation transforms the frames (:class:`ViewGeometry`: the
   decoder's short-side resize, the transform's resize and centre crop); a box cut by the crop keeps its visible
   part. Frames are matched by time: model frame ``k`` shows the source frame on screen at its timestamp.
@@ -350,7 +354,8 @@ def evaluate_localization(
 
     Returns:
         ``clips``; ``ave_acc`` / ``avol_acc`` (the heads trained) and ``pairs``; with sidecars ``pointing``,
-        ``pointing_chance``, ``pointing_clips``; with ``mosaics`` ``mosaic_acc``, ``mosaic_trials``,
+        ``pointing_gradient``, ``pointing_chance``, their ``_all_frames`` versions, ``pointing_clips``; with
+        ``mosaics`` ``mosaic_acc``, ``mosaic_trials``,
         ``mosaic_chance`` (0.25); ``skipped`` (clips that could not be read).
 
     Raises:
@@ -395,31 +400,41 @@ def evaluate_localization(
     if "avol" in task.heads:
         for r in _batches(len(clips), batch_size):
             localizer.score([clips[j] for j in r])
-        hits: dict[str, list[float]] = {k: [] for k in HEATMAPS}
-        chance: list[float] = []
-        for c in clips:
-            side = events_path(c.path)
-            if not side.is_file():
-                continue
-            ev = read_events(side)
-            boxes = ev["boxes"][ev["sounding"]]
-            src = _source_frames(c.timestamps, ev["fps"], len(boxes))
-            geom = ViewGeometry.of(tuple(ev["size"]), (c.frames.shape[1], c.frames.shape[2]), localizer.cfg.data.video)
-            frame_boxes = [geom.box(boxes[f]) for f in src]
-            for kind in HEATMAPS:
-                h, ch = pointing(c.map_of(kind), frame_boxes, geom.size)
-                hits[kind].append(h)
-            chance.append(ch)
-        if chance:
-            res["pointing"] = sum(hits["map"]) / len(chance)
-            res["pointing_gradient"] = sum(hits["gradient"]) / len(chance)
-            res["pointing_chance"] = sum(chance) / len(chance)
-            res["pointing_clips"] = float(len(chance))
+        res.update(_pointing_game(localizer, clips))
         if mosaics:
             res.update(_mosaic_game(localizer, clips))
     elif mosaics:
         raise UsageError("the run trained no localisation head (task.options.heads: ave): no mosaics")
     return res
+
+
+def _pointing_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict[str, float]:
+    """The pointing game on the clips with an events sidecar, at the burst frames and at every frame."""
+    hits: dict[str, list[float]] = {}
+    chance: dict[str, list[float]] = {"": [], "_all_frames": []}
+    for c in clips:
+        side = events_path(c.path)
+        if not side.is_file():
+            continue
+        ev = read_events(side)
+        boxes = ev["boxes"][ev["sounding"]]
+        src = _source_frames(c.timestamps, ev["fps"], len(boxes))
+        geom = ViewGeometry.of(tuple(ev["size"]), (c.frames.shape[1], c.frames.shape[2]), localizer.cfg.data.video)
+        bursts = set(ev["burst_frames"])
+        frames = {"": [f for f in src if f in bursts], "_all_frames": src}
+        if not frames[""]:  # no burst in the window the model saw: nothing sounded
+            continue
+        for suffix, fs in frames.items():
+            for kind in HEATMAPS:
+                h, ch = pointing(c.map_of(kind), [geom.box(boxes[f]) for f in fs], geom.size)
+                hits.setdefault(f"pointing{'_gradient' if kind == 'gradient' else ''}{suffix}", []).append(h)
+            chance[suffix].append(ch)
+    n = len(chance[""])
+    if not n:
+        return {}
+    res = {k: sum(v) / n for k, v in hits.items()}
+    res |= {f"pointing_chance{k}": sum(v) / n for k, v in chance.items()}
+    return res | {"pointing_clips": float(n)}
 
 
 def _mosaic_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict[str, float]:

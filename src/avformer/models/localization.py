@@ -104,21 +104,30 @@ class AVEHead(nn.Module):
 
 
 class TemporalEmbedding(nn.Module):
-    """Per place: a convolution over ``temporal_kernel`` frames (zero-padded, no spatial extent), ReLU, a 1×1
-    convolution; written as two matrix products on channels-last tensors (the same maps as Conv3d (kt×1×1) + Conv3d
-    1×1, several times faster on CPU).
+    """Per place: a convolution over ``temporal_kernel`` frames and, with two place axes, ``spatial_kernel`` ×
+    ``spatial_kernel`` places around it (zero-padded), ReLU, a 1×1 convolution; written as two matrix products on
+    channels-last tensors (the same maps as Conv3d (kt×ks×ks) + Conv3d 1×1, several times faster on CPU).
 
     ``forward``: (B, C, T, *places) -> (B, E, T, *places), any number of place axes (none for audio).
     """
 
-    def __init__(self, in_dim: int, embed_dim: int, temporal_kernel: int = 1) -> None:
+    def __init__(self, in_dim: int, embed_dim: int, temporal_kernel: int = 1, spatial_kernel: int = 1) -> None:
         super().__init__()
-        self.temporal_kernel = temporal_kernel
-        self.fc1 = nn.Linear(temporal_kernel * in_dim, embed_dim)  # input frames t - k//2 .. t + k//2, concatenated
+        self.temporal_kernel, self.spatial_kernel = temporal_kernel, spatial_kernel
+        # input: frames t - kt//2 .. t + kt//2 of the places around, concatenated
+        self.fc1 = nn.Linear(temporal_kernel * spatial_kernel**2 * in_dim, embed_dim)
         self.fc2 = nn.Linear(embed_dim, embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         n = x.ndim
+        kt, ks = self.temporal_kernel, self.spatial_kernel
+        if ks > 1:  # a Conv3d with fc1's weights (oneDNN's convolution; gathering the 27 neighbours is far slower)
+            if n != 5:
+                raise ValueError(f"spatial_kernel > 1 needs (B, C, T, h, w), got shape {tuple(x.shape)}")
+            E, C = self.fc1.out_features, x.shape[1]
+            weight = self.fc1.weight.view(E, kt, ks, ks, C).permute(0, 4, 1, 2, 3)
+            y = F.relu(F.conv3d(x, weight, self.fc1.bias, padding=(kt // 2, ks // 2, ks // 2)))  # (B, E, T, h, w)
+            return self.fc2(y.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
         x = x.permute(0, *range(3, n), 2, 1)  # (B, *places, T, C)
         k = self.temporal_kernel
         if k > 1:
@@ -154,6 +163,8 @@ class AVOLHead(nn.Module):
         time: ``"aligned"`` (compare time courses; ours) or ``"pooled"`` (compare time averages; the paper).
         norm: ``"clip"`` (one norm per clip; ours) or ``"location"`` (one per place: the paper's cosine).
         temporal_kernel: odd temporal extent of the first convolution of both embeddings (1 = the paper's 1×1).
+        spatial_kernel: odd spatial extent of the video embedding's first convolution (1 = the paper's 1×1; 3 lets a
+            place see the places around it: an object larger than a place changes as a whole).
         scale: initial scale of the similarity.
         bias: initial bias.
     """
@@ -167,6 +178,7 @@ class AVOLHead(nn.Module):
         time: str = "aligned",
         norm: str = "clip",
         temporal_kernel: int = 3,
+        spatial_kernel: int = 1,
         scale: float = 10.0,
         bias: float = -5.0,
     ) -> None:
@@ -178,7 +190,9 @@ class AVOLHead(nn.Module):
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and >= 1, got {temporal_kernel}")
         self.time, self.norm = time, norm
-        self.video = TemporalEmbedding(video_dim, embed_dim, temporal_kernel)
+        if spatial_kernel < 1 or spatial_kernel % 2 == 0:
+            raise ValueError(f"spatial_kernel must be odd and >= 1, got {spatial_kernel}")
+        self.video = TemporalEmbedding(video_dim, embed_dim, temporal_kernel, spatial_kernel)
         self.audio = TemporalEmbedding(audio_dim, embed_dim, temporal_kernel)
         self.scale = nn.Parameter(torch.tensor(float(scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))

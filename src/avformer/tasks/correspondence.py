@@ -66,6 +66,7 @@ class CorrespondenceOptions:
     avol_time: str = "aligned"  # aligned: compare time courses (event timing; ours) | pooled: time averages (paper)
     avol_norm: str = "clip"  # clip: one norm per clip (ours) | location: per place (the paper's cosine)
     temporal_kernel: int = 3  # temporal extent of the AVOL embeddings' first layer (1 = the paper's 1×1)
+    spatial_kernel: int = 1  # spatial extent of AVOL's video embedding's first layer (1 = the paper's 1×1)
     negative_fraction: float = 0.5  # share of each batch's clips paired with another clip's audio
     seed: int = 0  # of the pairing (with the batch's clip indices)
 
@@ -78,8 +79,8 @@ class CorrespondenceOptions:
             raise ValueError(f"avol_norm must be one of {AVOL_NORMS}, got {self.avol_norm!r}")
         if self.ave_weight < 0 or self.avol_weight < 0:
             raise ValueError("ave_weight and avol_weight must be >= 0")
-        if self.embed_dim < 1 or self.temporal_kernel < 1 or self.temporal_kernel % 2 == 0:
-            raise ValueError("embed_dim must be >= 1 and temporal_kernel odd and >= 1")
+        if self.embed_dim < 1 or any(k < 1 or k % 2 == 0 for k in (self.temporal_kernel, self.spatial_kernel)):
+            raise ValueError("embed_dim must be >= 1, temporal_kernel and spatial_kernel odd and >= 1")
         if not 0.0 < self.negative_fraction < 1.0:
             raise ValueError(f"negative_fraction must be in (0, 1), got {self.negative_fraction}")
 
@@ -166,6 +167,7 @@ class CorrespondenceTask:
                 time=options.avol_time,
                 norm=options.avol_norm,
                 temporal_kernel=options.temporal_kernel,
+                spatial_kernel=options.spatial_kernel,
             )
         self.heads = attach_task_heads(model, heads)
         self.unused_parameters = True  # the text trunk and VATT's projection heads get no gradient
