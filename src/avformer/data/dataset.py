@@ -48,6 +48,7 @@ from avformer.data.media import Clip, MediaError, decode_clip, media_duration
 from avformer.data.video import VideoTransform, random_clip_window, uniform_clip_windows
 from avformer.data.views import ViewError, place_views
 from avformer.data.wave_augment import WaveAugment
+from avformer.utils.forking import freeze_inherited
 
 __all__ = [
     "AVDataset",
@@ -388,8 +389,10 @@ def worker_init(worker_id: int) -> None:
     kills them, and the run ends with a one-line error (exit 1) at the last checkpoint instead of saving at the next
     step; SIGTERM to the main process alone, and SIGINT, save cleanly. Ignoring SIGTERM in workers (tried) made a
     process exit hang in multiprocessing's join of live persistent workers, and a fix for that coincided with a
-    deadlock in torch's fd passing; see the reliability notes.
+    deadlock in torch's fd passing; see the reliability notes. Inherited objects are never garbage-collected in the
+    worker (:mod:`avformer.utils.forking`).
     """
+    freeze_inherited()
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 

@@ -46,6 +46,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
+from avformer.utils.forking import collect_before_fork, freeze_inherited
+
 __all__ = [
     "CLASS_NAMES",
     "EVENT_KINDS",
@@ -844,7 +846,8 @@ def _iter_written(cfg: SynthConfig, outdir: Path, workers: int) -> Iterator[tupl
     if workers <= 1:
         yield from map(_write_clip, jobs)
         return
-    with mp.get_context().Pool(workers) as pool:
+    collect_before_fork()
+    with mp.get_context().Pool(workers, initializer=freeze_inherited) as pool:
         yield from pool.imap_unordered(_write_clip, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
 
 

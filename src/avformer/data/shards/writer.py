@@ -48,6 +48,7 @@ from avformer.data.shards.format import (
     _audio_problem,
 )
 from avformer.data.video import uniform_clip_windows
+from avformer.utils.forking import collect_before_fork, freeze_inherited
 
 __all__ = ["PrepareConfig", "write_shards"]
 
@@ -229,6 +230,7 @@ def _encode_row(job: tuple[int, ManifestRow, PrepareConfig]) -> _RowResult:
 
 
 def _prepare_worker_init() -> None:
+    freeze_inherited()
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -358,6 +360,7 @@ def write_shards(
     pool = None
     try:
         if workers > 1:
+            collect_before_fork()
             pool = mp.get_context().Pool(workers, initializer=_prepare_worker_init)
             chunk = max(1, min(8, len(order) // (8 * workers)))
             results = pool.imap(_encode_row, jobs, chunksize=chunk)  # ordered: output independent of workers
