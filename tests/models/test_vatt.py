@@ -274,7 +274,10 @@ def test_checkpoints_of_the_old_layout_load_and_give_the_same_outputs(index: int
         torch.manual_seed(7)
         out = m(*args)  # the same tokens dropped, from the same random draws
         for name, ref in v["train_outputs"].items():
-            torch.testing.assert_close(getattr(out, name), ref, rtol=0, atol=1e-6, msg=name)
+            # train mode normalises with batch statistics, which turns float rounding that differs between CPUs
+            # into up to 2e-5 (measured on the dev machine of 2026-12-06, at the commit of 2026-12-05 too); another
+            # drop pattern moves the video outputs by 0.16-0.29 (seed 8 instead of 7)
+            torch.testing.assert_close(getattr(out, name), ref, rtol=0, atol=1e-4, msg=name)
 
 
 def test_an_old_fine_tuned_classifier_loads() -> None:
