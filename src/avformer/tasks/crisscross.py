@@ -46,7 +46,15 @@ from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.tasks.base import Batch, one_view_keys, two_tower_vatt
 from avformer.tasks.registry import TaskData, register_task
 
-__all__ = ["CrissCrossOptions", "CrissCrossTask", "embedding_std", "negative_cosine", "predictor", "projector"]
+__all__ = [
+    "CrissCrossOptions",
+    "CrissCrossTask",
+    "embedding_std",
+    "negative_cosine",
+    "predictor",
+    "projector",
+    "retrieval_and_spread",
+]
 
 _MODALITIES = ("video", "audio")
 
@@ -175,17 +183,7 @@ class CrissCrossTask:
 
     def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
         self.last_outputs = outputs
-        out = retrieval_report(
-            outputs["video_z"],
-            outputs["audio_z"],
-            outputs.get("label"),
-            has_video=outputs["has_video"],
-            has_audio=outputs["has_audio"],
-        )
-        for m in _MODALITIES:
-            keep = outputs[f"has_{m}"].bool()
-            out[f"embed_std_{m}"] = float(embedding_std(outputs[f"{m}_z"][keep]))
-        return out
+        return retrieval_and_spread(outputs, spread_of="z")
 
 
 def embedding_std(z: Tensor) -> Tensor:
@@ -194,6 +192,23 @@ def embedding_std(z: Tensor) -> Tensor:
     if z.shape[0] < 2:
         return torch.tensor(float("nan"))
     return F.normalize(z.float(), dim=1).std(dim=0).mean()
+
+
+def retrieval_and_spread(outputs: dict[str, Tensor], spread_of: str) -> dict[str, float]:
+    """Validation metrics of a two-tower self-supervised task: audio-video retrieval of the ``video_z`` /
+    ``audio_z`` embeddings (:func:`~avformer.metrics.retrieval.retrieval_report`) and, per modality,
+    ``embed_std_<m>`` (:func:`embedding_std` of ``outputs["<m>_<spread_of>"]`` over the clips with that stream)."""
+    out = retrieval_report(
+        outputs["video_z"],
+        outputs["audio_z"],
+        outputs.get("label"),
+        has_video=outputs["has_video"],
+        has_audio=outputs["has_audio"],
+    )
+    for m in _MODALITIES:
+        keep = outputs[f"has_{m}"].bool()
+        out[f"embed_std_{m}"] = float(embedding_std(outputs[f"{m}_{spread_of}"][keep]))
+    return out
 
 
 @register_task("crisscross", options=CrissCrossOptions, supervised=False)

@@ -108,7 +108,6 @@ from avformer.losses.distill import (
     teacher_distribution,
     warmup_value,
 )
-from avformer.metrics.retrieval import retrieval_report
 from avformer.models.masked import (
     DecoderConfig,
     MaskedDecoder,
@@ -123,7 +122,7 @@ from avformer.models.task_heads import attach_task_heads
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.models.vit import ViTEncoder
 from avformer.tasks.base import Batch, EpochContext, one_view_keys
-from avformer.tasks.crisscross import embedding_std
+from avformer.tasks.crisscross import embedding_std, retrieval_and_spread
 from avformer.tasks.masked import Reconstruction
 from avformer.tasks.registry import TaskData, register_task
 from avformer.utils.distributed import world_size
@@ -442,16 +441,9 @@ class XKDTask:
 
     def validation_end(self, outputs: dict[str, Tensor]) -> dict[str, float]:
         self.last_outputs = outputs
-        out = retrieval_report(
-            outputs["video_z"],
-            outputs["audio_z"],
-            outputs.get("label"),
-            has_video=outputs["has_video"],
-            has_audio=outputs["has_audio"],
-        )
+        out = retrieval_and_spread(outputs, spread_of="pooled")
         for m in _MODALITIES:
             keep = outputs[f"has_{m}"].bool()
-            out[f"embed_std_{m}"] = float(embedding_std(outputs[f"{m}_pooled"][keep]))
             out[f"teacher_entropy_{m}"] = float(outputs[f"teacher_entropy_{m}"][keep].mean())
         return out
 
