@@ -110,8 +110,7 @@ def _grid_views(
     """Views with one offset each from ``cfg.audio_offset_grid`` (uniform over its classes); the window of the
     ``cfg.grid_anchor`` stream lies where every grid offset fits, so its place is independent of the drawn offset
     (uniform there, in evaluation too: ``gen`` is deterministic per row there); the other stream's window is moved
-    by the offset. Neither
-    window comes closer than ``cfg.grid_margin`` to an end of the row."""
+    by the offset. Neither window comes closer than ``cfg.grid_margin`` to an end of the row."""
     grid = cfg.audio_offset_grid
     video_anchor = cfg.grid_anchor == "video"
     start, end = start + cfg.grid_margin, end - cfg.grid_margin
