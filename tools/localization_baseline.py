@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from avformer.config import load
 from avformer.data.manifest import read_manifest
-from avformer.eval.localization import Localizer, _pointing_game
+from avformer.eval.localization import Localizer, pointing_game
 from avformer.models.loading import build_model
 from avformer.tasks.registry import TaskData, get_task
 
@@ -47,7 +47,7 @@ def main() -> None:
     clips = [loc.load(r.path) for r in rows]
     for c in clips:
         c.heatmap = c.gradient = heatmap(c.sample["video"], c.sample["audio"])
-    res = _pointing_game(loc, clips)
+    res = pointing_game(loc, clips)
     print(
         f"hand-made localiser on {int(res['pointing_clips'])} clips: pointing {res['pointing']:.3f} at the burst "
         f"frames (chance {res['pointing_chance']:.3f}), {res['pointing_all_frames']:.3f} over all frames "

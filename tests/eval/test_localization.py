@@ -21,8 +21,10 @@ from avformer.eval.localization import (
     plot_localization,
     pointing,
     quadrant,
+    upsample,
     write_overlay_mp4,
 )
+from avformer.layers.conv_embed import Places
 from avformer.utils.checkpoint import CheckpointError
 from tests.eval._avc_run import make_avc_run, make_events_data
 
@@ -59,6 +61,24 @@ def test_pointing_on_constructed_boxes() -> None:
     assert pointing(heat, [g.box([0, 0, 16, 64])], 32) == (0.0, 0.0)  # a box the crop removed: miss, no area
     with pytest.raises(ValueError):
         pointing(heat, [], 32)
+
+
+def test_upsample_puts_each_value_at_its_place() -> None:
+    heat = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
+    # evenly spread places: what bilinear upsampling with align_corners=False assumes
+    even = torch.nn.functional.interpolate(heat[None, None], size=(20, 28), mode="bilinear", align_corners=False)
+    assert torch.allclose(upsample(heat, (20, 28)), even[0, 0], atol=1e-6)
+    # a stride-4 stem of padded 3x3 convolutions centres place (i, j) on pixel (4i, 4j), where the even spread would
+    # put it 1.5 pixels lower and further right: the peak follows the places
+    one = torch.zeros(8, 8)
+    one[2, 5] = 1.0
+    stem = Places((4.0, 4.0), (0.5, 0.5))
+    assert peak(one, (32, 32), stem) == (8, 20)
+    assert upsample(one, (32, 32), stem)[8, 20] == 1.0
+    assert peak(one, (32, 32)) in {(9, 21), (9, 22), (10, 21), (10, 22)}  # 4i + 1.5: between two pixels
+    # on a frame, a box that holds the stem's place centre but not the even one's: a hit only with the places
+    assert pointing(one, [(18.0, 6.0, 21.0, 9.0)], 32, stem)[0] == 1.0
+    assert pointing(one, [(18.0, 6.0, 21.0, 9.0)], 32)[0] == 0.0
 
 
 def test_mosaic_quadrants() -> None:
@@ -131,7 +151,7 @@ def test_pointing_is_scored_at_the_burst_frames(tmp_path: Path, events: Path) ->
     """A heatmap peaked on the sounding object where it is at its first burst hits there; ``pointing`` scores the
     burst frames only, ``pointing_all_frames`` every frame; a peak far from every box scores 0 on both."""
     from avformer.data.synth import events_path, read_events
-    from avformer.eval.localization import _pointing_game, _source_frames
+    from avformer.eval.localization import _source_frames, pointing_game
 
     cfg, task, _ = load_localizer(make_avc_run(tmp_path / "run"))
     loc = Localizer(cfg, task)
@@ -146,7 +166,7 @@ def test_pointing_is_scored_at_the_burst_frames(tmp_path: Path, events: Path) ->
     heat = torch.zeros(geom.size, geom.size)
     heat[int((y0 + y1) / 2), int((x0 + x1) / 2)] = 1.0  # full resolution: upsampling keeps the peak pixel
     clip.heatmap = clip.gradient = heat
-    res = _pointing_game(loc, [clip])
+    res = pointing_game(loc, [clip])
     inside = [geom.box(boxes[f]) for f in src]
     cy, cx = int((y0 + y1) / 2) + 0.5, int((x0 + x1) / 2) + 0.5
     hit = [b[0] <= cx < b[2] and b[1] <= cy < b[3] for b in inside]
@@ -165,7 +185,7 @@ def test_pointing_is_scored_at_the_burst_frames(tmp_path: Path, events: Path) ->
     assert len(free), "the test clip must leave a pixel that no object ever covers"
     empty[tuple(free[0])] = 1.0
     clip.heatmap = clip.gradient = empty
-    res = _pointing_game(loc, [clip])
+    res = pointing_game(loc, [clip])
     assert res["pointing"] == 0 and res["pointing_all_frames"] == 0
 
 
@@ -175,6 +195,9 @@ def test_pictures_of_one_file(tmp_path: Path, events: Path) -> None:
     clip = loc.load(events / "clips" / "000001.mp4")
     loc.score([clip])
     assert clip.heatmap is not None and clip.heatmap.shape == (8, 8) and 0 < clip.probability < 1
+    # the frame_cnn stem (stride 4, padded 3x3 convolutions) centres its places on pixels 0, 4, 8, ...
+    assert clip.places == task.video_places() == Places((4.0, 4.0), (0.5, 0.5))
+    assert clip.places_of("gradient") is None
     png = plot_localization(tmp_path / "a.png", clip)
     assert png.stat().st_size > 1000
     mp4 = write_overlay_mp4(tmp_path / "a.mp4", clip, fps=cfg.data.video.fps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed, stem_strides
+from avformer.layers.conv_embed import ConvPatchEmbed, ConvStemEmbed, Places, conv_places, stem_strides
 
 
 def test_stem_strides_split_each_axis_into_halvings_earliest_first() -> None:
@@ -68,3 +68,46 @@ def test_stem_features_then_project_is_the_forward() -> None:
     feats = stem.features(x)
     assert feats.shape == (2, 16, *grid)
     torch.testing.assert_close(stem.project(feats).flatten(2).transpose(1, 2), tokens)
+
+
+def _receptive_field_centre(module: torch.nn.Module, size: tuple[int, int], place: tuple[int, int]) -> list[float]:
+    """The middle of the input pixels that output ``place`` depends on (its gradient's support), in continuous
+    coordinates (pixel k covers [k, k + 1))."""
+    x = torch.randn(1, 1, *size, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = module(x)
+    out = out if isinstance(out, torch.Tensor) else out[0].transpose(1, 2).reshape(1, -1, *out[1])
+    out[0, :, place[0], place[1]].sum().backward()
+    assert x.grad is not None
+    support = x.grad[0, 0].abs() > 0
+    centres = []
+    for axis in (0, 1):
+        idx = support.any(dim=1 - axis).nonzero()[:, 0]
+        centres.append((float(idx.min()) + float(idx.max()) + 1) / 2)
+    return centres
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        # padded 3x3 convolutions at stride 2, 2 (+ a stride-1 refine and the 1x1): place i centred on pixel 4i
+        (ConvStemEmbed(1, 8, (4, 4), width=8, refine=True).eval(), ((4.0, 4.0), (0.5, 0.5))),
+        (ConvStemEmbed(1, 8, (2, 4), width=8).eval(), ((2.0, 4.0), (0.5, 0.5))),
+        # an AST patch: 16 wide at stride 10, unpadded -> centred 8 pixels in
+        (ConvPatchEmbed(1, 8, (16, 16), (10, 10), (0, 0)), ((10.0, 10.0), (8.0, 8.0))),
+        # MViT's patch convolution (kernel 7, stride 4, padding 3): centred on pixel 4i
+        (ConvPatchEmbed(1, 8, (7, 7), (4, 4), (3, 3)), ((4.0, 4.0), (0.5, 0.5))),
+    ],
+)
+def test_conv_places_are_the_receptive_field_centres(
+    module: torch.nn.Module, expected: tuple[tuple[float, ...], tuple[float, ...]]
+) -> None:
+    places = conv_places(module)
+    assert places == Places(*expected)
+    # checked against the pixels each place actually reads, at an inner place (the borders' support is cut)
+    for place in ((2, 3), (3, 2)):
+        want = [places.first[a] + places.stride[a] * place[a] for a in (0, 1)]
+        assert _receptive_field_centre(module, (64, 64), place) == want
+
+
+def test_even_places_are_the_middle_of_each_share() -> None:
+    assert Places.even((16, 8), (64, 64)) == Places((4.0, 8.0), (2.0, 4.0))

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: error: {one_line(e)}", file=sys.stderr, flush=True)
             continue
         size = clip.geometry.size
-        py, px = peak(clip.map_of(args.heatmap), (size, size))
+        py, px = peak(clip.map_of(args.heatmap), (size, size), clip.places_of(args.heatmap))
         print(
             f"{path}  p(match) {clip.probability:.2f}  peak ({px}, {py}) of {size}x{size}  ->  {png}{extra}", flush=True
         )

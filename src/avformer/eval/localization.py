@@ -52,6 +52,7 @@ from avformer.data.manifest import read_manifest
 from avformer.data.media import MediaError, decode_clip, media_duration
 from avformer.data.synth import events_path, read_events
 from avformer.data.video import VideoTransformConfig, uniform_clip_windows
+from avformer.layers.conv_embed import Places
 from avformer.models.loading import build_model
 from avformer.models.localization import AVOLOutput
 from avformer.tasks.correspondence import CorrespondenceTask, correspondence_pairs
@@ -70,6 +71,7 @@ __all__ = [
     "mosaic",
     "peak",
     "pointing",
+    "pointing_game",
     "quadrant",
     "upsample",
 ]
@@ -117,25 +119,49 @@ class ViewGeometry:
         )
 
 
-def upsample(heatmap: Tensor, size: tuple[int, int]) -> Tensor:
-    """(h, w) heatmap -> (H, W), bilinear (align_corners=False: the map's places cover the frame evenly)."""
-    return F.interpolate(heatmap[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+def _interpolation(n_out: int, n_in: int, stride: float, first: float) -> Tensor:
+    """(n_out, n_in) weights of linear interpolation from places centred at ``first + stride · i`` to the pixel
+    centres ``0.5, 1.5, ...``; beyond the outer places the edge value holds."""
+    u = ((torch.arange(n_out) + 0.5 - first) / stride).clamp(0, n_in - 1)  # each pixel in place units
+    i0 = u.floor().long().clamp(max=max(n_in - 2, 0))
+    frac = u - i0
+    w = torch.zeros(n_out, n_in)
+    rows = torch.arange(n_out)
+    w[rows, i0] = 1 - frac
+    if n_in > 1:
+        w[rows, i0 + 1] += frac
+    return w
 
 
-def peak(heatmap: Tensor, size: tuple[int, int]) -> tuple[int, int]:
+def upsample(heatmap: Tensor, size: tuple[int, int], places: Places | None = None) -> Tensor:
+    """(h, w) heatmap -> (H, W), bilinear, each value at its place's centre on the frame (``places``, e.g.
+    :meth:`~avformer.tasks.correspondence.CorrespondenceTask.video_places`). None spreads the places evenly over the
+    frame, as ``F.interpolate(..., align_corners=False)``; a strided conv stem's places sit elsewhere (a stride-4
+    stem of padded 3×3 convolutions centres place ``i`` on pixel ``4i``, not ``4i + 1.5``)."""
+    h, w = heatmap.shape
+    p = Places.even((h, w), size) if places is None else places
+    rows = _interpolation(size[0], h, p.stride[0], p.first[0])
+    cols = _interpolation(size[1], w, p.stride[1], p.first[1])
+    return rows @ heatmap.float().cpu() @ cols.T
+
+
+def peak(heatmap: Tensor, size: tuple[int, int], places: Places | None = None) -> tuple[int, int]:
     """``(row, col)`` of the highest pixel of ``heatmap`` upsampled to ``size`` (the first one on ties)."""
-    up = upsample(heatmap, size)
+    up = upsample(heatmap, size, places)
     k = int(up.flatten().argmax())
     return divmod(k, size[1])
 
 
-def pointing(heatmap: Tensor, boxes: Sequence[Sequence[float]], size: int) -> tuple[float, float]:
+def pointing(
+    heatmap: Tensor, boxes: Sequence[Sequence[float]], size: int, places: Places | None = None
+) -> tuple[float, float]:
     """The pointing game of one clip: ``(hit fraction, chance)``.
 
     Args:
         heatmap: (h, w) map over the model's frame.
         boxes: the sounding object's box on each frame the model saw, in the model's frame (``[x0, y0, x1, y1)``).
         size: the model's input side.
+        places: where the heatmap's places sit on the frame (:func:`upsample`).
 
     Returns:
         The fraction of frames whose box holds the peak pixel's centre, and the mean fraction of the frame the box
@@ -143,7 +169,7 @@ def pointing(heatmap: Tensor, boxes: Sequence[Sequence[float]], size: int) -> tu
     """
     if not boxes:
         raise ValueError("pointing needs at least one frame's box")
-    py, px = peak(heatmap, (size, size))
+    py, px = peak(heatmap, (size, size), places)
     cy, cx = py + 0.5, px + 0.5
     hits = [b[0] <= cx < b[2] and b[1] <= cy < b[3] for b in boxes]
     areas = [max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0) / (size * size) for b in boxes]
@@ -160,10 +186,10 @@ def mosaic(videos: Tensor) -> Tensor:
     return torch.cat([top, bottom], dim=-2)  # (C, T, 2H, 2W)
 
 
-def quadrant(heatmap: Tensor, size: tuple[int, int]) -> int:
+def quadrant(heatmap: Tensor, size: tuple[int, int], places: Places | None = None) -> int:
     """Quadrant (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of the peak of ``heatmap`` upsampled to
     ``size`` (the mosaic's frame)."""
-    py, px = peak(heatmap, size)
+    py, px = peak(heatmap, size, places)
     return 2 * int(py >= size[0] / 2) + int(px >= size[1] / 2)
 
 
@@ -233,6 +259,8 @@ class LocalizedClip:
         gradient: (H, W) gradient heatmap at the model frame's pixels (:func:`gradient_heatmap`; None until scored).
         logit: the clip's correspondence logit (None until scored).
         sample: the model's inputs (``video``, ``audio``, flags).
+        places: where the places of ``heatmap`` sit on the model frame (the video stem's receptive-field centres,
+            :meth:`~avformer.tasks.correspondence.CorrespondenceTask.video_places`); None spreads them evenly.
     """
 
     path: str
@@ -247,6 +275,7 @@ class LocalizedClip:
     gradient: Tensor | None = None
     logit: float | None = None
     notes: list[str] = field(default_factory=list)
+    places: Places | None = None
 
     def map_of(self, kind: str) -> Tensor:
         """The scored heatmap of ``kind``: ``map`` (AVOL's places) or ``gradient`` (pixels)."""
@@ -254,6 +283,11 @@ class LocalizedClip:
         if m is None:
             raise ValueError("score the clip first (Localizer.score)")
         return m
+
+    def places_of(self, kind: str) -> Places | None:
+        """Where the pixels of the heatmap of ``kind`` sit: :attr:`places` for ``map``, None (its own pixels, evenly)
+        for ``gradient``."""
+        return self.places if kind == "map" else None
 
     @property
     def probability(self) -> float:
@@ -327,6 +361,7 @@ class Localizer:
         grad, out = gradient_heatmap(self.task, batch["video"].to(self.device), batch["audio"].to(self.device))
         for c, m, g, lg in zip(clips, out.logit_map.cpu(), grad.cpu(), out.logit.cpu(), strict=True):
             c.heatmap, c.gradient, c.logit = m, g, float(lg)
+            c.places = self.task.video_places()
 
 
 def _source_frames(timestamps: np.ndarray, fps: float, num_frames: int) -> list[int]:
@@ -400,7 +435,7 @@ def evaluate_localization(
     if "avol" in task.heads:
         for r in _batches(len(clips), batch_size):
             localizer.score([clips[j] for j in r])
-        res.update(_pointing_game(localizer, clips))
+        res.update(pointing_game(localizer, clips))
         if mosaics:
             res.update(_mosaic_game(localizer, clips))
     elif mosaics:
@@ -408,7 +443,7 @@ def evaluate_localization(
     return res
 
 
-def _pointing_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict[str, float]:
+def pointing_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict[str, float]:
     """The pointing game on the clips with an events sidecar, at the burst frames and at every frame."""
     hits: dict[str, list[float]] = {}
     chance: dict[str, list[float]] = {"": [], "_all_frames": []}
@@ -426,7 +461,7 @@ def _pointing_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict
             continue
         for suffix, fs in frames.items():
             for kind in HEATMAPS:
-                h, ch = pointing(c.map_of(kind), [geom.box(boxes[f]) for f in fs], geom.size)
+                h, ch = pointing(c.map_of(kind), [geom.box(boxes[f]) for f in fs], geom.size, c.places_of(kind))
                 hits.setdefault(f"pointing{'_gradient' if kind == 'gradient' else ''}{suffix}", []).append(h)
             chance[suffix].append(ch)
     n = len(chance[""])
@@ -449,7 +484,7 @@ def _mosaic_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict[s
         grad, out = gradient_heatmap(task, video.expand(4, *video.shape), audio)
         size = (video.shape[-2], video.shape[-1])
         for k in range(4):
-            right["map"] += int(quadrant(out.logit_map[k].cpu(), size) == k)
+            right["map"] += int(quadrant(out.logit_map[k].cpu(), size, task.video_places()) == k)
             right["gradient"] += int(quadrant(grad[k].cpu(), size) == k)
             trials += 1
     if trials == 0:
@@ -472,7 +507,7 @@ def overlay_frames(clip: LocalizedClip, *, kind: str = "map", alpha: float = 0.4
     hmap = clip.map_of(kind)
     g, frames = clip.geometry, clip.frames.astype(np.float32)
     H, W = frames.shape[1:3]
-    heat = upsample(hmap, (g.size, g.size))
+    heat = upsample(hmap, (g.size, g.size), clip.places_of(kind))
     heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-6)
     rgb = torch.from_numpy(colormaps["jet"](heat.numpy())[..., :3].astype(np.float32) * 255)  # (size, size, 3)
     # the model's frame in the decoded frame's pixels (the crop, undone of the resize)
@@ -484,7 +519,7 @@ def overlay_frames(clip: LocalizedClip, *, kind: str = "map", alpha: float = 0.4
     out[:, y0 : y0 + h, x0 : x0 + w] = (1 - alpha) * out[:, y0 : y0 + h, x0 : x0 + w] + alpha * rgb_np
     k = max(1, math.ceil(min_side / min(H, W)))
     out = out.repeat(k, axis=1).repeat(k, axis=2)
-    py, px = peak(hmap, (g.size, g.size))
+    py, px = peak(hmap, (g.size, g.size), clip.places_of(kind))
     cy, cx = round((y0 + (py + 0.5) / g.scale_y) * k), round((x0 + (px + 0.5) / g.scale_x) * k)
     arm = max(3, k * 2)
     out[:, max(cy - arm, 0) : cy + arm + 1, max(cx - 1, 0) : cx + 2] = 255.0

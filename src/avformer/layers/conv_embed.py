@@ -16,12 +16,22 @@ is: one token per video frame (max over space) or one per frequency band of a sp
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CNNTokenEmbed", "ConvPatchEmbed", "ConvStemEmbed", "conv_out_size", "stem_grid", "stem_strides"]
+__all__ = [
+    "CNNTokenEmbed",
+    "ConvPatchEmbed",
+    "ConvStemEmbed",
+    "Places",
+    "conv_out_size",
+    "conv_places",
+    "stem_grid",
+    "stem_strides",
+]
 
 _CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BN: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -41,6 +51,47 @@ def conv_out_size(
             raise ValueError(f"input length {n} (+2×{p} padding) is shorter than the patch/kernel {k}")
         out.append((n + 2 * p - k) // s + 1)
     return tuple(out)
+
+
+class Places(NamedTuple):
+    """Where the places (output positions) of a stack of convolutions sit on its input, per axis: place ``i`` is
+    centred on the input's continuous coordinate ``first + stride · i``, where input sample ``k`` covers
+    ``[k, k + 1)``. The centre is that of the place's receptive field. A ViT patch of side ``s`` has
+    ``first = s / 2``; a padded 3×3 convolution at stride 2 has ``first = 0.5``: its place ``i`` is centred on
+    input pixel ``2i``, not on the middle of the pixels ``[2i, 2i + 2)``."""
+
+    stride: tuple[float, ...]
+    first: tuple[float, ...]
+
+    @classmethod
+    def even(cls, grid: Sequence[int], size: Sequence[int]) -> Places:
+        """``grid`` places spread evenly over ``size`` input samples, each in the middle of its share (what a
+        bilinear upsampling with ``align_corners=False`` assumes)."""
+        stride = tuple(n / g for g, n in zip(grid, size, strict=True))
+        return cls(stride, tuple(s / 2 for s in stride))
+
+
+def conv_places(module: nn.Module) -> Places:
+    """The :class:`Places` of the output of ``module``'s convolutions applied one after another, in the order they
+    are registered (a stem's ``nn.Sequential``; batch norms and activations do not move a place). Axes are those of
+    the convolutions (one convolution dimensionality per module).
+
+    Raises:
+        ValueError: ``module`` holds no convolution, or convolutions of different dimensionality.
+    """
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+    ndims = {len(c.kernel_size) for c in convs}
+    if len(ndims) != 1:
+        raise ValueError(f"{type(module).__name__} holds convolutions of {sorted(ndims)} dimensions: no single grid")
+    stride = [1.0] * ndims.pop()
+    first = [0.0] * len(stride)  # in input-index units, from the last layer back to the first
+    for conv in reversed(convs):
+        assert isinstance(conv.padding, tuple)  # 'same' / 'valid' strings are not used by the stems
+        for a in range(len(stride)):
+            k, s, p, d = conv.kernel_size[a], conv.stride[a], conv.padding[a], conv.dilation[a]
+            first[a] = first[a] * s - p + d * (k - 1) / 2
+            stride[a] *= s
+    return Places(tuple(stride), tuple(f + 0.5 for f in first))
 
 
 class ConvPatchEmbed(nn.Module):

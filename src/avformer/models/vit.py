@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from avformer.layers.conv_embed import CNNTokenEmbed, ConvStemEmbed
+from avformer.layers.conv_embed import CNNTokenEmbed, ConvStemEmbed, Places, conv_places
 from avformer.layers.drop import as_keep_indices, keep_tokens
 from avformer.layers.patch_embed import PatchEmbed2d, TubeletEmbed3d, WaveformPatchEmbed
 from avformer.layers.vit_block import Block
@@ -335,6 +335,17 @@ class ViTEncoder(nn.Module):
         for i in range(len(self.blocks)):
             seq, grid = self.forward_block(i, seq, grid, attn_bias=bias)
         return self._split(self.norm(seq), grid), fmap
+
+    def map_places(self) -> Places:
+        """Where the places of :meth:`forward_features_with_map`'s map sit on the input, one entry per axis of the
+        map after its channels (:func:`~avformer.layers.conv_embed.conv_places` of the stem or patch embedding; a
+        per-frame CNN map keeps every frame, stride 1). A heatmap over the places is laid over the input with it
+        (:func:`avformer.eval.localization.upsample`)."""
+        pe = self.patch_embed
+        if isinstance(pe, CNNTokenEmbed):
+            places = conv_places(pe.stem)
+            return Places((1.0, *places.stride), (0.5, *places.first)) if pe.per == "frame" else places
+        return conv_places(pe)
 
     def forward_head(self, feats: EncoderOutput) -> torch.Tensor:
         """Logits (B, num_classes), or ``pooled`` (B, D) itself when ``num_classes == 0``."""

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avformer.layers.conv_embed import Places
 from avformer.models.base import EncoderOutput
 from avformer.models.localization import AVOL_NORMS, AVOL_TIMES, AVEHead, AVOLHead, AVOLOutput
 from avformer.models.task_heads import attach_task_heads
@@ -186,6 +187,11 @@ class CorrespondenceTask:
                 "places (video_stem frame_cnn, conv or linear tubelets)"
             )
         return fv, vmap
+
+    def video_places(self) -> Places:
+        """Where the places of AVOL's heatmap (the video map's last two axes, height and width) sit on the frame."""
+        p = self.model.encoders["video"].map_places()
+        return Places(p.stride[-2:], p.first[-2:])
 
     def encode_audio(self, audio: Tensor) -> tuple[EncoderOutput, Tensor]:
         """The audio encoder's features and its time course (B, C, T') (:func:`audio_time_course` of its map)."""
