@@ -76,3 +76,33 @@ def test_bf16_pooling_gradients_are_the_same_on_every_call() -> None:
     for _ in range(3):
         again = pool_grads()
         assert [n for n in first if not torch.equal(first[n], again[n])] == []
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_pooling_convolutions_run_channels_last_in_fp32_under_bf16_autocast(fast: bool) -> None:
+    """The multiscale pooling convolutions get a channels-last fp32 input even under bf16 autocast (oneDNN's backward
+    is several times faster on that layout, and deterministic in fp32); ``fast_layout = False`` is the layout
+    before (contiguous, bf16), kept for the benchmark, so this test would notice a return to it."""
+    from avformer.layers.pooling_attention import PoolingAttention
+    from avformer.layers.pooling_attention import TokenPool as GridPool
+
+    attn = PoolingAttention(32, 32, 2, q_stride=(1, 2, 2), kv_stride=(1, 2, 2), pool_kernel=(3, 3, 3),
+                            rel_pos_grid=(2, 4, 4))  # fmt: skip
+    seen: list[tuple[torch.dtype, bool]] = []
+    for pool in (attn.pool_q, attn.pool_k, attn.pool_v):
+        assert pool is not None
+        pool.pool.register_forward_pre_hook(
+            lambda _m, args: seen.append((args[0].dtype, args[0].is_contiguous(memory_format=torch.channels_last_3d)))
+        )
+    x = torch.randn(2, 1 + 32, 32, requires_grad=True)
+    old = GridPool.fast_layout
+    GridPool.fast_layout = fast
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, grid = attn(x, (2, 4, 4))
+        out.float().sum().backward()
+    finally:
+        GridPool.fast_layout = old
+    assert grid == (2, 2, 2) and x.grad is not None
+    want = (torch.float32, True) if fast else (torch.bfloat16, False)
+    assert seen == [want] * 3

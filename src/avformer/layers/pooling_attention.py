@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,8 @@ class TokenPool(nn.Module):
         num_prefix_tokens: leading tokens that are not on the grid (1 with a class token, else 0).
     """
 
+    fast_layout = True  # class-wide; False restores the contiguous, autocast-dtype pooling (for benchmarks only)
+
     def __init__(self, pool: nn.Module, norm: nn.Module | None, num_prefix_tokens: int) -> None:
         super().__init__()
         self.pool = pool
@@ -73,10 +76,19 @@ class TokenPool(nn.Module):
         P = self.num_prefix_tokens if num_prefix_tokens is None else num_prefix_tokens
         lead, C = x.shape[:-2], x.shape[-1]
         prefix, tokens = x[..., :P, :], x[..., P:, :]
-        # (B', C, *grid), made contiguous: the channels-last view movedim gives made oneDNN's bf16 backward of the
-        # pooling convolution give a different weight gradient on every call (and NaN losses in tiny models)
-        tokens = tokens.reshape(-1, *grid, C).movedim(-1, 1).contiguous()
-        tokens = self.pool(tokens)  # (B', C, *grid')
+        # (B', C, *grid) as a channels-last view, pooled in the pooling's own dtype (fp32 under bf16 autocast).
+        # Channels-last: oneDNN's backward of these depthwise convolutions runs several times faster on it than on a
+        # contiguous input (5-6x for MMT-Tiny's small 3-D grids, 2-D too). fp32: oneDNN's bf16 backward on a
+        # channels-last input gives a different weight gradient on every call (NaN losses in tiny models), and these
+        # convolutions are a negligible share of the FLOPs (docs/numbers/throughput.md)
+        tokens = tokens.reshape(-1, *grid, C).movedim(-1, 1)
+        if self.fast_layout:
+            params = list(self.pool.parameters())
+            kind = tokens.device.type
+            with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext():
+                tokens = self.pool(tokens.to(params[0].dtype) if params else tokens)  # (B', C, *grid')
+        else:  # the layout before: contiguous, in the autocast dtype (kept for `tools/bench_pool_layout.py`)
+            tokens = self.pool(tokens.contiguous())
         new_grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2).reshape(*lead, -1, C)  # (..., N', C)
         x = torch.cat((prefix, tokens), dim=-2)
