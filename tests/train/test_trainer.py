@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,12 +22,13 @@ import pytest
 import torch
 from rich.console import Console
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from avformer.config import load
-from avformer.data.dataset import make_loader
+from avformer.data.dataset import collate, make_loader
 from avformer.train.ema import ModelEma
 from avformer.train.logging import CsvLog, RunLogger
-from avformer.train.trainer import _rank_rng, evaluate, set_loader_epoch
+from avformer.train.trainer import _rank_rng, evaluate, fit, set_loader_epoch
 from avformer.utils.checkpoint import load_checkpoint
 from tests.train._toy import Blobs, ToyTask, make_cfg, run, train_loader, weights
 
@@ -122,6 +124,58 @@ class _SigtermAt(ToyTask):
         if self.calls == self.at:
             os.kill(os.getpid(), signal.SIGTERM)
         return out
+
+
+class _Stalls(Blobs):
+    """Blobs whose rows from ``stall_from`` on never arrive (an hour's sleep in the worker); the first such row
+    writes ``marker``, so the test knows the main process is waiting for it."""
+
+    def __init__(self, stall_from: int, marker: Path, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.stall_from, self.marker = stall_from, marker
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if i >= self.stall_from:
+            self.marker.touch()
+            time.sleep(3600)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("where", ["train", "val"])
+def test_a_stop_signal_while_waiting_for_a_batch_stops_at_once(tmp_path: Path, where: str) -> None:
+    """Regression: a group SIGTERM that came while the main process waited for a batch (the validation workers
+    starting) hung the run for the loader's timeout (26 min in the reliability test): the dead workers' results
+    never come, and torch looks for dead workers only when the timeout runs out. The wait must end at the signal.
+    Here the worker stays alive but never delivers, with a 30-s loader timeout: before the fix the run stopped only
+    when that timeout fired."""
+    marker = tmp_path / "stalled"
+    stalls = _Stalls(16 if where == "train" else 0, marker, n=96 if where == "train" else 48, noise=0.0)
+    train_ds = stalls if where == "train" else Blobs()
+    loaders = [
+        DataLoader(ds, batch_size=8, shuffle=False, collate_fn=collate, num_workers=1 if ds is stalls else 0,
+                   timeout=30.0 if ds is stalls else 0)
+        for ds in (train_ds, stalls if where == "val" else Blobs(48, noise=0.0))
+    ]  # fmt: skip
+
+    def stop_when_stalled() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the main process is in the wait by now
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_when_stalled, daemon=True).start()
+    torch.manual_seed(0)
+    t0 = time.monotonic()
+    summary = fit(ToyTask(), loaders[0], loaders[1], make_cfg(tmp_path / "run"), console=Console(file=io.StringIO()))
+    assert summary["stopped"] == "SIGTERM"
+    assert time.monotonic() - t0 < 15  # not the 30-s loader timeout
+    state = load_checkpoint(tmp_path / "run" / "last.pt")["trainer"]
+    # train: batches 0 and 1 trained, batch 2 never came; val: epoch 1 trained and saved complete, without validation
+    assert (state["epoch"], state["batches_done"]) == ((0, 2) if where == "train" else (1, 0))
+    if where == "val":
+        assert "val_top1" not in state["last_row"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 @pytest.mark.parametrize("loader", LOADERS)

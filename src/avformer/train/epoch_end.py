@@ -6,7 +6,7 @@ warning for a loss term that stayed at its chance value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -42,6 +42,7 @@ class EpochEndMixin:
     logger: RunLogger | None
     _validated: bool
     _warned_best: bool
+    _watched: Callable[[Any], Any]  # StopSignalMixin's: a loader whose waits a stop signal ends
 
     def _validate(self, val_loader: Any) -> tuple[dict[str, float], LoadStats]:
         assert self.logger is not None
@@ -49,7 +50,7 @@ class EpochEndMixin:
         with swap:
             metrics, stats = evaluate(
                 self.task,
-                val_loader,
+                self._watched(val_loader),
                 device=self.device,
                 precision=self.precision,
                 lockstep=self.fsdp,

@@ -481,14 +481,19 @@ class Trainer(CheckpointMixin, StopSignalMixin, EpochEndMixin):
             if val_loader is not None and (epoch % tcfg.eval_every == 0 or epoch == tcfg.epochs):
                 try:
                     metrics, val_stats = self._validate(val_loader)
-                except LOADER_FAILURES:
-                    if not self._stopping_after_failure():
+                except (LoaderStopped, *LOADER_FAILURES) as e:
+                    if not isinstance(e, LoaderStopped) and not self._stopping_after_failure():
                         raise
-                    return self._stop()  # the validation workers died of a group SIGTERM: resume re-validates
-                row |= {f"val_{k}": v for k, v in metrics.items()}
-                row["skipped_val"] = len(val_stats.skipped)
-                self.logger.log_skipped(epoch, "val", val_stats.skipped)
-                improved = self._update_best(metrics, epoch)
+                    # a stop signal during validation (its workers may have died of it): the epoch is trained and
+                    # its hook has run, so it is saved as complete, without this validation
+                    assert self.stop_signal is not None
+                    name = signal.Signals(self.stop_signal).name
+                    self.logger.info(f"epoch {epoch}: validation stopped by {name}; the epoch is saved without it")
+                else:
+                    row |= {f"val_{k}": v for k, v in metrics.items()}
+                    row["skipped_val"] = len(val_stats.skipped)
+                    self.logger.log_skipped(epoch, "val", val_stats.skipped)
+                    improved = self._update_best(metrics, epoch)
             st.epoch, st.batches_done = epoch, 0
             st.last_row = row
             self.epoch_start_rng = _rng_state()  # a checkpoint at a boundary starts the next epoch from here
