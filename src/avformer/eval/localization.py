@@ -10,7 +10,8 @@ What is measured (``avformer localize --eval``, :func:`evaluate_localization`):
   clip logit summed over colour and frames (:func:`gradient_heatmap`): a saliency map at the input's pixels, inside
   the receptive field of the winning place.
 * **Pointing game** on clips with an events sidecar (``avformer synth --events``), for each heatmap: it is upsampled
-  (bilinear) to the model's input frame (the gradient heatmap already is at that size), and its peak pixel is tested
+  (bilinear, each place at the centre of its receptive field: :func:`upsample`) to the model's input frame (the
+  gradient heatmap already is at that size), and its peak pixel is tested
   against the sounding object's box **at the moments it sounds**: the burst frames (event onsets) the model saw. A
   clip scores the fraction of those frames on which the peak lies inside the box (pixel centre inside
   ``[x0, x1) × [y0, y1)``), and ``pointing`` is the mean over clips (``pointing`` for AVOL's map,
