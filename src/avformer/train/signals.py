@@ -78,7 +78,9 @@ class StopSignalMixin:
         none at all once a worker exited after a SIGTERM (its batches would never come)."""
         if self._child_exited and self.world == 1:
             raise LoaderStopped("a loader worker exited after a SIGTERM")
-        self._waiting_for_batch = True
+        # only a wait on worker processes: without workers this thread is itself loading (decoding), and an exception
+        # raised there could be taken for a bad clip
+        self._waiting_for_batch = getattr(it, "_num_workers", 0) > 0
         try:
             return next(it, None)
         finally:
