@@ -39,6 +39,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +324,13 @@ class Localizer:
         self.transform = WindowTransform(dataclasses.replace(cfg.data, num_test_crops=1), train=False)
         self.timeout_s = timeout_s
 
+    @cached_property
+    def places(self) -> Places:
+        """Where AVOL's places sit on the model frame (:meth:`CorrespondenceTask.video_places`), the same for every
+        heatmap; read when the first one is scored (a run with the AVE head only may have a video stem without
+        places)."""
+        return self.task.video_places()
+
     def load(self, path: str | os.PathLike[str], start: float | None = None) -> LocalizedClip:
         """The evaluation window of ``path`` (the centre one, or the one at ``start``) as the model sees it.
 
@@ -362,7 +370,7 @@ class Localizer:
         grad, out = gradient_heatmap(self.task, batch["video"].to(self.device), batch["audio"].to(self.device))
         for c, m, g, lg in zip(clips, out.logit_map.cpu(), grad.cpu(), out.logit.cpu(), strict=True):
             c.heatmap, c.gradient, c.logit = m, g, float(lg)
-            c.places = self.task.video_places()
+            c.places = self.places
 
 
 def _source_frames(timestamps: np.ndarray, fps: float, num_frames: int) -> list[int]:
@@ -485,7 +493,7 @@ def _mosaic_game(localizer: Localizer, clips: Sequence[LocalizedClip]) -> dict[s
         grad, out = gradient_heatmap(task, video.expand(4, *video.shape), audio)
         size = (video.shape[-2], video.shape[-1])
         for k in range(4):
-            right["map"] += int(quadrant(out.logit_map[k].cpu(), size, task.video_places()) == k)
+            right["map"] += int(quadrant(out.logit_map[k].cpu(), size, localizer.places) == k)
             right["gradient"] += int(quadrant(grad[k].cpu(), size) == k)
             trials += 1
     if trials == 0:
