@@ -13,7 +13,8 @@ from avformer.cli.sync import main
 from avformer.config import ExperimentConfig, ModelSpec, TaskSpec, to_dict
 from avformer.data.audio import AudioFeatureConfig
 from avformer.data.config import DataConfig, ViewConfig
-from avformer.data.synth import SynthConfig, _encode_mp4, render_event_clip
+from avformer.data.synth import SynthConfig, _encode_mp4
+from avformer.data.synth_events import render_event_clip
 from avformer.data.video import VideoTransformConfig
 from avformer.eval.sync import SyncEstimator
 from avformer.metrics.sync import offset_grid

@@ -9,15 +9,8 @@ import numpy as np
 import pytest
 
 from avformer.data.media import decode_clip
-from avformer.data.synth import (
-    EVENT_KINDS,
-    SynthConfig,
-    events_path,
-    read_events,
-    render_clip,
-    render_event_clip,
-    write_dataset,
-)
+from avformer.data.synth import SynthConfig, render_clip, write_dataset
+from avformer.data.synth_events import EVENT_KINDS, events_path, read_events, render_event_clip
 
 CFG = SynthConfig(num_clips=6, seconds=2.0, size=48, fps=16, events=True, objects=(2, 4))
 

@@ -150,7 +150,7 @@ def test_evaluate_a_run_on_event_clips(tmp_path: Path, events: Path) -> None:
 def test_pointing_is_scored_at_the_burst_frames(tmp_path: Path, events: Path) -> None:
     """A heatmap peaked on the sounding object where it is at its first burst hits there; ``pointing`` scores the
     burst frames only, ``pointing_all_frames`` every frame; a peak far from every box scores 0 on both."""
-    from avformer.data.synth import events_path, read_events
+    from avformer.data.synth_events import events_path, read_events
     from avformer.eval.localization import _source_frames, pointing_game
 
     cfg, task, _ = load_localizer(make_avc_run(tmp_path / "run"))

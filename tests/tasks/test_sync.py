@@ -14,7 +14,8 @@ from avformer.data.audio import AudioFeatureConfig
 from avformer.data.config import DataConfig, ViewConfig
 from avformer.data.dataset import AVDataset, collate
 from avformer.data.manifest import read_manifest
-from avformer.data.synth import SynthConfig, _encode_mp4, render_event_clip, write_dataset
+from avformer.data.synth import SynthConfig, _encode_mp4, write_dataset
+from avformer.data.synth_events import render_event_clip
 from avformer.data.video import VideoTransformConfig
 from avformer.data.views import ViewError, place_views
 from avformer.metrics.sync import envelope_baseline_scores, offset_accuracy, offset_grid, offset_shifts

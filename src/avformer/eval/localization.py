@@ -52,7 +52,7 @@ from avformer.config import ExperimentConfig, from_dict
 from avformer.data.dataset import WindowTransform, collate
 from avformer.data.manifest import read_manifest
 from avformer.data.media import MediaError, decode_clip, media_duration
-from avformer.data.synth import events_path, read_events
+from avformer.data.synth_events import events_path, read_events
 from avformer.data.video import VideoTransformConfig, uniform_clip_windows
 from avformer.layers.conv_embed import Places
 from avformer.models.loading import build_model
