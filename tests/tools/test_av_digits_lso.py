@@ -4,10 +4,8 @@ they are there), the per-fold ``avformer compare`` commands, and mean ± std ove
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -17,18 +15,14 @@ import pytest
 from avformer.config import apply_overrides, load
 from avformer.data.manifest import read_manifest
 from tests._paths import shared_path
+from tests.tools._load import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 
 
 def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("av_digits_lso", ROOT / "tools" / "av_digits_lso.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["av_digits_lso"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("av_digits_lso")
 
 
 lso = _tool()

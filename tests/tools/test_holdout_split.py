@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -12,17 +10,13 @@ from types import ModuleType
 import pytest
 
 from avformer.data.manifest import read_manifest
+from tests.tools._load import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("holdout_split", ROOT / "tools" / "holdout_split.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["holdout_split"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("holdout_split")
 
 
 def _manifest(tmp_path: Path, counts: dict[str, int]) -> Path:
