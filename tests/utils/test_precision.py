@@ -13,10 +13,16 @@ from rich.console import Console
 
 from avformer.config import TrainConfig
 from avformer.utils import precision as precision_mod
-from avformer.utils.precision import PRECISION_FILE, cpu_bf16_flags, resolve_precision
+from avformer.utils.precision import AUTO_ENV, PRECISION_FILE, cpu_bf16_flags, resolve_precision
 from tests.train._toy import make_cfg, run
 
 _BASE_FLAGS = "fpu vme sse sse2 avx avx2 avx512f avx512bw avx512vl"
+
+
+@pytest.fixture(autouse=True)
+def _auto_from_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests resolve auto from the (fake) device: not from the suite's AVFORMER_AUTO_PRECISION (conftest)."""
+    monkeypatch.delenv(AUTO_ENV, raising=False)
 
 
 def _fake_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, extra: str, name: str = "Test CPU") -> None:
@@ -48,6 +54,21 @@ def test_auto_is_fp32_without_the_flags_or_without_cpuinfo(monkeypatch: pytest.M
     monkeypatch.setattr(precision_mod, "_CPUINFO", tmp_path / "absent")  # macOS, Windows
     choice = resolve_precision("auto", "cpu")
     assert choice.used == "fp32" and "no /proc/cpuinfo" in choice.reason and choice.cpu_flags == ()
+
+
+def test_the_environment_fixes_what_auto_resolves_to(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_cpu(monkeypatch, tmp_path, "amx_bf16")
+    monkeypatch.setenv(AUTO_ENV, "fp32")
+    choice = resolve_precision("auto", "cpu")
+    assert choice.used == "fp32" and f"{AUTO_ENV}=fp32" in choice.reason and "amx_bf16" in choice.reason
+    assert resolve_precision("bf16", "cpu").used == "bf16"  # explicit values are not changed
+    _fake_cpu(monkeypatch, tmp_path, "")
+    monkeypatch.setenv(AUTO_ENV, "bf16")
+    assert resolve_precision("auto", "cpu").used == "bf16"
+    assert resolve_precision("fp32", "cpu").used == "fp32"
+    monkeypatch.setenv(AUTO_ENV, "fp16")
+    with pytest.raises(ValueError, match=f"{AUTO_ENV} must be fp32 or bf16"):
+        resolve_precision("auto", "cpu")
 
 
 def test_auto_on_cuda_follows_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,11 @@ On such hardware a bf16 matmul runs several times faster than an fp32 one (a 204
 Sapphire Rapids: ~2000 vs ~325 GFLOP/s, issue 21). An explicit ``fp32`` or ``bf16`` is used as asked; ``bf16`` on a
 device without fast bf16 still runs (autocast emulates it) but is usually slower than fp32, so it warns.
 
+The environment variable :data:`AUTO_ENV` (``AVFORMER_AUTO_PRECISION=fp32`` or ``bf16``) fixes what ``auto`` resolves
+to on every device, e.g. to keep a shared cluster's runs comparable across machines with and without bf16 units; the
+test suite sets it to ``fp32`` so that its numbers do not depend on the CPU it runs on. It does not change an
+explicit ``fp32`` or ``bf16``. Any other value is an error.
+
 The trainer resolves the precision when it starts (a resumed run resolves again, on the machine it resumes on),
 prints it with the reason in its start-up line and writes :data:`PRECISION_FILE` into the run folder;
 ``config.yaml`` keeps what was asked (``auto``).
@@ -22,6 +27,7 @@ prints it with the reason in its start-up line and writes :data:`PRECISION_FILE`
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from dataclasses import asdict, dataclass
@@ -30,10 +36,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["PRECISIONS", "PRECISION_FILE", "PrecisionChoice", "cpu_bf16_flags", "resolve_precision"]
+__all__ = ["AUTO_ENV", "PRECISIONS", "PRECISION_FILE", "PrecisionChoice", "cpu_bf16_flags", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PRECISION_FILE = "precision.json"
+AUTO_ENV = "AVFORMER_AUTO_PRECISION"  # fp32 | bf16: what auto resolves to, whatever the device
 _CPUINFO = Path("/proc/cpuinfo")  # tests point this elsewhere
 _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -146,14 +153,19 @@ def resolve_precision(requested: str, device: torch.device | str, *, warn: bool 
             ``warning`` says it either way, for callers that print it themselves).
 
     Raises:
-        ValueError: an unknown ``requested``.
+        ValueError: an unknown ``requested``, or an :data:`AUTO_ENV` value other than ``fp32`` / ``bf16``.
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
+    forced = os.environ.get(AUTO_ENV, "").strip() if requested == "auto" else ""
+    if forced and forced not in ("fp32", "bf16"):
+        raise ValueError(f"{AUTO_ENV} must be fp32 or bf16 (what precision auto resolves to), got {forced!r}")
     device = torch.device(device)
     fast, why, name, flags = _support(device)
     warning = None
-    if requested == "auto":
+    if forced:
+        used, reason = forced, f"auto: {AUTO_ENV}={forced} ({why})"
+    elif requested == "auto":
         used, reason = ("bf16" if fast else "fp32"), f"auto: {why}"
     elif requested == "fp32":
         used, reason = "fp32", "asked for (precision fp32)"
