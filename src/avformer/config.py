@@ -117,11 +117,10 @@ class TrainConfig:
     batch_size: int = 8  # per process, per micro-batch: global batch = batch_size x processes x optim.accum_steps
     steps_per_epoch: int | None = None  # cap on optimizer steps per epoch; None = the whole loader
     seed: int = 0
-    # 'fp32' | 'bf16' (autocast; on CPU too) | 'auto' (bf16 where the device has fast bf16: CUDA Ampere+, CPUs with
-    # AMX / AVX-512 BF16; else fp32; resolved when a run starts, see avformer.utils.precision). The default stays
-    # fp32: on the 2-core AMX dev CPU the AV-Digits MMT-Tiny step is slower in bf16 (0.83-0.86x the clips/s of fp32,
-    # `bench train`), and the bf16-vs-fp32 accuracy table is not measured yet (issue 21)
-    precision: str = "fp32"
+    # 'auto' (bf16 autocast where the device has fast bf16: CUDA Ampere+, CPUs with AMX / AVX-512 BF16; else fp32;
+    # resolved when a run starts, see avformer.utils.precision) | 'fp32' | 'bf16' (autocast; on CPU too). auto is the
+    # default since the bf16-vs-fp32 tables (docs/numbers/throughput.md) showed no accuracy lost beyond seed spread
+    precision: str = "auto"
     ema_decay: float = 0.0  # EMA of the weights, evaluated instead of the raw weights; 0 = off
     eval_every: int = 1  # epochs; the last epoch is always evaluated
     workers: int = 0  # DataLoader worker processes
