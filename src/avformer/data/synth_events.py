@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from avformer.data.synth import (
+from avformer.data.synth_base import (
     _SQUARE_HALF_SIDE,
     _TRIANGLE_CIRCUMRADIUS,
     SHAPES,
