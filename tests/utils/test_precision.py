@@ -90,7 +90,7 @@ def test_explicit_values_pass_through(monkeypatch: pytest.MonkeyPatch, tmp_path:
         resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp16")
-    assert TrainConfig().precision == "fp32"  # the default until bf16 is measured not to cost speed or accuracy
+    assert TrainConfig().precision == "auto"  # the default since the bf16-vs-fp32 tables (issue 21)
 
 
 def test_bf16_without_support_warns_but_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
