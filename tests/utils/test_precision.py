@@ -13,6 +13,7 @@ from rich.console import Console
 
 from avformer.config import TrainConfig
 from avformer.utils import precision as precision_mod
+from avformer.utils.errors import UsageError
 from avformer.utils.precision import AUTO_ENV, PRECISION_FILE, cpu_bf16_flags, resolve_precision
 from tests.train._toy import make_cfg, run
 
@@ -67,7 +68,7 @@ def test_the_environment_fixes_what_auto_resolves_to(monkeypatch: pytest.MonkeyP
     assert resolve_precision("auto", "cpu").used == "bf16"
     assert resolve_precision("fp32", "cpu").used == "fp32"
     monkeypatch.setenv(AUTO_ENV, "fp16")
-    with pytest.raises(ValueError, match=f"{AUTO_ENV} must be fp32 or bf16"):
+    with pytest.raises(UsageError, match=f"{AUTO_ENV} must be fp32 or bf16"):  # one line, exit 2 from a command
         resolve_precision("auto", "cpu")
 
 

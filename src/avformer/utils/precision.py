@@ -17,7 +17,8 @@ device without fast bf16 still runs (autocast emulates it) but is usually slower
 The environment variable :data:`AUTO_ENV` (``AVFORMER_AUTO_PRECISION=fp32`` or ``bf16``) fixes what ``auto`` resolves
 to on every device, e.g. to keep a shared cluster's runs comparable across machines with and without bf16 units; the
 test suite sets it to ``fp32`` so that its numbers do not depend on the CPU it runs on. It does not change an
-explicit ``fp32`` or ``bf16``. Any other value is an error.
+explicit ``fp32`` or ``bf16``. Any other value is the user's mistake (:class:`~avformer.utils.errors.UsageError`:
+one line and exit status 2 from the commands).
 
 The trainer resolves the precision when it starts (a resumed run resolves again, on the machine it resumes on),
 prints it with the reason in its start-up line and writes :data:`PRECISION_FILE` into the run folder;
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from avformer.utils.errors import UsageError
 
 __all__ = ["AUTO_ENV", "PRECISIONS", "PRECISION_FILE", "PrecisionChoice", "cpu_bf16_flags", "resolve_precision"]
 
@@ -153,13 +156,14 @@ def resolve_precision(requested: str, device: torch.device | str, *, warn: bool 
             ``warning`` says it either way, for callers that print it themselves).
 
     Raises:
-        ValueError: an unknown ``requested``, or an :data:`AUTO_ENV` value other than ``fp32`` / ``bf16``.
+        ValueError: an unknown ``requested``.
+        UsageError: an :data:`AUTO_ENV` value other than ``fp32`` / ``bf16`` (with ``requested`` ``auto``).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {requested!r}")
     forced = os.environ.get(AUTO_ENV, "").strip() if requested == "auto" else ""
     if forced and forced not in ("fp32", "bf16"):
-        raise ValueError(f"{AUTO_ENV} must be fp32 or bf16 (what precision auto resolves to), got {forced!r}")
+        raise UsageError(f"{AUTO_ENV} must be fp32 or bf16 (what precision auto resolves to), got {forced!r}")
     device = torch.device(device)
     fast, why, name, flags = _support(device)
     warning = None
