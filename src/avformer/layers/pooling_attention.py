@@ -83,10 +83,10 @@ class TokenPool(nn.Module):
         # convolutions are a negligible share of the FLOPs (docs/numbers/throughput.md)
         tokens = tokens.reshape(-1, *grid, C).movedim(-1, 1)
         if self.fast_layout:
-            params = list(self.pool.parameters())
+            weight = next(self.pool.parameters(), None)  # None for a max pooling
             kind = tokens.device.type
             with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else nullcontext():
-                tokens = self.pool(tokens.to(params[0].dtype) if params else tokens)  # (B', C, *grid')
+                tokens = self.pool(tokens if weight is None else tokens.to(weight.dtype))  # (B', C, *grid')
         else:  # the layout before: contiguous, in the autocast dtype (kept for `tools/bench_pool_layout.py`)
             tokens = self.pool(tokens.contiguous())
         new_grid = tuple(tokens.shape[2:])

@@ -51,9 +51,7 @@ class StopSignalMixin:
             # order, so this one (15) runs before a SIGCHLD (17) of the same group signal; fit() restores the handler.
             # not SIG_DFL: a SIGCHLD already pending would print "Signal 17 ignored due to race condition"
             signal.signal(signal.SIGCHLD, self._on_child_exit)
-        if self._waiting_for_batch and self.world == 1:
-            self._waiting_for_batch = False
-            raise LoaderStopped(f"{signal.Signals(signum).name} while waiting for a batch")
+        self._end_wait(f"{signal.Signals(signum).name} while waiting for a batch")
 
     def _install_signals(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -69,9 +67,13 @@ class StopSignalMixin:
         """SIGCHLD after a SIGTERM: a loader worker died of it, most likely. Noted, so that no batch is waited for
         from then on (one process only); a wait in progress ends now."""
         self._child_exited = True
+        self._end_wait("a loader worker exited after a SIGTERM")
+
+    def _end_wait(self, reason: str) -> None:
+        """From a signal handler: end a wait for a batch in progress with :class:`LoaderStopped` (one process only)."""
         if self._waiting_for_batch and self.world == 1:
             self._waiting_for_batch = False
-            raise LoaderStopped("a loader worker exited after a SIGTERM")
+            raise LoaderStopped(reason)
 
     def _fetch(self, it: Iterator[Batch]) -> Batch | None:
         """``next(it, None)``, a wait that a stop signal ends with :class:`LoaderStopped` (one process only), and
