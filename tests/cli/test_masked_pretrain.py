@@ -130,6 +130,28 @@ def test_two_stages_from_one_config_resume_exactly_after_a_stop_in_stage_2(
     assert probe and "video" in json.dumps(probe) and "audio" in json.dumps(probe)
 
 
+def test_bench_gives_a_row_per_stage_and_keeps_finished_rows(data: Path, tmp_path: Path) -> None:
+    from avformer.cli import vatt_bench
+
+    cfg, mae = _mavil(tmp_path, data), _config(tmp_path, data, {"name": "mae", "options": SMALL})
+    out = tmp_path / "bench"
+    args = ["--configs", str(mae), str(cfg), "--out", str(out), "--bench-steps", "0"]
+    assert vatt_bench.main(args) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["tiny_mae", "tiny_mavil stage1", "tiny_mavil stage2"]
+    assert rows[1]["probe"]["checkpoint"].startswith(str(out / "tiny_mavil" / "stage1"))
+    assert rows[2]["probe"]["checkpoint"].startswith(str(out / "tiny_mavil" / "stage2"))
+    assert rows[2]["pretrain_s"] > rows[1]["pretrain_s"] > 0  # stage 2's row: the budget of both stages
+    assert "tiny_mavil stage2" in (out / "table.md").read_text()
+    stamp = (out / "tiny_mavil" / "stage1" / "last.pt").stat().st_mtime_ns
+    assert vatt_bench.main(args) == 0  # finished rows are kept, nothing is pretrained or probed again
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+    assert (out / "tiny_mavil" / "stage1" / "last.pt").stat().st_mtime_ns == stamp
+    assert vatt_bench.main([*args, "--set", "train.epochs=2"]) == 0  # other overrides: pretrained again
+    again = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["set"] for r in again] == [["train.epochs=2"]] * 3 and all(r["resumed"] for r in again)
+
+
 def test_stage_mistakes_are_caught_before_anything_trains(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

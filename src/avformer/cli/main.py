@@ -39,12 +39,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("avformer.cli.config_cmd", "`config show RECIPE [k=v...]`: the resolved config, every key and value"),
     "profile": ("avformer.cli.profile", "parameters, FLOPs, peak memory and throughput of a model"),
     "compare": ("avformer.cli.compare", "train configs x seeds and write a table: accuracy, params, FLOPs, memory"),
-    "pretrain": ("avformer.cli.pretrain", "self-supervised pretraining: VATT (NCE, MIL-NCE), XDC, CrissCross"),
+    "pretrain": (
+        "avformer.cli.pretrain",
+        "self-supervised pretraining: VATT, XDC, CrissCross, MAE, CAV-MAE, MAViL, XKD",
+    ),
     "probe-linear": ("avformer.cli.probe_linear", "linear probe on a run's frozen features vs a random-init encoder"),
     "embed": ("avformer.cli.embed", "embed a manifest with a pretrained VATT (embeddings + index + retrieval metrics)"),
     "retrieve": ("avformer.cli.retrieve", "top-k clips of an embedding index for a --text or --file query"),
     "cluster": ("avformer.cli.cluster", "k-means clusters of a manifest in a run's video / audio feature spaces (CSV)"),
-    "vatt-bench": ("avformer.cli.vatt_bench", "pretrain VATT variants on one budget; probe/retrieval/DropToken table"),
+    "vatt-bench": ("avformer.cli.vatt_bench", "pretrain self-supervised recipes on one budget; probe/retrieval table"),
     "export": ("avformer.cli.export", "weights-only copy of a run (model.safetensors + config) that eval/predict load"),
     "convert": ("avformer.cli.convert", "Hugging Face AST or torchvision MViTv2 weights as an avformer export folder"),
 }

@@ -1,4 +1,5 @@
-"""``avformer vatt-bench``: pretrain VATT variants on one budget, then probe, retrieve and time DropToken; one table.
+"""``avformer vatt-bench``: pretrain self-supervised recipes on one budget, then probe, retrieve (and time
+DropToken); one table.
 
     avformer vatt-bench --configs configs/experiment/av_digits_vatt_tiny.yaml \\
         configs/experiment/av_digits_vatt_ma_tiny.yaml --droptoken-ablation --out runs/vatt_bench
@@ -12,6 +13,12 @@ backward, AdamW) of the first config's model on random inputs of the recipe's ba
 alternating, median of ``--bench-steps`` each; the ratio is the headline. Writes ``OUT/results.json`` and
 ``OUT/table.md`` (the table of docs/numbers/vatt.md); ``--table-only`` rewrites the table from ``results.json``.
 ``--set k=v`` overrides apply to every config (e.g. ``train.epochs=1`` for a quick look).
+
+Any pretraining recipe works (VATT, the masked rows of docs/numbers/ssl.md, XKD, XDC, ...). A config with
+``stages:`` (MAViL) gives one row per stage, each probed on its stage's folder, with the minutes of the stages up
+to it (so stage 2's row shows the whole budget). Running the command again keeps the rows of the configs that
+finished with the same config file and ``--set`` overrides (``results.json``) and resumes the one that was
+stopped; a row whose pretraining was resumed marks its minutes with ``*`` (they count the last process only).
 
 Exit status: 0 done; 2 a bad config or argument.
 """
@@ -33,7 +40,7 @@ from rich.console import Console
 
 from avformer.cli._help import plain
 from avformer.cli.probe_linear import probe
-from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load
+from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load, stage_config
 from avformer.data.manifest import ManifestError
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.tasks.registry import TaskData
@@ -97,7 +104,7 @@ def _fmt(x: float | None, digits: int = 3) -> str:
 def render_table(results: dict[str, Any]) -> str:
     """Markdown of ``results.json``: one row per variant, then the DropToken timing line."""
     lines = [
-        "| model | params | pretrain (min) | probe video: pretrained / random init | "
+        "| recipe | params | pretrain (min) | probe video: pretrained / random init | "
         "probe audio: pretrained / random init | a→v mAP | a→v R@1 |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -107,7 +114,7 @@ def render_table(results: dict[str, Any]) -> str:
         cells = [
             row["label"],
             f"{row['params'] / 1e6:.2f} M",
-            f"{row['pretrain_s'] / 60:.1f}",
+            f"{row['pretrain_s'] / 60:.1f}{'*' if row.get('resumed') else ''}",
             f"{_fmt(pr['video']['top1'])} / {_fmt(rnd.get('video', {}).get('top1'))}",
             f"{_fmt(pr['audio']['top1'])} / {_fmt(rnd.get('audio', {}).get('top1'))}",
             _fmt(ret.get("a2v_mAP")),
@@ -126,8 +133,42 @@ def render_table(results: dict[str, Any]) -> str:
         ]
     meta = results.get("meta", {})
     if meta:
-        lines += ["", f"Machine: {meta.get('cpus')} CPUs, load average at the end {meta.get('load')}."]
+        threads = f", {meta['threads']} torch threads" if "threads" in meta else ""
+        lines += ["", f"Machine: {meta.get('cpus')} CPUs{threads}, load average at the end {meta.get('load')}."]
     return "\n".join(lines) + "\n"
+
+
+def _bench_job(
+    label: str, cfg: ExperimentConfig, out: Path, args: argparse.Namespace, console: Console, job: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    """Pretrain ``cfg`` into ``OUT/<name>`` and probe it: one row, or one per stage of a staged config (each
+    probed on its own folder; its minutes are those of the stages up to it, the budget it used). None: a signal
+    stopped the pretraining (its run folder resumes)."""
+    run_dir = out / cfg.name
+    stages = [
+        stage_config(replace(cfg, train=replace(cfg.train, out_dir=str(run_dir))), i) for i in range(len(cfg.stages))
+    ]
+    folders = [Path(c.train.out_dir) for c in stages] or [run_dir]
+    resumed = any((f / "last.pt").is_file() for f in folders)
+    console.print(f"[bold]{label}[/bold]: pretraining into {run_dir}")
+    pre = run_experiment(cfg, mode="pretrain", out_dir=run_dir, console=console)
+    if pre.summary.get("stopped") is not None:
+        return None
+    train_m = args.probe_train or cfg.train_manifest
+    val_m = args.probe_val or cfg.val_manifest
+    if train_m is None or val_m is None:
+        raise UsageError("the probe needs labeled train and val manifests (--probe-train / --probe-val)")
+    rows, seconds = [], 0.0
+    for i, (folder, result) in enumerate(zip(folders, pre.stages or (pre,), strict=True)):
+        seconds += result.seconds
+        name = f"{label} {cfg.stages[i].name}" if cfg.stages else label
+        console.print(f"probing {folder}")
+        res = probe(folder, train_m, val_m, batch_size=cfg.train.batch_size, workers=cfg.train.workers)
+        rows.append(
+            {**job, "label": name, "config": cfg.name, "params": result.num_params, "pretrain_s": seconds,
+             "resumed": resumed, "probe": res}
+        )  # fmt: skip
+    return rows
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -163,26 +204,31 @@ def main(argv: list[str] | None = None) -> int:
             first = cfgs[0]
             spec = ModelSpec(first.model.name, {**dict(first.model.overrides), "drop_token_rate": 0.0})
             jobs.append((f"{first.name} (DropToken 0)", replace(first, name=f"{first.name}_dt0", model=spec)))
+        previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
         results: dict[str, Any] = {"rows": []}
         console = Console()
-        for label, cfg in jobs:
-            run_dir = out / cfg.name
-            console.print(f"[bold]{label}[/bold]: pretraining into {run_dir}")
-            pre = run_experiment(cfg, mode="pretrain", out_dir=run_dir, console=console)
-            train_m = args.probe_train or cfg.train_manifest
-            val_m = args.probe_val or cfg.val_manifest
-            if train_m is None or val_m is None:
-                raise UsageError("the probe needs labeled train and val manifests (--probe-train / --probe-val)")
-            res = probe(run_dir, train_m, val_m, batch_size=cfg.train.batch_size, workers=cfg.train.workers)
-            results["rows"].append(
-                {"label": label, "config": cfg.name, "params": pre.num_params, "pretrain_s": pre.seconds, "probe": res}
-            )
+        for (label, cfg), source in zip(jobs, [*args.configs, args.configs[0]], strict=False):
+            job = {"job": label, "config_file": str(source), "set": list(args.set_)}
+            kept = [r for r in previous.get("rows", []) if {k: r.get(k) for k in job} == job]
+            if kept:  # this job finished in an earlier call with the same config and overrides: keep its rows
+                console.print(f"[bold]{label}[/bold]: done before, kept from {results_path}")
+                results["rows"] += kept
+                continue
+            rows = _bench_job(label, cfg, out, args, console, job)
+            if rows is None:
+                print(f"avformer vatt-bench: {label}: stopped; the same command resumes it", file=sys.stderr)
+                return 1
+            results["rows"] += rows
             out.mkdir(parents=True, exist_ok=True)
             results_path.write_text(json.dumps(results, indent=2))
         if args.bench_steps > 0:
             console.print(f"DropToken step-time benchmark on {cfgs[0].name}")
             results["droptoken"] = {"config": cfgs[0].name, **droptoken_benchmark(cfgs[0], steps=args.bench_steps)}
-        results["meta"] = {"cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)}
+        results["meta"] = {
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "load": round(os.getloadavg()[0], 2),
+        }
     except (UsageError, ConfigError, ManifestError, FileNotFoundError) as e:
         return report("avformer vatt-bench", e)
     results_path.write_text(json.dumps(results, indent=2))

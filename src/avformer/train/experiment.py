@@ -123,6 +123,7 @@ class RunResult:
     report: Path | None
     text_clips: int  # training clips with text (tasks that read text), else 0
     experiment: Experiment
+    stages: tuple[RunResult, ...] = ()  # a staged config: every stage's result in order (this one is the last)
 
 
 def strip_labels(manifest: Manifest) -> Manifest:
@@ -454,7 +455,8 @@ def run_experiment(
     run also gets ``classes.txt`` (before training, so a killed run can be evaluated) and ``report.md``.
 
     A config with ``stages:`` runs them in order (see the module docstring) and returns the result of the last one
-    (or of the one a signal stopped); ``out_dir`` is then the folder that holds the stages' folders.
+    (or of the one a signal stopped), whose ``stages`` holds every stage's result in order; ``out_dir`` is then the
+    folder that holds the stages' folders.
 
     The run folder is locked (:class:`~avformer.utils.run_lock.RunLock`, rank 0) before anything is read or written
     and until the run returns: a second run on the same folder is refused.
@@ -498,7 +500,7 @@ def _run_stages(
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
         (out / "stages.yaml").write_text(dump(cfg))
-    result: RunResult | None = None
+    results: list[RunResult] = []
     previous: Path | None = None
     for i, (stage, stage_cfg) in enumerate(zip(cfg.stages, configs, strict=True)):
         folder = Path(stage_cfg.train.out_dir)
@@ -510,11 +512,11 @@ def _run_stages(
             stage_cfg, mode=mode, out_dir=folder, console=console, command=command, report=report,
             subtitles=subtitles, init_from=init,
         )  # fmt: skip
-        if result.summary.get("stopped") is not None:
-            return result
+        results.append(result)
+        if results[-1].summary.get("stopped") is not None:
+            break
         previous = folder
-    assert result is not None
-    return result
+    return replace(results[-1], stages=tuple(results))
 
 
 def _run_locked(
