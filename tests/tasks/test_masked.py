@@ -59,6 +59,9 @@ def test_unsupported_models_are_clear_errors():
     ("mae", {}, {"recon_audio", "recon_video"}),
     ("cav_mae", {}, {"recon_audio", "recon_video", "inter"}),
     ("mavil", {}, {"recon_audio", "recon_video", "inter", "intra_audio", "intra_video"}),
+    ("cav_mae", {"inter_video_mask_ratio": 0.5, "inter_audio_mask_ratio": 0.0}, {"recon_audio", "recon_video", "inter"}),
+    ("mavil", {"inter_video_mask_ratio": 0.5, "inter_audio_mask_ratio": 0.0},
+     {"recon_audio", "recon_video", "inter", "intra_audio", "intra_video"}),
 ])  # fmt: skip
 def test_training_step_logs_its_terms_and_every_head_learns(name, options, terms):
     task = _task(name, **options)
@@ -87,6 +90,32 @@ def test_mavil_intra_term_compares_two_independent_masks(monkeypatch: pytest.Mon
     task.training_step(_batch())
     assert [w for w, _ in seen] == ["audio encoder", "video encoder"] * 2  # view 1, then view 2 of each modality
     assert not torch.equal(seen[0][1], seen[2][1]) and not torch.equal(seen[1][1], seen[3][1])
+
+
+@pytest.mark.parametrize("name", ["cav_mae", "mavil"])
+def test_a_separate_inter_pass_decides_the_audio_video_term(name: str):
+    """With inter_*_mask_ratio 0 the InfoNCE reads the whole clips: the reconstruction view's masking (its ratio,
+    its draw) no longer changes it; without the option it does."""
+
+    def inter(**options) -> float:
+        task = _task(name, **options)
+        task.model.train()
+        torch.manual_seed(1)
+        return task.training_step(_batch())[1]["inter"]
+
+    whole = {"inter_video_mask_ratio": 0.0, "inter_audio_mask_ratio": 0.0}
+    a = inter(**whole, video_mask_ratio=0.5, audio_mask_ratio=0.5)
+    b = inter(**whole, video_mask_ratio=0.75, audio_mask_ratio=0.25)
+    assert a == pytest.approx(b, abs=1e-6)
+    assert inter(video_mask_ratio=0.5, audio_mask_ratio=0.5) != pytest.approx(
+        inter(video_mask_ratio=0.75, audio_mask_ratio=0.25), abs=1e-4
+    )
+    from avformer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="together"):
+        get_task(name).parse_options({"inter_video_mask_ratio": 0.5})
+    with pytest.raises(ConfigError, match=r"inter_audio_mask_ratio must be in \[0, 1\)"):
+        get_task(name).parse_options({"inter_video_mask_ratio": 0.5, "inter_audio_mask_ratio": 1.0})
 
 
 def _smooth_batch(n: int) -> dict:

@@ -149,9 +149,19 @@ class CAVMAEOptions(MAEOptions):
     inter_weight: float = 0.1  # audio-video InfoNCE (CAV-MAE: 0.01 at AudioSet scale)
     temperature: float = 0.1  # CAV-MAE: 0.05
     projection: str = "va_head"  # "va_head": VATT's video-audio heads | "none": the pooled features (CAV-MAE)
+    # the audio-video InfoNCE on a separate pass masked at these ratios (0: unmasked) instead of on the
+    # reconstruction view (None, both: CAV-MAE and MAViL); costs one more pass per modality
+    inter_video_mask_ratio: float | None = None
+    inter_audio_mask_ratio: float | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        ratios = (self.inter_video_mask_ratio, self.inter_audio_mask_ratio)
+        if (ratios[0] is None) != (ratios[1] is None):
+            raise ValueError("inter_video_mask_ratio and inter_audio_mask_ratio are set together (or neither)")
+        for name, v in zip(("inter_video_mask_ratio", "inter_audio_mask_ratio"), ratios, strict=True):
+            if v is not None and not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
         if self.inter_weight < 0:
             raise ValueError(f"inter_weight must be >= 0, got {self.inter_weight}")
         if self.temperature <= 0:
@@ -337,11 +347,34 @@ class MaskedAVTask:
         return out
 
     # -- forward pieces
-    def _masked_view(self, modality: str, x: Tensor, generator: torch.Generator | None = None) -> _View:
-        ratio = self.options.audio_mask_ratio if modality == "audio" else self.options.video_mask_ratio
+    def _masked_view(
+        self, modality: str, x: Tensor, generator: torch.Generator | None = None, ratio: float | None = None
+    ) -> _View:
+        if ratio is None:
+            ratio = self.options.audio_mask_ratio if modality == "audio" else self.options.video_mask_ratio
         enc = self.model.encoders[modality]
         m = mask_for(enc, x, ratio, generator=generator, what=f"{modality} encoder")
         return _View(enc.forward_features(hide_masked(enc, x, m.mask), keep=m.keep), m)
+
+    def _inter_features(self, views: dict[str, _View], batch: Batch) -> dict[str, Tensor]:
+        """The projected features of the audio-video InfoNCE: of the reconstruction view, or of a separate pass
+        at ``inter_*_mask_ratio`` (0: the whole input)."""
+        opt = self.options
+        ratios = {
+            "audio": getattr(opt, "inter_audio_mask_ratio", None),
+            "video": getattr(opt, "inter_video_mask_ratio", None),
+        }
+        out = {}
+        for m in _MODALITIES:
+            r = ratios[m]
+            if r is None:
+                pooled = views[m].out.pooled
+            elif r == 0.0:
+                pooled = self.model.encoders[m].forward_features(batch[m]).pooled
+            else:
+                pooled = self._masked_view(m, batch[m], ratio=r).out.pooled
+            out[m] = self._project(m, pooled)
+        return out
 
     def _decode(self, views: dict[str, _View]) -> dict[str, Tensor]:
         """Decoder predictions (B, N, P) per modality from the visible tokens (through the joint blocks)."""
@@ -376,13 +409,16 @@ class MaskedAVTask:
         terms: dict[str, Tensor] = {k: opt.recon_weight * v for k, v in rec.items()}
         logs: dict[str, float] = {k: float(v.detach()) for k, v in rec.items()}
         if self._inter > 0 or self._intra > 0:
+            separate = getattr(opt, "inter_video_mask_ratio", None) is not None
             z1 = {m: self._project(m, views[m].out.pooled) for m in _MODALITIES}
+            za = self._inter_features(views, batch) if separate else z1
             t = self._temperature
-            inter = [info_nce(z1["audio"], z1["video"], t, a_mask=has_a, b_mask=has_v)]
+            inter = [info_nce(za["audio"], za["video"], t, a_mask=has_a, b_mask=has_v)]
             if self._intra > 0:  # MAViL: a second masked view of each modality
                 views2 = {m: self._masked_view(m, batch[m]) for m in _MODALITIES}
                 z2 = {m: self._project(m, views2[m].out.pooled) for m in _MODALITIES}
-                inter.append(info_nce(z2["audio"], z2["video"], t, a_mask=has_a, b_mask=has_v))
+                if not separate:  # the second views' pairs too (with a separate pass: that pass's pairs only)
+                    inter.append(info_nce(z2["audio"], z2["video"], t, a_mask=has_a, b_mask=has_v))
                 t2 = self._intra_temperature
                 intra = {m: info_nce(z1[m], z2[m], t2, a_mask=present[m], b_mask=present[m]) for m in _MODALITIES}
                 terms["intra"] = self._intra * (intra["audio"] + intra["video"]) / 2
