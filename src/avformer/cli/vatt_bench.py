@@ -19,6 +19,8 @@ Any pretraining recipe works (VATT, the masked rows of docs/numbers/ssl.md, XKD,
 to it (so stage 2's row shows the whole budget). Running the command again keeps the rows of the configs that
 finished with the same config file and ``--set`` overrides (``results.json``) and resumes the one that was
 stopped; a row whose pretraining was resumed marks its minutes with ``*`` (they count the last process only).
+Two calls with different ``--configs`` may share ``--out`` (side by side, e.g. ``OMP_NUM_THREADS=1`` each): each
+adds its rows to ``results.json`` under a lock and keeps the other's; the table the last one writes has all rows.
 
 Exit status: 0 done; 2 a bad config or argument.
 """
@@ -47,6 +49,11 @@ from avformer.tasks.registry import TaskData
 from avformer.train.experiment import compose, run_experiment
 from avformer.train.trainer import Trainer
 from avformer.utils.errors import UsageError, report
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock (run the calls one after the other there)
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["droptoken_benchmark", "main", "render_table"]
 
@@ -138,6 +145,23 @@ def render_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _store(path: Path, results: dict[str, Any], labels: set[str]) -> dict[str, Any]:
+    """Write this call's rows (and other keys) into ``path`` under a lock, keeping the rows of other configs that
+    are there: two calls with different ``--configs`` may share ``--out`` (e.g. one thread each, side by side).
+    Returns what the file then holds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / ".results.lock").open("w") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        others = [r for r in old.get("rows", []) if r.get("job", r.get("label")) not in labels]
+        merged = {**old, **results, "rows": others + results["rows"]}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(merged, indent=2))
+        os.replace(tmp, path)
+    return merged
+
+
 def _bench_job(
     label: str, cfg: ExperimentConfig, out: Path, args: argparse.Namespace, console: Console, job: dict[str, Any]
 ) -> list[dict[str, Any]] | None:
@@ -207,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
         results: dict[str, Any] = {"rows": []}
         console = Console()
+        labels = {label for label, _ in jobs}
         for (label, cfg), source in zip(jobs, [*args.configs, args.configs[0]], strict=False):
             job = {"job": label, "config_file": str(source), "set": list(args.set_)}
             kept = [r for r in previous.get("rows", []) if {k: r.get(k) for k in job} == job]
@@ -219,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"avformer vatt-bench: {label}: stopped; the same command resumes it", file=sys.stderr)
                 return 1
             results["rows"] += rows
-            out.mkdir(parents=True, exist_ok=True)
-            results_path.write_text(json.dumps(results, indent=2))
+            _store(results_path, results, labels)
         if args.bench_steps > 0:
             console.print(f"DropToken step-time benchmark on {cfgs[0].name}")
             results["droptoken"] = {"config": cfgs[0].name, **droptoken_benchmark(cfgs[0], steps=args.bench_steps)}
@@ -229,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
             "threads": torch.get_num_threads(),
             "load": round(os.getloadavg()[0], 2),
         }
+        merged = _store(results_path, results, labels)
     except (UsageError, ConfigError, ManifestError, FileNotFoundError) as e:
         return report("avformer vatt-bench", e)
-    results_path.write_text(json.dumps(results, indent=2))
-    (out / "table.md").write_text(render_table(results))
+    (out / "table.md").write_text(render_table(merged))
     print((out / "table.md").read_text(), end="")
     return 0
