@@ -151,8 +151,8 @@ def test_bench_gives_a_row_per_stage_and_keeps_finished_rows(data: Path, tmp_pat
     again = json.loads((out / "results.json").read_text())["rows"]
     assert [r["set"] for r in again] == [["train.epochs=2"]] * 3 and all(r["resumed"] for r in again)
     # a second call with other configs that shares the folder adds its rows and keeps these
-    assert vatt_bench.main(["--configs", str(_config(tmp_path, data, {"name": "cav_mae", "options": SMALL}))]
-                           + args[3:]) == 0  # fmt: skip
+    cav_mae = _config(tmp_path, data, {"name": "cav_mae", "options": SMALL})
+    assert vatt_bench.main(["--configs", str(cav_mae), *args[3:]]) == 0
     shared = json.loads((out / "results.json").read_text())["rows"]
     assert [r["label"] for r in shared] == ["tiny_mae", "tiny_mavil stage1", "tiny_mavil stage2", "tiny_cav_mae"]
     assert "tiny_mavil stage1" in (out / "table.md").read_text()

@@ -59,7 +59,8 @@ def test_unsupported_models_are_clear_errors():
     ("mae", {}, {"recon_audio", "recon_video"}),
     ("cav_mae", {}, {"recon_audio", "recon_video", "inter"}),
     ("mavil", {}, {"recon_audio", "recon_video", "inter", "intra_audio", "intra_video"}),
-    ("cav_mae", {"inter_video_mask_ratio": 0.5, "inter_audio_mask_ratio": 0.0}, {"recon_audio", "recon_video", "inter"}),
+    ("cav_mae", {"inter_video_mask_ratio": 0.5, "inter_audio_mask_ratio": 0.0},
+     {"recon_audio", "recon_video", "inter"}),
     ("mavil", {"inter_video_mask_ratio": 0.5, "inter_audio_mask_ratio": 0.0},
      {"recon_audio", "recon_video", "inter", "intra_audio", "intra_video"}),
 ])  # fmt: skip
