@@ -14,7 +14,7 @@ alternating, median of ``--bench-steps`` each; the ratio is the headline. Writes
 ``OUT/table.md`` (the table of docs/numbers/vatt.md); ``--table-only`` rewrites the table from ``results.json``.
 ``--set k=v`` overrides apply to every config (e.g. ``train.epochs=1`` for a quick look).
 
-Any pretraining recipe works (VATT, the masked rows of docs/numbers/ssl.md, XKD, XDC, ...). A config with
+Any pretraining recipe works (VATT, the masked rows of docs/numbers/masked.md, XKD, XDC, ...). A config with
 ``stages:`` (MAViL) gives one row per stage, each probed on its stage's folder, with the minutes of the stages up
 to it (so stage 2's row shows the whole budget). Running the command again keeps the rows of the configs that
 finished with the same config file and ``--set`` overrides (``results.json``) and resumes the one that was

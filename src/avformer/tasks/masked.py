@@ -45,6 +45,8 @@ Choices (MAViL left them open; CAV-MAE / MAE where they decide), each an option:
       ``projection: va_head`` (default) they go through VATT's video-audio heads (MLP + BN, what the VATT recipe
       needs against collapse and what ``embed`` / retrieval read); ``none`` uses them as they are (CAV-MAE).
       InfoNCE is symmetric (:func:`~avformer.losses.info_nce`; CAV-MAE's default is one direction).
+      ``inter_video_mask_ratio`` / ``inter_audio_mask_ratio`` (ours, off by default) move the audio-video term to
+      a separate, lighter-masked pass (0: the whole input); MAViL's intra-modal term stays on the masked views.
     * Temperatures and weights: CAV-MAE uses T = 0.05 and a contrastive weight of 0.01 at AudioSet scale; MAViL
       does not give ours. Defaults here: T = 0.1, ``inter_weight`` 0.1 for ``cav_mae``; ``mavil`` the same plus
       ``intra_weight`` 0.1 (tune per data set: the AV-Digits recipes set them).
@@ -356,20 +358,13 @@ class MaskedAVTask:
         m = mask_for(enc, x, ratio, generator=generator, what=f"{modality} encoder")
         return _View(enc.forward_features(hide_masked(enc, x, m.mask), keep=m.keep), m)
 
-    def _inter_features(self, views: dict[str, _View], batch: Batch) -> dict[str, Tensor]:
-        """The projected features of the audio-video InfoNCE: of the reconstruction view, or of a separate pass
-        at ``inter_*_mask_ratio`` (0: the whole input)."""
-        opt = self.options
-        ratios = {
-            "audio": getattr(opt, "inter_audio_mask_ratio", None),
-            "video": getattr(opt, "inter_video_mask_ratio", None),
-        }
+    def _inter_features(self, batch: Batch) -> dict[str, Tensor]:
+        """The projected features of the audio-video InfoNCE from a separate pass masked at ``inter_*_mask_ratio``
+        (0: the whole input)."""
         out = {}
         for m in _MODALITIES:
-            r = ratios[m]
-            if r is None:
-                pooled = views[m].out.pooled
-            elif r == 0.0:
+            r = float(getattr(self.options, f"inter_{m}_mask_ratio"))
+            if r == 0.0:
                 pooled = self.model.encoders[m].forward_features(batch[m]).pooled
             else:
                 pooled = self._masked_view(m, batch[m], ratio=r).out.pooled
@@ -411,7 +406,7 @@ class MaskedAVTask:
         if self._inter > 0 or self._intra > 0:
             separate = getattr(opt, "inter_video_mask_ratio", None) is not None
             z1 = {m: self._project(m, views[m].out.pooled) for m in _MODALITIES}
-            za = self._inter_features(views, batch) if separate else z1
+            za = self._inter_features(batch) if separate else z1
             t = self._temperature
             inter = [info_nce(za["audio"], za["video"], t, a_mask=has_a, b_mask=has_v)]
             if self._intra > 0:  # MAViL: a second masked view of each modality
