@@ -42,7 +42,7 @@ from rich.console import Console
 
 from avformer.cli._help import plain
 from avformer.cli.probe_linear import probe
-from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load, stage_config
+from avformer.config import ConfigError, ExperimentConfig, ModelSpec, apply_overrides, load
 from avformer.data.manifest import ManifestError
 from avformer.models.vatt import VisionAudioTextTransformer
 from avformer.tasks.registry import TaskData
@@ -169,11 +169,7 @@ def _bench_job(
     probed on its own folder; its minutes are those of the stages up to it, the budget it used). None: a signal
     stopped the pretraining (its run folder resumes)."""
     run_dir = out / cfg.name
-    stages = [
-        stage_config(replace(cfg, train=replace(cfg.train, out_dir=str(run_dir))), i) for i in range(len(cfg.stages))
-    ]
-    folders = [Path(c.train.out_dir) for c in stages] or [run_dir]
-    resumed = any((f / "last.pt").is_file() for f in folders)
+    resumed = any(run_dir.glob("last.pt")) or any(run_dir.glob("*/last.pt"))  # a stage's folder is <run_dir>/<name>
     console.print(f"[bold]{label}[/bold]: pretraining into {run_dir}")
     pre = run_experiment(cfg, mode="pretrain", out_dir=run_dir, console=console)
     if pre.summary.get("stopped") is not None:
@@ -183,11 +179,11 @@ def _bench_job(
     if train_m is None or val_m is None:
         raise UsageError("the probe needs labeled train and val manifests (--probe-train / --probe-val)")
     rows, seconds = [], 0.0
-    for i, (folder, result) in enumerate(zip(folders, pre.stages or (pre,), strict=True)):
+    for i, result in enumerate(pre.stages or (pre,)):
         seconds += result.seconds
         name = f"{label} {cfg.stages[i].name}" if cfg.stages else label
-        console.print(f"probing {folder}")
-        res = probe(folder, train_m, val_m, batch_size=cfg.train.batch_size, workers=cfg.train.workers)
+        console.print(f"probing {result.out_dir}")
+        res = probe(result.out_dir, train_m, val_m, batch_size=cfg.train.batch_size, workers=cfg.train.workers)
         rows.append(
             {**job, "label": name, "config": cfg.name, "params": result.num_params, "pretrain_s": seconds,
              "resumed": resumed, "probe": res}
@@ -223,16 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfgs = [apply_overrides(load(c), args.set_) for c in args.configs]
-        jobs: list[tuple[str, ExperimentConfig]] = [(c.name, c) for c in cfgs]
+        jobs: list[tuple[str, ExperimentConfig, str]] = [
+            (c.name, c, f) for c, f in zip(cfgs, args.configs, strict=True)
+        ]
         if args.droptoken_ablation:
             first = cfgs[0]
             spec = ModelSpec(first.model.name, {**dict(first.model.overrides), "drop_token_rate": 0.0})
-            jobs.append((f"{first.name} (DropToken 0)", replace(first, name=f"{first.name}_dt0", model=spec)))
+            dt0 = replace(first, name=f"{first.name}_dt0", model=spec)
+            jobs.append((f"{first.name} (DropToken 0)", dt0, args.configs[0]))
         previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
         results: dict[str, Any] = {"rows": []}
         console = Console()
-        labels = {label for label, _ in jobs}
-        for (label, cfg), source in zip(jobs, [*args.configs, args.configs[0]], strict=False):
+        labels = {label for label, _, _ in jobs}
+        for label, cfg, source in jobs:
             job = {"job": label, "config_file": str(source), "set": list(args.set_)}
             kept = [r for r in previous.get("rows", []) if {k: r.get(k) for k in job} == job]
             if kept:  # this job finished in an earlier call with the same config and overrides: keep its rows

@@ -513,7 +513,7 @@ def _run_stages(
             subtitles=subtitles, init_from=init,
         )  # fmt: skip
         results.append(result)
-        if results[-1].summary.get("stopped") is not None:
+        if result.summary.get("stopped") is not None:
             break
         previous = folder
     return replace(results[-1], stages=tuple(results))
