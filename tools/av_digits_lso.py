@@ -24,13 +24,15 @@ its other speakers (train and val: 4 x 500 = 2000) and evaluates on every clip o
 (each clip has its own MNIST image). Note the confound when comparing with the in-speaker val figure: a fold trains
 on 2000 clips, not 2700, and ``train.epochs`` epochs are then fewer steps.
 
-``run`` runs ``avformer compare`` once per fold (``OUT/fold<k>/runs``) with the fold's manifests as
+``run`` runs ``avformer compare`` once per fold and config (``--out OUT/fold<k>/<config file stem>``, so that two
+``run`` calls with different ``--configs`` may go side by side, one thread each) with the fold's manifests as
 ``--set train_manifest=... --set val_manifest=...`` (after the ``--set`` overrides given here, so they win), the
 per-speaker top-1 of each fold's val (``--by OUT/fold<k>/val_meta.csv:speaker``) and, for self-supervised configs
 with ``--probe``, the linear probe on the fold's manifests; running it again resumes, as ``compare`` does. Then, as
-``table`` alone does, it reads each fold's ``results.json`` and writes ``OUT/lso.md`` and ``OUT/lso.json``: for each
-config, the fold's value (``compare``'s mean over its seeds) of the headline metric, the audio-only and video-only
-top-1 and the probes, then their mean ± std (sample std) over the folds, and the top-1 of every held-out speaker.
+``table`` alone does, it reads every ``OUT/fold<k>/*/results.json`` and writes ``OUT/lso.md`` and ``OUT/lso.json``:
+for each config, the fold's value (``compare``'s mean over its seeds) of the headline metric, the audio-only and
+video-only top-1 and the probes, then their mean ± std (sample std) over the folds, and the top-1 of every held-out
+speaker.
 
 Exit status: 0 done; 1 a fold's ``compare`` failed or a run is missing (the table is still written from the others);
 2 bad arguments or data.
@@ -137,7 +139,8 @@ def fold_commands(
     probe: bool = False,
     folds: list[int] | None = None,
 ) -> list[list[str]]:
-    """The ``avformer compare`` command of each fold (of ``folds.json``, or the ``folds`` listed)."""
+    """The ``avformer compare`` command of each fold (of ``folds.json``, or the ``folds`` listed) and config: one
+    output folder per config (``OUT/fold<k>/<file stem>``), since ``compare`` rewrites its ``results.json``."""
     info = json.loads((out / "folds.json").read_text())
     cmds = []
     for fold in info["folds"]:
@@ -145,14 +148,15 @@ def fold_commands(
         if folds is not None and k not in folds:
             continue
         d = out / f"fold{k}"
-        argv = [sys.executable, "-m", "avformer", "compare", "--configs", *configs]
-        argv += ["--seeds", *map(str, seeds), "--out", str(d / "runs"), "--jobs", str(jobs), "--threads", str(threads)]
-        for item in [*(overrides or []), f"train_manifest={d / 'train.csv'}", f"val_manifest={d / 'val.csv'}"]:
-            argv += ["--set", item]
-        argv += ["--by", f"{d / 'val_meta.csv'}:speaker"]
-        if probe:
-            argv += ["--probe", str(d / "train.csv"), str(d / "val.csv")]
-        cmds.append(argv)
+        for config in configs:
+            argv = [sys.executable, "-m", "avformer", "compare", "--configs", config, "--seeds", *map(str, seeds)]
+            argv += ["--out", str(d / Path(config).stem), "--jobs", str(jobs), "--threads", str(threads)]
+            for item in [*(overrides or []), f"train_manifest={d / 'train.csv'}", f"val_manifest={d / 'val.csv'}"]:
+                argv += ["--set", item]
+            argv += ["--by", f"{d / 'val_meta.csv'}:speaker"]
+            if probe:
+                argv += ["--probe", str(d / "train.csv"), str(d / "val.csv")]
+            cmds.append(argv)
     return cmds
 
 
@@ -164,17 +168,17 @@ def _pair(values: list[float]) -> dict[str, Any] | None:
 
 
 def aggregate(out: Path) -> dict[str, Any]:
-    """Mean ± std over the folds of each config's per-fold values (``OUT/fold<k>/runs/results.json``)."""
+    """Mean ± std over the folds of each config's per-fold values (``OUT/fold<k>/*/results.json``)."""
     info = json.loads((out / "folds.json").read_text())
     per: dict[str, dict[str, Any]] = {}  # config -> what we collect
     missing = []
     for fold in info["folds"]:
         k = fold["fold"]
-        path = out / f"fold{k}" / "runs" / "results.json"
-        if not path.is_file():
+        paths = sorted((out / f"fold{k}").glob("*/results.json"))
+        if not paths:
             missing.append(k)
-            continue
-        for s in json.loads(path.read_text())["configs"]:
+        rows = [s for path in paths for s in json.loads(path.read_text())["configs"]]
+        for s in rows:
             c = per.setdefault(s["config"], {"metric": s["metric"], "values": {}, "speakers": {}})
             vals = c["values"]
             if s.get("mean") is not None:

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from avformer.cli import bench, demo
+from avformer.data.config import WaveAugmentConfig
 from avformer.data.synth import SynthConfig, write_dataset
+from avformer.data.wave_augment import WaveAugment, WaveAugmentParams
 
 
 def test_demo_runs_and_writes_summary(
@@ -45,6 +48,24 @@ def test_bench_data_reports_stages_and_speedup(tmp_path: Path, capsys: pytest.Ca
     assert set(res["stages_ms_per_clip"]) == {"open", "demux", "decode", "convert+resample", "features"}
     assert res["ours_clips_per_s"] > 0 and res["naive_clips_per_s"] > 0
     assert res["loader_summary"] is None or "0 skipped" in res["loader_summary"]
+    assert set(res["wave_augment_ms_per_clip"]) == {*bench._WAVE_SETTINGS, "all six"}
+    assert all(v > 0 for v in res["wave_augment_ms_per_clip"].values())
+    assert bench.main(["data", *args[:-1]]) == 0  # the text form names every transform and their share
+    out = capsys.readouterr().out
+    assert "wave augmentations (ms per clip" in out and "pitch +2 st" in out and "all six add" in out
+    assert bench.main(["data", *args, "--no-wave-augment"]) == 0
+    assert json.loads(capsys.readouterr().out)["wave_augment_ms_per_clip"] is None
+
+
+def test_bench_wave_settings_each_change_the_audio() -> None:
+    """Each timed setting does its work (a no-op would time nothing): it changes a clip, alone."""
+    sr = 16000
+    t = torch.arange(sr) / sr
+    wav = 0.1 * torch.sin(2 * torch.pi * 440 * t) * (t < 0.6)
+    aug = WaveAugment(WaveAugmentConfig(), sr)
+    for name, kw in bench._WAVE_SETTINGS.items():
+        out = aug.apply(wav, WaveAugmentParams(**kw))
+        assert out.shape == wav.shape and (out - wav).abs().max() > 1e-3, name
 
 
 def test_bench_missing_manifest_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -119,11 +119,12 @@ def test_run_calls_compare_per_fold_and_aggregates(
 
     def fake_run(argv: list[str], check: bool) -> Any:
         calls.append(argv)
-        k = int(Path(argv[argv.index("--out") + 1]).parent.name.removeprefix("fold"))
+        run_out = Path(argv[argv.index("--out") + 1])
+        k = int(run_out.parent.name.removeprefix("fold"))
         held = json.loads((out / "folds.json").read_text())["folds"][k]["holdout"]
         groups = {s: {"n": 4.0, "fused": fused[k], "audio": 0.5} for s in held}
         row = {"config": "mmt", "metric": "val_top1", "mean": fused[k], "std": 0.01, "audio": [0.5 + k / 10, 0.0]}
-        _fake_results(out / f"fold{k}" / "runs" / "results.json", [row | {"video": [0.7, 0.0], "groups": groups}])
+        _fake_results(run_out / "results.json", [row | {"video": [0.7, 0.0], "groups": groups}])
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setattr(lso.subprocess, "run", fake_run)
@@ -140,6 +141,7 @@ def test_run_calls_compare_per_fold_and_aggregates(
         d = out / f"fold{k}"
         assert sets == ["train.epochs=1", f"train_manifest={d / 'train.csv'}", f"val_manifest={d / 'val.csv'}"]
         assert argv[argv.index("--by") + 1] == f"{d / 'val_meta.csv'}:speaker" and "--probe" not in argv
+        assert argv[argv.index("--out") + 1] == str(d / "av_digits_mmt_tiny")  # one folder per config
         cfg = apply_overrides(load(ROOT / config), sets)  # compare accepts these overrides
         assert cfg.train_manifest == str(d / "train.csv") and cfg.val_manifest == str(d / "val.csv")
     result = json.loads((out / "lso.json").read_text())
@@ -159,7 +161,7 @@ def test_table_reports_missing_folds_and_probes(fake_data: Path, tmp_path: Path)
     for k, v in ((0, 0.6), (2, 0.4)):
         probe = {"audio": [v, 0.02], "video": [0.8, 0.0], "audio_random": [0.3, 0.0]}
         _fake_results(
-            out / f"fold{k}" / "runs" / "results.json",
+            out / f"fold{k}" / "vatt" / "results.json",
             [
                 {"config": "vatt", "metric": "val_loss"}
                 | {
@@ -179,3 +181,25 @@ def test_table_reports_missing_folds_and_probes(fake_data: Path, tmp_path: Path)
         str(out / "fold1" / "train.csv"),
         str(out / "fold1" / "val.csv"),
     ]
+
+
+def test_two_configs_get_their_own_folders_and_one_table(fake_data: Path, tmp_path: Path) -> None:
+    """compare rewrites its results.json: each config has its own folder per fold (two `run` calls may go side by
+    side), and the table reads them all."""
+    out = tmp_path / "lso"
+    lso.write_folds(fake_data, out)
+    cmds = lso.fold_commands(out, ["a/base.yaml", "a/aug.yaml"], seeds=[0], folds=[0, 2])
+    outs = [argv[argv.index("--out") + 1] for argv in cmds]
+    assert outs == [str(out / f"fold{k}" / name) for k in (0, 2) for name in ("base", "aug")]
+    assert all(
+        argv[argv.index("--configs") + 1 : argv.index("--seeds")] == [c]
+        for argv, c in zip(cmds, ["a/base.yaml", "a/aug.yaml"] * 2, strict=True)
+    )
+    for k in range(3):
+        for name, v in (("base", 0.6), ("aug", 0.8)):
+            row = {"config": name, "metric": "val_top1", "mean": v + k / 100, "std": 0.0}
+            _fake_results(out / f"fold{k}" / name / "results.json", [row])
+    assert lso.main(["table", "--out", str(out)]) == 0
+    values = json.loads((out / "lso.json").read_text())["configs"]
+    assert values["base"]["values"]["val_top1"]["folds"] == pytest.approx([0.6, 0.61, 0.62])
+    assert values["aug"]["values"]["val_top1"]["folds"] == pytest.approx([0.8, 0.81, 0.82])

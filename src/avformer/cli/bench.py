@@ -35,6 +35,11 @@ What is measured (all in one run, so ratios are meaningful on a shared, noisy ma
   frame selection, RGB conversion and resize, audio resampling to mono), ``features`` (the rest of
   ``AVDataset[i]``: video transform, audio features, sample assembly). They are approximate: a stage shorter
   than the noise of the machine shows as 0.
+- **wave augmentations** (``data.wave_augment``, :mod:`avformer.data.wave_augment`): ms per clip of each
+  transform alone at a fixed setting, and of all six drawn together (every probability 1, the default ranges), on
+  the decoded audio of the same clips, against the ``features`` pass (what a training sample costs without them).
+  They are plain torch rather than ``torch-audiomentations`` / ``audiomentations`` for determinism per sample
+  (see that module's docstring); ``--no-wave-augment`` skips the line.
 """
 
 from __future__ import annotations
@@ -56,10 +61,12 @@ import torch.nn.functional as F
 
 from avformer.cli._help import plain
 from avformer.data.audio import AudioFeatureConfig, AudioFeatures
+from avformer.data.config import WaveAugmentConfig
 from avformer.data.dataset import AVDataset, DataConfig, LoadStats, make_loader
 from avformer.data.manifest import Manifest, read_manifest
 from avformer.data.media import decode_clip
 from avformer.data.video import VideoTransform, VideoTransformConfig
+from avformer.data.wave_augment import WaveAugment, WaveAugmentParams
 from avformer.utils.device import resolve_device
 from avformer.utils.errors import UsageError
 
@@ -159,7 +166,42 @@ def _loader_rate(ds: AVDataset, workers: int, batch_size: int) -> tuple[float, L
     return stats.loaded / dt, stats
 
 
-def bench_data(manifest: Manifest, cfg: DataConfig, workers: int, batch_size: int, repeats: int) -> dict[str, Any]:
+#: one fixed setting of each waveform augmentation (the others off) for ``bench data``'s per-transform times
+_WAVE_SETTINGS: dict[str, dict[str, Any]] = {
+    "speed 0.9": {"speed": 0.9},
+    "speed 1.1": {"speed": 1.1},
+    "pitch +2 st": {"semitones": 2.0},
+    "reverb 0.4 s": {"rt60_s": 0.4, "wet": 0.3},
+    "pink noise": {"noise_kind": "pink", "snr_db": 20.0},
+    "low-pass": {"filter_kind": "lowpass", "filter_hz": 2000.0},
+    "peak EQ": {"filter_kind": "peak", "filter_hz": 1000.0, "peak_gain_db": 6.0},
+    "gain": {"gain_db": 3.0},
+}
+
+
+def bench_wave_augment(waves: Sequence[torch.Tensor], sample_rate: int, repeats: int) -> dict[str, float]:
+    """Median ms per clip of each :data:`_WAVE_SETTINGS` transform alone and of all six drawn together."""
+    cfg = WaveAugmentConfig(speed_p=1.0, pitch_p=1.0, reverb_p=1.0, noise_p=1.0, filter_p=1.0, gain_p=1.0)
+    aug = WaveAugment(cfg, sample_rate)
+    gen = torch.Generator().manual_seed(0)
+    params = {name: WaveAugmentParams(**kw) for name, kw in _WAVE_SETTINGS.items()}
+    times: dict[str, list[float]] = {name: [] for name in [*params, "all six"]}
+    for _ in range(repeats):  # interleaved, as the other passes
+        for name, p in params.items():
+            t0 = time.perf_counter()
+            for w in waves:
+                aug.apply(w, p)
+            times[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for w in waves:
+            aug(w, gen)
+        times["all six"].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) / len(waves) * 1e3 for name, v in times.items()}
+
+
+def bench_data(
+    manifest: Manifest, cfg: DataConfig, workers: int, batch_size: int, repeats: int, *, wave_augment: bool = True
+) -> dict[str, Any]:
     paths = [r.path for r in manifest]
     # every pass reads the same window of each file, the first `window_seconds`, so stage differences are real
     rows = [replace(r, start=0.0, end=cfg.window_seconds) for r in manifest]
@@ -202,6 +244,11 @@ def bench_data(manifest: Manifest, cfg: DataConfig, workers: int, batch_size: in
     for k in cumulative:
         stages_ms[k] = max(med[k] - prev, 0.0) / n * 1e3
         prev = med[k]
+    wave_ms = None
+    if wave_augment:
+        clips = [decode_clip(p, 0.0, cfg.window_seconds, video=False, sample_rate=cfg.audio.sample_rate) for p in paths]
+        waves = [torch.from_numpy(c.audio.copy()) for c in clips if c.audio is not None and len(c.audio)]
+        wave_ms = bench_wave_augment(waves, cfg.audio.sample_rate, repeats) if waves else None
     loader0, _ = _loader_rate(ds, 0, batch_size)
     loader_n, stats = _loader_rate(ds, workers, batch_size) if workers > 0 else (loader0, None)
     return {
@@ -214,6 +261,7 @@ def bench_data(manifest: Manifest, cfg: DataConfig, workers: int, batch_size: in
         "stages_ms_per_clip": stages_ms,
         "loader_clips_per_s": {"workers=0": loader0, f"workers={workers}": loader_n},
         "loader_summary": stats.summary() if stats is not None else None,
+        "wave_augment_ms_per_clip": wave_ms,
         "repeats": repeats,
     }
 
@@ -476,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--size", type=int, default=64, help="crop size (short side resize to the same)")
     p.add_argument("--num-mel-bins", type=int, default=128)
+    p.add_argument("--no-wave-augment", action="store_true", help="skip the waveform-augmentation times")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _train_parser(sub)
     _predict_parser(sub)
@@ -515,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         audio=replace(AudioFeatureConfig(), num_mel_bins=args.num_mel_bins, num_frames=None),
     )
-    res = bench_data(manifest, cfg, args.workers, args.batch_size, args.repeats)
+    res = bench_data(manifest, cfg, args.workers, args.batch_size, args.repeats, wave_augment=not args.no_wave_augment)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
@@ -532,6 +581,15 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in res["loader_clips_per_s"].items():
         print(f"  DataLoader {k:<10} {v:8.1f} clips/s")
     print("  stages (ms per clip): " + ", ".join(f"{k} {v:.2f}" for k, v in res["stages_ms_per_clip"].items()))
+    wave = res["wave_augment_ms_per_clip"]
+    if wave:
+        sample_ms = 1e3 / res["ours_clips_per_s"]
+        print(
+            f"  wave augmentations (ms per clip, {args.num_frames / args.fps:g}-s audio; a sample without them: "
+            f"{sample_ms:.1f} ms): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in wave.items())
+            + f"; all six add {wave['all six'] / sample_ms:.0%}"
+        )
     if res["loader_summary"]:
         print(f"  {res['loader_summary']}")
     return 0
