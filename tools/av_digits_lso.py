@@ -22,7 +22,9 @@ its other speakers (train and val: 4 x 500 = 2000) and evaluates on every clip o
 4 points at 80 % accuracy, against 1.3 with 1000). ``--splits train`` keeps to the official train split (1800 /
 900). Either way no held-out speaker is in a fold's train manifest (checked while writing), and no image is in both
 (each clip has its own MNIST image). Note the confound when comparing with the in-speaker val figure: a fold trains
-on 2000 clips, not 2700, and ``train.epochs`` epochs are then fewer steps.
+on 2000 clips, not 2700, and ``train.epochs`` epochs are then fewer steps. That matters where learning is a
+matter of steps: the VATT recipe's NCE sits on a plateau for about 200 steps, and 16 epochs of 15 steps left it
+there (``docs/numbers/lso.md``), so its folds run ``--set train.epochs=23`` (345 steps; in-speaker 16 x 21 = 336).
 
 ``run`` runs ``avformer compare`` once per fold and config (``--out OUT/fold<k>/<config file stem>``, so that two
 ``run`` calls with different ``--configs`` may go side by side, one thread each) with the fold's manifests as
@@ -31,8 +33,8 @@ per-speaker top-1 of each fold's val (``--by OUT/fold<k>/val_meta.csv:speaker``)
 with ``--probe``, the linear probe on the fold's manifests; running it again resumes, as ``compare`` does. Then, as
 ``table`` alone does, it reads every ``OUT/fold<k>/*/results.json`` and writes ``OUT/lso.md`` and ``OUT/lso.json``:
 for each config, the fold's value (``compare``'s mean over its seeds) of the headline metric, the audio-only and
-video-only top-1 and the probes, then their mean ± std (sample std) over the folds, and the top-1 of every held-out
-speaker.
+video-only top-1 and the probes, then their mean ± std (sample std) over the folds, the top-1 of every held-out
+speaker, and the ``--set`` overrides each config ran with (read from its ``compare`` command).
 
 Exit status: 0 done; 1 a fold's ``compare`` failed or a run is missing (the table is still written from the others);
 2 bad arguments or data.
@@ -45,6 +47,7 @@ import csv
 import json
 import os
 import random
+import shlex
 import statistics
 import subprocess
 import sys
@@ -177,28 +180,16 @@ def aggregate(out: Path) -> dict[str, Any]:
         paths = sorted((out / f"fold{k}").glob("*/results.json"))
         if not paths:
             missing.append(k)
-        rows = [s for path in paths for s in json.loads(path.read_text())["configs"]]
-        for s in rows:
-            c = per.setdefault(s["config"], {"metric": s["metric"], "values": {}, "speakers": {}})
-            vals = c["values"]
-            if s.get("mean") is not None:
-                vals.setdefault(s["metric"], []).append(s["mean"])
-            for view in ("audio", "video"):
-                if s.get(view) is not None:
-                    vals.setdefault(f"{view}_top1", []).append(s[view][0])
-            for name, pair in (s.get("probe") or {}).items():
-                vals.setdefault(f"probe_{name}", []).append(pair[0])
-            for speaker, cells in (s.get("groups") or {}).items():
-                if speaker in fold["holdout"]:
-                    n = cells.get("n")  # compare averages it over seeds: the same clip count each time
-                    c["speakers"][speaker] = {v: x for v, x in cells.items() if v != "n"} | {
-                        "n": None if n is None else round(n)
-                    }
+        for path in paths:
+            saved = json.loads(path.read_text())
+            for s in saved["configs"]:
+                _collect(per, s, fold, _overrides(saved.get("command", "")))
     configs = {
         name: {
             "metric": c["metric"],
             "values": {m: _pair(v) for m, v in c["values"].items()},
             "speakers": dict(sorted(c["speakers"].items())),
+            "overrides": sorted(c["overrides"]),
         }
         for name, c in per.items()
     }
@@ -206,6 +197,33 @@ def aggregate(out: Path) -> dict[str, Any]:
     (out / "lso.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "lso.md").write_text(format_table(result))
     return result
+
+
+def _overrides(command: str) -> list[str]:
+    """The ``--set`` items of a ``compare`` command line, less the fold's manifests (the same for every config)."""
+    argv = shlex.split(command)
+    items = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
+    return [x for x in items if not x.startswith(("train_manifest=", "val_manifest="))]
+
+
+def _collect(per: dict[str, dict[str, Any]], s: dict[str, Any], fold: dict[str, Any], overrides: list[str]) -> None:
+    """Add one fold's ``compare`` row ``s`` to the values of its config in ``per``."""
+    c = per.setdefault(s["config"], {"metric": s["metric"], "values": {}, "speakers": {}, "overrides": set()})
+    c["overrides"].add(" ".join(overrides) or "none")  # more than one: the folds did not run alike
+    vals = c["values"]
+    if s.get("mean") is not None:
+        vals.setdefault(s["metric"], []).append(s["mean"])
+    for view in ("audio", "video"):
+        if s.get(view) is not None:
+            vals.setdefault(f"{view}_top1", []).append(s[view][0])
+    for name, pair in (s.get("probe") or {}).items():
+        vals.setdefault(f"probe_{name}", []).append(pair[0])
+    for speaker, cells in (s.get("groups") or {}).items():
+        if speaker in fold["holdout"]:
+            n = cells.get("n")  # compare averages it over seeds: the same clip count each time
+            c["speakers"][speaker] = {v: x for v, x in cells.items() if v != "n"} | {
+                "n": None if n is None else round(n)
+            }
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -229,6 +247,11 @@ def format_table(result: dict[str, Any]) -> str:
             p = c["values"].get(m)
             cells.append("-" if p is None else f"{p['mean']:.3f} ± {p['std']:.3f} [{p['n']}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    overridden = {
+        name: c["overrides"] for name, c in result["configs"].items() if c.get("overrides", ["none"]) != ["none"]
+    }
+    if overridden:
+        lines += [""] + [f"- {name}: `--set` {' / '.join(sets)}" for name, sets in overridden.items()]
     if result["missing_folds"]:
         lines += ["", f"Missing folds (no results.json): {result['missing_folds']}."]
     speakers = {name: c["speakers"] for name, c in result["configs"].items() if c["speakers"]}

@@ -103,9 +103,9 @@ def test_real_av_digits_folds(tmp_path: Path) -> None:
     assert [(f["train"], f["val"]) for f in info["folds"]] == [(2000, 1000)] * 3
 
 
-def _fake_results(path: Path, rows: list[dict[str, Any]]) -> None:
+def _fake_results(path: Path, rows: list[dict[str, Any]], command: str = "") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"configs": rows}))
+    path.write_text(json.dumps({"configs": rows, "command": command}))
 
 
 def test_run_calls_compare_per_fold_and_aggregates(
@@ -198,8 +198,13 @@ def test_two_configs_get_their_own_folders_and_one_table(fake_data: Path, tmp_pa
     for k in range(3):
         for name, v in (("base", 0.6), ("aug", 0.8)):
             row = {"config": name, "metric": "val_top1", "mean": v + k / 100, "std": 0.0}
-            _fake_results(out / f"fold{k}" / name / "results.json", [row])
+            sets = "--set train.epochs=23 " if name == "aug" else ""
+            command = f"avformer compare --configs {name}.yaml {sets}--set train_manifest=f/train.csv"
+            _fake_results(out / f"fold{k}" / name / "results.json", [row], command)
     assert lso.main(["table", "--out", str(out)]) == 0
     values = json.loads((out / "lso.json").read_text())["configs"]
+    # the runs' own overrides are named (the fold manifests are every config's): the table says how each ran
+    assert values["aug"]["overrides"] == ["train.epochs=23"] and values["base"]["overrides"] == ["none"]
+    assert "- aug: `--set` train.epochs=23" in (out / "lso.md").read_text()
     assert values["base"]["values"]["val_top1"]["folds"] == pytest.approx([0.6, 0.61, 0.62])
     assert values["aug"]["values"]["val_top1"]["folds"] == pytest.approx([0.8, 0.81, 0.82])
