@@ -36,6 +36,17 @@ for each config, the fold's value (``compare``'s mean over its seeds) of the hea
 video-only top-1 and the probes, then their mean ± std (sample std) over the folds, the top-1 of every held-out
 speaker, and the ``--set`` overrides each config ran with (read from its ``compare`` command).
 
+``baseline`` is the data README's audio baseline under the same folds: each clip's 64-band Kaldi log-mel of its
+first second, mean and std over time (128 values), then StandardScaler and multinomial logistic regression (C = 3,
+scikit-learn, a dev dependency), trained on the official train split and evaluated on val (in-speaker), then on
+each fold; top-1 overall and by the clip's ``condition``. ``--config FILE --copies N`` adds N copies of every
+training clip through that config's ``data.wave_augment`` (drawn per clip and copy from ``--seed``): what the
+augmentations buy a model that cannot learn anything else. Writes ``OUT/baseline.json`` and ``.md`` (with copies:
+``OUT/baseline_<config stem>_x<N>.json`` and ``.md``)::
+
+    .venv/bin/python tools/av_digits_lso.py baseline ../shared/data/av-digits --out runs/lso \
+        --config configs/experiment/av_digits_mmt_tiny_aug.yaml --copies 4
+
 Exit status: 0 done; 1 a fold's ``compare`` failed or a run is missing (the table is still written from the others);
 2 bad arguments or data.
 """
@@ -51,10 +62,11 @@ import shlex
 import statistics
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["aggregate", "fold_commands", "main", "read_speakers", "write_folds"]
+__all__ = ["aggregate", "fold_commands", "linear_baseline", "main", "read_speakers", "write_folds"]
 
 
 def read_speakers(data: Path, split: str) -> list[dict[str, str]]:
@@ -266,6 +278,97 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _clip_features(path: Path, copies: int, augment: Any, seed: int, index: int) -> list[list[float]]:
+    """Log-mel mean and std over time of the clip's first second: the clean clip, then ``copies`` augmented ones."""
+    import torch
+
+    from avformer.data.audio import AudioFeatureConfig, AudioFeatures
+    from avformer.data.media import decode_clip
+
+    clip = decode_clip(path, 0.0, 1.0, video=False, sample_rate=16000)
+    wav = torch.zeros(16000)
+    a = torch.from_numpy(clip.audio[:16000].copy()) if clip.audio is not None else torch.zeros(0)
+    wav[: len(a)] = a
+    feats = AudioFeatures(AudioFeatureConfig(num_mel_bins=64, num_frames=None, mean=None, std=None))
+    waves = [wav]
+    for c in range(copies):
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{c}:{index}".encode()))
+        waves.append(augment(wav, gen))
+    out = []
+    for w in waves:
+        spec = feats.spectrogram(w)  # (T, F)
+        out.append(torch.cat([spec.mean(0), spec.std(0)]).tolist())
+    return out
+
+
+def linear_baseline(
+    data: Path, out: Path, *, config: str | None = None, copies: int = 0, seed: int = 0, c: float = 3.0
+) -> dict[str, Any]:
+    """The audio baseline in-speaker and on every fold of ``OUT/folds.json`` (see the module docstring)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    augment = None
+    if copies > 0:
+        from avformer.config import load
+        from avformer.data.wave_augment import WaveAugment
+
+        if config is None:
+            raise ValueError("--copies needs --config (whose data.wave_augment makes the copies)")
+        wave_cfg = load(config).data.wave_augment
+        if not wave_cfg.enabled:
+            raise ValueError(f"{config}: data.wave_augment is off (every probability 0)")
+        augment = WaveAugment(wave_cfg, 16000)
+    rows = [r for split in ("train", "val") for r in read_speakers(data, split)]
+    feats = [_clip_features(data / r["path"], copies, augment, seed, i) for i, r in enumerate(rows)]
+    info = json.loads((out / "folds.json").read_text())
+    protocols = [("in-speaker", [r["split"] == "train" for r in rows], [r["split"] == "val" for r in rows])]
+    for fold in info["folds"]:
+        held = set(fold["holdout"])
+        name = f"fold{fold['fold']} ({'+'.join(fold['holdout'])})"
+        protocols.append((name, [r["speaker"] not in held for r in rows], [r["speaker"] in held for r in rows]))
+    result: dict[str, Any] = {"config": config, "copies": copies, "seed": seed, "C": c, "protocols": {}}
+    for name, train, val in protocols:
+        x = np.array([v for fs, t in zip(feats, train, strict=True) if t for v in fs])
+        y = np.array([int(r["label"]) for r, t in zip(rows, train, strict=True) if t for _ in range(copies + 1)])
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+        model.fit(x, y)
+        vrows = [(r, fs[0]) for r, fs, v in zip(rows, feats, val, strict=True) if v]  # evaluation: the clean clip
+        pred = model.predict(np.array([f for _, f in vrows]))
+        hit = [int(p) == int(r["label"]) for p, (r, _) in zip(pred, vrows, strict=True)]
+        by: dict[str, list[bool]] = {}
+        for h, (r, _) in zip(hit, vrows, strict=True):
+            by.setdefault(r.get("condition", ""), []).append(h)
+        result["protocols"][name] = {
+            "n_train": len(x),
+            "n_val": len(hit),
+            "top1": sum(hit) / len(hit),
+            "by_condition": {k: {"n": len(v), "top1": sum(v) / len(v)} for k, v in sorted(by.items())},
+        }
+    lso = [p["top1"] for n, p in result["protocols"].items() if n != "in-speaker"]
+    result["lso"] = _pair(lso)
+    stem = f"baseline_{Path(config).stem}_x{copies}" if copies else "baseline"  # one file per setting
+    result["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.md")]
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    conds = sorted({k for p in result["protocols"].values() for k in p["by_condition"]})
+    how = f"+ {copies} augmented copies of each training clip ({config})" if copies else "no augmentation"
+    lines = [
+        f"# Audio linear baseline (log-mel mean + std, logistic regression C = {c}; {how})",
+        "",
+        "| protocol | train clips | val clips | top-1 | " + " | ".join(conds) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(conds),
+    ]
+    for name, p in result["protocols"].items():
+        cells = [f"{p['by_condition'][k]['top1']:.3f}" if k in p["by_condition"] else "-" for k in conds]
+        lines.append(f"| {name} | {p['n_train']} | {p['n_val']} | {p['top1']:.3f} | " + " | ".join(cells) + " |")
+    if result["lso"]:
+        lines += ["", f"Leave-speaker-out: {result['lso']['mean']:.3f} ± {result['lso']['std']:.3f} over the folds."]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="av_digits_lso.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -289,6 +392,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--folds", nargs="+", type=int, default=None, metavar="K", help="only these folds")
     t = sub.add_parser("table", help="only re-read the fold runs and write lso.md / lso.json")
     t.add_argument("--out", required=True)
+    b = sub.add_parser("baseline", help="the audio linear baseline in-speaker and on every fold")
+    b.add_argument("data", help="the AV-Digits folder")
+    b.add_argument("--out", required=True, help="the folder `folds` wrote")
+    b.add_argument("--config", default=None, help="a config whose data.wave_augment makes the --copies")
+    b.add_argument("--copies", type=int, default=0, help="augmented copies of each training clip (0)")
+    b.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -312,6 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     if not (out / "folds.json").is_file():
         print(f"av_digits_lso.py: error: {out / 'folds.json'} not found: run `folds` first", file=sys.stderr)
         return 2
+    if args.command == "baseline":
+        try:
+            done = linear_baseline(Path(args.data), out, config=args.config, copies=args.copies, seed=args.seed)
+        except (OSError, ValueError) as e:
+            print(f"av_digits_lso.py: error: {e}", file=sys.stderr)
+            return 2
+        print(Path(done["files"][1]).read_text() + f"wrote {' and '.join(done['files'])}")
+        return 0
     failed = False
     if args.command == "run":
         cmds = fold_commands(

@@ -208,3 +208,48 @@ def test_two_configs_get_their_own_folders_and_one_table(fake_data: Path, tmp_pa
     assert "- aug: `--set` train.epochs=23" in (out / "lso.md").read_text()
     assert values["base"]["values"]["val_top1"]["folds"] == pytest.approx([0.6, 0.61, 0.62])
     assert values["aug"]["values"]["val_top1"]["folds"] == pytest.approx([0.8, 0.81, 0.82])
+
+
+def test_linear_baseline_trains_on_the_folds_speakers_and_evaluates_clean_held_out_clips(
+    fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each clip's features carry (index, copy): the fitted rows are the fold's training speakers with every
+    augmented copy, the evaluated ones its held-out clips, clean (copy 0); a perfect model scores 1."""
+    import sklearn.pipeline
+
+    out = tmp_path / "lso"
+    lso.write_folds(fake_data, out)
+    rows = [r for split in ("train", "val") for r in lso.read_speakers(fake_data, split)]
+    seen: list[tuple[list[tuple[int, int]], list[tuple[int, int]]]] = []
+
+    def features(path: Path, copies: int, augment: Any, seed: int, index: int) -> list[list[float]]:
+        assert (copies == 2) == (augment is not None) and path == fake_data / rows[index]["path"]
+        return [[float(index), float(c)] for c in range(copies + 1)]
+
+    class Model:  # records what it is fitted on and evaluated on, and predicts each clip's own label
+        def fit(self, x: Any, y: Any) -> None:
+            assert [int(rows[int(i)]["label"]) for i, _ in x] == list(y)
+            seen.append(([(int(i), int(c)) for i, c in x], []))
+
+        def predict(self, x: Any) -> list[int]:
+            seen[-1][1].extend((int(i), int(c)) for i, c in x)
+            return [int(rows[int(i)]["label"]) for i, _ in x]
+
+    monkeypatch.setattr(lso, "_clip_features", features)
+    monkeypatch.setattr(sklearn.pipeline, "make_pipeline", lambda *steps: Model())
+    config = str(ROOT / "configs/experiment/av_digits_mmt_tiny_aug.yaml")
+    result = lso.linear_baseline(fake_data, out, config=config, copies=2)
+    folds = json.loads((out / "folds.json").read_text())["folds"]
+    assert len(seen) == 4 and next(iter(result["protocols"])) == "in-speaker"
+    everything = set(range(len(rows)))
+    official = {i for i, r in enumerate(rows) if r["split"] == "train"}
+    splits = [(official, everything - official)]
+    for f in folds:
+        held = {i for i, r in enumerate(rows) if r["speaker"] in f["holdout"]}
+        splits.append((everything - held, held))
+    for (fit, evaluated), (train, val) in zip(seen, splits, strict=True):
+        assert sorted(fit) == sorted((i, c) for i in train for c in range(3))  # every copy, no held-out clip
+        assert sorted(evaluated) == [(i, 0) for i in sorted(val)]  # the clean clip only
+    assert all(p["top1"] == 1.0 for p in result["protocols"].values()) and result["lso"]["n"] == 3
+    assert "2 augmented copies" in (out / "baseline_av_digits_mmt_tiny_aug_x2.md").read_text()
+    assert lso.main(["baseline", str(fake_data), "--out", str(out), "--copies", "1"]) == 2  # copies need a config
