@@ -47,6 +47,12 @@ augmentations buy a model that cannot learn anything else. Writes ``OUT/baseline
     .venv/bin/python tools/av_digits_lso.py baseline ../shared/data/av-digits --out runs/lso \
         --config configs/experiment/av_digits_mmt_tiny_aug.yaml --copies 4
 
+``conditions`` evaluates every finished supervised run of the folds (its ``last.pt``) with ``avformer eval --by
+OUT/fold<k>/val_meta.csv:condition`` (into ``<run folder>/eval_condition``; done once) and writes
+``OUT/conditions.md`` / ``.json``: per config, condition and view (fused, audio-only, video-only) the mean ± std
+over the folds of the fold's top-1 (mean over its seeds). A quarter of AV-Digits clips bury the speech in noise
+(``audio_degraded``), so an audio-only figure over all clips mixes two very different problems.
+
 Exit status: 0 done; 1 a fold's ``compare`` failed or a run is missing (the table is still written from the others);
 2 bad arguments or data.
 """
@@ -66,7 +72,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["aggregate", "fold_commands", "linear_baseline", "main", "read_speakers", "write_folds"]
+__all__ = ["aggregate", "conditions", "fold_commands", "linear_baseline", "main", "read_speakers", "write_folds"]
 
 
 def read_speakers(data: Path, split: str) -> list[dict[str, str]]:
@@ -278,6 +284,50 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def conditions(out: Path, *, threads: int = 1) -> dict[str, Any]:
+    """Top-1 by ``condition`` of every finished supervised fold run (see the module docstring)."""
+    info = json.loads((out / "folds.json").read_text())
+    per: dict[str, dict[str, dict[str, list[float]]]] = {}  # config -> "condition view" -> fold values
+    for fold in info["folds"]:
+        d = out / f"fold{fold['fold']}"
+        by_config: dict[str, list[dict[str, Any]]] = {}
+        for run in sorted(d.glob("*/*/seed*")):
+            done = run.parents[1] / "results.json"  # compare writes it once its runs are over
+            if not (run / "classes.txt").is_file() or not (run / "last.pt").is_file() or not done.is_file():
+                continue  # self-supervised (no classifier), or not finished
+            if done.stat().st_mtime < (run / "last.pt").stat().st_mtime:
+                continue  # training again (a resumed or extended run)
+            report = run / "eval_condition" / "eval.json"
+            if not report.is_file() or report.stat().st_mtime < (run / "last.pt").stat().st_mtime:
+                argv = [sys.executable, "-m", "avformer", "eval", str(run), "--checkpoint", "last", "--json"]
+                argv += ["--data", str(d / "val.csv"), "--by", f"{d / 'val_meta.csv'}:condition"]
+                argv += ["--batch-size", "32", "--out", str(report.parent)]
+                env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+                print("+ " + " ".join(argv), flush=True)
+                if subprocess.run(argv, check=False, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+                    print(f"av_digits_lso.py: {run}: eval failed", file=sys.stderr)
+                    continue
+            by_config.setdefault(run.parent.name, []).append(json.loads(report.read_text())["groups"]["top1"])
+        for name, seeds in by_config.items():  # the fold's value: the mean over its seeds
+            cells = per.setdefault(name, {})
+            for cond in seeds[0]:
+                for view in ("fused", "audio", "video"):
+                    vals = [s[cond][view] for s in seeds if s.get(cond, {}).get(view) is not None]
+                    if vals:
+                        cells.setdefault(f"{cond} {view}", []).append(statistics.fmean(vals))
+    result = {name: {k: _pair(v) for k, v in sorted(cells.items())} for name, cells in per.items()}
+    (out / "conditions.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# AV-Digits leave-speaker-out, top-1 by condition (mean ± std over the folds, [folds])", ""]
+    lines += ["| config | condition | fused | audio-only | video-only |", "|---|---|---|---|---|"]
+    for name, cells in result.items():
+        for cond in sorted({k.split(" ")[0] for k in cells}):
+            row = [cells.get(f"{cond} {v}") for v in ("fused", "audio", "video")]
+            text = ["-" if p is None else f"{p['mean']:.3f} ± {p['std']:.3f} [{p['n']}]" for p in row]
+            lines.append(f"| {name} | {cond} | " + " | ".join(text) + " |")
+    (out / "conditions.md").write_text("\n".join(lines) + "\n")
+    return result
+
+
 def _clip_features(path: Path, copies: int, augment: Any, seed: int, index: int) -> list[list[float]]:
     """Log-mel mean and std over time of the clip's first second: the clean clip, then ``copies`` augmented ones."""
     import torch
@@ -392,6 +442,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--folds", nargs="+", type=int, default=None, metavar="K", help="only these folds")
     t = sub.add_parser("table", help="only re-read the fold runs and write lso.md / lso.json")
     t.add_argument("--out", required=True)
+    c = sub.add_parser("conditions", help="top-1 by condition of the finished supervised fold runs")
+    c.add_argument("--out", required=True)
+    c.add_argument("--threads", type=int, default=1)
     b = sub.add_parser("baseline", help="the audio linear baseline in-speaker and on every fold")
     b.add_argument("data", help="the AV-Digits folder")
     b.add_argument("--out", required=True, help="the folder `folds` wrote")
@@ -428,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"av_digits_lso.py: error: {e}", file=sys.stderr)
             return 2
         print(Path(done["files"][1]).read_text() + f"wrote {' and '.join(done['files'])}")
+        return 0
+    if args.command == "conditions":
+        conditions(out, threads=args.threads)
+        print((out / "conditions.md").read_text() + f"wrote {out / 'conditions.md'} and {out / 'conditions.json'}")
         return 0
     failed = False
     if args.command == "run":

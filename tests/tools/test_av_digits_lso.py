@@ -253,3 +253,47 @@ def test_linear_baseline_trains_on_the_folds_speakers_and_evaluates_clean_held_o
     assert all(p["top1"] == 1.0 for p in result["protocols"].values()) and result["lso"]["n"] == 3
     assert "2 augmented copies" in (out / "baseline_av_digits_mmt_tiny_aug_x2.md").read_text()
     assert lso.main(["baseline", str(fake_data), "--out", str(out), "--copies", "1"]) == 2  # copies need a config
+
+
+def test_conditions_evaluates_finished_supervised_runs_once_and_averages_folds(
+    fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "lso"
+    lso.write_folds(fake_data, out)
+    calls: list[list[str]] = []
+
+    def fake_eval(argv: list[str], check: bool, env: dict[str, str], stdout: Any) -> Any:
+        calls.append(argv)
+        run = Path(argv[argv.index("eval") + 1])
+        k = int(run.parents[2].name.removeprefix("fold"))
+        assert argv[argv.index("--by") + 1] == f"{out / f'fold{k}' / 'val_meta.csv'}:condition"
+        top1 = {"clean": {"n": 5, "fused": 0.9, "audio": 0.7 + k / 10, "video": 0.8}}
+        report = Path(argv[argv.index("--out") + 1]) / "eval.json"
+        report.parent.mkdir(parents=True)
+        report.write_text(json.dumps({"groups": {"column": "condition", "top1": top1}}))
+        return type("Done", (), {"returncode": 0})()
+
+    def run_folder(k: int, config: str, *, classes: bool = True, finished: bool = True) -> Path:
+        run = out / f"fold{k}" / config / config / "seed0"
+        run.mkdir(parents=True)
+        (run / "last.pt").touch()
+        if classes:
+            (run / "classes.txt").touch()
+        if finished:
+            (run.parents[1] / "results.json").touch()
+        return run
+
+    for k in range(3):
+        run_folder(k, "mmt")
+    run_folder(0, "vatt", classes=False)  # self-supervised: no classifier to evaluate
+    run_folder(1, "aug", finished=False)  # compare has not finished it
+    monkeypatch.setattr(lso.subprocess, "run", fake_eval)
+    result = lso.conditions(out)
+    assert len(calls) == 3 and set(result) == {"mmt"}
+    assert result["mmt"]["clean audio"]["folds"] == pytest.approx([0.7, 0.8, 0.9])
+    assert (
+        "| mmt | clean | 0.900 ± 0.000 [3] | 0.800 ± 0.100 [3] | 0.800 ± 0.000 [3] |"
+        in (out / "conditions.md").read_text()
+    )
+    lso.conditions(out)  # the reports are kept: nothing is evaluated twice
+    assert len(calls) == 3
