@@ -244,6 +244,11 @@ def _collect(per: dict[str, dict[str, Any]], s: dict[str, Any], fold: dict[str, 
             }
 
 
+def _cell(p: dict[str, Any] | None) -> str:
+    """A table cell of a :func:`_pair`: ``mean ± std [folds]``, or ``-``."""
+    return "-" if p is None else f"{p['mean']:.3f} ± {p['std']:.3f} [{p['n']}]"
+
+
 def format_table(result: dict[str, Any]) -> str:
     """Markdown: one row per config, one column per measure (mean ± std over folds, n folds)."""
     measures = sorted({m for c in result["configs"].values() for m in c["values"]})
@@ -260,10 +265,7 @@ def format_table(result: dict[str, Any]) -> str:
     else:
         lines.append("No results yet.")
     for name, c in result["configs"].items():
-        cells = []
-        for m in measures:
-            p = c["values"].get(m)
-            cells.append("-" if p is None else f"{p['mean']:.3f} ± {p['std']:.3f} [{p['n']}]")
+        cells = [_cell(c["values"].get(m)) for m in measures]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     overridden = {
         name: c["overrides"] for name, c in result["configs"].items() if c.get("overrides", ["none"]) != ["none"]
@@ -321,8 +323,7 @@ def conditions(out: Path, *, threads: int = 1) -> dict[str, Any]:
     lines += ["| config | condition | fused | audio-only | video-only |", "|---|---|---|---|---|"]
     for name, cells in result.items():
         for cond in sorted({k.split(" ")[0] for k in cells}):
-            row = [cells.get(f"{cond} {v}") for v in ("fused", "audio", "video")]
-            text = ["-" if p is None else f"{p['mean']:.3f} ± {p['std']:.3f} [{p['n']}]" for p in row]
+            text = [_cell(cells.get(f"{cond} {v}")) for v in ("fused", "audio", "video")]
             lines.append(f"| {name} | {cond} | " + " | ".join(text) + " |")
     (out / "conditions.md").write_text("\n".join(lines) + "\n")
     return result
